@@ -1,0 +1,180 @@
+"""`datavault-analytics`: the project's command line.
+
+Each group of commands is added by one `add_*_commands(subparsers)` function that sets a `handler` on
+its parsers; COMMAND_GROUPS lists them, in one place. A handler takes the parsed arguments and returns
+the exit code. Expected failures raise one of EXPECTED_ERRORS: one line on stderr, exit code 1, no
+traceback. Heavy modules are imported inside handlers, so `stack env` stays instant.
+"""
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from datavault_analytics.local_stack.errors import LocalStackError
+
+PROG = "datavault-analytics"
+
+SubParsers = argparse._SubParsersAction
+
+
+class CommandError(Exception):
+    """An expected failure of a command, told to the user in one line."""
+
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (CommandError, LocalStackError)
+
+
+def add_stack_commands(subparsers: SubParsers) -> None:
+    stack = subparsers.add_parser(
+        "stack",
+        help="the embedded local stack: PostgreSQL, S3 (moto), Snowflake (fakesnow) on 127.0.0.1",
+        description="State lives in .datavault/ under the current folder. Ports: DATAVAULT_STACK_PG_PORT, "
+        "DATAVAULT_STACK_S3_PORT, DATAVAULT_STACK_SNOWFLAKE_PORT (defaults 55432, 55433, 55434).",
+    )
+    actions = stack.add_subparsers(dest="stack_action", required=True, metavar="ACTION")
+    actions.add_parser("up", help="start what is not running, reuse the rest").set_defaults(handler=stack_up)
+    actions.add_parser("down", help="stop every part, keeping PostgreSQL and Snowflake data").set_defaults(
+        handler=stack_down
+    )
+    actions.add_parser("status", help="one line per part").set_defaults(handler=stack_status)
+    actions.add_parser(
+        "env", help='variables for the pipeline: eval "$(datavault-analytics stack env)"'
+    ).set_defaults(handler=stack_env)
+
+
+def add_seed_commands(subparsers: SubParsers) -> None:
+    seed = subparsers.add_parser(
+        "seed",
+        help="append realistic encrypted rows to DataVault's records table",
+        description="Appends rows for the last N full UTC days, ending yesterday. Payloads are encrypted "
+        "with a key made for this run and never kept.",
+    )
+    seed.add_argument(
+        "--days", type=_positive_int, required=True, help="how many full UTC days, ending yesterday"
+    )
+    seed.add_argument("--rows-per-day", type=_non_negative_int, required=True)
+    seed.add_argument("--dsn", help="PostgreSQL DSN (default: $DATAVAULT_PG_DSN, else the local stack's)")
+    seed.add_argument(
+        "--seed", type=int, help="make the rows reproducible (seeding twice then collides on id)"
+    )
+    seed.set_defaults(handler=seed_command)
+
+
+COMMAND_GROUPS: list[Callable[[SubParsers], None]] = [add_stack_commands, add_seed_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="DataVault's PostgreSQL records -> S3 Parquet stage -> Snowflake, on Dagster."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_commands in COMMAND_GROUPS:
+        add_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EXPECTED_ERRORS as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def stack_up(args: argparse.Namespace) -> int:
+    from datavault_analytics.local_stack import stack
+
+    started = time.monotonic()
+    for status in stack.stack_up():
+        print(status.line())
+    paths = stack.StackPaths.at()
+    print(f"stack up in {time.monotonic() - started:.1f} s; state and logs in {paths.state_dir}")
+    print(f'use it with: eval "$({PROG} stack env)"')
+    return 0
+
+
+def stack_down(args: argparse.Namespace) -> int:
+    from datavault_analytics.local_stack import stack
+
+    for status in stack.stack_down():
+        print(status.line())
+    return 0
+
+
+def stack_status(args: argparse.Namespace) -> int:
+    from datavault_analytics.local_stack import stack
+
+    for status in stack.stack_status():
+        print(status.line())
+    return 0
+
+
+def stack_env(args: argparse.Namespace) -> int:
+    from datavault_analytics.local_stack.stack import local_environment
+
+    for name, value in local_environment().items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def seed_command(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from datavault_analytics.local_stack.seed import seed_records
+    from datavault_analytics.local_stack.stack import local_environment
+
+    dsn = args.dsn or os.environ.get("DATAVAULT_PG_DSN")
+    hint = ""
+    if not dsn:
+        dsn = local_environment()["DATAVAULT_PG_DSN"]
+        hint = f" (is the local stack up? `{PROG} stack up`)"
+    where = describe_dsn(dsn)
+    started = time.monotonic()
+    try:
+        result = seed_records(dsn, args.days, args.rows_per_day, seed=args.seed)
+    except psycopg.Error as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CommandError(f"seeding {where} failed: {first_line}{hint}") from error
+    days = sorted(result.rows_per_day)
+    print(
+        f"seeded {result.total_rows:,} rows ({args.rows_per_day:,} per day, {days[0]} to {days[-1]} UTC) "
+        f"into {where} in {time.monotonic() - started:.1f} s"
+    )
+    return 0
+
+
+def describe_dsn(dsn: str) -> str:
+    """Database, host and port of a DSN, for messages: never its password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception:
+        return "PostgreSQL"
+    host = parts.get("host") or "local socket"
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"database {parts.get('dbname') or '?'} on {host}{port}"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
