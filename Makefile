@@ -1,0 +1,42 @@
+# Two commands do all the setup on a new machine: `make demo` and `make test`.
+# Each creates or updates .venv first; nothing else needs installing by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DAYS   ?= 7
+ROWS_PER_DAY ?= 2000
+
+.PHONY: install demo dev down test lint bench backfill clean
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded local stack: seed a week, materialize it through Dagster, reconcile.
+demo: install
+	$(BIN)/datavault-analytics stack up
+	$(BIN)/datavault-analytics seed --days $(DAYS) --rows-per-day $(ROWS_PER_DAY)
+	$(BIN)/datavault-analytics demo --days $(DAYS)
+
+## Web UI and daemon on the same stack.
+dev: install
+	$(BIN)/datavault-analytics stack up
+	eval "$$($(BIN)/datavault-analytics stack env)" && PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml
+
+down: install
+	$(BIN)/datavault-analytics stack down
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean: down
+	rm -rf .datavault

@@ -1,0 +1,1 @@
+"""DataVault Analytics: DataVault's PostgreSQL records -> S3 Parquet stage -> Snowflake, on Dagster."""

@@ -1,0 +1,376 @@
+"""The S3 Parquet stage: where PostgreSQL's rows wait, as Parquet files, for Snowflake's COPY INTO.
+
+Layout, deterministic per partition:
+    <stage_uri>/<table>/dt=2026-11-01/part-00000.parquet, part-00001.parquet, ...
+    <stage_uri>/<table>/dt=2026-11-01/_manifest.json    <- written last; the only way a load finds files
+
+Staging a day first deletes its manifest, then writes the parts, removes parts left over from an older,
+larger staging, and writes the manifest last. A stage killed half-way therefore has no manifest, and
+the Snowflake load refuses it instead of loading a partial or mixed set of files.
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import boto3
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+from datavault_analytics.errors import PermanentError, reported_as
+from datavault_analytics.partitions import DayWindow
+from datavault_analytics.resources.postgres import SourceDay, SourceExtract
+from datavault_analytics.resources.stage_storage import (
+    LocalStageStorage,
+    S3StageStorage,
+    StageLocation,
+    StageStorage,
+)
+
+MANIFEST_NAME = "_manifest.json"
+MANIFEST_VERSION = 1
+
+
+class StageError(PermanentError, RuntimeError):
+    """The stage is missing, incomplete or inconsistent; the message says which partition and what to do."""
+
+
+@dataclass(frozen=True)
+class StagedColumn:
+    name: str
+    postgres_type: str
+    arrow_type: str
+    snowflake_type: str
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    name: str  # relative to the stage root, e.g. records/dt=2026-11-01/part-00000.parquet
+    uri: str
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class StagedPartition:
+    """The manifest of one staged day: what the Snowflake load receives instead of the bytes."""
+
+    partition_key: str
+    window_start: str
+    window_end: str
+    source_table: str
+    stage_uri: str
+    directory: str  # relative to the stage root
+    columns: list[StagedColumn]
+    files: list[StagedFile]
+    rows: int
+    bytes: int
+    staged_at: str
+    seconds: float
+    version: int = MANIFEST_VERSION
+    run_id: str | None = None
+
+    @property
+    def window(self) -> DayWindow:
+        return DayWindow.for_key(self.partition_key)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> "StagedPartition":
+        try:
+            raw = json.loads(data)
+            if raw.get("version") != MANIFEST_VERSION:
+                raise ValueError(f"unsupported manifest version {raw.get('version')!r}")
+            raw["columns"] = [StagedColumn(**c) for c in raw["columns"]]
+            raw["files"] = [StagedFile(**f) for f in raw["files"]]
+            manifest = cls(**raw)
+        except (ValueError, TypeError, KeyError) as error:
+            raise StageError(
+                f"The stage manifest {where} is empty or malformed ({error}). Re-materialize the S3 stage for "
+                "this partition to rewrite it."
+            ) from None
+        if not manifest.columns:
+            raise StageError(f"The stage manifest {where} lists no columns. Re-materialize the S3 stage.")
+        if sum(f.rows for f in manifest.files) != manifest.rows:
+            raise StageError(f"The stage manifest {where} does not add up: its files' rows differ from its total.")
+        return manifest
+
+    def column_schema(self, type_of=lambda c: c.arrow_type) -> dg.TableSchema:
+        return dg.TableSchema(
+            columns=[
+                dg.TableColumn(c.name, type_of(c), constraints=dg.TableColumnConstraints(nullable=c.nullable))
+                for c in self.columns
+            ]
+        )
+
+
+def _day_directory(table: str, partition_key: str) -> str:
+    return f"{table}/dt={partition_key}"
+
+
+class ParquetDayWriter:
+    """Writes one day's record batches as zstd Parquet: row groups of bounded rows and bytes, and a new
+    file whenever the current one reaches the target size."""
+
+    def __init__(self, storage: StageStorage, directory: str, schema: pa.Schema, target_file_bytes: int,
+                 row_group_rows: int, row_group_bytes: int):
+        self.storage, self.directory, self.schema = storage, directory, schema
+        self.target_file_bytes = target_file_bytes
+        self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
+        self.files: list[StagedFile] = []
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = self._pending_bytes = 0
+        self._file_cm = self._sink = self._writer = None
+        self._file_rows = 0
+        # Ciphertext is random: dictionary encoding and min/max statistics on it only cost time.
+        binary = {f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)}
+        self._dictionary_columns = [f.name for f in schema if f.name not in binary]
+        self._statistics_columns = [f.name for f in schema if f.name not in binary]
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self._pending_bytes += batch.nbytes
+        if self._pending_rows >= self.row_group_rows or self._pending_bytes >= self.row_group_bytes:
+            self._flush_row_group()
+
+    def _open_file(self) -> None:
+        name = f"{self.directory}/part-{len(self.files):05d}.parquet"
+        self._file_cm = self.storage.open_writer(name)
+        self._sink = self._file_cm.__enter__()
+        self._writer = pq.ParquetWriter(
+            self._sink, self.schema, compression="zstd", compression_level=1,
+            use_dictionary=self._dictionary_columns, write_statistics=self._statistics_columns,
+        )
+        self._name, self._file_rows = name, 0
+
+    def _flush_row_group(self) -> None:
+        if not self._pending:
+            return
+        if self._writer is None:
+            self._open_file()
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        self._writer.write_table(table, row_group_size=max(self.row_group_rows, table.num_rows))
+        self._file_rows += table.num_rows
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        if self._sink.tell() >= self.target_file_bytes:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        self._writer.close()
+        size = self._sink.tell()
+        self._file_cm.__exit__(None, None, None)
+        self.files.append(StagedFile(self._name, self.storage.location.uri_of(self._name), self._file_rows, size))
+        self._writer = self._sink = self._file_cm = None
+
+    def close(self) -> list[StagedFile]:
+        self._flush_row_group()
+        if self._writer is not None:
+            self._close_file()
+        return self.files
+
+    def abort(self, error: BaseException) -> None:
+        if self._file_cm is not None:
+            self._file_cm.__exit__(type(error), error, error.__traceback__)
+            self._writer = self._sink = self._file_cm = None
+
+
+class S3StageIOManager(dg.ConfigurableIOManager):
+    """Writes the PostgreSQL stream as Parquet files in the stage, and hands manifests downstream.
+
+    `handle_output` receives the lazy `SourceExtract` and streams each day through `ParquetDayWriter`:
+    no day is ever held in memory. `load_input` returns the days' `StagedPartition` manifests (or, for an
+    input annotated `polars.LazyFrame`, a lazy scan of the files).
+    """
+
+    s3: dg.ResourceDependency[S3Resource]
+    stage_uri: str = Field(description="Where staged files go: s3://bucket/prefix, or file:///path for a local stage.")
+    target_file_size_mb: int = Field(
+        default=150, description="A staged file is closed once it reaches this size; Snowflake recommends 100-250 MB."
+    )
+    row_group_rows: int = Field(default=131072, description="Rows per Parquet row group, at most.")
+    row_group_mb: int = Field(default=64, description="Uncompressed MB per Parquet row group, at most.")
+    server_side_encryption: str | None = Field(
+        default=None, description="S3 server-side encryption for staged files: AES256 (SSE-S3) or aws:kms (SSE-KMS)."
+    )
+    sse_kms_key_id: str | None = Field(default=None, description="KMS key for aws:kms encryption.")
+    dataset: str = Field(default="records", description="Folder under the stage URI that holds this table's days.")
+
+    @property
+    def location(self) -> StageLocation:
+        return StageLocation.parse(self.stage_uri)
+
+    def storage(self) -> StageStorage:
+        location = self.location
+        if location.scheme == "file":
+            return LocalStageStorage(location)
+        extra: dict = {}
+        if self.server_side_encryption:
+            extra["ServerSideEncryption"] = self.server_side_encryption
+            if self.sse_kms_key_id:
+                extra["SSEKMSKeyId"] = self.sse_kms_key_id
+        return S3StageStorage(location, self.s3.get_client(), extra)
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def stage_day(self, storage: StageStorage, day: SourceDay, run_id: str | None = None) -> StagedPartition:
+        started = time.monotonic()
+        directory = _day_directory(self.dataset, day.window.partition_key)
+        storage.delete([f"{directory}/{MANIFEST_NAME}"])  # invalidate first: a half-staged day has no manifest
+        writer = ParquetDayWriter(
+            storage, directory, day.schema, self.target_file_size_mb * 1024 * 1024, self.row_group_rows,
+            self.row_group_mb * 1024 * 1024,
+        )
+        with day.open() as batches:
+            try:
+                for batch in batches:
+                    writer.write(batch)
+                files = writer.close()
+            except BaseException as error:
+                writer.abort(error)
+                raise
+        current = {f.name for f in files}
+        stale = [name for name in storage.sizes(f"{directory}/") if name.endswith(".parquet") and name not in current]
+        storage.delete(stale)
+        manifest = StagedPartition(
+            partition_key=day.window.partition_key,
+            window_start=day.window.start.isoformat(),
+            window_end=day.window.end.isoformat(),
+            source_table=f"{day.postgres.schema_name}.{day.postgres.table}",
+            stage_uri=storage.location.uri,
+            directory=directory,
+            columns=[
+                StagedColumn(c.name, c.postgres_type, str(c.mapping.arrow_type), c.mapping.snowflake_type, c.nullable)
+                for c in day.columns
+            ],
+            files=files,
+            rows=sum(f.rows for f in files),
+            bytes=sum(f.bytes for f in files),
+            staged_at=datetime.now(UTC).isoformat(),
+            seconds=round(time.monotonic() - started, 3),
+            run_id=run_id,
+        )
+        storage.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_json())
+        return manifest
+
+    def handle_output(self, context: dg.OutputContext, obj: SourceExtract) -> None:
+        if not isinstance(obj, SourceExtract):
+            raise TypeError(f"The S3 stage stores a SourceExtract from PostgreSQL, got {type(obj).__name__}.")
+        storage = self.storage()
+        manifests: list[StagedPartition] = []
+        started = time.monotonic()
+        for number, day in enumerate(obj.days, start=1):
+            with reported_as(f"Staging {day.window.partition_key} to {storage.location.uri}"):
+                manifest = self.stage_day(storage, day, run_id=context.run_id)
+            manifests.append(manifest)
+            context.log.info(
+                f"Staged {manifest.partition_key} ({number}/{len(obj.days)} days): {manifest.rows:,} rows in "
+                f"{len(manifest.files)} file(s), {manifest.bytes / 1e6:.1f} MB, {manifest.seconds:.2f}s "
+                f"({manifest.rows / max(manifest.seconds, 1e-6):,.0f} rows/s)"
+            )
+        context.add_output_metadata(stage_metadata(manifests, time.monotonic() - started))
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def read_manifest(self, storage: StageStorage, partition_key: str) -> StagedPartition:
+        directory = _day_directory(self.dataset, partition_key)
+        where = storage.location.uri_of(f"{directory}/{MANIFEST_NAME}")
+        data = storage.read_bytes(f"{directory}/{MANIFEST_NAME}")
+        if data is None:
+            raise StageError(
+                f"Partition {partition_key} has no stage manifest at {where}: it was never staged, or its staging "
+                'did not finish. Materialize ["s3", "datavault", "records"] for this partition first.'
+            )
+        manifest = StagedPartition.from_json(data, where)
+        if manifest.partition_key != partition_key:
+            raise StageError(f"The stage manifest {where} describes {manifest.partition_key}, not {partition_key}.")
+        present = storage.sizes(f"{directory}/")
+        for staged in manifest.files:
+            if present.get(staged.name) != staged.bytes:
+                raise StageError(
+                    f"Staged file {staged.uri} for {partition_key} is missing or has changed size since it was "
+                    f"staged ({present.get(staged.name)} bytes now, {staged.bytes} in the manifest). Re-materialize "
+                    "the S3 stage for this partition."
+                )
+        return manifest
+
+    def load_input(self, context: dg.InputContext):
+        storage = self.storage()
+        with reported_as("Reading the stage manifests"):
+            manifests = [self.read_manifest(storage, key) for key in context.asset_partition_keys]
+        if context.dagster_type.typing_type is pl.LazyFrame:
+            return self.scan(manifests)
+        return manifests
+
+    def scan(self, manifests: list[StagedPartition]) -> pl.LazyFrame:
+        """A lazy polars scan over the staged files, for analysts' own assets."""
+        uris = [f.uri for m in manifests for f in m.files]
+        if not uris:
+            schema = pa.schema([pa.field(c.name, pa.type_for_alias(c.arrow_type)) for c in manifests[0].columns]) \
+                if manifests else pa.schema([])
+            return pl.LazyFrame(pl.from_arrow(schema.empty_table()))
+        if self.location.scheme == "file":
+            return pl.scan_parquet([u.removeprefix("file://") for u in uris])
+        return pl.scan_parquet(uris, storage_options=self.polars_storage_options())
+
+    def polars_storage_options(self) -> dict[str, str]:
+        """The S3 resource's settings, resolved through boto3's usual credential chain, in polars' terms."""
+        session = boto3.session.Session(
+            profile_name=self.s3.profile_name,
+            aws_access_key_id=self.s3.aws_access_key_id,
+            aws_secret_access_key=self.s3.aws_secret_access_key,
+            aws_session_token=self.s3.aws_session_token,
+            region_name=self.s3.region_name,
+        )
+        options = {"aws_region": session.region_name or "us-east-1"}
+        if credentials := session.get_credentials():
+            frozen = credentials.get_frozen_credentials()
+            options |= {"aws_access_key_id": frozen.access_key, "aws_secret_access_key": frozen.secret_key}
+            if frozen.token:
+                options["aws_session_token"] = frozen.token
+        if self.s3.endpoint_url:
+            options["aws_endpoint_url"] = self.s3.endpoint_url
+            options["aws_allow_http"] = str(self.s3.endpoint_url.startswith("http://")).lower()
+        return options
+
+
+def stage_metadata(manifests: list[StagedPartition], seconds: float) -> dict:
+    files = [f for m in manifests for f in m.files]
+    rows = sum(m.rows for m in manifests)
+    # A range run records one materialization per day, all with this metadata: only a single-day run
+    # can state the day's row count; a range states its total under its own name, and a per-day table.
+    metadata = {
+        "dagster/row_count" if len(manifests) == 1 else "rows_in_run": rows,
+        "dagster/uri": dg.MetadataValue.path(
+            manifests[0].stage_uri + "/" + manifests[0].directory if len(manifests) == 1
+            else manifests[0].stage_uri + "/" + manifests[0].directory.rsplit("/", 1)[0] if manifests else ""
+        ),
+        "staged_bytes": sum(m.bytes for m in manifests),
+        "staged_files": len(files),
+        "staged_uris": dg.MetadataValue.json([f.uri for f in files][:1000]),
+        "partition_window": (
+            f"[{manifests[0].window_start}, {manifests[-1].window_end})" if manifests else "empty range"
+        ),
+        "stage_seconds": round(seconds, 3),
+        "rows_per_second": round(rows / seconds) if seconds > 0 else 0,
+    }
+    if manifests:
+        metadata["dagster/column_schema"] = manifests[0].column_schema()
+    if len(manifests) > 1:
+        metadata["days"] = dg.MetadataValue.md(
+            "| day | rows | files | bytes | seconds |\n|---|---|---|---|---|\n"
+            + "\n".join(f"| {m.partition_key} | {m.rows} | {len(m.files)} | {m.bytes} | {m.seconds} |"
+                        for m in manifests)
+        )
+    return metadata
+

@@ -1,0 +1,258 @@
+"""Snowflake, the analytical copy: loaded from the S3 stage with COPY INTO, one transaction per day.
+
+Per partition, idempotent however often it runs:
+  1. create the target table and the external stage if missing; add columns that are new in the stage;
+     refuse a stage whose columns were dropped or retyped (see `SchemaDriftError`);
+  2. BEGIN; DELETE the day's rows; COPY INTO from exactly the manifest's files (FILES=, at most 1,000 a
+     statement); check COPY's result rows; COMMIT. Any mismatch rolls the whole day back.
+
+FORCE=TRUE is deliberate: staged names are deterministic, so a re-staged day reuses file names that
+Snowflake's 64-day load history would otherwise skip. The DELETE in the same transaction is what keeps
+FORCE from duplicating rows.
+"""
+
+import re
+import time
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster_snowflake import SnowflakeResource
+from pydantic import Field
+
+from datavault_analytics.errors import PermanentError
+from datavault_analytics.identifiers import quote_snowflake, validate_identifier
+from datavault_analytics.partitions import DayWindow
+from datavault_analytics.redaction import redact
+from datavault_analytics.resources.s3_stage import StagedColumn, StagedPartition
+from datavault_analytics.type_mapping import snowflake_type_signature
+
+MAX_FILES_PER_COPY = 1000  # Snowflake's limit for one FILES=(...) list
+_S3_STAGE_URL = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/[A-Za-z0-9._\-/=]*)?")
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+class SnowflakeLoadError(RuntimeError):
+    """A partition could not be loaded; the day's previous contents are untouched."""
+
+
+class SnowflakeConfigError(PermanentError, SnowflakeLoadError):
+    """The Snowflake settings cannot work as given (stage URL, stage object pointing elsewhere)."""
+
+
+class SchemaDriftError(PermanentError, SnowflakeLoadError):
+    """The stage's columns no longer fit the Snowflake table in a way that is safe to apply on our own."""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    partition_key: str
+    rows_deleted: int
+    rows_loaded: int
+    files_loaded: int
+    columns_added: list[str]
+    seconds: float
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _info_schema_signature(data_type: str, char_length, precision, scale) -> tuple[str, ...]:
+    if data_type == "TEXT":
+        return (data_type, str(char_length))
+    if data_type == "NUMBER":
+        return (data_type, str(precision), str(scale))
+    return (data_type,)
+
+
+class SnowflakeLoader(dg.ConfigurableResource):
+    """The Snowflake table DataVault records land in, and the external stage it loads from."""
+
+    snowflake: dg.ResourceDependency[SnowflakeResource]
+    stage_uri: str = Field(description="The S3 stage root; the Snowflake stage object points here.")
+    dataset: str = Field(default="records", description="Folder under the stage URI that holds this table's days.")
+    table: str = Field(default="RECORDS", description="Target table, in the connection's database and schema.")
+    stage_name: str = Field(default="DATAVAULT_STAGE", description="External stage object over the stage URI.")
+    storage_integration: str | None = Field(
+        default=None, description="Snowflake storage integration that grants the stage access to the bucket (prod)."
+    )
+    partition_column: str = Field(default="created_at", description="Column whose UTC day is the partition.")
+    primary_key: str = Field(default="id", description="Primary key column, used for reconciliation.")
+    payload_column: str = Field(default="ciphertext", description="Encrypted payload column, hashed for reconciliation.")
+
+    def validate_names(self) -> None:
+        for setting in ("dataset", "table", "stage_name", "partition_column", "primary_key", "payload_column"):
+            validate_identifier(getattr(self, setting), f"snowflake.{setting}")
+        if self.storage_integration:
+            validate_identifier(self.storage_integration, "snowflake.storage_integration")
+
+    def _connection(self):
+        return self.snowflake.get_connection()
+
+    def _fail(self, message: str, error: BaseException | None = None) -> SnowflakeLoadError:
+        detail = f": {redact(str(error), self.snowflake.password, self.snowflake.private_key_password)}" if error else ""
+        return SnowflakeLoadError(message + detail)
+
+    # -- objects -----------------------------------------------------------------------------------
+
+    def _ensure_stage(self, cursor) -> None:
+        url = self.stage_uri.rstrip("/") + "/"
+        if not _S3_STAGE_URL.fullmatch(url):
+            raise SnowflakeConfigError(
+                f"Snowflake can only load from an s3:// stage, not {self.stage_uri!r}. Set DATAVAULT_STAGE_URI to "
+                "s3://bucket/prefix."
+            )
+        cursor.execute(f"SHOW STAGES LIKE {_sql_string(self.stage_name.upper())}")
+        columns = [d[0].lower() for d in cursor.description]
+        existing = [dict(zip(columns, row, strict=False)) for row in cursor.fetchall()]
+        if existing:
+            if existing[0].get("url", url).rstrip("/") != url.rstrip("/"):
+                raise SnowflakeConfigError(
+                    f"Snowflake stage {self.stage_name} points at {existing[0].get('url')}, not at {url}. "
+                    "Point DATAVAULT_STAGE_URI at the same place, or set a different stage name."
+                )
+            return
+        integration = f" STORAGE_INTEGRATION = {quote_snowflake(self.storage_integration)}" \
+            if self.storage_integration else ""
+        cursor.execute(f"CREATE STAGE IF NOT EXISTS {quote_snowflake(self.stage_name)} URL={_sql_string(url)}{integration}")
+
+    def table_columns(self, cursor) -> dict[str, tuple[str, ...]]:
+        """The target table's columns (upper-case name -> type signature); empty if it does not exist."""
+        cursor.execute(
+            "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale "
+            "FROM information_schema.columns WHERE table_schema = CURRENT_SCHEMA() AND table_name = %s "
+            "ORDER BY ordinal_position",
+            (self.table.upper(),),
+        )
+        return {name.upper(): _info_schema_signature(*rest) for name, *rest in cursor.fetchall()}
+
+    def sync_table(self, cursor, columns: list[StagedColumn]) -> list[str]:
+        """Create the table, or add the stage's new columns. Dropped or retyped columns stop the load."""
+        existing = self.table_columns(cursor)
+        table = quote_snowflake(self.table)
+        if not existing:
+            definition = ", ".join(f"{quote_snowflake(c.name)} {c.snowflake_type}" for c in columns)
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {table} ({definition})")
+            return []
+        staged = {c.name.upper(): c for c in columns}
+        dropped = [name for name in existing if name not in staged]
+        if dropped:
+            raise SchemaDriftError(
+                f"Column(s) {', '.join(dropped)} of Snowflake table {self.table} are no longer in the PostgreSQL "
+                f"source. Nothing was loaded. If the drop is intended, run ALTER TABLE {self.table} DROP COLUMN "
+                f"{', '.join(dropped)} in Snowflake (or restore the column in PostgreSQL) and re-run the partition."
+            )
+        retyped = [
+            f"{name} ({'/'.join(existing[name])} in Snowflake, {staged[name].snowflake_type} from PostgreSQL "
+            f"type {staged[name].postgres_type})"
+            for name in existing
+            if existing[name] != snowflake_type_signature(staged[name].snowflake_type)
+        ]
+        if retyped:
+            raise SchemaDriftError(
+                f"Column type(s) changed for {'; '.join(retyped)}. Nothing was loaded. Migrate the Snowflake column "
+                "to the new type (or add a new column and backfill), then re-run the partition."
+            )
+        added = [c for name, c in staged.items() if name not in existing]
+        for column in added:
+            cursor.execute(f"ALTER TABLE {table} ADD COLUMN {quote_snowflake(column.name)} {column.snowflake_type}")
+        return [c.name for c in added]
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def _copy_sql(self, staged: StagedPartition, names: list[str]) -> str:
+        directory = staged.directory
+        files = ", ".join(_sql_string(name.rsplit("/", 1)[1]) for name in names)
+        return (
+            f"COPY INTO {quote_snowflake(self.table)} FROM @{quote_snowflake(self.stage_name)}/{directory}/ "
+            f"FILES=({files}) FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE "
+            "ON_ERROR=ABORT_STATEMENT FORCE=TRUE"
+        )
+
+    @staticmethod
+    def _check_copy_results(staged: StagedPartition, names: list[str], cursor) -> int:
+        columns = [d[0].lower() for d in cursor.description]
+        results = [dict(zip(columns, row, strict=False)) for row in cursor.fetchall()]
+        expected = {name.rsplit("/", 1)[1] for name in names}
+        loaded = {str(r.get("file", "")).rsplit("/", 1)[-1] for r in results if r.get("status") == "LOADED"}
+        problems = [f"{r.get('file')}: {r.get('status')} {r.get('first_error') or ''}".strip()
+                    for r in results if r.get("status") != "LOADED"]
+        if problems or loaded != expected:
+            missing = sorted(expected - loaded)
+            raise SnowflakeLoadError(
+                f"COPY INTO for {staged.partition_key} did not load exactly the staged files "
+                f"(not loaded: {missing or 'none'}; problems: {problems or 'none'}). The day was rolled back."
+            )
+        return sum(int(r.get("rows_loaded") or 0) for r in results)
+
+    def load_partition(self, staged: StagedPartition) -> LoadResult:
+        """Replace the day's rows with exactly the staged files' rows, in one transaction."""
+        self.validate_names()
+        started = time.monotonic()
+        window = staged.window
+        try:
+            with self._connection() as conn:
+                cursor = conn.cursor()
+                self._ensure_stage(cursor)
+                added = self.sync_table(cursor, staged.columns)
+                column = quote_snowflake(self.partition_column)
+                cursor.execute("BEGIN")
+                try:
+                    cursor.execute(
+                        f"DELETE FROM {quote_snowflake(self.table)} WHERE {column} >= %s AND {column} < %s",  # noqa: S608
+                        (window.start_ntz, window.end_ntz),
+                    )
+                    deleted = cursor.fetchone()[0] if cursor.description else cursor.rowcount
+                    loaded = 0
+                    names = [f.name for f in staged.files]
+                    for first in range(0, len(names), MAX_FILES_PER_COPY):
+                        chunk = names[first:first + MAX_FILES_PER_COPY]
+                        cursor.execute(self._copy_sql(staged, chunk))
+                        loaded += self._check_copy_results(staged, chunk, cursor)
+                    if loaded != staged.rows:
+                        raise SnowflakeLoadError(
+                            f"COPY INTO for {staged.partition_key} loaded {loaded:,} rows but {staged.rows:,} were "
+                            "staged. The day was rolled back."
+                        )
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+        except (SnowflakeLoadError, dg.DagsterError):
+            raise
+        except Exception as error:
+            raise self._fail(f"Loading {staged.partition_key} into Snowflake failed; the day was rolled back",
+                             error) from None
+        return LoadResult(staged.partition_key, int(deleted or 0), loaded, len(staged.files), added,
+                          round(time.monotonic() - started, 3))
+
+    # -- reading back ------------------------------------------------------------------------------
+
+    def fingerprints(self, windows: list[DayWindow]) -> dict[str, tuple[int, str]]:
+        """(row count, content hash over primary key + payload) per day, computed in Snowflake.
+
+        The hash is SHA-256 over the concatenated per-row SHA-256 of `<id>:<hex(payload)>`, ordered by id;
+        PostgresResource.fingerprints computes the same in PostgreSQL.
+        """
+        if not windows:
+            return {}
+        self.validate_names()
+        pk, payload, column = (quote_snowflake(c) for c in (self.primary_key, self.payload_column,
+                                                            self.partition_column))
+        sql = (
+            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, COUNT(*) AS n, "  # noqa: S608
+            f"SHA2(LISTAGG(SHA2(TO_VARCHAR({pk}) || ':' || LOWER(HEX_ENCODE({payload})), 256), '') "
+            f"WITHIN GROUP (ORDER BY TO_VARCHAR({pk})), 256) AS h "
+            f"FROM {quote_snowflake(self.table)} WHERE {column} >= %s AND {column} < %s GROUP BY 1"
+        )
+        start, end = min(windows, key=lambda w: w.start), max(windows, key=lambda w: w.end)
+        try:
+            with self._connection() as conn:
+                cursor = conn.cursor()
+                if not self.table_columns(cursor):
+                    return {w.partition_key: (0, EMPTY_SHA256) for w in windows}
+                cursor.execute(sql, (start.start_ntz, end.end_ntz))
+                found = {day: (int(n), h) for day, n, h in cursor.fetchall()}
+        except Exception as error:
+            raise self._fail("Reading fingerprints from Snowflake failed", error) from None
+        return {w.partition_key: found.get(w.partition_key, (0, EMPTY_SHA256)) for w in windows}

@@ -1,0 +1,74 @@
+"""How each PostgreSQL column type travels: the SQL that reads it, its Arrow/Parquet type, its Snowflake type.
+
+This table is the one place the mapping is written down. A column whose type is not here fails the
+extract before anything is written (see `UnmappedTypeError`).
+
+Choices made on purpose:
+- `timestamptz` -> Parquet `timestamp[us, UTC]` -> Snowflake `TIMESTAMP_NTZ`, holding UTC wall-clock time.
+  NTZ keeps the value independent of any session's TIMEZONE setting, and partition windows are UTC days,
+  so `created_at >= '2026-11-01' AND created_at < '2026-11-02'` selects the same rows on both sides.
+- `uuid` -> a 36-character lower-case string (`VARCHAR(36)`). PostgreSQL renders it (`id::text`), so Parquet
+  never carries Arrow's uuid extension type, and sorting the text sorts like the uuid bytes.
+- `bytea` -> `BINARY`: the ciphertext and nonce move byte for byte, never decoded.
+- `json`/`jsonb` -> `VARCHAR` (their text), so no payload is reinterpreted.
+"""
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from datavault_analytics.errors import PermanentError
+
+
+@dataclass(frozen=True)
+class TypeMapping:
+    select_template: str  # "{column}" or a cast, e.g. "{column}::text"
+    arrow_type: pa.DataType
+    snowflake_type: str
+
+
+TYPE_MAPPINGS: dict[str, TypeMapping] = {
+    "uuid": TypeMapping("{column}::text", pa.string(), "VARCHAR(36)"),
+    "text": TypeMapping("{column}", pa.string(), "VARCHAR"),
+    "character varying": TypeMapping("{column}", pa.string(), "VARCHAR"),
+    "json": TypeMapping("{column}::text", pa.string(), "VARCHAR"),
+    "jsonb": TypeMapping("{column}::text", pa.string(), "VARCHAR"),
+    "bytea": TypeMapping("{column}", pa.binary(), "BINARY"),
+    "smallint": TypeMapping("{column}", pa.int16(), "NUMBER(5,0)"),
+    "integer": TypeMapping("{column}", pa.int32(), "NUMBER(10,0)"),
+    "bigint": TypeMapping("{column}", pa.int64(), "NUMBER(19,0)"),
+    "real": TypeMapping("{column}", pa.float32(), "FLOAT"),
+    "double precision": TypeMapping("{column}", pa.float64(), "FLOAT"),
+    "boolean": TypeMapping("{column}", pa.bool_(), "BOOLEAN"),
+    "date": TypeMapping("{column}", pa.date32(), "DATE"),
+    "timestamp with time zone": TypeMapping("{column}", pa.timestamp("us", tz="UTC"), "TIMESTAMP_NTZ"),
+    "timestamp without time zone": TypeMapping("{column}", pa.timestamp("us"), "TIMESTAMP_NTZ"),
+}
+
+
+class UnmappedTypeError(PermanentError, TypeError):
+    """A source column has a PostgreSQL type this pipeline does not know how to carry."""
+
+
+def mapping_for(column: str, postgres_type: str) -> TypeMapping:
+    try:
+        return TYPE_MAPPINGS[postgres_type]
+    except KeyError:
+        raise UnmappedTypeError(
+            f"Column {column!r} has PostgreSQL type {postgres_type!r}, which has no Snowflake mapping. "
+            f"Supported types: {', '.join(sorted(TYPE_MAPPINGS))}. Add a mapping in "
+            "datavault_analytics/type_mapping.py, or exclude the column in a view and point the pipeline at it."
+        ) from None
+
+
+def snowflake_type_signature(snowflake_type: str) -> tuple[str, ...]:
+    """How a Snowflake type reads back from INFORMATION_SCHEMA.COLUMNS: (data_type, length-or-precision, scale).
+
+    Used to compare the target table with the stage: VARCHAR reads back as TEXT, NUMBER(19,0) as NUMBER 19 0.
+    """
+    name, _, args = snowflake_type.partition("(")
+    params = tuple(a.strip() for a in args.rstrip(")").split(",")) if args else ()
+    family = {"VARCHAR": "TEXT", "FLOAT": "FLOAT"}.get(name, name)
+    if family == "TEXT":
+        return (family, params[0] if params else "16777216")
+    return (family, *params)
