@@ -11,9 +11,14 @@
 No mocks: the pipeline is tested against the same servers that the local stack runs.
 """
 
+import os
 from collections.abc import Iterator
 
 import pytest
+
+# Transient-failure retries stay on in tests (they are part of what is tested) but wait briefly.
+os.environ.setdefault("DATAVAULT_MAX_RETRIES", "1")
+os.environ.setdefault("DATAVAULT_RETRY_DELAY_SECONDS", "0.5")
 
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
@@ -48,3 +53,11 @@ def snowflake_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str)
     db_path = tmp_path_factory.mktemp("snowflake")
     with SnowflakeServer(db_path, s3_endpoint, port=0) as server:
         yield server
+
+
+@pytest.fixture
+def pipeline(pg_server, s3_endpoint, snowflake_server, monkeypatch):
+    """A fresh, isolated pipeline (database, bucket, Snowflake schema) on the session's servers."""
+    from datavault_analytics_tests.pipeline_harness import Pipeline
+
+    return Pipeline(pg_server, s3_endpoint, snowflake_server, monkeypatch)

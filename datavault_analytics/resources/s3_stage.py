@@ -157,14 +157,19 @@ class ParquetDayWriter:
     def _flush_row_group(self) -> None:
         if not self._pending:
             return
-        if self._writer is None:
-            self._open_file()
         table = pa.Table.from_batches(self._pending, schema=self.schema)
-        self._writer.write_table(table, row_group_size=max(self.row_group_rows, table.num_rows))
-        self._file_rows += table.num_rows
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-        if self._sink.tell() >= self.target_file_bytes:
-            self._close_file()
+        # One row group per slice, bounded by rows and by bytes; a file can only rotate between row groups.
+        bytes_per_row = max(1, table.nbytes // max(1, table.num_rows))
+        group_rows = max(1, min(self.row_group_rows, self.row_group_bytes // bytes_per_row))
+        for offset in range(0, table.num_rows, group_rows):
+            if self._writer is None:
+                self._open_file()
+            group = table.slice(offset, group_rows)
+            self._writer.write_table(group, row_group_size=group.num_rows)
+            self._file_rows += group.num_rows
+            if self._sink.tell() >= self.target_file_bytes:
+                self._close_file()
 
     def _close_file(self) -> None:
         self._writer.close()

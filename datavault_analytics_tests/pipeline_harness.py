@@ -1,0 +1,126 @@
+"""One isolated pipeline per test, on the session's real servers.
+
+Each `Pipeline` has its own PostgreSQL database (with DataVault's DDL), S3 bucket and Snowflake schema,
+and sets the same environment variables production reads. `materialize` runs the real assets with the
+real resources through Dagster, in process.
+"""
+
+import uuid
+from datetime import date, datetime
+
+import boto3
+import dagster as dg
+import psycopg
+
+from datavault_analytics import assets
+from datavault_analytics.environment import build_resources
+from datavault_analytics.local_stack.seed import RECORDS_SQL, seed_records
+from datavault_analytics.partitions import day_windows
+from datavault_analytics.reconciliation import reconcile
+
+ALL_ASSETS = [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records]
+SNOWFLAKE_PASSWORD = "sf-pass-" + uuid.uuid4().hex[:8]
+
+
+class Pipeline:
+    def __init__(self, pg_server, s3_endpoint: str, snowflake_server, monkeypatch):
+        suffix = uuid.uuid4().hex[:10]
+        self.database = f"dv_{suffix}"
+        pg_server.create_database(self.database)
+        self.dsn = pg_server.dsn(self.database)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(RECORDS_SQL.read_text())
+        self.bucket = f"stage-{suffix}"
+        self.s3_endpoint = s3_endpoint
+        self.s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                               region_name="us-east-1")
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.stage_uri = f"s3://{self.bucket}/analytics"
+        self.snowflake_server = snowflake_server
+        self.sf_database, self.sf_schema = "DATAVAULT", f"T_{suffix.upper()}"
+        self.env = {
+            "DATAVAULT_ENV": "prod",
+            "DATAVAULT_PG_DSN": self.dsn,
+            "DATAVAULT_STAGE_URI": self.stage_uri,
+            "DATAVAULT_S3_ENDPOINT_URL": s3_endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "SNOWFLAKE_ACCOUNT": "fakesnow",
+            "SNOWFLAKE_USER": "loader",
+            "SNOWFLAKE_PASSWORD": SNOWFLAKE_PASSWORD,
+            "SNOWFLAKE_ROLE": "LOADER",
+            "SNOWFLAKE_WAREHOUSE": "WH",
+            "SNOWFLAKE_DATABASE": self.sf_database,
+            "SNOWFLAKE_SCHEMA": self.sf_schema,
+            "SNOWFLAKE_HOST": snowflake_server.host,
+            "SNOWFLAKE_PORT": str(snowflake_server.port),
+            "SNOWFLAKE_PROTOCOL": "http",
+        }
+        for name, value in self.env.items():
+            monkeypatch.setenv(name, value)
+        self.resources = build_resources("prod")
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def materialize(self, first: str, last: str | None = None, *, raise_on_error: bool = True,
+                    selection=(assets.STAGE_KEY, assets.SNOWFLAKE_KEY)) -> dg.ExecuteInProcessResult:
+        """Materialize the stage and Snowflake assets for one day, or the range [first, last] in one run."""
+        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first}
+        return dg.materialize(ALL_ASSETS, resources=self.resources, selection=list(selection), tags=tags,
+                              raise_on_error=raise_on_error)
+
+    def with_resources(self, **overrides) -> "Pipeline":
+        self.resources = {**self.resources, **overrides}
+        return self
+
+    # -- PostgreSQL ------------------------------------------------------------------------------
+
+    def seed(self, days: list[date], rows_per_day: int, seed: int = 7):
+        return seed_records(self.dsn, days, rows_per_day, seed=seed)
+
+    def pg(self, sql: str, params=None) -> list[tuple]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def insert(self, id_: str, created_at: datetime, ciphertext: bytes, owner_id: int = 1, key: str = "k",
+               nonce: bytes = b"\x00" * 12) -> None:
+        self.pg("INSERT INTO records (id, owner_id, key, ciphertext, nonce, created_at) VALUES (%s,%s,%s,%s,%s,%s)",
+                (id_, owner_id, key, ciphertext, nonce, created_at))
+
+    def source_rows(self, day: str, columns: str = "id::text, ciphertext, nonce, owner_id, key") -> list[tuple]:
+        window = day_windows([day])[0]
+        return self.pg(
+            f"SELECT {columns} FROM records WHERE created_at >= %s AND created_at < %s ORDER BY id::text",  # noqa: S608
+            (window.start, window.end),
+        )
+
+    # -- Snowflake -------------------------------------------------------------------------------
+
+    def snowflake(self, sql: str, params=None) -> list[tuple]:
+        conn = self.snowflake_server.connect(self.sf_database, self.sf_schema)
+        try:
+            cursor = conn.cursor()
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        finally:
+            conn.close()
+
+    def snowflake_rows(self, day: str, columns: str = '"ID", "CIPHERTEXT", "NONCE", "OWNER_ID", "KEY"') -> list[tuple]:
+        window = day_windows([day])[0]
+        rows = self.snowflake(
+            f'SELECT {columns} FROM "RECORDS" WHERE "CREATED_AT" >= %s AND "CREATED_AT" < %s ORDER BY "ID"',  # noqa: S608
+            (window.start_ntz, window.end_ntz),
+        )
+        return [tuple(bytes(v) if isinstance(v, bytearray) else v for v in row) for row in rows]
+
+    def reconcile(self, days: list[str]):
+        with dg.build_resources({k: self.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}) as r:
+            return reconcile(r.postgres, r.snowflake_loader, day_windows(days))
+
+    # -- S3 --------------------------------------------------------------------------------------
+
+    def stage_keys(self, day: str) -> list[str]:
+        listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"analytics/records/dt={day}/")
+        return sorted(obj["Key"] for obj in listing.get("Contents", []))

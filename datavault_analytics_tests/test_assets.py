@@ -1,0 +1,173 @@
+"""The three assets end to end on real PostgreSQL, S3 (moto) and Snowflake (fakesnow)."""
+
+import os
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from datavault_analytics import assets
+from datavault_analytics.resources.s3_stage import S3StageIOManager
+
+DAY = "2026-11-01"
+DAY_DATE = date(2026, 11, 1)
+
+
+def test_a_partition_moves_byte_for_byte(pipeline):
+    pipeline.seed([DAY_DATE, DAY_DATE + timedelta(days=1)], rows_per_day=300)
+    # Awkward payloads next to the seeded ciphertext: NUL, 0xFF, invalid UTF-8, rows at both edges of the day.
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    pipeline.insert(str(uuid.uuid4()), start, b"\x00\x00\xff\xfe\x80invalid\xc3\x28")
+    pipeline.insert(str(uuid.uuid4()), start + timedelta(days=1) - timedelta(microseconds=1), bytes(range(256)))
+
+    result = pipeline.materialize(DAY)
+
+    assert result.success
+    assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+    assert len(pipeline.source_rows(DAY)) == 302
+    # Only the day's rows: the neighbouring day was not loaded.
+    assert pipeline.snowflake('SELECT COUNT(*) FROM "RECORDS"') == [(302,)]
+    [day] = pipeline.reconcile([DAY])
+    assert day.matches, day.difference()
+
+    edges = pipeline.snowflake('SELECT MIN("CREATED_AT"), MAX("CREATED_AT") FROM "RECORDS"')[0]
+    assert edges == (datetime(2026, 11, 1, 0, 0), datetime(2026, 11, 1, 23, 59, 59, 999999))
+
+
+def test_materialization_records_standard_metadata(pipeline):
+    pipeline.seed([DAY_DATE], rows_per_day=50)
+
+    result = pipeline.materialize(DAY)
+
+    [stage] = result.asset_materializations_for_node("s3__datavault__records")
+    [loaded] = result.asset_materializations_for_node("snowflake__datavault__records")
+    assert stage.partition == DAY and loaded.partition == DAY
+    assert stage.metadata["dagster/row_count"].value == 50
+    assert loaded.metadata["dagster/row_count"].value == 50
+    assert stage.metadata["dagster/uri"].value == f"{pipeline.stage_uri}/records/dt={DAY}"
+    assert stage.metadata["staged_uris"].value == [f"{pipeline.stage_uri}/records/dt={DAY}/part-00000.parquet"]
+    assert stage.metadata["staged_bytes"].value > 0
+    assert stage.metadata["partition_window"].value == "[2026-11-01T00:00:00+00:00, 2026-11-02T00:00:00+00:00)"
+    assert stage.metadata["stage_seconds"].value > 0 and loaded.metadata["load_seconds"].value > 0
+    columns = {c.name: c.type for c in loaded.metadata["dagster/column_schema"].schema.columns}
+    assert columns == {"id": "VARCHAR(36)", "owner_id": "NUMBER(19,0)", "key": "VARCHAR", "ciphertext": "BINARY",
+                       "nonce": "BINARY", "created_at": "TIMESTAMP_NTZ", "updated_at": "TIMESTAMP_NTZ"}
+
+
+def test_rematerializing_reflects_deletes_updates_and_inserts_without_duplicates(pipeline):
+    pipeline.seed([DAY_DATE], rows_per_day=200)
+    assert pipeline.materialize(DAY).success
+    deleted, updated = pipeline.pg("SELECT id::text FROM records ORDER BY id LIMIT 2")
+    pipeline.pg("DELETE FROM records WHERE id = %s", deleted)
+    pipeline.pg("UPDATE records SET ciphertext = %s, updated_at = now() WHERE id = %s", (b"\x01new\x00payload", *updated))
+    pipeline.insert(str(uuid.uuid4()), datetime(2026, 11, 1, 12, tzinfo=UTC), b"late row")
+
+    for _ in range(2):  # twice: a second identical run changes nothing
+        assert pipeline.materialize(DAY).success
+        assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+
+    assert pipeline.snowflake('SELECT COUNT(*), COUNT(DISTINCT "ID") FROM "RECORDS"') == [(200, 200)]
+    assert pipeline.snowflake('SELECT COUNT(*) FROM "RECORDS" WHERE "ID" = %s', deleted) == [(0,)]
+    assert pipeline.snowflake('SELECT "CIPHERTEXT" FROM "RECORDS" WHERE "ID" = %s', updated) == [
+        (bytearray(b"\x01new\x00payload"),)
+    ]
+
+
+def test_an_empty_day_loads_zero_rows_and_clears_rows_deleted_upstream(pipeline):
+    assert pipeline.materialize(DAY).success  # never had rows: nothing to stage, nothing to load
+    assert pipeline.stage_keys(DAY) == [f"analytics/records/dt={DAY}/_manifest.json"]
+
+    pipeline.seed([DAY_DATE], rows_per_day=20)
+    assert pipeline.materialize(DAY).success
+    pipeline.pg("DELETE FROM records")
+    result = pipeline.materialize(DAY)
+
+    assert result.success
+    assert pipeline.snowflake('SELECT COUNT(*) FROM "RECORDS"') == [(0,)]
+    # The old part file is gone too, so nothing stale can be loaded later.
+    assert pipeline.stage_keys(DAY) == [f"analytics/records/dt={DAY}/_manifest.json"]
+    [loaded] = result.asset_materializations_for_node("snowflake__datavault__records")
+    assert loaded.metadata["dagster/row_count"].value == 0
+
+
+def test_a_day_larger_than_one_file_is_staged_as_several_files_and_all_are_loaded(pipeline):
+    pipeline.seed([DAY_DATE], rows_per_day=12_000)  # ~4 MB of ciphertext
+    small_files = S3StageIOManager(s3=pipeline.resources["s3"], stage_uri=os.environ["DATAVAULT_STAGE_URI"],
+                                   target_file_size_mb=1, row_group_rows=1000)
+    pipeline.with_resources(s3_stage_io_manager=small_files)
+
+    result = pipeline.materialize(DAY)
+
+    parts = [k for k in pipeline.stage_keys(DAY) if k.endswith(".parquet")]
+    assert len(parts) >= 3
+    assert parts == [f"analytics/records/dt={DAY}/part-{i:05d}.parquet" for i in range(len(parts))]
+    [loaded] = result.asset_materializations_for_node("snowflake__datavault__records")
+    assert loaded.metadata["files_loaded"].value == len(parts)
+    assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+
+
+def test_a_new_nullable_column_flows_through_on_its_own(pipeline):
+    pipeline.seed([DAY_DATE, DAY_DATE + timedelta(days=1)], rows_per_day=30)
+    assert pipeline.materialize(DAY).success
+    pipeline.pg("ALTER TABLE records ADD COLUMN region text")
+    pipeline.pg("UPDATE records SET region = 'eu-west' WHERE created_at >= '2026-11-02'")
+
+    assert pipeline.materialize("2026-11-02").success
+
+    assert pipeline.snowflake('SELECT "REGION", COUNT(*) FROM "RECORDS" GROUP BY 1 ORDER BY 1 NULLS FIRST') == [
+        (None, 30), ("eu-west", 30)
+    ]
+    # And re-running the earlier day now carries the column too, with nothing else changed.
+    assert pipeline.materialize(DAY).success
+    assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+
+
+def test_a_range_of_days_runs_as_one_run_and_each_day_is_replaced_exactly(pipeline):
+    days = [DAY_DATE + timedelta(days=i) for i in range(3)]
+    pipeline.seed(days, rows_per_day=40)
+
+    result = pipeline.materialize("2026-11-01", "2026-11-03")
+
+    assert result.success
+    loads = result.asset_materializations_for_node("snowflake__datavault__records")
+    assert sorted(m.partition for m in loads) == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    # A range run states its total under its own name, never as one day's row count.
+    assert all("dagster/row_count" not in m.metadata and m.metadata["rows_in_run"].value == 120 for m in loads)
+    assert all(day.matches for day in pipeline.reconcile(["2026-11-01", "2026-11-02", "2026-11-03"]))
+
+
+def test_analysts_can_read_the_stage_as_a_lazy_polars_frame(pipeline):
+    import dagster as dg
+    import polars as pl
+
+    pipeline.seed([DAY_DATE], rows_per_day=25)
+    assert pipeline.materialize(DAY).success
+
+    @dg.asset(partitions_def=assets.daily_partitions, ins={"staged": dg.AssetIn(key=assets.STAGE_KEY)})
+    def owners_per_day(staged: pl.LazyFrame) -> None:
+        frame = staged.select(pl.len().alias("rows"), pl.col("ciphertext").bin.size().min().alias("smallest")).collect()
+        assert frame["rows"][0] == 25 and frame["smallest"][0] >= 200
+
+    result = dg.materialize([*pipeline_assets(), owners_per_day], resources=pipeline.resources,
+                            selection=[owners_per_day], partition_key=DAY)
+    assert result.success
+
+
+def pipeline_assets():
+    return [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records]
+
+
+@pytest.mark.parametrize("compression", ["ZSTD"])
+def test_staged_files_are_zstd_parquet_with_the_source_schema(pipeline, compression):
+    import pyarrow.fs as pafs
+
+    pipeline.seed([DAY_DATE], rows_per_day=10)
+    assert pipeline.materialize(DAY, selection=[assets.STAGE_KEY]).success
+    fs = pafs.S3FileSystem(endpoint_override=pipeline.s3_endpoint.removeprefix("http://"), scheme="http",
+                           access_key="test", secret_key="test", region="us-east-1")
+    metadata = pq.read_metadata(f"{pipeline.bucket}/analytics/records/dt={DAY}/part-00000.parquet", filesystem=fs)
+    assert metadata.num_rows == 10
+    assert metadata.row_group(0).column(3).compression == compression
+    assert metadata.schema.to_arrow_schema().names == ["id", "owner_id", "key", "ciphertext", "nonce", "created_at",
+                                                       "updated_at"]
