@@ -12,6 +12,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from datavault_analytics.local_stack.errors import LocalStackError
 
@@ -63,7 +64,37 @@ def add_seed_commands(subparsers: SubParsers) -> None:
     seed.set_defaults(handler=seed_command)
 
 
-COMMAND_GROUPS: list[Callable[[SubParsers], None]] = [add_stack_commands, add_seed_commands]
+def add_pipeline_commands(subparsers: SubParsers) -> None:
+    demo = subparsers.add_parser(
+        "demo",
+        help="materialize the last N days through Dagster and print the per-day reconciliation",
+        description="The main job of `make demo`: runs the stage and Snowflake assets for the last N full UTC "
+        "days (ending yesterday) and compares each day in PostgreSQL and Snowflake. Exit 0 only if every day matches.",
+    )
+    demo.add_argument("--days", type=_positive_int, default=7)
+    demo.set_defaults(handler=demo_command)
+
+    backfill = subparsers.add_parser(
+        "backfill",
+        help="materialize a range of days through Dagster, with progress, then reconcile",
+        description="Runs `dagster asset materialize --partition-range` for each chunk of --days-per-run days, "
+        "against the Dagster instance in $DAGSTER_HOME, printing each day as it lands. Exit 0 only if every day "
+        "matches afterwards.",
+    )
+    backfill.add_argument("start", type=_day, help="first day, YYYY-MM-DD")
+    backfill.add_argument("end", type=_day, help="last day, YYYY-MM-DD (inclusive)")
+    backfill.add_argument("--days-per-run", type=_positive_int, default=31)
+    backfill.set_defaults(handler=backfill_command)
+
+    report = subparsers.add_parser(
+        "report", help="per-day reconciliation of PostgreSQL and Snowflake (counts and content hashes)"
+    )
+    report.add_argument("start", type=_day)
+    report.add_argument("end", type=_day)
+    report.set_defaults(handler=report_command)
+
+
+COMMAND_GROUPS: list[Callable[[SubParsers], None]] = [add_stack_commands, add_seed_commands, add_pipeline_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +180,58 @@ def seed_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_command(args: argparse.Namespace) -> int:
+    from datavault_analytics.local_stack.seed import last_full_days
+
+    days = last_full_days(args.days)
+    return _backfill_and_report(days[0], days[-1], days_per_run=31)
+
+
+def backfill_command(args: argparse.Namespace) -> int:
+    return _backfill_and_report(args.start, args.end, days_per_run=args.days_per_run)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    _use_configured_environment()
+    return _print_reconciliation(args.start, args.end)
+
+
+def _use_configured_environment() -> None:
+    """Fill in the local stack's variables when DATAVAULT_ENV is local, so child processes see them too."""
+    from datavault_analytics.environment import apply_environment_defaults
+
+    try:
+        apply_environment_defaults()
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def _backfill_and_report(first, last, days_per_run: int) -> int:
+    from datavault_analytics.backfill import BackfillError, materialize_range
+
+    _use_configured_environment()
+    started = time.monotonic()
+    try:
+        materialize_range(first, last, days_per_run=days_per_run, log_dir=Path.cwd() / ".datavault" / "logs")
+    except (BackfillError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    print(f"materialized {first} .. {last} in {time.monotonic() - started:.1f} s")
+    return _print_reconciliation(first, last)
+
+
+def _print_reconciliation(first, last) -> int:
+    from datavault_analytics.backfill import reconciliation
+    from datavault_analytics.reconciliation import render_table
+
+    days = reconciliation(first, last)
+    print(render_table(days))
+    mismatched = [d for d in days if not d.matches]
+    for day in mismatched:
+        print(f"MISMATCH {day.difference()}", file=sys.stderr)
+    print(f"{len(days) - len(mismatched)} of {len(days)} days match")
+    return 1 if mismatched else 0
+
+
 def describe_dsn(dsn: str) -> str:
     """Database, host and port of a DSN, for messages: never its password."""
     from psycopg.conninfo import conninfo_to_dict
@@ -160,6 +243,15 @@ def describe_dsn(dsn: str) -> str:
     host = parts.get("host") or "local socket"
     port = f":{parts['port']}" if parts.get("port") else ""
     return f"database {parts.get('dbname') or '?'} on {host}{port}"
+
+
+def _day(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day in YYYY-MM-DD form") from None
 
 
 def _positive_int(text: str) -> int:

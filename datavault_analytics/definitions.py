@@ -10,4 +10,6 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
     jobs=[records_daily_job],
     resources=build_resources(),
+    # A run's two steps are sequential; one process per run saves a Python start-up per step.
+    executor=dg.in_process_executor,
 )

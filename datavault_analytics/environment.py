@@ -44,11 +44,17 @@ def _optional(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def _apply_local_defaults() -> None:
-    from datavault_analytics.local_stack.stack import local_environment
+def apply_environment_defaults(environment: str | None = None) -> str:
+    """`local`: fill in unset variables from the embedded stack. `prod`: check that none is missing."""
+    environment = environment or get_environment()
+    if environment == "local":
+        from datavault_analytics.local_stack.stack import local_environment
 
-    for name, value in local_environment().items():
-        os.environ.setdefault(name, value)
+        for name, value in local_environment().items():
+            os.environ.setdefault(name, value)
+    else:
+        _check_required()
+    return environment
 
 
 def _check_required() -> None:
@@ -97,11 +103,7 @@ def _snowflake_resource() -> SnowflakeResource:
 
 def build_resources(environment: str | None = None) -> dict:
     """The resources for `environment` (default: DATAVAULT_ENV). Opens no connection."""
-    environment = environment or get_environment()
-    if environment == "local":
-        _apply_local_defaults()
-    else:
-        _check_required()
+    environment = apply_environment_defaults(environment)
     postgres = PostgresResource(dsn=dg.EnvVar("DATAVAULT_PG_DSN"))
     s3 = S3Resource(
         endpoint_url=_optional("DATAVAULT_S3_ENDPOINT_URL"),

@@ -3,11 +3,9 @@
 import dagster as dg
 
 from datavault_analytics.assets import SNOWFLAKE_KEY, STAGE_KEY
-from datavault_analytics.partitions import daily_partitions
 
 records_daily_job = dg.define_asset_job(
     name="datavault_records_daily",
     selection=dg.AssetSelection.assets(STAGE_KEY, SNOWFLAKE_KEY),
-    partitions_def=daily_partitions,
     description="PostgreSQL -> S3 Parquet stage -> Snowflake for the selected day(s).",
 )

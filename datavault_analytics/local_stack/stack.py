@@ -188,7 +188,9 @@ def local_environment(root: Path | None = None) -> dict[str, str]:
     return {
         "DATAVAULT_ENV": "local",
         "DATAVAULT_PG_DSN": f"{postgres_base}/{SOURCE_DATABASE}",
-        "DAGSTER_PG_URL": f"{postgres_base}/{DAGSTER_DATABASE}",
+        # dagster-postgres sends `NOTIFY channel, %(id)s`, which needs psycopg2's client-side binding;
+        # SQLAlchemy 2.1 would otherwise pick psycopg 3 for a bare postgresql:// URL.
+        "DAGSTER_PG_URL": f"postgresql+psycopg2://postgres@{LOCALHOST}:{ports[POSTGRES.name]}/{DAGSTER_DATABASE}",
         "DAGSTER_HOME": str(paths.dagster_home),
         "DATAVAULT_STAGE_URI": f"s3://{STAGE_BUCKET}/{STAGE_PREFIX}",
         "DATAVAULT_S3_ENDPOINT_URL": S3.address(ports[S3.name]),

@@ -21,7 +21,7 @@ def test_defaults_without_a_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert local_environment(tmp_path) == {
         "DATAVAULT_ENV": "local",
         "DATAVAULT_PG_DSN": "postgresql://postgres@127.0.0.1:55432/datavault",
-        "DAGSTER_PG_URL": "postgresql://postgres@127.0.0.1:55432/dagster",
+        "DAGSTER_PG_URL": "postgresql+psycopg2://postgres@127.0.0.1:55432/dagster",
         "DAGSTER_HOME": str(tmp_path / ".datavault" / "dagster_home"),
         "DATAVAULT_STAGE_URI": "s3://datavault-stage/analytics",
         "DATAVAULT_S3_ENDPOINT_URL": "http://127.0.0.1:55433",
