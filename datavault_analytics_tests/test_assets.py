@@ -171,3 +171,29 @@ def test_staged_files_are_zstd_parquet_with_the_source_schema(pipeline, compress
     assert metadata.row_group(0).column(3).compression == compression
     assert metadata.schema.to_arrow_schema().names == ["id", "owner_id", "key", "ciphertext", "nonce", "created_at",
                                                        "updated_at"]
+
+
+def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_created_at(pipeline):
+    import dagster as dg
+
+    from datavault_analytics.local_stack.seed import last_full_days
+
+    [yesterday] = last_full_days(1)
+    pipeline.seed([yesterday], rows_per_day=15)
+    latest, latest_update = pipeline.pg("SELECT max(created_at), max(updated_at) FROM records")[0]
+
+    result = dg.materialize(pipeline_assets(), resources=pipeline.resources, selection=[assets.SOURCE_KEY])
+
+    observations = {
+        event.event_specific_data.asset_observation.partition: event.event_specific_data.asset_observation
+        for event in result.all_events if event.event_type_value == "ASSET_OBSERVATION"
+    }
+    assert len(observations) == assets.OBSERVED_DAYS
+    seen = observations[yesterday.isoformat()]
+    assert seen.metadata["dagster/row_count"].value == 15
+    assert seen.metadata["latest_created_at"].value == latest.isoformat()
+    assert seen.tags["dagster/data_version"] == (
+        f"rows=15;latest={latest.isoformat()};updated={latest_update.isoformat() if latest_update else None}"
+    )
+    empty_days = [o for day, o in observations.items() if day != yesterday.isoformat()]
+    assert all(o.metadata["dagster/row_count"].value == 0 for o in empty_days)
