@@ -66,7 +66,7 @@ def test_recorded_ports_apply_while_their_process_is_alive(
         {"postgres": {"pid": alive, "port": 7001}, "s3": {"pid": alive, "port": 7002}},
     )
     env = local_environment(tmp_path)
-    assert env["DAGSTER_PG_URL"] == "postgresql://postgres@127.0.0.1:7001/dagster"
+    assert env["DAGSTER_PG_URL"] == "postgresql+psycopg2://postgres@127.0.0.1:7001/dagster"
     assert env["DATAVAULT_S3_ENDPOINT_URL"] == "http://127.0.0.1:7002"
 
 
