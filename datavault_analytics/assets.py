@@ -26,9 +26,16 @@ GROUP = "datavault"
 OWNERS = ["team:data-platform"]
 OBSERVED_DAYS = int(os.getenv("DATAVAULT_OBSERVED_DAYS", "7"))
 # A range of days runs as one run (a year's backfill is not 365 process start-ups), and each day in it is
-# committed on its own, so a failure keeps the days before it. single_run is also what lets
-# `dagster asset materialize --partition-range` work; `datavault-analytics backfill` splits long ranges.
-BACKFILL_POLICY = dg.BackfillPolicy.single_run()
+# committed on its own, so a failure keeps the days before it. By default a range is one run: that is what
+# `dagster asset materialize --partition-range` requires. A deployment sets DATAVAULT_BACKFILL_DAYS_PER_RUN
+# (31 in deploy/helm/values.yaml) so a UI backfill of a year becomes 12 runs that fan out across pods.
+BACKFILL_DAYS_PER_RUN = int(os.getenv("DATAVAULT_BACKFILL_DAYS_PER_RUN", "0"))
+BACKFILL_POLICY = (dg.BackfillPolicy.multi_run(BACKFILL_DAYS_PER_RUN) if BACKFILL_DAYS_PER_RUN > 0
+                   else dg.BackfillPolicy.single_run())
+# Yesterday's partition is due by this cron tick (UTC), loaded within the hours before it: one deadline per
+# daily partition, so a late or missing day turns the asset's freshness to FAIL until it lands.
+FRESHNESS_DEADLINE_CRON = os.getenv("DATAVAULT_FRESHNESS_DEADLINE_CRON", "0 6 * * *")
+FRESHNESS_WINDOW_HOURS = float(os.getenv("DATAVAULT_FRESHNESS_WINDOW_HOURS", "6"))
 # Transient failures (a server restarting, a dropped connection) are retried with backoff; errors that
 # retrying cannot fix are raised as non-retryable dagster.Failure (see errors.py).
 RETRY_POLICY = dg.RetryPolicy(
@@ -136,7 +143,8 @@ def s3_stage_records(source: SourceExtract) -> SourceExtract:
         "replaced in one transaction, so re-running a day never duplicates or loses rows."
     ),
     metadata={"dagster/column_schema": RECORDS_SCHEMA},
-    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)),
+    freshness_policy=dg.FreshnessPolicy.cron(deadline_cron=FRESHNESS_DEADLINE_CRON, timezone="UTC",
+                                             lower_bound_delta=timedelta(hours=FRESHNESS_WINDOW_HOURS)),
 )
 def snowflake_records(
     context: dg.AssetExecutionContext, snowflake_loader: SnowflakeLoader, staged: list[StagedPartition]

@@ -1,14 +1,18 @@
-"""The code location: assembles assets, jobs and the environment's resources. Nothing else happens here."""
+"""The code location: assembles assets, checks, jobs, the schedule and the environment's resources."""
 
 import dagster as dg
 
 from datavault_analytics import assets
+from datavault_analytics.checks import snowflake_records_checks
 from datavault_analytics.environment import build_resources
 from datavault_analytics.jobs import records_daily_job
+from datavault_analytics.schedules import records_daily_schedule
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
+    asset_checks=[snowflake_records_checks],
     jobs=[records_daily_job],
+    schedules=[records_daily_schedule],
     resources=build_resources(),
     # A run's two steps are sequential; one process per run saves a Python start-up per step.
     executor=dg.in_process_executor,

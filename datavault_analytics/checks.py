@@ -1,0 +1,175 @@
+"""Asset checks on the Snowflake table, one result per daily partition.
+
+Four checks, evaluated together after every load (and on demand from the UI, for any day):
+  - row count and content hash: PostgreSQL against Snowflake, both computed in SQL on each side
+    (`reconciliation.reconcile`: count(*) and SHA-256 over id + ciphertext), never by pulling rows;
+  - no duplicate ids in Snowflake for the day, counted in Snowflake;
+  - the staged manifest matches what was loaded: its files are all present at their recorded sizes, its
+    row total is what Snowflake holds for the day, and it was not rewritten after the last load.
+
+A range run (a backfill chunk, or the daily run with its late-row days) records one evaluation per day, so
+the UI shows each day's result and a failure names the day and what differs. Each evaluation also states
+how long after its day ended the day was last loaded: lateness per partition.
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from datavault_analytics.assets import SNOWFLAKE_KEY
+from datavault_analytics.errors import reported_as
+from datavault_analytics.identifiers import quote_snowflake
+from datavault_analytics.partitions import DayWindow, daily_partitions, day_windows
+from datavault_analytics.reconciliation import DayReconciliation, reconcile
+from datavault_analytics.resources.postgres import PostgresResource
+from datavault_analytics.resources.s3_stage import S3StageIOManager, StagedPartition, StageError
+from datavault_analytics.resources.snowflake import SnowflakeLoader
+
+ROW_COUNT = "row_count_matches_postgres"
+CONTENT_HASH = "content_hash_matches_postgres"
+NO_DUPLICATE_IDS = "no_duplicate_ids"
+MANIFEST_MATCHES_LOAD = "staged_manifest_matches_load"
+
+CHECK_SPECS = [
+    dg.AssetCheckSpec(ROW_COUNT, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
+                      description="The day's row count in Snowflake equals PostgreSQL's (count(*) on each side)."),
+    dg.AssetCheckSpec(CONTENT_HASH, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
+                      description="SHA-256 over each row's id and ciphertext, ordered by id, is the same in "
+                                  "Snowflake and PostgreSQL (computed in SQL on each side)."),
+    dg.AssetCheckSpec(NO_DUPLICATE_IDS, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
+                      description="No id appears more than once in Snowflake for the day."),
+    dg.AssetCheckSpec(MANIFEST_MATCHES_LOAD, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
+                      description="The day's stage manifest lists files that are all present at their sizes, "
+                                  "its rows equal the rows Snowflake holds, and it predates the last load."),
+]
+
+
+def duplicate_ids(loader: SnowflakeLoader, windows: list[DayWindow]) -> dict[str, tuple[int, int, str | None]]:
+    """Per day: (ids that appear more than once, surplus rows, one such id), counted in Snowflake."""
+    if not windows:
+        return {}
+    loader.validate_names()
+    pk, column = quote_snowflake(loader.primary_key), quote_snowflake(loader.partition_column)
+    sql = (
+        "SELECT day, COUNT(*), SUM(n) - COUNT(*), MIN(id) FROM ("  # noqa: S608
+        f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, TO_VARCHAR({pk}) AS id, COUNT(*) AS n "
+        f"FROM {quote_snowflake(loader.table)} WHERE {column} >= %s AND {column} < %s "
+        "GROUP BY 1, 2 HAVING COUNT(*) > 1) GROUP BY day"
+    )
+    start, end = min(w.start_ntz for w in windows), max(w.end_ntz for w in windows)
+    with loader.snowflake.get_connection() as conn:
+        cursor = conn.cursor()
+        if not loader.table_columns(cursor):
+            found = {}
+        else:
+            cursor.execute(sql, (start, end))
+            found = {day: (int(ids), int(surplus), example) for day, ids, surplus, example in cursor.fetchall()}
+    return {w.partition_key: found.get(w.partition_key, (0, 0, None)) for w in windows}
+
+
+def _latest_load(instance: dg.DagsterInstance, partition_key: str) -> float | None:
+    """When the day was last loaded into Snowflake (its latest materialization), as a timestamp."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SNOWFLAKE_KEY, asset_partitions=[partition_key]), limit=1
+    ).records
+    return records[0].timestamp if records else None
+
+
+def _evaluation(name: str, day: str, passed: bool, description: str, metadata: dict) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(asset_key=SNOWFLAKE_KEY, check_name=name, passed=passed, partition=day,
+                                   description=description, metadata=metadata,
+                                   severity=dg.AssetCheckSeverity.ERROR)
+
+
+def evaluate_day(day: DayReconciliation, duplicates: tuple[int, int, str | None],
+                 manifest: StagedPartition | StageError, loaded_at: float | None) -> list[dg.AssetCheckEvaluation]:
+    """The four evaluations for one day, each saying which day and, when it fails, what differs."""
+    window = DayWindow.for_key(day.day)
+    lateness: dict = {"day": day.day}
+    if loaded_at is not None:
+        lateness["last_loaded_at"] = dg.MetadataValue.timestamp(loaded_at)
+        lateness["hours_after_day_end"] = round((loaded_at - window.end.timestamp()) / 3600, 2)
+    counts = {**lateness, "postgres_rows": day.postgres_rows, "snowflake_rows": day.snowflake_rows}
+    hashes = {**lateness, "postgres_hash": day.postgres_hash, "snowflake_hash": day.snowflake_hash}
+
+    same_count = day.postgres_rows == day.snowflake_rows
+    same_hash = day.postgres_hash == day.snowflake_hash
+    evaluations = [
+        _evaluation(ROW_COUNT, day.day, same_count,
+                    f"{day.day}: {day.postgres_rows:,} rows in PostgreSQL and in Snowflake" if same_count
+                    else f"{day.day}: PostgreSQL has {day.postgres_rows:,} rows, Snowflake {day.snowflake_rows:,} "
+                         f"({day.snowflake_rows - day.postgres_rows:+,})", counts),
+        _evaluation(CONTENT_HASH, day.day, same_hash,
+                    f"{day.day}: content hash over id + ciphertext matches" if same_hash
+                    else f"{day.day}: content hash over id + ciphertext differs (PostgreSQL "
+                         f"{day.postgres_hash[:12]}..., Snowflake {day.snowflake_hash[:12]}...): "
+                         + ("same row count, so ids or payloads differ" if same_count else day.difference()),
+                    hashes),
+    ]
+
+    ids, surplus, example = duplicates
+    evaluations.append(_evaluation(
+        NO_DUPLICATE_IDS, day.day, ids == 0,
+        f"{day.day}: every id appears once" if ids == 0
+        else f"{day.day}: {ids:,} id(s) appear more than once in Snowflake ({surplus:,} surplus rows), e.g. {example}",
+        {**lateness, "duplicated_ids": ids, "surplus_rows": surplus},
+    ))
+
+    if isinstance(manifest, StageError):
+        evaluations.append(_evaluation(MANIFEST_MATCHES_LOAD, day.day, False, f"{day.day}: {manifest}", lateness))
+        return evaluations
+    staged_at = datetime.fromisoformat(manifest.staged_at).timestamp()
+    problems = []
+    if manifest.rows != day.snowflake_rows:
+        problems.append(f"the manifest lists {manifest.rows:,} rows, Snowflake holds {day.snowflake_rows:,}")
+    if loaded_at is None:
+        problems.append("the day has no recorded load")
+    elif staged_at > loaded_at:
+        problems.append(
+            f"the day was re-staged at {manifest.staged_at} after its last load at "
+            f"{datetime.fromtimestamp(loaded_at, UTC).isoformat()}: re-run the Snowflake asset for the day"
+        )
+    evaluations.append(_evaluation(
+        MANIFEST_MATCHES_LOAD, day.day, not problems,
+        f"{day.day}: " + ("; ".join(problems) if problems
+                          else f"{len(manifest.files)} staged file(s), {manifest.rows:,} rows, all loaded"),
+        {**lateness, "staged_files": len(manifest.files), "staged_rows": manifest.rows, "staged_bytes": manifest.bytes,
+         "staged_at": manifest.staged_at, "snowflake_rows": day.snowflake_rows},
+    ))
+    return evaluations
+
+
+@dg.multi_asset_check(specs=CHECK_SPECS, can_subset=True, name="snowflake_records_checks",
+                      description="Per-day reconciliation of the Snowflake table with PostgreSQL and the stage.")
+def snowflake_records_checks(
+    context: dg.AssetCheckExecutionContext,
+    postgres: PostgresResource,
+    snowflake_loader: SnowflakeLoader,
+    s3_stage_io_manager: dg.ResourceParam[S3StageIOManager],
+) -> Iterator:
+    op_context = context.op_execution_context
+    keys = list(op_context.partition_keys)
+    windows = day_windows(keys)
+    with reported_as("Reconciling Snowflake with PostgreSQL"):
+        days = reconcile(postgres, snowflake_loader, windows)
+        duplicates = duplicate_ids(snowflake_loader, windows)
+    storage = s3_stage_io_manager.storage()
+    selected = {key.name for key in context.selected_asset_check_keys}
+    failed = []
+    for day in days:
+        try:
+            manifest: StagedPartition | StageError = s3_stage_io_manager.read_manifest(storage, day.day)
+        except StageError as error:
+            manifest = error
+        for evaluation in evaluate_day(day, duplicates[day.day], manifest, _latest_load(context.instance, day.day)):
+            if evaluation.check_name in selected:
+                if not evaluation.passed:
+                    failed.append(evaluation.description)
+                yield evaluation
+    for line in failed:
+        context.log.error(f"Check failed: {line}")
+    # The evaluations above carry the per-day results; the outputs only mark the checks as done.
+    for output_name, spec in op_context.assets_def.check_specs_by_output_name.items():
+        if spec.name in selected:
+            yield dg.Output(None, output_name=output_name)

@@ -1,0 +1,137 @@
+"""The per-day asset checks on the Snowflake table, on real PostgreSQL, S3 (moto) and Snowflake (fakesnow)."""
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from datavault_analytics import assets, checks
+from datavault_analytics_tests.pipeline_harness import ALL_ASSETS
+
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def run(pipeline, instance, first: str, last: str | None = None, selection=None) -> dg.ExecuteInProcessResult:
+    """Materialize (with the checks) or only check the range [first, last] in one run, on one instance."""
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first}
+    selection = selection or dg.AssetSelection.assets(assets.STAGE_KEY, assets.SNOWFLAKE_KEY)
+    return dg.materialize([*ALL_ASSETS, checks.snowflake_records_checks], resources=pipeline.resources,
+                          selection=selection, tags=tags, instance=instance)
+
+
+def only_checks(pipeline, instance, day: str) -> dict[str, dg.AssetCheckEvaluation]:
+    result = run(pipeline, instance, day, selection=dg.AssetSelection.checks_for_assets(assets.SNOWFLAKE_KEY))
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.partition for e in evaluations} == {day}
+    return {e.check_name: e for e in evaluations}
+
+
+def test_a_range_run_records_every_check_for_every_day_and_all_pass(pipeline, instance):
+    pipeline.seed([date.fromisoformat(d) for d in DAYS], rows_per_day=40)
+
+    result = run(pipeline, instance, DAYS[0], DAYS[-1])
+
+    evaluations = result.get_asset_check_evaluations()
+    assert sorted((e.partition, e.check_name) for e in evaluations) == sorted(
+        (day, spec.name) for day in DAYS for spec in checks.CHECK_SPECS
+    )
+    assert all(e.passed for e in evaluations), [e.description for e in evaluations if not e.passed]
+    row_counts = {e.partition: e for e in evaluations if e.check_name == checks.ROW_COUNT}
+    assert row_counts["2026-11-02"].description == "2026-11-02: 40 rows in PostgreSQL and in Snowflake"
+    assert row_counts["2026-11-02"].metadata["postgres_rows"].value == 40
+    # Lateness per partition: how long after its day ended each day was loaded.
+    late = row_counts["2026-11-01"].metadata["hours_after_day_end"].value
+    expected = (datetime.now(UTC) - datetime(2026, 11, 2, tzinfo=UTC)).total_seconds() / 3600
+    assert abs(late - expected) < 0.5
+    # The checks' results are stored per partition, as the UI reads them.
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(assets.SNOWFLAKE_KEY, checks.CONTENT_HASH)]
+    )
+    assert record[dg.AssetCheckKey(assets.SNOWFLAKE_KEY, checks.CONTENT_HASH)].partition in DAYS
+
+
+def test_a_row_missing_from_snowflake_fails_the_count_and_hash_for_that_day_only(pipeline, instance):
+    pipeline.seed([date.fromisoformat(d) for d in DAYS[:2]], rows_per_day=40)
+    assert run(pipeline, instance, DAYS[0], DAYS[1]).success
+    [(victim,)] = pipeline.snowflake(
+        'SELECT MIN("ID") FROM "RECORDS" WHERE "CREATED_AT" >= %s', ("2026-11-02 00:00:00",)
+    )
+    pipeline.snowflake('DELETE FROM "RECORDS" WHERE "ID" = %s', (victim,))
+
+    bad = only_checks(pipeline, instance, "2026-11-02")
+    good = only_checks(pipeline, instance, "2026-11-01")
+
+    assert not bad[checks.ROW_COUNT].passed
+    assert bad[checks.ROW_COUNT].description == "2026-11-02: PostgreSQL has 40 rows, Snowflake 39 (-1)"
+    assert not bad[checks.CONTENT_HASH].passed
+    assert bad[checks.CONTENT_HASH].description.startswith("2026-11-02: content hash over id + ciphertext differs")
+    assert not bad[checks.MANIFEST_MATCHES_LOAD].passed
+    assert "the manifest lists 40 rows, Snowflake holds 39" in bad[checks.MANIFEST_MATCHES_LOAD].description
+    assert bad[checks.NO_DUPLICATE_IDS].passed
+    assert all(e.passed for e in good.values())
+
+
+def test_a_changed_payload_passes_the_count_and_fails_the_hash(pipeline, instance):
+    pipeline.seed([date.fromisoformat(DAYS[0])], rows_per_day=30)
+    assert run(pipeline, instance, DAYS[0]).success
+    pipeline.snowflake('UPDATE "RECORDS" SET "CIPHERTEXT" = TO_BINARY(\'00ff\', \'HEX\') WHERE "ID" = '
+                       '(SELECT MAX("ID") FROM "RECORDS")')
+
+    result = only_checks(pipeline, instance, DAYS[0])
+
+    assert result[checks.ROW_COUNT].passed
+    assert not result[checks.CONTENT_HASH].passed
+    assert result[checks.CONTENT_HASH].description.endswith("same row count, so ids or payloads differ")
+
+
+def test_duplicate_ids_are_counted_in_snowflake_and_named(pipeline, instance):
+    pipeline.seed([date.fromisoformat(DAYS[0])], rows_per_day=20)
+    assert run(pipeline, instance, DAYS[0]).success
+    [(duplicated,)] = pipeline.snowflake('SELECT MIN("ID") FROM "RECORDS"')
+    pipeline.snowflake('INSERT INTO "RECORDS" SELECT * FROM "RECORDS" WHERE "ID" = %s', (duplicated,))
+
+    result = only_checks(pipeline, instance, DAYS[0])
+
+    assert not result[checks.NO_DUPLICATE_IDS].passed
+    assert result[checks.NO_DUPLICATE_IDS].description == (
+        f"{DAYS[0]}: 1 id(s) appear more than once in Snowflake (1 surplus rows), e.g. {duplicated}"
+    )
+    assert not result[checks.ROW_COUNT].passed
+
+
+def test_a_day_restaged_after_its_load_fails_the_manifest_check_until_it_is_loaded_again(pipeline, instance):
+    pipeline.seed([date.fromisoformat(DAYS[0])], rows_per_day=10)
+    assert run(pipeline, instance, DAYS[0]).success
+    pipeline.insert(str(uuid.uuid4()), datetime(2026, 11, 1, 23, tzinfo=UTC), b"late row")
+    # Only the stage is re-materialized: its manifest no longer describes what Snowflake holds.
+    assert run(pipeline, instance, DAYS[0], selection=dg.AssetSelection.assets(assets.STAGE_KEY)).success
+
+    stale = only_checks(pipeline, instance, DAYS[0])
+    assert not stale[checks.MANIFEST_MATCHES_LOAD].passed
+    assert "the manifest lists 11 rows, Snowflake holds 10" in stale[checks.MANIFEST_MATCHES_LOAD].description
+    assert "re-staged at" in stale[checks.MANIFEST_MATCHES_LOAD].description
+
+    assert run(pipeline, instance, DAYS[0]).success
+    assert all(e.passed for e in only_checks(pipeline, instance, DAYS[0]).values())
+
+
+def test_a_day_never_staged_fails_the_manifest_check_with_the_stage_error(pipeline, instance):
+    result = only_checks(pipeline, instance, "2026-10-05")
+
+    assert result[checks.ROW_COUNT].passed  # empty on both sides
+    assert not result[checks.MANIFEST_MATCHES_LOAD].passed
+    assert result[checks.MANIFEST_MATCHES_LOAD].description.startswith("2026-10-05: Partition 2026-10-05 has no stage")
+
+
+def test_lateness_is_measured_from_the_end_of_the_day(pipeline):
+    day = checks.DayReconciliation("2026-11-01", 1, "a", 1, "a")
+    loaded_at = (datetime(2026, 11, 2, tzinfo=UTC) + timedelta(hours=3, minutes=30)).timestamp()
+    [count, *_] = checks.evaluate_day(day, (0, 0, None), checks.StageError("no manifest"), loaded_at)
+    assert count.metadata["hours_after_day_end"].value == 3.5
