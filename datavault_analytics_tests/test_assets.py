@@ -197,3 +197,18 @@ def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_c
     )
     empty_days = [o for day, o in observations.items() if day != yesterday.isoformat()]
     assert all(o.metadata["dagster/row_count"].value == 0 for o in empty_days)
+
+
+def test_an_empty_day_reads_as_an_empty_lazy_frame_with_the_staged_columns(pipeline):
+    import polars as pl
+
+    assert pipeline.materialize(DAY, selection=[assets.STAGE_KEY]).success
+    stage = pipeline.resources["s3_stage_io_manager"]
+    import dagster as dg
+
+    with dg.build_resources({"s3_stage_io_manager": stage}) as r:
+        manifest = r.s3_stage_io_manager.read_manifest(r.s3_stage_io_manager.storage(), DAY)
+        frame = r.s3_stage_io_manager.scan([manifest]).collect()
+
+    assert frame.height == 0
+    assert frame.schema["ciphertext"] == pl.Binary and frame.schema["created_at"] == pl.Datetime("us", "UTC")

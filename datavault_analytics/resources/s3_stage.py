@@ -31,6 +31,7 @@ from datavault_analytics.resources.stage_storage import (
     StageLocation,
     StageStorage,
 )
+from datavault_analytics.type_mapping import TYPE_MAPPINGS
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
@@ -320,10 +321,10 @@ class S3StageIOManager(dg.ConfigurableIOManager):
     def scan(self, manifests: list[StagedPartition]) -> pl.LazyFrame:
         """A lazy polars scan over the staged files, for analysts' own assets."""
         uris = [f.uri for m in manifests for f in m.files]
-        if not uris:
-            schema = pa.schema([pa.field(c.name, pa.type_for_alias(c.arrow_type)) for c in manifests[0].columns]) \
-                if manifests else pa.schema([])
-            return pl.LazyFrame(pl.from_arrow(schema.empty_table()))
+        if not uris:  # empty days: an empty frame with the staged columns, typed as the files would be
+            columns = manifests[0].columns if manifests else []
+            schema = pa.schema([pa.field(c.name, TYPE_MAPPINGS[c.postgres_type].arrow_type) for c in columns])
+            return pl.from_arrow(schema.empty_table()).lazy()
         if self.location.scheme == "file":
             return pl.scan_parquet([u.removeprefix("file://") for u in uris])
         return pl.scan_parquet(uris, storage_options=self.polars_storage_options())
@@ -356,9 +357,10 @@ def stage_metadata(manifests: list[StagedPartition], seconds: float) -> dict:
     # can state the day's row count; a range states its total under its own name, and a per-day table.
     metadata = {
         "dagster/row_count" if len(manifests) == 1 else "rows_in_run": rows,
+        # One day: its folder. A range: the dataset folder that holds all of them.
         "dagster/uri": dg.MetadataValue.path(
-            manifests[0].stage_uri + "/" + manifests[0].directory if len(manifests) == 1
-            else manifests[0].stage_uri + "/" + manifests[0].directory.rsplit("/", 1)[0] if manifests else ""
+            "" if not manifests else f"{manifests[0].stage_uri}/{manifests[0].directory}" if len(manifests) == 1
+            else f"{manifests[0].stage_uri}/{manifests[0].directory.rsplit('/', 1)[0]}"
         ),
         "staged_bytes": sum(m.bytes for m in manifests),
         "staged_files": len(files),
