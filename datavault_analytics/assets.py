@@ -12,11 +12,16 @@ from datetime import timedelta
 
 import dagster as dg
 
-from datavault_analytics.errors import reported_as
+from datavault_analytics.errors import PermanentError, TransientError, reported_as
 from datavault_analytics.partitions import DayWindow, daily_partitions, day_windows
 from datavault_analytics.resources.postgres import PostgresResource, SourceExtract
-from datavault_analytics.resources.s3_stage import StagedPartition
-from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.resources.s3_stage import (
+    S3StageIOManager,
+    StagedPartition,
+    StageError,
+    staged_columns,
+)
+from datavault_analytics.resources.snowflake import SnowflakeLoader, SnowflakeLoadError
 
 SOURCE_KEY = dg.AssetKey(["postgres", "datavault", "records"])
 STAGE_KEY = dg.AssetKey(["s3", "datavault", "records"])
@@ -124,8 +129,19 @@ def postgres_records(context: dg.OpExecutionContext, postgres: PostgresResource)
     ),
     metadata={"dagster/column_schema": RECORDS_SCHEMA},
 )
-def s3_stage_records(source: SourceExtract) -> SourceExtract:
+def s3_stage_records(
+    context: dg.AssetExecutionContext, source: SourceExtract, snowflake_loader: SnowflakeLoader
+) -> SourceExtract:
     # The stage IO manager streams PostgreSQL into Parquet; the day never passes through here in memory.
+    # First, before anything is written: a source whose columns the Snowflake table cannot take stops here.
+    if source.days:
+        with reported_as("Checking the Snowflake table's columns before staging"):
+            try:
+                snowflake_loader.check_compatible(staged_columns(source.days[0].columns))
+            except SnowflakeLoadError as error:
+                if isinstance(error, PermanentError):
+                    raise
+                context.log.warning(f"Staging without checking Snowflake's columns first (the load checks them): {error}")
     return source
 
 
@@ -147,13 +163,30 @@ def s3_stage_records(source: SourceExtract) -> SourceExtract:
                                              lower_bound_delta=timedelta(hours=FRESHNESS_WINDOW_HOURS)),
 )
 def snowflake_records(
-    context: dg.AssetExecutionContext, snowflake_loader: SnowflakeLoader, staged: list[StagedPartition]
+    context: dg.AssetExecutionContext,
+    snowflake_loader: SnowflakeLoader,
+    postgres: PostgresResource,
+    s3_stage_io_manager: dg.ResourceParam[S3StageIOManager],
+    staged: list[StagedPartition],
 ) -> dg.MaterializeResult:
     started = time.monotonic()
-    results = []
+    results, loaded = [], []
+    storage = s3_stage_io_manager.storage()
     for number, partition in enumerate(staged, start=1):
-        with reported_as(f"Loading {partition.partition_key} into Snowflake"):
-            result = snowflake_loader.load_partition(partition)
+        key = partition.partition_key
+        with reported_as(f"Loading {key} into Snowflake"), \
+                postgres.partition_lock(key, holder=f"load {key} run {context.run_id[:8]}") as lock:
+            # Re-read under the day's lock (locks.py): another run may have re-staged the day since this
+            # step read its input, and the load must take exactly one complete staging.
+            with s3_stage_io_manager.s3_errors(f"re-reading the manifest of {key}"):
+                partition = s3_stage_io_manager.read_manifest(storage, key)
+            result = snowflake_loader.load_partition(partition, lock=lock)
+            try:
+                with s3_stage_io_manager.s3_errors(f"marking {key} loaded"):
+                    s3_stage_io_manager.mark_loaded(storage, partition, context.run_id)
+            except (TransientError, StageError) as error:  # the day is loaded; only its clean-up waits
+                context.log.warning(f"{key} is loaded, but its staged files stay until it is loaded again: {error}")
+        loaded.append(partition)
         results.append(result)
         if result.columns_added:
             context.log.warning(f"Added new column(s) {result.columns_added} to Snowflake table {snowflake_loader.table}.")
@@ -161,6 +194,18 @@ def snowflake_records(
             f"Loaded {result.partition_key} ({number}/{len(staged)} days): {result.rows_loaded:,} rows from "
             f"{result.files_loaded} file(s), replacing {result.rows_deleted:,}, in {result.seconds:.2f}s"
         )
+    staged = loaded
+    try:
+        with s3_stage_io_manager.s3_errors("deleting staged files past their retention"):
+            purged = s3_stage_io_manager.purge_expired(
+                storage, lambda key: postgres.try_partition_lock(key, holder=f"purge {key} run {context.run_id[:8]}"),
+                keep=frozenset(p.partition_key for p in loaded),
+            )
+        if purged:
+            context.log.info(f"Deleted the staged files of {len(purged)} day(s) loaded more than "
+                             f"{s3_stage_io_manager.retention_hours:g} h ago: {', '.join(purged)}")
+    except (TransientError, StageError) as error:  # the load is done; the next one retries the clean-up
+        context.log.warning(f"Could not delete staged files past their retention: {error}")
     rows = sum(r.rows_loaded for r in results)
     metadata: dict = {
         # As in the stage: a range run's materializations share metadata, so only one day states its count.

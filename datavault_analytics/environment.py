@@ -69,12 +69,64 @@ def _check_required() -> None:
         )
 
 
+S3_SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.getenv(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigurationError(f"{name}={value!r} is not true or false.")
+    return value in ("true", "1", "yes")
+
+
+def _float_or_none(name: str, default: float | None) -> float | None:
+    value = os.getenv(name, "").strip().lower()
+    if not value:
+        return default
+    if value == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name}={value!r} is not a number of hours (or none).") from None
+
+
+def s3_encryption(environment: str) -> tuple[str | None, str | None]:
+    """(ServerSideEncryption, SSEKMSKeyId) for staged objects: AES256 (SSE-S3) unless set, in prod.
+
+    DATAVAULT_S3_SSE: AES256, aws:kms or aws:kms:dsse (with DATAVAULT_S3_SSE_KMS_KEY_ID for a
+    customer-managed key), or `none` to turn it off; unset means AES256 in prod and none in local.
+    """
+    value = os.getenv("DATAVAULT_S3_SSE", "").strip() or ("AES256" if environment == "prod" else "none")
+    key_id = _optional("DATAVAULT_S3_SSE_KMS_KEY_ID")
+    if value.lower() == "none":
+        if key_id:
+            raise ConfigurationError("DATAVAULT_S3_SSE_KMS_KEY_ID is set, but DATAVAULT_S3_SSE=none turns encryption off.")
+        return None, None
+    if value not in S3_SSE_MODES:
+        raise ConfigurationError(f"DATAVAULT_S3_SSE={value!r} is not one of {', '.join(S3_SSE_MODES)} or none.")
+    if key_id and not value.startswith("aws:kms"):
+        raise ConfigurationError(f"DATAVAULT_S3_SSE_KMS_KEY_ID needs DATAVAULT_S3_SSE=aws:kms, not {value}.")
+    return value, key_id
+
+
 def _snowflake_resource() -> SnowflakeResource:
     emulator = {}
     if host := _optional("SNOWFLAKE_HOST"):
         # An emulator (fakesnow) or a private endpoint: the connector's host/port/protocol settings.
-        emulator = {"host": host, "port": int(os.getenv("SNOWFLAKE_PORT", "443")),
-                    "protocol": os.getenv("SNOWFLAKE_PROTOCOL", "https")}
+        protocol = os.getenv("SNOWFLAKE_PROTOCOL", "https")
+        if protocol != "https" and host not in _LOOPBACK_HOSTS:
+            raise ConfigurationError(
+                f"SNOWFLAKE_PROTOCOL={protocol!r} is only allowed for an emulator on this machine "
+                f"(SNOWFLAKE_HOST=127.0.0.1 or localhost), not {host}: Snowflake is reached over TLS (https)."
+            )
+        emulator = {"host": host, "port": int(os.getenv("SNOWFLAKE_PORT", "443")), "protocol": protocol}
+    # TLS to Snowflake is always on (https). OCSP revocation checks fail open by default, as in the
+    # connector; SNOWFLAKE_OCSP_FAIL_OPEN=false makes an unverifiable certificate stop the connection.
+    tls = {"ocsp_fail_open": _flag("SNOWFLAKE_OCSP_FAIL_OPEN", True)}
     auth: dict = {}
     if _optional("SNOWFLAKE_PRIVATE_KEY_PATH"):
         auth["private_key_path"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PATH")
@@ -95,6 +147,7 @@ def _snowflake_resource() -> SnowflakeResource:
         login_timeout=int(os.getenv("SNOWFLAKE_LOGIN_TIMEOUT", "60")),
         additional_snowflake_connection_args={
             **emulator,
+            **tls,
             "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, "TIMEZONE": "UTC"},
         },
         **auth,
@@ -104,7 +157,16 @@ def _snowflake_resource() -> SnowflakeResource:
 def build_resources(environment: str | None = None) -> dict:
     """The resources for `environment` (default: DATAVAULT_ENV). Opens no connection."""
     environment = apply_environment_defaults(environment)
-    postgres = PostgresResource(dsn=dg.EnvVar("DATAVAULT_PG_DSN"))
+    sse, sse_kms_key_id = s3_encryption(environment)
+    postgres = PostgresResource(
+        dsn=dg.EnvVar("DATAVAULT_PG_DSN"),
+        # TLS: libpq's sslmode (verify-full in production) and the CA file that verifies the server.
+        sslmode=_optional("DATAVAULT_PG_SSLMODE"),
+        sslrootcert=_optional("DATAVAULT_PG_SSLROOTCERT"),
+        # The per-day partition locks (locks.py): on the source unless it is a read replica.
+        lock_dsn=dg.EnvVar("DATAVAULT_LOCK_DSN") if _optional("DATAVAULT_LOCK_DSN") else None,
+        lock_wait_seconds=float(os.getenv("DATAVAULT_LOCK_WAIT_SECONDS", "1800")),
+    )
     s3 = S3Resource(
         endpoint_url=_optional("DATAVAULT_S3_ENDPOINT_URL"),
         region_name=_optional("AWS_DEFAULT_REGION") or _optional("AWS_REGION"),
@@ -119,9 +181,10 @@ def build_resources(environment: str | None = None) -> dict:
         "s3_stage_io_manager": S3StageIOManager(
             s3=s3,
             stage_uri=stage_uri,
-            # Staged ciphertext is encrypted at rest in S3 too; the local S3 emulator does not need it.
-            server_side_encryption=os.getenv("DATAVAULT_S3_SSE", "AES256" if environment == "prod" else "") or None,
-            sse_kms_key_id=_optional("DATAVAULT_S3_SSE_KMS_KEY_ID"),
+            # Staged ciphertext is encrypted at rest in S3 too: SSE-S3 by default in prod (see s3_encryption).
+            server_side_encryption=sse,
+            sse_kms_key_id=sse_kms_key_id,
+            retention_hours=_float_or_none("DATAVAULT_STAGE_RETENTION_HOURS", 72),
         ),
         "snowflake_loader": SnowflakeLoader(
             snowflake=snowflake,

@@ -1,11 +1,14 @@
 """PostgreSQL, DataVault's source of truth: read-only, streamed as Arrow with ADBC.
 
 The extract never touches the DataVault hot path beyond one read-only REPEATABLE READ transaction per
-day, bounded by `statement_timeout_seconds`; point `DATAVAULT_PG_DSN` at a replica in production.
+day, bounded by `statement_timeout_seconds`; point `DATAVAULT_PG_DSN` at a replica in production. The
+role needs only CONNECT, USAGE on the schema and SELECT on the table (README, "Security"). TLS is set
+with `sslmode` / `sslrootcert`, which apply to every connection (catalog, extract, partition locks).
 """
 
 import hashlib
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -16,12 +19,14 @@ import adbc_driver_postgresql.dbapi as adbc_postgres
 import dagster as dg
 import psycopg
 import pyarrow as pa
+from psycopg.conninfo import make_conninfo
 from pydantic import Field
 
-from datavault_analytics.errors import reported_as
+from datavault_analytics import locks
+from datavault_analytics.errors import PermanentError, TransientError, reported_as
 from datavault_analytics.identifiers import quote_postgres, validate_identifier
 from datavault_analytics.partitions import DayWindow, day_windows
-from datavault_analytics.redaction import redact
+from datavault_analytics.redaction import dsn_location, redact
 from datavault_analytics.type_mapping import TypeMapping, mapping_for
 
 
@@ -39,8 +44,31 @@ class SourceColumn:
         )
 
 
-class PostgresSourceError(RuntimeError):
+class PostgresSourceError(TransientError):
     """PostgreSQL could not be read; the message says at which step and never includes credentials."""
+
+
+class SourceSchemaError(PermanentError, ValueError):
+    """The source table is missing, or its columns cannot be carried as they are; fix it, then re-run."""
+
+
+class PostgresConfigError(PermanentError, ValueError):
+    """A PostgreSQL setting cannot work as given."""
+
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# A column name must read the same unquoted in PostgreSQL (lower case) and be a plain identifier.
+_SOURCE_COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def with_tls(dsn: str, sslmode: str | None, sslrootcert: str | None) -> str:
+    """`dsn` (a URI or key=value string) with the given TLS settings, which override the DSN's own."""
+    settings = {k: v for k, v in (("sslmode", sslmode), ("sslrootcert", sslrootcert)) if v}
+    if not settings:
+        return dsn
+    if sslmode and sslmode not in SSL_MODES:
+        raise PostgresConfigError(f"postgres.sslmode={sslmode!r} is not one of {', '.join(SSL_MODES)}.")
+    return make_conninfo(dsn, **settings)
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -58,6 +86,22 @@ class PostgresResource(dg.ConfigurableResource):
     statement_timeout_seconds: int = Field(
         default=1800, description="Upper bound on any one extract statement, to protect the source database."
     )
+    sslmode: str | None = Field(
+        default=None,
+        description="libpq sslmode for every connection: disable, allow, prefer, require, verify-ca or verify-full "
+                    "(production: verify-full with sslrootcert). Unset: the DSN's own, else libpq's default, prefer.",
+    )
+    sslrootcert: str | None = Field(
+        default=None, description="CA certificate file that verifies the server, for verify-ca / verify-full."
+    )
+    lock_dsn: str | None = Field(
+        default=None,
+        description="PostgreSQL that holds the per-day partition locks (see locks.py). Unset: `dsn`. Set it when "
+                    "`dsn` is a hot-standby replica, which refuses advisory locks.",
+    )
+    lock_wait_seconds: float = Field(
+        default=1800, description="How long a step waits for another run of the same day to release its lock."
+    )
 
     def validate_names(self) -> None:
         for setting in ("schema_name", "table", "partition_column", "primary_key", "payload_column"):
@@ -67,21 +111,51 @@ class PostgresResource(dg.ConfigurableResource):
     def qualified_table(self) -> str:
         return f"{quote_postgres(self.schema_name)}.{quote_postgres(self.table)}"
 
+    @property
+    def connection_dsn(self) -> str:
+        """The DSN with the TLS settings applied: what every connection uses."""
+        return with_tls(self.dsn, self.sslmode, self.sslrootcert)
+
+    @property
+    def location(self) -> str:
+        """host:port/dbname, for messages; never the user or password."""
+        return dsn_location(self.dsn)
+
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
         """A psycopg connection in a read-only transaction, for the catalog and small aggregate queries."""
         try:
-            conn = psycopg.connect(self.dsn, autocommit=False, connect_timeout=10)
+            conn = psycopg.connect(self.connection_dsn, autocommit=False, connect_timeout=10)
         except psycopg.Error as error:
-            raise PostgresSourceError(f"Cannot connect to PostgreSQL: {redact(str(error), self.dsn)}") from None
+            raise PostgresSourceError(
+                f"Cannot connect to PostgreSQL at {self.location}: {redact(str(error), self.dsn)}"
+            ) from None
         try:
             conn.read_only = True
             with conn.cursor() as cursor:
                 cursor.execute(f"SET statement_timeout = {int(self.statement_timeout_seconds) * 1000}")
             yield conn
+        except psycopg.Error as error:
+            raise PostgresSourceError(
+                f"PostgreSQL at {self.location} failed: {redact(str(error), self.dsn)}"
+            ) from None
         finally:
-            conn.rollback()
-            conn.close()
+            try:
+                conn.rollback()
+                conn.close()
+            except psycopg.Error:  # the connection broke; the server ends the read-only transaction
+                pass
+
+    def partition_lock(self, partition_key: str, holder: str):
+        """Wait for, and hold, the lock on this table's `partition_key` (see locks.py)."""
+        return locks.hold(with_tls(self.lock_dsn or self.dsn, self.sslmode, self.sslrootcert),
+                          f"{self.schema_name}.{self.table}", partition_key,
+                          wait_seconds=self.lock_wait_seconds, holder=holder)
+
+    def try_partition_lock(self, partition_key: str, holder: str):
+        """The lock on `partition_key` if it is free now, else None."""
+        return locks.try_hold(with_tls(self.lock_dsn or self.dsn, self.sslmode, self.sslrootcert),
+                              f"{self.schema_name}.{self.table}", partition_key, holder=holder)
 
     def source_columns(self) -> list[SourceColumn]:
         """The table's columns and types from PostgreSQL's catalog, so new columns flow through on their own."""
@@ -99,14 +173,21 @@ class PostgresResource(dg.ConfigurableResource):
                 (self.schema_name.lower(), self.table.lower()),
             ).fetchall()
         if not rows:
-            raise PostgresSourceError(
-                f"Source table {self.schema_name}.{self.table} does not exist or has no columns visible to this role."
+            raise SourceSchemaError(
+                f"Source table {self.schema_name}.{self.table} does not exist or has no columns visible to this role "
+                f"(PostgreSQL at {self.location}). Check postgres.schema_name / postgres.table and the role's GRANTs."
             )
+        for name, _, _ in rows:
+            if not _SOURCE_COLUMN.fullmatch(name):
+                raise SourceSchemaError(
+                    f"Column {name!r} of {self.schema_name}.{self.table} is not a plain lower-case identifier, so it "
+                    "cannot be carried safely. Rename it, or point the pipeline at a view that renames it."
+                )
         columns = [SourceColumn(name, pg_type, nullable, mapping_for(name, pg_type)) for name, pg_type, nullable in rows]
         names = {c.name for c in columns}
         for setting in ("partition_column", "primary_key", "payload_column"):
             if getattr(self, setting).lower() not in names:
-                raise PostgresSourceError(
+                raise SourceSchemaError(
                     f"postgres.{setting}={getattr(self, setting)!r} is not a column of {self.schema_name}.{self.table}."
                 )
         return columns
@@ -134,10 +215,11 @@ class PostgresResource(dg.ConfigurableResource):
         sql = f"SELECT {select_list} FROM {self.qualified_table} WHERE {self._window_predicate(window)}"  # noqa: S608
         schema = self.arrow_schema(columns)
         try:
-            conn = adbc_postgres.connect(self.dsn, autocommit=True)
+            conn = adbc_postgres.connect(self.connection_dsn, autocommit=True)
         except Exception as error:
             raise PostgresSourceError(
-                f"Cannot connect to PostgreSQL to extract {window.partition_key}: {redact(str(error), self.dsn)}"
+                f"Cannot connect to PostgreSQL at {self.location} to extract {window.partition_key}: "
+                f"{redact(str(error), self.dsn)}"
             ) from None
         cursor = conn.cursor()
         batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
@@ -168,8 +250,8 @@ class PostgresResource(dg.ConfigurableResource):
             while (item := batches.get()) is not done:
                 if isinstance(item, BaseException):
                     raise PostgresSourceError(
-                        f"Reading {self.schema_name}.{self.table} for {window.partition_key} failed: "
-                        f"{redact(str(item), self.dsn)}"
+                        f"PostgreSQL at {self.location} failed while reading {self.schema_name}.{self.table} for "
+                        f"{window.partition_key}: {redact(str(item), self.dsn)}"
                     ) from None
                 # Drop ADBC's per-field metadata and pin the declared nullability and types.
                 yield pa.RecordBatch.from_arrays(item.columns, schema=schema)
@@ -235,6 +317,10 @@ class PostgresResource(dg.ConfigurableResource):
         return {w.partition_key: found.get(w.partition_key, (0, empty)) for w in windows}
 
 
+def _describe_keys(keys: list[str]) -> str:
+    return keys[0] if len(keys) == 1 else f"{keys[0]} .. {keys[-1]}" if keys else "no days"
+
+
 @dataclass
 class SourceDay:
     """One partition of the source, not yet read: `open()` starts its read-only stream."""
@@ -273,8 +359,9 @@ class PostgresSourceIOManager(dg.ConfigurableIOManager):
         raise NotImplementedError("The PostgreSQL source is written by DataVault's backend, never by this pipeline.")
 
     def load_input(self, context: dg.InputContext) -> SourceExtract:
-        with reported_as("Reading the PostgreSQL source's columns"):
-            windows = day_windows(context.asset_partition_keys)
+        keys = context.asset_partition_keys
+        with reported_as(f"Reading the PostgreSQL source's columns to extract {_describe_keys(keys)}"):
+            windows = day_windows(keys)
             columns = self.postgres.source_columns()
         return SourceExtract(
             source_table=f"{self.postgres.schema_name}.{self.postgres.table}",

@@ -7,24 +7,32 @@ Layout, deterministic per partition:
 Staging a day first deletes its manifest, then writes the parts, removes parts left over from an older,
 larger staging, and writes the manifest last. A stage killed half-way therefore has no manifest, and
 the Snowflake load refuses it instead of loading a partial or mixed set of files.
+
+Each day is staged while holding its partition lock (locks.py), so two runs never write one day at once.
+After a day is loaded, the load writes a marker, <stage_uri>/<table>/_loaded/dt=<day>.json; the first
+load that runs `retention_hours` after that deletes the day's staged files (`purge_expired`). Errors from S3 say so and
+name the step: unreachable or failing S3 is retried, refused access or a missing bucket is not.
 """
 
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import dagster as dg
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from datavault_analytics.errors import PermanentError, reported_as
+from datavault_analytics.errors import PermanentError, TransientError, reported_as
 from datavault_analytics.partitions import DayWindow
-from datavault_analytics.resources.postgres import SourceDay, SourceExtract
+from datavault_analytics.resources.postgres import SourceColumn, SourceDay, SourceExtract
 from datavault_analytics.resources.stage_storage import (
     LocalStageStorage,
     S3StageStorage,
@@ -35,10 +43,20 @@ from datavault_analytics.type_mapping import TYPE_MAPPINGS
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
+LOADED_FOLDER = "_loaded"  # <table>/_loaded/dt=<day>.json: written once the day's load committed
+# S3 answers that no retry changes: the settings (credentials, bucket, encryption key) must be fixed first.
+_PERMANENT_S3_CODES = frozenset({
+    "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
+    "InvalidBucketName", "InvalidArgument", "InvalidRequest", "KMS.NotFoundException", "KMS.DisabledException",
+})
 
 
 class StageError(PermanentError, RuntimeError):
     """The stage is missing, incomplete or inconsistent; the message says which partition and what to do."""
+
+
+class StageUnavailableError(TransientError):
+    """S3 could not be reached or failed mid-way; nothing half-staged is ever loaded, so a retry is safe."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +131,25 @@ class StagedPartition:
         )
 
 
+def staged_columns(columns: list[SourceColumn]) -> list[StagedColumn]:
+    """How the source's columns are staged, and typed in Snowflake."""
+    return [StagedColumn(c.name, c.postgres_type, str(c.mapping.arrow_type), c.mapping.snowflake_type, c.nullable)
+            for c in columns]
+
+
 def _day_directory(table: str, partition_key: str) -> str:
     return f"{table}/dt={partition_key}"
+
+
+def _is_day(partition_key: str) -> bool:
+    try:
+        return DayWindow.for_key(partition_key) is not None
+    except ValueError:
+        return False
+
+
+def _loaded_marker(table: str, partition_key: str) -> str:
+    return f"{table}/{LOADED_FOLDER}/dt={partition_key}.json"
 
 
 class ParquetDayWriter:
@@ -211,6 +246,11 @@ class S3StageIOManager(dg.ConfigurableIOManager):
     )
     sse_kms_key_id: str | None = Field(default=None, description="KMS key for aws:kms encryption.")
     dataset: str = Field(default="records", description="Folder under the stage URI that holds this table's days.")
+    retention_hours: float | None = Field(
+        default=72,
+        description="A loaded day's staged files are deleted by the first load that runs this many hours after the "
+                    "day was loaded (0: by the next load). None keeps them (an S3 lifecycle rule can expire them).",
+    )
 
     @property
     def location(self) -> StageLocation:
@@ -227,12 +267,32 @@ class S3StageIOManager(dg.ConfigurableIOManager):
                 extra["SSEKMSKeyId"] = self.sse_kms_key_id
         return S3StageStorage(location, self.s3.get_client(), extra)
 
+    @contextmanager
+    def s3_errors(self, doing: str) -> Iterator[None]:
+        """Turn S3 client errors into StageError (a setting to fix) or StageUnavailableError (retried)."""
+        try:
+            yield
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in _PERMANENT_S3_CODES:
+                raise StageError(
+                    f"S3 refused {doing} at {self.stage_uri} ({code}): check the bucket, the credentials and the "
+                    f"encryption settings (DATAVAULT_S3_SSE, DATAVAULT_S3_SSE_KMS_KEY_ID). {error}"
+                ) from None
+            raise StageUnavailableError(f"S3 failed while {doing} at {self.stage_uri}: {error}") from None
+        except BotoCoreError as error:
+            where = f" (endpoint {self.s3.endpoint_url})" if self.s3.endpoint_url else ""
+            raise StageUnavailableError(f"S3 is unreachable while {doing} at {self.stage_uri}{where}: {error}") from None
+
     # -- writing ---------------------------------------------------------------------------------------
 
-    def stage_day(self, storage: StageStorage, day: SourceDay, run_id: str | None = None) -> StagedPartition:
+    def stage_day(self, storage: StageStorage, day: SourceDay, run_id: str | None = None,
+                  lock=None) -> StagedPartition:
+        """Stage one day. `lock` (the day's PartitionLock) is checked before the manifest makes it visible."""
         started = time.monotonic()
         directory = _day_directory(self.dataset, day.window.partition_key)
-        storage.delete([f"{directory}/{MANIFEST_NAME}"])  # invalidate first: a half-staged day has no manifest
+        # Invalidate first: a half-staged day has no manifest, and no load marker that could start its retention.
+        storage.delete([f"{directory}/{MANIFEST_NAME}", _loaded_marker(self.dataset, day.window.partition_key)])
         writer = ParquetDayWriter(
             storage, directory, day.schema, self.target_file_size_mb * 1024 * 1024, self.row_group_rows,
             self.row_group_mb * 1024 * 1024,
@@ -255,10 +315,7 @@ class S3StageIOManager(dg.ConfigurableIOManager):
             source_table=f"{day.postgres.schema_name}.{day.postgres.table}",
             stage_uri=storage.location.uri,
             directory=directory,
-            columns=[
-                StagedColumn(c.name, c.postgres_type, str(c.mapping.arrow_type), c.mapping.snowflake_type, c.nullable)
-                for c in day.columns
-            ],
+            columns=staged_columns(day.columns),
             files=files,
             rows=sum(f.rows for f in files),
             bytes=sum(f.bytes for f in files),
@@ -266,6 +323,8 @@ class S3StageIOManager(dg.ConfigurableIOManager):
             seconds=round(time.monotonic() - started, 3),
             run_id=run_id,
         )
+        if lock is not None:
+            lock.ensure_held()
         storage.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_json())
         return manifest
 
@@ -276,8 +335,11 @@ class S3StageIOManager(dg.ConfigurableIOManager):
         manifests: list[StagedPartition] = []
         started = time.monotonic()
         for number, day in enumerate(obj.days, start=1):
-            with reported_as(f"Staging {day.window.partition_key} to {storage.location.uri}"):
-                manifest = self.stage_day(storage, day, run_id=context.run_id)
+            key = day.window.partition_key
+            with reported_as(f"Staging {key} to {storage.location.uri}"), \
+                    day.postgres.partition_lock(key, holder=f"stage {key} run {context.run_id[:8]}") as lock, \
+                    self.s3_errors(f"staging {key}"):
+                manifest = self.stage_day(storage, day, run_id=context.run_id, lock=lock)
             manifests.append(manifest)
             context.log.info(
                 f"Staged {manifest.partition_key} ({number}/{len(obj.days)} days): {manifest.rows:,} rows in "
@@ -312,11 +374,57 @@ class S3StageIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext):
         storage = self.storage()
-        with reported_as("Reading the stage manifests"):
+        with reported_as("Reading the stage manifests"), self.s3_errors("reading the stage manifests"):
             manifests = [self.read_manifest(storage, key) for key in context.asset_partition_keys]
         if context.dagster_type.typing_type is pl.LazyFrame:
             return self.scan(manifests)
         return manifests
+
+    # -- retention -------------------------------------------------------------------------------------
+
+    def mark_loaded(self, storage: StageStorage, manifest: StagedPartition, run_id: str | None,
+                    loaded_at: datetime | None = None) -> None:
+        """Record that `manifest`'s staging is in Snowflake: its retention starts now."""
+        marker = {"partition_key": manifest.partition_key, "staged_at": manifest.staged_at,
+                  "loaded_at": (loaded_at or datetime.now(UTC)).isoformat(), "run_id": run_id}
+        storage.write_bytes(_loaded_marker(self.dataset, manifest.partition_key), json.dumps(marker).encode())
+
+    def purge_expired(self, storage: StageStorage,
+                      try_lock: Callable[[str], AbstractContextManager[object | None]],
+                      now: datetime | None = None, keep: frozenset[str] = frozenset()) -> list[str]:
+        """Delete the staged files of days loaded at least `retention_hours` ago; return their keys.
+
+        A day whose lock another run holds (`try_lock(key)` gives None) is left for next time, and a day
+        re-staged since its load has no marker (staging deletes it), so only loaded stagings are deleted.
+        The manifest goes first and the marker last: an interrupted purge never leaves a manifest without
+        its files, and the next purge finishes it. `keep`: days this run loaded, left for its checks.
+        """
+        if self.retention_hours is None:
+            return []
+        now = now or datetime.now(UTC)
+        purged = []
+        for name in sorted(storage.sizes(f"{self.dataset}/{LOADED_FOLDER}/")):
+            partition_key = name.rpartition("/dt=")[2].removesuffix(".json")
+            if not _is_day(partition_key) or name != _loaded_marker(self.dataset, partition_key) \
+                    or partition_key in keep or not self._expired(storage, name, now):
+                continue
+            with try_lock(partition_key) as lock:
+                # Re-checked under the lock: the day may have been re-staged (marker gone) in between.
+                if lock is None or not self._expired(storage, name, now):
+                    continue
+                files = storage.sizes(f"{_day_directory(self.dataset, partition_key)}/")
+                storage.delete(sorted(files, key=lambda f: not f.endswith(MANIFEST_NAME)))
+                storage.delete([name])
+                purged.append(partition_key)
+        return purged
+
+    def _expired(self, storage: StageStorage, marker_name: str, now: datetime) -> bool:
+        data = storage.read_bytes(marker_name)
+        try:
+            loaded_at = datetime.fromisoformat(json.loads(data)["loaded_at"]) if data else None
+        except (ValueError, TypeError, KeyError):
+            return False  # not ours to judge: leave it
+        return loaded_at is not None and loaded_at + timedelta(hours=self.retention_hours) <= now
 
     def scan(self, manifests: list[StagedPartition]) -> pl.LazyFrame:
         """A lazy polars scan over the staged files, for analysts' own assets."""

@@ -9,6 +9,11 @@ Per partition, idempotent however often it runs:
 FORCE=TRUE is deliberate: staged names are deterministic, so a re-staged day reuses file names that
 Snowflake's 64-day load history would otherwise skip. The DELETE in the same transaction is what keeps
 FORCE from duplicating rows.
+
+Errors name the phase that failed (connecting, checking the table, DELETE, COPY, COMMIT). A failure
+before COMMIT changes nothing: the transaction is rolled back, or, if the process died, left for
+Snowflake to roll back (a detached transaction is rolled back after four idle hours, or at once with
+SYSTEM$ABORT_TRANSACTION); until then a re-run's DELETE waits or fails, and the old rows stay visible.
 """
 
 import re
@@ -19,7 +24,7 @@ import dagster as dg
 from dagster_snowflake import SnowflakeResource
 from pydantic import Field
 
-from datavault_analytics.errors import PermanentError
+from datavault_analytics.errors import PermanentError, TransientError
 from datavault_analytics.identifiers import quote_snowflake, validate_identifier
 from datavault_analytics.partitions import DayWindow
 from datavault_analytics.redaction import redact
@@ -31,7 +36,7 @@ _S3_STAGE_URL = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/[A-Za-z0-9._\-/=]*)
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
-class SnowflakeLoadError(RuntimeError):
+class SnowflakeLoadError(TransientError):
     """A partition could not be loaded; the day's previous contents are untouched."""
 
 
@@ -89,6 +94,12 @@ class SnowflakeLoader(dg.ConfigurableResource):
     def _connection(self):
         return self.snowflake.get_connection()
 
+    @property
+    def where(self) -> str:
+        """The account (and host, for an emulator or private endpoint), for messages."""
+        host = (self.snowflake.additional_snowflake_connection_args or {}).get("host")
+        return f"account {self.snowflake.account}" + (f" at {host}" if host else "")
+
     def _fail(self, message: str, error: BaseException | None = None) -> SnowflakeLoadError:
         detail = f": {redact(str(error), self.snowflake.password, self.snowflake.private_key_password)}" if error else ""
         return SnowflakeLoadError(message + detail)
@@ -126,14 +137,21 @@ class SnowflakeLoader(dg.ConfigurableResource):
         )
         return {name.upper(): _info_schema_signature(*rest) for name, *rest in cursor.fetchall()}
 
-    def sync_table(self, cursor, columns: list[StagedColumn]) -> list[str]:
-        """Create the table, or add the stage's new columns. Dropped or retyped columns stop the load."""
-        existing = self.table_columns(cursor)
-        table = quote_snowflake(self.table)
-        if not existing:
-            definition = ", ".join(f"{quote_snowflake(c.name)} {c.snowflake_type}" for c in columns)
-            cursor.execute(f"CREATE TABLE IF NOT EXISTS {table} ({definition})")
-            return []
+    def check_compatible(self, columns: list[StagedColumn]) -> None:
+        """Before staging: raise SchemaDriftError if the table exists and cannot take these columns.
+
+        Read-only (one INFORMATION_SCHEMA query); raises SnowflakeLoadError if Snowflake is unreachable.
+        """
+        self.validate_names()
+        try:
+            with self._connection() as conn:
+                existing = self.table_columns(conn.cursor())
+        except Exception as error:
+            raise self._fail(f"Cannot read the columns of Snowflake table {self.table} ({self.where})", error) from None
+        if existing:
+            self._raise_on_drift(existing, columns)
+
+    def _raise_on_drift(self, existing: dict[str, tuple[str, ...]], columns: list[StagedColumn]) -> None:
         staged = {c.name.upper(): c for c in columns}
         dropped = [name for name in existing if name not in staged]
         if dropped:
@@ -153,6 +171,17 @@ class SnowflakeLoader(dg.ConfigurableResource):
                 f"Column type(s) changed for {'; '.join(retyped)}. Nothing was loaded. Migrate the Snowflake column "
                 "to the new type (or add a new column and backfill), then re-run the partition."
             )
+
+    def sync_table(self, cursor, columns: list[StagedColumn]) -> list[str]:
+        """Create the table, or add the stage's new columns. Dropped or retyped columns stop the load."""
+        existing = self.table_columns(cursor)
+        table = quote_snowflake(self.table)
+        if not existing:
+            definition = ", ".join(f"{quote_snowflake(c.name)} {c.snowflake_type}" for c in columns)
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {table} ({definition})")
+            return []
+        self._raise_on_drift(existing, columns)
+        staged = {c.name.upper(): c for c in columns}
         added = [c for name, c in staged.items() if name not in existing]
         for column in added:
             cursor.execute(f"ALTER TABLE {table} ADD COLUMN {quote_snowflake(column.name)} {column.snowflake_type}")
@@ -185,19 +214,28 @@ class SnowflakeLoader(dg.ConfigurableResource):
             )
         return sum(int(r.get("rows_loaded") or 0) for r in results)
 
-    def load_partition(self, staged: StagedPartition) -> LoadResult:
-        """Replace the day's rows with exactly the staged files' rows, in one transaction."""
+    def load_partition(self, staged: StagedPartition, lock=None) -> LoadResult:
+        """Replace the day's rows with exactly the staged files' rows, in one transaction.
+
+        `lock` (the day's PartitionLock) is checked just before COMMIT: a lost lock rolls the day back.
+        """
         self.validate_names()
         started = time.monotonic()
         window = staged.window
+        phase = f"connecting ({self.where})"
+        in_transaction = False
         try:
             with self._connection() as conn:
                 cursor = conn.cursor()
+                phase = "checking the stage object and the table's columns"
                 self._ensure_stage(cursor)
                 added = self.sync_table(cursor, staged.columns)
                 column = quote_snowflake(self.partition_column)
+                phase = "starting the day's transaction"
                 cursor.execute("BEGIN")
+                in_transaction = True
                 try:
+                    phase = "deleting the day's previous rows"
                     cursor.execute(
                         f"DELETE FROM {quote_snowflake(self.table)} WHERE {column} >= %s AND {column} < %s",  # noqa: S608
                         (window.start_ntz, window.end_ntz),
@@ -205,6 +243,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
                     deleted = cursor.fetchone()[0] if cursor.description else cursor.rowcount
                     loaded = 0
                     names = [f.name for f in staged.files]
+                    phase = "copying the staged files (COPY INTO)"
                     for first in range(0, len(names), MAX_FILES_PER_COPY):
                         chunk = names[first:first + MAX_FILES_PER_COPY]
                         cursor.execute(self._copy_sql(staged, chunk))
@@ -214,15 +253,29 @@ class SnowflakeLoader(dg.ConfigurableResource):
                             f"COPY INTO for {staged.partition_key} loaded {loaded:,} rows but {staged.rows:,} were "
                             "staged. The day was rolled back."
                         )
+                    if lock is not None:
+                        phase = "checking the partition lock"
+                        lock.ensure_held()
+                    phase = "committing"
                     cursor.execute("COMMIT")
+                    in_transaction = False
                 except BaseException:
-                    cursor.execute("ROLLBACK")
+                    try:
+                        cursor.execute("ROLLBACK")
+                    except Exception:  # the connection is gone: Snowflake rolls the transaction back itself
+                        pass
                     raise
         except (SnowflakeLoadError, dg.DagsterError):
             raise
         except Exception as error:
-            raise self._fail(f"Loading {staged.partition_key} into Snowflake failed; the day was rolled back",
-                             error) from None
+            outcome = ("the transaction was rolled back; the day's previous rows are unchanged" if in_transaction
+                       else "nothing was changed")
+            if phase == "committing":
+                outcome = "whether COMMIT took effect is unknown; re-running the day replaces it exactly either way"
+            elif phase == "deleting the day's previous rows":
+                outcome += (" (another transaction may hold the day's rows: one left by a run killed mid-load stays "
+                            "open until Snowflake rolls it back, or until SYSTEM$ABORT_TRANSACTION)")
+            raise self._fail(f"Snowflake failed while {phase} for {staged.partition_key}; {outcome}", error) from None
         return LoadResult(staged.partition_key, int(deleted or 0), loaded, len(staged.files), added,
                           round(time.monotonic() - started, 3))
 
