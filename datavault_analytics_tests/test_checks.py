@@ -130,8 +130,20 @@ def test_a_day_never_staged_fails_the_manifest_check_with_the_stage_error(pipeli
     assert result[checks.MANIFEST_MATCHES_LOAD].description.startswith("2026-10-05: Partition 2026-10-05 has no stage")
 
 
-def test_lateness_is_measured_from_the_end_of_the_day(pipeline):
+def test_lateness_is_measured_from_the_end_of_the_day():
     day = checks.DayReconciliation("2026-11-01", 1, "a", 1, "a")
     loaded_at = (datetime(2026, 11, 2, tzinfo=UTC) + timedelta(hours=3, minutes=30)).timestamp()
     [count, *_] = checks.evaluate_day(day, (0, 0, None), checks.StageError("no manifest"), loaded_at)
     assert count.metadata["hours_after_day_end"].value == 3.5
+
+
+def test_a_day_whose_stage_was_purged_after_retention_passes_the_manifest_check_and_says_why():
+    day = checks.DayReconciliation("2026-11-01", 5, "a", 5, "a")
+    missing = checks.StageError("Partition 2026-11-01 has no stage manifest")
+    loaded_at = datetime.now(UTC) - timedelta(hours=80)
+
+    [*_, purged] = checks.evaluate_day(day, (0, 0, None), missing, loaded_at.timestamp(), retention_hours=72)
+    [*_, recent] = checks.evaluate_day(day, (0, 0, None), missing, loaded_at.timestamp() + 10 * 3600, 72)
+
+    assert purged.passed and "purged 72 h after the load" in purged.description
+    assert not recent.passed and "no stage manifest" in recent.description
