@@ -57,8 +57,10 @@ def materialize_range(first: date, last: date, *, days_per_run: int = 31, log_di
         ]
         say(f"run {chunk[0]} .. {chunk[-1]} ({len(chunk)} days), log: {log_path}")
         with open(log_path, "w") as log:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       env=os.environ.copy())
+            # The CLI takes a range only from single-run assets; this command chunks the range itself, so a
+            # deployment's multi-run setting (for UI backfills) is left out of its runs.
+            env = {k: v for k, v in os.environ.items() if k != "DATAVAULT_BACKFILL_DAYS_PER_RUN"}
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
             for line in process.stdout:
                 log.write(line)
                 if staged := _STAGED.search(line):
