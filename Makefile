@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 DAYS   ?= 7
 ROWS_PER_DAY ?= 2000
 
-.PHONY: install demo dev down test lint bench backfill clean
+.PHONY: install demo dev down test lint bench backfill screenshot clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,19 @@ demo: install
 dev: install
 	$(BIN)/datavault-analytics stack up
 	eval "$$($(BIN)/datavault-analytics stack env)" && PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml
+
+## A range of days through Dagster, with progress, then the per-day reconciliation table:
+## make backfill START=2026-10-01 END=2026-10-31 [DAYS_PER_RUN=31]
+DAYS_PER_RUN ?= 31
+backfill: install
+	@test -n "$(START)" -a -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD"; exit 2; }
+	$(BIN)/datavault-analytics stack up
+	$(BIN)/datavault-analytics backfill $(START) $(END) --days-per-run $(DAYS_PER_RUN)
+
+## Regenerate docs/asset-lineage.png (the README's picture) from the real daemon + webserver test.
+screenshot: install
+	DATAVAULT_SCREENSHOT_PATH=$(CURDIR)/docs/asset-lineage.png $(BIN)/python -m pytest \
+		datavault_analytics_tests/test_daemon_and_webserver.py -q
 
 down: install
 	$(BIN)/datavault-analytics stack down

@@ -34,7 +34,7 @@ def daily_run_request(scheduled_at: datetime, late_row_days: int = LATE_ROW_DAYS
         return dg.SkipReason(f"{yesterday} is before the first partition ({first_day}).")
     first = max(first_day, yesterday - timedelta(days=max(0, late_row_days)))
     return dg.RunRequest(
-        # One run per day: a second tick for the same day (a restarted daemon) is deduplicated.
+        # Names the day; the daemon never launches a tick twice (a restart re-evaluating it is deduplicated).
         run_key=f"daily-{yesterday.isoformat()}",
         tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: yesterday.isoformat(),
               "datavault/trigger": "schedule", "datavault/late_row_days": str(late_row_days)},

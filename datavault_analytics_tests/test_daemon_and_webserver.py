@@ -1,0 +1,368 @@
+"""Production-like, end to end: the code server, the Dagster daemon and the webserver as real processes.
+
+One set of processes per module, on an instance stored in PostgreSQL (the local stack's dagster.yaml:
+dagster-postgres, queued runs, pools, freshness), with the pipeline pointed at the session's PostgreSQL,
+S3 (moto) and Snowflake (fakesnow) servers. The daemon ticks the daily schedule (every minute here) and
+launches the run; everything a user sees is asserted through the webserver's GraphQL API, a backfill is
+launched through it as the UI does, and headless Chromium takes a screenshot of the lineage page.
+
+`make screenshot` runs this module with DATAVAULT_SCREENSHOT_PATH=docs/asset-lineage.png, the picture the
+README shows.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+
+from datavault_analytics import checks
+from datavault_analytics.assets import SNOWFLAKE_KEY, SOURCE_KEY, STAGE_KEY
+from datavault_analytics.local_stack.processes import free_port, port_answers
+from datavault_analytics_tests.pipeline_harness import Pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCHEDULE = "datavault_records_daily_schedule"
+DAYS_PER_BACKFILL_RUN = 2
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float, logs: list[Path] = ()) -> object:
+    """Poll until condition() returns something truthy; on the deadline, fail with the processes' logs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {p.name}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-25:])
+                              for p in logs if p.exists())
+            raise AssertionError(f"Gave up waiting for {what} after {timeout:.0f} s.\n{tails}")
+        time.sleep(1)
+
+
+@dataclass
+class Deployment:
+    pipeline: Pipeline
+    instance: dg.DagsterInstance
+    webserver_port: int
+    logs: list[Path]
+    scheduled_days: list[str]
+    backfill_days: list[str]
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.webserver_port}"
+
+    def graphql(self, query: str, **variables) -> dict:
+        request = urllib.request.Request(f"{self.url}/graphql", data=json.dumps(
+            {"query": query, "variables": variables}).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.loads(response.read())
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+    def wait(self, condition: Callable[[], object], what: str, timeout: float = 240) -> object:
+        return wait_for(condition, what, timeout, self.logs)
+
+    def scheduled_run(self) -> dg.DagsterRun:
+        def finished():
+            runs = self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/schedule_name": SCHEDULE}))
+            return next((r for r in runs if r.is_finished), None)
+
+        return self.wait(finished, "the daemon to tick the schedule and finish its run")
+
+    def asset_nodes(self) -> dict[str, dict]:
+        data = self.graphql(ASSET_NODES)
+        return {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+
+
+def report_old_load(instance: dg.DagsterInstance, partition: str, days_ago: int) -> None:
+    """An earlier load of `partition`, days ago: the state before today's run, for the freshness policy."""
+    event = DagsterEvent(
+        event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value, job_name=RUNLESS_JOB_NAME,
+        event_specific_data=StepMaterializationData(dg.AssetMaterialization(SNOWFLAKE_KEY, partition=partition)),
+    )
+    instance.report_dagster_event(event, run_id=RUNLESS_RUN_ID,
+                                  timestamp=(datetime.now(UTC) - timedelta(days=days_ago)).timestamp())
+
+
+def start(command: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        # Own process group: the daemon's run workers and the servers' children stop with them.
+        return subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+
+
+def next_minute_cron() -> str:
+    """A daily cron for the next whole minute at least 20 s away (UTC), so the daemon sees it coming."""
+    at = datetime.now(UTC) + timedelta(seconds=80)
+    return f"{at.minute} {at.hour} * * *"
+
+
+def settled(instance: dg.DagsterInstance) -> bool:
+    """No run queued or in progress."""
+    busy = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    return not instance.get_runs(filters=dg.RunsFilter(statuses=busy))
+
+
+def code_server_command(port: int) -> list[str]:
+    """The Dockerfile's CMD, on a free port: the tests run the code location as the image does."""
+    [cmd] = [json.loads(line.split(None, 1)[1]) for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
+             if line.startswith("CMD ")]
+    cmd[cmd.index("-p") + 1] = str(port)
+    cmd[cmd.index("-h") + 1] = "127.0.0.1"
+    return [str(BIN / cmd[0]), *cmd[1:]]
+
+
+@pytest.fixture(scope="module")
+def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deployment")
+    patch = pytest.MonkeyPatch()
+    processes: list[subprocess.Popen] = []
+    instance = None
+    try:
+        pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, patch)
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)
+        scheduled = [yesterday - timedelta(days=i) for i in (2, 1, 0)]
+        backfill = [yesterday - timedelta(days=i) for i in (13, 12, 11, 10)]
+        pipeline.seed(scheduled + backfill, rows_per_day=30)
+
+        database = f"dagster_{uuid.uuid4().hex[:8]}"
+        pg_server.create_database(database)
+        home = folder / "dagster_home"
+        home.mkdir()
+        shutil.copyfile(REPO / "datavault_analytics" / "local_stack" / "dagster.yaml", home / "dagster.yaml")
+        dagster_env = {
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_PG_URL": pg_server.dsn(database).replace("postgresql://", "postgresql+psycopg2://"),
+            # The daily schedule, at the next whole minute: one tick while the test runs.
+            "DATAVAULT_SCHEDULE_CRON": next_minute_cron(),
+            "DATAVAULT_BACKFILL_DAYS_PER_RUN": str(DAYS_PER_BACKFILL_RUN),
+            "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name, value in dagster_env.items():
+            patch.setenv(name, value)
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        instance = dg.DagsterInstance.get()
+        # Before today's run, the table's latest load is days old: the daemon must find it failing.
+        report_old_load(instance, str(scheduled[0]), days_ago=3)
+
+        grpc_port, webserver_port = free_port(), free_port()
+        logs = [folder / "code-server.log", folder / "webserver.log", folder / "daemon.log"]
+        processes.append(start(code_server_command(grpc_port), logs[0], env, folder))
+        wait_for(lambda: port_answers(grpc_port), "the code server", 120, logs)
+        (folder / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
+            "host": "127.0.0.1", "port": grpc_port, "location_name": "datavault_analytics"}}]}))
+        processes.append(start([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
+                                "-p", str(webserver_port)], logs[1], env, folder))
+        processes.append(start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], logs[2], env, folder))
+        deployment = Deployment(pipeline, instance, webserver_port, logs, [str(d) for d in scheduled],
+                                [str(d) for d in backfill], processes)
+
+        def location_loaded():
+            if not port_answers(webserver_port):
+                return False
+            entries = deployment.graphql(WORKSPACE)["workspaceOrError"]["locationEntries"]
+            return any(e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                       for e in entries)
+
+        deployment.wait(location_loaded, "the webserver to load the code location", 180)
+        # What clicking "Skip" on the UI's first-visit "Join the Dagster community" dialog records.
+        deployment.graphql("mutation { setNuxSeen }")
+        yield deployment
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        if instance is not None:
+            instance.dispose()
+        patch.undo()
+
+
+WORKSPACE = """
+{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+    locationOrLoadError { __typename ... on PythonError { message } } } } } }
+"""
+
+ASSET_NODES = """
+{ assetNodes {
+    assetKey { path } dependencyKeys { path } kinds groupName description
+    owners { __typename ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+    metadataEntries { label ... on TableSchemaMetadataEntry { schema { columns { name type } } } }
+    freshnessStatusInfo { freshnessStatus }
+    internalFreshnessPolicy { __typename ... on CronFreshnessPolicy { deadlineCron lowerBoundDeltaSeconds timezone } }
+    assetChecksOrError { ... on AssetChecks { checks { name } } }
+} }
+"""
+
+CHECK_EXECUTIONS = """
+query ($path: [String!]!, $name: String!, $partition: String) {
+  assetCheckExecutions(assetKey: {path: $path}, checkName: $name, partition: $partition, limit: 5) {
+    runId status partition evaluation { success description partition }
+  }
+}
+"""
+
+LAUNCH_BACKFILL = """
+mutation ($partitions: [String!]!, $assets: [AssetKeyInput!]!) {
+  launchPartitionBackfill(backfillParams: {partitionNames: $partitions, assetSelection: $assets}) {
+    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
+  }
+}
+"""
+
+BACKFILL = """
+query ($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status numPartitions } }
+}
+"""
+
+
+def test_the_asset_graph_shows_lineage_kinds_owners_group_descriptions_and_the_table_schema(deployment):
+    nodes = deployment.asset_nodes()
+    source, stage, table = (nodes[k.to_user_string()] for k in (SOURCE_KEY, STAGE_KEY, SNOWFLAKE_KEY))
+
+    assert stage["dependencyKeys"] == [{"path": SOURCE_KEY.path}]
+    assert table["dependencyKeys"] == [{"path": STAGE_KEY.path}]
+    assert (source["kinds"], sorted(stage["kinds"]), table["kinds"]) == (["postgres"], ["parquet", "s3"], ["snowflake"])
+    for node in (stage, table):
+        assert node["groupName"] == "datavault"
+        assert node["owners"] == [{"__typename": "TeamAssetOwner", "team": "data-platform"}]
+        assert node["description"]
+        [schema] = [m["schema"] for m in node["metadataEntries"] if m["label"] == "dagster/column_schema"]
+        assert [c["name"] for c in schema["columns"]] == ["id", "owner_id", "key", "ciphertext", "nonce",
+                                                          "created_at", "updated_at"]
+    assert "Redis Stream" in source["description"]
+    assert table["internalFreshnessPolicy"] == {"__typename": "CronFreshnessPolicy", "deadlineCron": "0 6 * * *",
+                                                "lowerBoundDeltaSeconds": 6 * 3600, "timezone": "UTC"}
+    assert sorted(c["name"] for c in table["assetChecksOrError"]["checks"]) == sorted(s.name for s in checks.CHECK_SPECS)
+
+
+def test_the_daemon_finds_the_table_late_then_its_schedule_tick_loads_yesterday_and_freshness_passes(deployment):
+    def freshness() -> str:
+        return deployment.asset_nodes()[SNOWFLAKE_KEY.to_user_string()]["freshnessStatusInfo"]["freshnessStatus"]
+
+    # The last load is three days old: the daemon's freshness evaluation fails the table.
+    deployment.wait(lambda: freshness() == "DEGRADED", "the freshness daemon to fail the stale table")
+
+    run = deployment.scheduled_run()
+
+    assert run.status == dg.DagsterRunStatus.SUCCESS, deployment.logs
+    first, *_, yesterday = deployment.scheduled_days
+    assert run.tags["dagster/asset_partition_range_start"] == first
+    assert run.tags["dagster/asset_partition_range_end"] == yesterday
+    for day in deployment.scheduled_days:
+        assert deployment.pipeline.snowflake_rows(day) == deployment.pipeline.source_rows(day)
+    deployment.wait(lambda: freshness() == "HEALTHY", "the freshness daemon to pass the table after the load")
+
+
+def test_the_ui_shows_every_check_passing_for_every_day_of_the_scheduled_run(deployment):
+    run = deployment.scheduled_run()
+    for spec in checks.CHECK_SPECS:
+        for day in deployment.scheduled_days:
+            [execution] = [e for e in deployment.graphql(CHECK_EXECUTIONS, path=SNOWFLAKE_KEY.path, name=spec.name,
+                                                         partition=day)["assetCheckExecutions"]
+                           if e["runId"] == run.run_id]
+            assert execution["status"] == "SUCCEEDED", execution
+            assert execution["evaluation"]["success"] is True
+            assert execution["evaluation"]["partition"] == day
+            assert execution["evaluation"]["description"].startswith(f"{day}: ")
+
+
+def test_a_backfill_launched_from_the_ui_runs_several_days_per_run_and_loads_each_day(deployment):
+    deployment.scheduled_run()  # one thing at a time on a small machine
+    launched = deployment.graphql(LAUNCH_BACKFILL, partitions=deployment.backfill_days,
+                                  assets=[{"path": STAGE_KEY.path}, {"path": SNOWFLAKE_KEY.path}])
+    backfill_id = launched["launchPartitionBackfill"]["backfillId"]
+
+    status = deployment.wait(
+        lambda: (s := deployment.graphql(BACKFILL, id=backfill_id)["partitionBackfillOrError"]["status"])
+        in ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED", "COMPLETED") and s,
+        "the daemon to run the backfill", timeout=300)
+
+    assert status in ("COMPLETED_SUCCESS", "COMPLETED")
+    runs = deployment.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    ranges = sorted((r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+                    for r in runs)
+    days = deployment.backfill_days
+    assert ranges == [(days[0], days[1]), (days[2], days[3])]
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert all(d.matches for d in deployment.pipeline.reconcile(days))
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium; installed here when missing (CI runs as root on a possibly new machine)."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    assert os.geteuid() == 0, "chromium is missing: apt-get install -y chromium (as root)"
+    subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+                   shell=True, check=True, timeout=900, capture_output=True)
+    return shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def chromium(args: list[str], folder: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    profile = folder / f"profile-{uuid.uuid4().hex[:6]}"
+    profile.mkdir()
+    return subprocess.run(
+        [ensure_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+         "--hide-scrollbars", f"--user-data-dir={profile}", "--window-size=1600,900",
+         "--virtual-time-budget=30000", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_a_screenshot_of_the_lineage_page_in_headless_chromium(deployment, tmp_path):
+    deployment.scheduled_run()
+    deployment.wait(lambda: settled(deployment.instance), "every run to finish before the picture")
+    page = f"{deployment.url}/asset-groups/datavault"
+    dom = chromium(["--dump-dom", page], tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    # The page as drawn: the three nodes with their kinds, and the table's checks passing.
+    drawn = [text for text in ("Global asset lineage", "Postgres", "S3", "Parquet", "Snowflake", "4 / 4 Passed")
+             if f">{text}<" not in dom.stdout]
+    assert drawn == [], f"not on the page: {drawn}; page text starts: {dom.stdout[:1500]}"
+    assert dom.stdout.count(">records<") >= 3
+
+    target = Path(os.environ.get("DATAVAULT_SCREENSHOT_PATH") or tmp_path / "asset-lineage.png")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shot = chromium([f"--screenshot={target}", page], tmp_path)
+
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    png = target.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1600, 900)
+    assert len(png) > 40_000, "a blank or loading page compresses to almost nothing"
+    assert date.fromtimestamp(target.stat().st_mtime) == date.today()
