@@ -42,12 +42,61 @@ LOCAL_SNOWFLAKE_USER = "datavault"
 LOCAL_SNOWFLAKE_PASSWORD = "local-password"
 
 
+class _PerThreadPositionFile:
+    """A read-only file whose position belongs to the calling thread.
+
+    DuckDB's Python filesystem reads at an offset as two calls, seek() then read(), and several of its
+    threads share one handle: with one shared position, a thread can read at another's offset, and
+    a Parquet file larger than a few MB loads as garbage ("ZSTD Decompression failure", "Invalid data").
+    Here each thread's seek() only moves its own position, and read() is a positional read_at().
+    """
+
+    def __init__(self, file: Any):
+        self._file = file
+        self._position = threading.local()
+
+    def tell(self) -> int:
+        return getattr(self._position, "value", 0)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.tell(), 2: self._file.size}[whence]
+        self._position.value = base + offset
+        return self._position.value
+
+    def read(self, length: int = -1) -> bytes:
+        start = self.tell()
+        if length is None or length < 0:
+            length = max(0, self._file.size - start)
+        chunks, done = [], 0
+        while done < length:
+            chunk = self._file.stream.read_at(length - done, start + done)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            done += len(chunk)
+        self._position.value = start + done
+        return b"".join(chunks)
+
+    def __enter__(self) -> "_PerThreadPositionFile":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
 class S3ArrowFileSystem(ArrowFSWrapper):
     """fsspec's view of pyarrow's S3 client, registered on DuckDB for `s3://` and `s3a://` paths."""
 
     protocol = ("s3", "s3a")
     root_marker = ""
     cachable = False
+
+    def _open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+        file = super()._open(path, mode, *args, **kwargs)
+        return _PerThreadPositionFile(file) if mode == "rb" and file.stream.seekable() else file
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:
