@@ -1,0 +1,51 @@
+"""Materialize the stage and Snowflake assets for one day, in this process: what the fault tests kill.
+
+    python -m datavault_analytics_tests.test_faults.run_partition 2026-11-01 [--select both|stage|load]
+        [--file-mb N] [--row-group-rows N]
+
+The resources are `build_resources("prod")` from the environment the test sets, as in production; only the
+staged file size may be made small, so that a day spans several files. The run is recorded in the Dagster
+instance at $DAGSTER_HOME (event log, compute logs). Exit code 0 if the run succeeded, 1 if not.
+"""
+
+import argparse
+import sys
+
+import dagster as dg
+
+from datavault_analytics import assets
+from datavault_analytics.environment import build_resources
+from datavault_analytics.resources.s3_stage import S3StageIOManager
+
+SELECTIONS = {"both": [assets.STAGE_KEY, assets.SNOWFLAKE_KEY], "stage": [assets.STAGE_KEY],
+              "load": [assets.SNOWFLAKE_KEY]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("partition")
+    parser.add_argument("--select", choices=sorted(SELECTIONS), default="both")
+    parser.add_argument("--file-mb", type=int)
+    parser.add_argument("--row-group-rows", type=int, default=131072)
+    args = parser.parse_args(argv)
+
+    resources = build_resources("prod")
+    if args.file_mb:
+        stage: S3StageIOManager = resources["s3_stage_io_manager"]
+        resources["s3_stage_io_manager"] = S3StageIOManager(
+            s3=resources["s3"], stage_uri=dg.EnvVar("DATAVAULT_STAGE_URI"),
+            server_side_encryption=stage.server_side_encryption, sse_kms_key_id=stage.sse_kms_key_id,
+            retention_hours=stage.retention_hours, target_file_size_mb=args.file_mb,
+            row_group_rows=args.row_group_rows,
+        )
+    result = dg.materialize(
+        [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records],
+        resources=resources, selection=SELECTIONS[args.select], partition_key=args.partition,
+        instance=dg.DagsterInstance.get(), raise_on_error=False,
+    )
+    print(f"RUN {result.run_id} {'SUCCESS' if result.success else 'FAILURE'}", flush=True)
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""A run killed with SIGKILL at each step: the day's old contents stay whole, no partial set of staged files
+is ever loaded, and a re-run gives exactly PostgreSQL's rows.
+
+Each test loads the day once (version A), changes it in PostgreSQL (version B), and starts a run of the
+stage and load assets in a process of its own. The run is stopped at the step under test from outside:
+PostgreSQL holds its read half-way (a gate function on the table), or a proxy holds its request to S3 or
+Snowflake. The test then SIGKILLs the process: no clean-up runs, exactly as when a pod is evicted.
+"""
+
+import fakesnow.server
+from dagster_snowflake import SnowflakeResource
+
+from datavault_analytics import assets
+from datavault_analytics.partitions import DayWindow
+from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics_tests.test_faults.conftest import DAY, loaded_then_changed, partition_lock_key
+from datavault_analytics_tests.test_faults.faultkit import (
+    HttpProxy,
+    PostgresGate,
+    advisory_locks,
+    s3_writes,
+    wait_until,
+)
+
+ROWS = 6000  # about 2 MB of ciphertext: several staged files of 1 MB in the killed run
+MANIFEST = f"analytics/records/dt={DAY}/_manifest.json"
+
+
+def failure_messages(result) -> list[str]:
+    return [e.step_failure_data.error.to_string() for e in result.all_events if e.is_step_failure]
+
+
+def assert_old_contents_intact(pipeline, before: list[tuple]) -> None:
+    assert pipeline.snowflake_rows(DAY) == before, "the day's previous contents changed"
+    # PostgreSQL released the killed run's partition lock when its connection closed.
+    wait_until(lambda: not advisory_locks(pipeline.dsn, partition_lock_key()), "the killed run's lock to go")
+
+
+def assert_stage_without_manifest_is_never_loaded(pipeline, before: list[tuple]) -> None:
+    assert MANIFEST not in pipeline.stage_keys(DAY)
+    result = pipeline.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False)
+    assert not result.success
+    [message] = failure_messages(result)
+    assert f"Partition {DAY} has no stage manifest" in message
+    assert not any(e.is_step_up_for_retry for e in result.all_events)  # a broken stage is not retried
+    assert pipeline.snowflake_rows(DAY) == before
+
+
+def assert_rerun_is_exact(pipeline) -> None:
+    assert pipeline.materialize(DAY).success
+    assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+    [day] = pipeline.reconcile([DAY])
+    assert day.matches, day.difference()
+
+
+def test_killed_during_the_postgres_read(fault_pipeline, start_run):
+    pipeline = fault_pipeline
+    before = loaded_then_changed(pipeline, ROWS)
+    window = DayWindow.for_key(DAY)
+    [(halfway,)] = pipeline.pg(
+        "SELECT id::text FROM records WHERE created_at >= %s AND created_at < %s ORDER BY ctid OFFSET %s LIMIT 1",
+        (window.start, window.end, ROWS // 2))
+    gate = PostgresGate(pipeline.dsn)
+    gate.install(halfway)
+    gate.close()
+
+    run = start_run(DAY)
+    [(_, state, query)] = wait_until(gate.waiting, "the extract to stop half-way through the day", process=run)
+    assert state == "active" and '"records"' in query  # inside the extract's read of the table
+    assert MANIFEST not in pipeline.stage_keys(DAY)  # the stage invalidated the day before reading it
+    run.kill()
+    gate.open()
+
+    assert_old_contents_intact(pipeline, before)
+    assert_stage_without_manifest_is_never_loaded(pipeline, before)
+    assert_rerun_is_exact(pipeline)
+
+
+def test_killed_between_two_staged_files(fault_pipeline, start_run):
+    pipeline = fault_pipeline
+    before = loaded_then_changed(pipeline, ROWS)
+    with HttpProxy(pipeline.s3_endpoint) as s3:
+        gate = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001.parquet" in r.target)
+        run = start_run(DAY, "--file-mb", "1", "--row-group-rows", "1000", s3=s3)
+        wait_until(gate.arrived.is_set, "the upload of the second staged file", process=run)
+        # One new file is staged, the second is on its way, the manifest is gone.
+        assert s3_writes(s3, DAY) == ["delete manifest", "put part-00000.parquet", "put part-00001.parquet"]
+        run.kill()
+        gate.release(forward=False)  # the upload dies with the process
+
+    assert_old_contents_intact(pipeline, before)
+    assert_stage_without_manifest_is_never_loaded(pipeline, before)
+    assert_rerun_is_exact(pipeline)
+
+
+def test_killed_after_staging_before_the_copy(fault_pipeline, start_run, snowflake_server):
+    pipeline = fault_pipeline
+    before = loaded_then_changed(pipeline, ROWS)
+    with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
+        gate = snowflake.hold(lambda r: r.sql.startswith("SHOW STAGES"))  # the load's first statement
+        run = start_run(DAY, snowflake=snowflake)
+        wait_until(gate.arrived.is_set, "the load step's first Snowflake statement", process=run)
+        assert MANIFEST in pipeline.stage_keys(DAY)  # the day is fully staged
+        run.kill()
+        gate.release(forward=False)
+
+    assert_old_contents_intact(pipeline, before)
+    # The stage is complete and verified: loading it alone gives exactly PostgreSQL's rows.
+    assert pipeline.materialize(DAY, selection=[assets.SNOWFLAKE_KEY]).success
+    assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+    assert_rerun_is_exact(pipeline)
+
+
+def impatient_snowflake(pipeline, seconds: int) -> dict:
+    """Snowflake resources like the pipeline's, whose connector stops retrying a statement after `seconds`."""
+    snowflake = SnowflakeResource(
+        account="fakesnow", user="loader", password=pipeline.env["SNOWFLAKE_PASSWORD"], role="LOADER",
+        warehouse="WH", database=pipeline.sf_database, schema=pipeline.sf_schema, network_timeout=seconds,
+        additional_snowflake_connection_args={
+            "host": pipeline.env["SNOWFLAKE_HOST"], "port": int(pipeline.env["SNOWFLAKE_PORT"]), "protocol": "http",
+            "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, "TIMEZONE": "UTC"},
+        },
+    )
+    return {"snowflake": snowflake, "snowflake_loader": SnowflakeLoader(snowflake=snowflake, stage_uri=pipeline.stage_uri)}
+
+
+def roll_back_detached_transactions(tokens: set[str]) -> None:
+    """What Snowflake does to a killed client's open transaction (after four idle hours, or at once with
+    SYSTEM$ABORT_TRANSACTION), done now: fakesnow keeps a dead client's session, and its transaction,
+    until it restarts, so the test closes those sessions, which rolls their transactions back."""
+    for token in tokens:
+        if (session := fakesnow.server.sessions.pop(token, None)) is not None:
+            session.close()
+
+
+def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake_server):
+    pipeline = fault_pipeline
+    before = loaded_then_changed(pipeline, ROWS)
+    sessions_before = set(fakesnow.server.sessions)
+    with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
+        # Snowflake has run the DELETE and the COPY in the day's transaction; the run never hears back.
+        gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"), when="response")
+        run = start_run(DAY, snowflake=snowflake)
+        wait_until(gate.arrived.is_set, "the COPY inside the day's transaction", process=run)
+        statements = [r.sql.split()[0] for r in snowflake.requests if r.sql]
+        assert statements[-3:] == ["BEGIN", "DELETE", "COPY"]
+        run.kill()
+        gate.release(forward=False)
+    detached = set(fakesnow.server.sessions) - sessions_before
+    assert detached, "the killed run's Snowflake session should still be open"
+
+    # Uncommitted: every other session still sees the day exactly as it was.
+    assert_old_contents_intact(pipeline, before)
+
+    # While the detached transaction lives, a re-run cannot delete the day's rows: it fails clearly,
+    # rolls its own transaction back and changes nothing. (Snowflake would make the DELETE wait for the
+    # lock; fakesnow answers HTTP 500, which the connector retries for network_timeout seconds.)
+    patient = pipeline.resources
+    pipeline.with_resources(**impatient_snowflake(pipeline, seconds=4))
+    result = pipeline.materialize(DAY, raise_on_error=False)
+    pipeline.resources = patient
+    assert not result.success
+    message = failure_messages(result)[-1]
+    assert "Snowflake failed while deleting the day's previous rows for 2026-11-01" in message
+    assert "the day's previous rows are unchanged" in message and "SYSTEM$ABORT_TRANSACTION" in message
+    assert "[step: Loading 2026-11-01 into Snowflake]" in message
+    assert pipeline.snowflake_rows(DAY) == before
+
+    roll_back_detached_transactions(detached)
+    assert_rerun_is_exact(pipeline)
+
