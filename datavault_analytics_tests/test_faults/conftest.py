@@ -56,14 +56,16 @@ def partition_lock_key(day: str = DAY) -> tuple[int, int]:
 
 
 @pytest.fixture
-def start_run(fault_pipeline, tmp_path: Path):
-    """start_run(*args, s3=proxy, snowflake=proxy, env={...}) -> RunProcess running run_partition.py."""
+def start_run(tmp_path: Path):
+    """start_run(pipeline, *args, s3=proxy, snowflake=proxy, env={...}) -> RunProcess running
+    run_partition.py with the pipeline's environment; `start_run.home` is the runs' DAGSTER_HOME."""
     runs: list[RunProcess] = []
     home = dagster_home(tmp_path / "dagster_home")
 
-    def start(*args: str, s3: HttpProxy | None = None, snowflake: HttpProxy | None = None,
+    def start(pipeline, *args: str, s3: HttpProxy | None = None, snowflake: HttpProxy | None = None,
               env: dict | None = None) -> RunProcess:
-        run_env = {**fault_pipeline.env, "DAGSTER_HOME": str(home), **(env or {})}
+        run_env = {**pipeline.env, "DAGSTER_HOME": str(home), "DATAVAULT_LOCK_WAIT_SECONDS": LOCK_WAIT_SECONDS,
+                   **(env or {})}
         if s3 is not None:
             run_env["DATAVAULT_S3_ENDPOINT_URL"] = s3.url
         if snowflake is not None:

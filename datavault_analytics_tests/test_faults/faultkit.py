@@ -322,6 +322,12 @@ class RunProcess:
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.output().splitlines()[-lines:])
 
+    @property
+    def run_id(self) -> str:
+        """The Dagster run's id, which run_partition.py prints as it ends."""
+        [run_id] = [line.split()[1] for line in self.output().splitlines() if line.startswith("RUN ")]
+        return run_id
+
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind runs in the process."""
         os.kill(self.process.pid, signal.SIGKILL)
@@ -337,3 +343,53 @@ class RunProcess:
         finally:
             self._log.close()
         return code
+
+
+# -- servers a test can stop -----------------------------------------------------------------------
+
+class SnowflakeProcess:
+    """fakesnow's server in a process of its own (one process holds one fakesnow), so a test can stop it
+    and start it again on the same port with the same databases. Quacks like SnowflakeServer."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, db_path: Path, s3_endpoint_url: str, port: int, log_path: Path):
+        self.db_path, self.s3_endpoint_url, self.port, self.log_path = db_path, s3_endpoint_url, port, log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "SnowflakeProcess":
+        from datavault_analytics.local_stack.processes import port_answers
+
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "datavault_analytics.local_stack.snowflake_server", "--port", str(self.port),
+                 "--db-path", str(self.db_path), "--s3-endpoint", self.s3_endpoint_url],
+                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_until(lambda: port_answers(self.port) or self.process.poll() is not None, "fakesnow to listen")
+        assert self.process.poll() is None, self.log_path.read_text()
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: fakesnow checkpoints its databases and exits; the port stops answering."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(60)
+        self.process = None
+
+    def connect(self, database: str | None = None, schema: str | None = None, **kwargs):
+        import snowflake.connector
+
+        from datavault_analytics.local_stack.snowflake_server import snowflake_connection_args
+
+        return snowflake.connector.connect(**snowflake_connection_args(self.host, self.port, database, schema, 10),
+                                           **kwargs)
+
+
+def run_events(home: Path, run_id: str, event_type) -> list:
+    """The events of `event_type` that run `run_id` recorded in the Dagster instance at `home`, in order."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        return [entry.dagster_event for entry in instance.all_logs(run_id, of_type=event_type)]

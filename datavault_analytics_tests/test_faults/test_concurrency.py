@@ -46,9 +46,9 @@ def test_a_second_run_waits_while_the_first_is_staging_the_day(fault_pipeline, s
     loaded_then_changed(pipeline, ROWS)
     with HttpProxy(pipeline.s3_endpoint) as s3:
         gate = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001.parquet" in r.target)
-        first = start_run(DAY, *SMALL_FILES, s3=s3)
+        first = start_run(pipeline, DAY, *SMALL_FILES, s3=s3)
         wait_until(gate.arrived.is_set, "the first run to be half-way through staging", process=first)
-        second = start_run(DAY, *SMALL_FILES, s3=s3)
+        second = start_run(pipeline, DAY, *SMALL_FILES, s3=s3)
 
         [(_, _, waiter)] = wait_until(lambda: waiting_for_the_lock(pipeline), "the second run to wait for the lock",
                                       process=second)
@@ -71,9 +71,9 @@ def test_a_run_staging_the_day_waits_while_another_is_loading_it(fault_pipeline,
     with HttpProxy(pipeline.s3_endpoint) as s3, \
             HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
         gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"))  # inside the first run's transaction
-        first = start_run(DAY, *SMALL_FILES, s3=s3, snowflake=snowflake)
+        first = start_run(pipeline, DAY, *SMALL_FILES, s3=s3, snowflake=snowflake)
         wait_until(gate.arrived.is_set, "the first run's COPY", process=first)
-        second = start_run(DAY, *SMALL_FILES, s3=s3, snowflake=snowflake)
+        second = start_run(pipeline, DAY, *SMALL_FILES, s3=s3, snowflake=snowflake)
 
         [(_, _, waiter)] = wait_until(lambda: waiting_for_the_lock(pipeline), "the second run to wait for the lock",
                                       process=second)

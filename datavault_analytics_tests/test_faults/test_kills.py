@@ -64,7 +64,7 @@ def test_killed_during_the_postgres_read(fault_pipeline, start_run):
     gate.install(halfway)
     gate.close()
 
-    run = start_run(DAY)
+    run = start_run(pipeline, DAY)
     [(_, state, query)] = wait_until(gate.waiting, "the extract to stop half-way through the day", process=run)
     assert state == "active" and '"records"' in query  # inside the extract's read of the table
     assert MANIFEST not in pipeline.stage_keys(DAY)  # the stage invalidated the day before reading it
@@ -81,7 +81,7 @@ def test_killed_between_two_staged_files(fault_pipeline, start_run):
     before = loaded_then_changed(pipeline, ROWS)
     with HttpProxy(pipeline.s3_endpoint) as s3:
         gate = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001.parquet" in r.target)
-        run = start_run(DAY, "--file-mb", "1", "--row-group-rows", "1000", s3=s3)
+        run = start_run(pipeline, DAY, "--file-mb", "1", "--row-group-rows", "1000", s3=s3)
         wait_until(gate.arrived.is_set, "the upload of the second staged file", process=run)
         # One new file is staged, the second is on its way, the manifest is gone.
         assert s3_writes(s3, DAY) == ["delete manifest", "put part-00000.parquet", "put part-00001.parquet"]
@@ -98,7 +98,7 @@ def test_killed_after_staging_before_the_copy(fault_pipeline, start_run, snowfla
     before = loaded_then_changed(pipeline, ROWS)
     with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
         gate = snowflake.hold(lambda r: r.sql.startswith("SHOW STAGES"))  # the load's first statement
-        run = start_run(DAY, snowflake=snowflake)
+        run = start_run(pipeline, DAY, snowflake=snowflake)
         wait_until(gate.arrived.is_set, "the load step's first Snowflake statement", process=run)
         assert MANIFEST in pipeline.stage_keys(DAY)  # the day is fully staged
         run.kill()
@@ -140,7 +140,7 @@ def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake
     with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
         # Snowflake has run the DELETE and the COPY in the day's transaction; the run never hears back.
         gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"), when="response")
-        run = start_run(DAY, snowflake=snowflake)
+        run = start_run(pipeline, DAY, snowflake=snowflake)
         wait_until(gate.arrived.is_set, "the COPY inside the day's transaction", process=run)
         statements = [r.sql.split()[0] for r in snowflake.requests if r.sql]
         assert statements[-3:] == ["BEGIN", "DELETE", "COPY"]

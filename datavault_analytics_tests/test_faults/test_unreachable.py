@@ -1,0 +1,133 @@
+"""PostgreSQL, S3 or Snowflake down (its server stopped) during a run: the error names the part and the
+step, the step is retried, and once the server is back the day lands exactly, with nothing lost.
+
+Each test runs its own server of the part it stops (the session's servers stay up for everyone else): a
+PostgreSQL cluster, a moto S3 endpoint (moto's buckets live in the test process, so they outlive a restart,
+as S3's do), or fakesnow in a process of its own (its databases are files, so they outlive it too). The run
+is a process of its own with up to 6 retries; the test starts the server again once the run has failed
+and asked for a retry.
+"""
+
+import dagster as dg
+import pytest
+
+from datavault_analytics import assets
+from datavault_analytics.environment import build_resources
+from datavault_analytics.local_stack.postgres_server import PostgresServer
+from datavault_analytics.local_stack.processes import free_port
+from datavault_analytics.local_stack.s3_server import S3Server
+from datavault_analytics_tests.pipeline_harness import Pipeline
+from datavault_analytics_tests.test_faults.conftest import (
+    DAY,
+    DAY_DATE,
+    LOCK_WAIT_SECONDS,
+    change_the_day,
+)
+from datavault_analytics_tests.test_faults.faultkit import SnowflakeProcess, run_events, wait_until
+
+RETRYING = {"DATAVAULT_MAX_RETRIES": "6", "DATAVAULT_RETRY_DELAY_SECONDS": "0.5", "SNOWFLAKE_LOGIN_TIMEOUT": "3"}
+
+
+def new_pipeline(pg, s3_endpoint, snowflake, monkeypatch) -> Pipeline:
+    monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", LOCK_WAIT_SECONDS)
+    pipeline = Pipeline(pg, s3_endpoint, snowflake, monkeypatch)
+    pipeline.resources = build_resources("prod")
+    return pipeline
+
+
+def retried_errors(home, run) -> list[str]:
+    """The errors for which `run` retried a step, cause included (the policy's retry wraps the error)."""
+    return [e.event_specific_data.error.to_string()
+            for e in run_events(home, run.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)]
+
+
+def assert_exact(pipeline, day: str = DAY) -> None:
+    assert pipeline.snowflake_rows(day) == pipeline.source_rows(day)
+    [reconciled] = pipeline.reconcile([day])
+    assert reconciled.matches, reconciled.difference()
+
+
+def wait_for_a_retry(run) -> None:
+    wait_until(lambda: "STEP_UP_FOR_RETRY" in run.output(), "the step to fail and ask for a retry", process=run)
+
+
+@pytest.fixture
+def own_postgres(tmp_path):
+    server = PostgresServer(tmp_path / "pg", free_port(), log_path=tmp_path / "pg.log", durable=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_postgres_down(own_postgres, s3_endpoint, snowflake_server, monkeypatch, start_run):
+    pipeline = new_pipeline(own_postgres, s3_endpoint, snowflake_server, monkeypatch)
+    pipeline.seed([DAY_DATE], rows_per_day=500)
+    own_postgres.stop()
+
+    run = start_run(pipeline, DAY, env=RETRYING)
+    wait_for_a_retry(run)
+    own_postgres.start()
+    assert run.wait() == 0, run.tail()
+
+    first = retried_errors(start_run.home, run)[0]
+    assert f"Cannot connect to PostgreSQL at 127.0.0.1:{own_postgres.port}/{pipeline.database}" in first
+    assert f"[step: Reading the PostgreSQL source's columns to extract {DAY}]" in first
+    assert_exact(pipeline)
+
+
+def test_s3_down_while_staging_and_while_loading(pg_server, snowflake_server, monkeypatch, start_run):
+    port = free_port()
+    s3 = S3Server(port).start()
+    try:
+        pipeline = new_pipeline(pg_server, s3.endpoint_url, snowflake_server, monkeypatch)
+        pipeline.seed([DAY_DATE], rows_per_day=500)
+        s3.stop()
+
+        staging = start_run(pipeline, DAY, env=RETRYING)
+        wait_for_a_retry(staging)
+        s3 = S3Server(port).start()
+        assert staging.wait() == 0, staging.tail()
+        first = retried_errors(start_run.home, staging)[0]
+        assert f"S3 is unreachable while staging {DAY} at {pipeline.stage_uri} (endpoint {s3.endpoint_url})" in first
+        assert f"[step: Staging {DAY} to {pipeline.stage_uri}]" in first
+        assert_exact(pipeline)
+
+        # The day is staged again by a stage-only run; S3 goes down before the load reads its manifest.
+        change_the_day(pipeline)
+        assert pipeline.materialize(DAY, selection=[assets.STAGE_KEY]).success
+        s3.stop()
+        loading = start_run(pipeline, DAY, "--select", "load", env=RETRYING)
+        wait_for_a_retry(loading)
+        s3 = S3Server(port).start()
+        assert loading.wait() == 0, loading.tail()
+        second = retried_errors(start_run.home, loading)[0]
+        assert f"S3 is unreachable while reading the stage manifests at {pipeline.stage_uri}" in second
+        assert "[step: Reading the stage manifests]" in second
+        assert_exact(pipeline)
+    finally:
+        s3.stop()
+
+
+def test_snowflake_down(tmp_path, pg_server, s3_endpoint, monkeypatch, start_run):
+    snowflake = SnowflakeProcess(tmp_path / "snowflake", s3_endpoint, free_port(), tmp_path / "snowflake.log").start()
+    try:
+        pipeline = new_pipeline(pg_server, s3_endpoint, snowflake, monkeypatch)
+        pipeline.seed([DAY_DATE], rows_per_day=500)
+        assert pipeline.materialize(DAY).success
+        change_the_day(pipeline)
+        snowflake.stop()
+
+        run = start_run(pipeline, DAY, env=RETRYING)
+        wait_for_a_retry(run)
+        snowflake.start()
+        assert run.wait() == 0, run.tail()
+
+        # Staging did not need Snowflake: it went ahead, saying it could not check the table first.
+        assert "Staging without checking Snowflake's columns first (the load checks them)" in run.output()
+        first = retried_errors(start_run.home, run)[0]
+        assert f"Snowflake failed while connecting (account fakesnow at 127.0.0.1) for {DAY}; nothing was changed" \
+            in first
+        assert f"[step: Loading {DAY} into Snowflake]" in first
+        assert_exact(pipeline)
+    finally:
+        snowflake.stop()
