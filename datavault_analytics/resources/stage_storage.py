@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-PART_BYTES = 16 * 1024 * 1024  # S3 multipart part size; also the unit of upload concurrency
-MAX_PARTS_IN_FLIGHT = 4  # bounds memory held by uploads to 4 x 16 MiB
+PART_BYTES = 8 * 1024 * 1024  # S3 multipart part size (S3's minimum is 5 MiB); also the unit of upload concurrency
+MAX_PARTS_IN_FLIGHT = 4  # bounds memory held by uploads to 4 x 8 MiB
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,18 @@ class StageStorage(Protocol):
 
 
 class _S3MultipartWriter:
-    """A write-only file object that uploads 16 MiB parts in background threads.
+    """A write-only file object that uploads parts of about 8 MiB in background threads.
 
     Parquet encoding (which releases the GIL) goes on while earlier parts upload. Small files go up
-    with one PutObject at close.
+    with one PutObject at close. Writes are kept as they come and joined once per part: each byte is
+    copied once here.
     """
 
     def __init__(self, client, bucket: str, key: str, extra_args: dict, pool: ThreadPoolExecutor):
         self._client, self._bucket, self._key, self._extra = client, bucket, key, extra_args
         self._pool = pool
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._upload_id: str | None = None
         self._parts: list[Future] = []
         self._in_flight = threading.BoundedSemaphore(MAX_PARTS_IN_FLIGHT)
@@ -82,12 +84,18 @@ class _S3MultipartWriter:
         return self._position
 
     def write(self, data) -> int:
-        self._buffer += data
-        self._position += len(data)
-        while len(self._buffer) >= PART_BYTES:
-            self._send_part(bytes(self._buffer[:PART_BYTES]))
-            del self._buffer[:PART_BYTES]
-        return len(data)
+        chunk = bytes(data)  # pyarrow hands over bytes already: no copy then
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        self._position += len(chunk)
+        if self._buffered >= PART_BYTES:  # a part may run past PART_BYTES by one write; S3 allows any size
+            self._send_part(self._take_buffered())
+        return len(chunk)
+
+    def _take_buffered(self) -> bytes:
+        body = b"".join(self._chunks)
+        self._chunks, self._buffered = [], 0
+        return body
 
     def flush(self) -> None:
         pass
@@ -116,11 +124,11 @@ class _S3MultipartWriter:
             return
         self.closed = True
         if self._upload_id is None:
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), **self._extra)
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._take_buffered(), **self._extra)
             return
         try:
-            if self._buffer:
-                self._send_part(bytes(self._buffer))
+            if self._chunks:
+                self._send_part(self._take_buffered())
             parts = [f.result() for f in self._parts]
             self._client.complete_multipart_upload(
                 Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
