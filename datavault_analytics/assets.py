@@ -13,7 +13,7 @@ from datetime import timedelta
 import dagster as dg
 
 from datavault_analytics.errors import PermanentError, TransientError, reported_as
-from datavault_analytics.partitions import DayWindow, daily_partitions, day_windows
+from datavault_analytics.partitions import DayWindow, check_in_partitions, daily_partitions, day_windows
 from datavault_analytics.resources.postgres import PostgresResource, SourceExtract
 from datavault_analytics.resources.s3_stage import (
     S3StageIOManager,
@@ -133,7 +133,10 @@ def s3_stage_records(
     context: dg.AssetExecutionContext, source: SourceExtract, snowflake_loader: SnowflakeLoader
 ) -> SourceExtract:
     # The stage IO manager streams PostgreSQL into Parquet; the day never passes through here in memory.
-    # First, before anything is written: a source whose columns the Snowflake table cannot take stops here.
+    # First, before anything is written: days outside the partitions, and a source whose columns the
+    # Snowflake table cannot take, stop here.
+    with reported_as("Checking the partition keys"):
+        check_in_partitions(context.partition_keys)
     if source.days:
         with reported_as("Checking the Snowflake table's columns before staging"):
             try:
@@ -170,6 +173,8 @@ def snowflake_records(
     staged: list[StagedPartition],
 ) -> dg.MaterializeResult:
     started = time.monotonic()
+    with reported_as("Checking the partition keys"):
+        check_in_partitions(context.partition_keys)
     results, loaded = [], []
     storage = s3_stage_io_manager.storage()
     for number, partition in enumerate(staged, start=1):

@@ -51,3 +51,17 @@ class DayWindow:
 
 def day_windows(partition_keys: list[str] | tuple[str, ...]) -> list[DayWindow]:
     return [DayWindow.for_key(key) for key in partition_keys]
+
+
+def check_in_partitions(partition_keys: list[str] | tuple[str, ...]) -> None:
+    """Raise InvalidPartitionKeyError unless every key is a day of the partitions: none before the first,
+    none that has not ended yet. Dagster refuses such a key on its own, but not in a range, where it
+    would hand the assets no days at all and record the future day as done."""
+    first, last = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()
+    for key in partition_keys:
+        DayWindow.for_key(key)
+        if first is None or last is None or not first <= key <= last:
+            raise InvalidPartitionKeyError(
+                f"Partition key {key!r} is outside this pipeline's partitions ({first} .. {last}): a day is "
+                "extracted once it has ended, and none before DATAVAULT_START_DATE."
+            )

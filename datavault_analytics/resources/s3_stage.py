@@ -32,6 +32,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from datavault_analytics.errors import PermanentError, TransientError, reported_as
+from datavault_analytics.identifiers import validate_identifier
 from datavault_analytics.partitions import DayWindow
 from datavault_analytics.resources.postgres import SourceColumn, SourceDay, SourceExtract
 from datavault_analytics.resources.stage_storage import (
@@ -271,7 +272,12 @@ class S3StageIOManager(dg.ConfigurableIOManager):
         return StageLocation.parse(self.stage_uri)
 
     def storage(self) -> StageStorage:
-        location = self.location
+        """The stage's storage; a stage URI or dataset that cannot work is a StageError (not retried)."""
+        validate_identifier(self.dataset, "s3_stage.dataset")
+        try:
+            location = self.location
+        except ValueError as error:
+            raise StageError(str(error)) from None
         if location.scheme == "file":
             return LocalStageStorage(location)
         extra: dict = {}
@@ -345,7 +351,8 @@ class S3StageIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: SourceExtract) -> None:
         if not isinstance(obj, SourceExtract):
             raise TypeError(f"The S3 stage stores a SourceExtract from PostgreSQL, got {type(obj).__name__}.")
-        storage = self.storage()
+        with reported_as("Checking the stage settings"):
+            storage = self.storage()
         manifests: list[StagedPartition] = []
         started = time.monotonic()
         for number, day in enumerate(obj.days, start=1):
@@ -387,8 +394,8 @@ class S3StageIOManager(dg.ConfigurableIOManager):
         return manifest
 
     def load_input(self, context: dg.InputContext):
-        storage = self.storage()
         with reported_as("Reading the stage manifests"), self.s3_errors("reading the stage manifests"):
+            storage = self.storage()
             manifests = [self.read_manifest(storage, key) for key in context.asset_partition_keys]
         if context.dagster_type.typing_type is pl.LazyFrame:
             return self.scan(manifests)
