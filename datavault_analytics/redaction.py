@@ -25,18 +25,19 @@ SECRET_VARIABLES = (
 
 
 def secrets_of(value: str | None) -> list[str]:
-    """The secret parts of a setting: a URI's password (as written and decoded), or the whole value.
+    """The secret parts of a setting: a URI's or a keyword DSN's password, else the whole value.
 
     A multi-line value (a PEM private key) also yields each of its long lines, so a fragment is caught too.
     """
     if not value:
         return []
-    if "://" in value:
+    if "://" in value:  # a URI with a password: the password, as written and decoded
         try:
             password = urlsplit(value).password
         except ValueError:
-            return [value]
-        return sorted({password, unquote(password)}) if password else []
+            password = None
+        if password:
+            return sorted({password, unquote(password)})
     if keyword := _KEYWORD_PASSWORD.search(value):  # a libpq keyword/value DSN: its password
         return [keyword[2].strip("'")]
     lines = [line.strip() for line in value.splitlines() if len(line.strip()) >= 16 and "-----" not in line]
