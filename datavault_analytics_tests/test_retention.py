@@ -1,0 +1,113 @@
+"""Staged files are deleted once their day is loaded, after a configurable retention.
+
+A load writes <stage>/records/_loaded/dt=<day>.json once its transaction committed; the first load that runs
+DATAVAULT_STAGE_RETENTION_HOURS after that deletes the day's staged files (the manifest first, the marker
+last). A day another run holds, or one re-staged since its load, is left alone.
+"""
+
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from datavault_analytics import assets
+from datavault_analytics.environment import build_resources
+
+DAY, NEXT = "2026-11-01", "2026-11-02"
+STAGE = "analytics/records"
+
+
+def marker(day: str) -> str:
+    return f"{STAGE}/_loaded/dt={day}.json"
+
+
+def staged(pipeline, day: str) -> list[str]:
+    return [key.rsplit("/", 1)[1] for key in pipeline.stage_keys(day)]
+
+
+@pytest.fixture
+def retention(pipeline, monkeypatch):
+    """retention(hours) rebuilds the pipeline's resources with DATAVAULT_STAGE_RETENTION_HOURS=hours."""
+    def set_hours(hours: str):
+        monkeypatch.setenv("DATAVAULT_STAGE_RETENTION_HOURS", hours)
+        monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", "60")
+        pipeline.resources = build_resources("prod")
+        pipeline.seed([date(2026, 11, 1), date(2026, 11, 2)], rows_per_day=30)
+        return pipeline
+    return set_hours
+
+
+@contextmanager
+def stage_and_locks(pipeline):
+    """(the stage IO manager, its storage, a try-lock for purge_expired, the PostgreSQL resource), resolved."""
+    with dg.build_resources({k: pipeline.resources[k] for k in ("s3", "postgres", "s3_stage_io_manager")}) as r:
+        yield (r.s3_stage_io_manager, r.s3_stage_io_manager.storage(),
+               lambda key: r.postgres.try_partition_lock(key, holder=f"test purge {key}"), r.postgres)
+
+
+def test_with_no_retention_a_day_is_deleted_by_the_next_load(retention):
+    pipeline = retention("0")
+    result = pipeline.materialize(DAY)
+    # Kept through the run that loaded it (its checks read the manifest), with the marker of its load.
+    assert staged(pipeline, DAY) == ["_manifest.json", "part-00000.parquet"]
+    assert marker(DAY) in {o["Key"] for o in pipeline.s3.list_objects_v2(Bucket=pipeline.bucket)["Contents"]}
+    assert result.success
+
+    result = pipeline.materialize(NEXT)
+
+    assert result.success
+    assert staged(pipeline, DAY) == []
+    assert marker(DAY) not in {o["Key"] for o in pipeline.s3.list_objects_v2(Bucket=pipeline.bucket)["Contents"]}
+    assert staged(pipeline, NEXT) == ["_manifest.json", "part-00000.parquet"]
+    assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)  # the load itself is untouched
+    # Loading the deleted day again says what to do; staging it again works.
+    again = pipeline.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False)
+    assert not again.success
+    assert any(f"Partition {DAY} has no stage manifest" in e.step_failure_data.error.to_string()
+               for e in again.all_events if e.is_step_failure)
+    assert pipeline.materialize(DAY).success
+    assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+
+
+def test_staged_files_stay_for_the_retention_then_go(retention):
+    pipeline = retention("1")
+    assert pipeline.materialize(DAY).success
+    assert pipeline.materialize(NEXT).success
+    assert staged(pipeline, DAY) == ["_manifest.json", "part-00000.parquet"]  # loaded minutes ago: kept
+    now = datetime.now(UTC)
+
+    with stage_and_locks(pipeline) as (stage, storage, try_lock, _):
+        assert stage.purge_expired(storage, try_lock, now=now + timedelta(minutes=50)) == []
+        assert stage.purge_expired(storage, try_lock, now=now + timedelta(hours=1, minutes=5)) == [DAY, NEXT]
+
+    assert staged(pipeline, DAY) == [] and staged(pipeline, NEXT) == []
+    assert pipeline.s3.list_objects_v2(Bucket=pipeline.bucket).get("KeyCount") == 0
+
+
+def test_a_day_another_run_holds_or_restaged_since_its_load_is_kept(retention):
+    pipeline = retention("1")
+    assert pipeline.materialize(DAY).success
+    assert pipeline.materialize(NEXT).success
+    assert pipeline.materialize(NEXT, selection=[assets.STAGE_KEY]).success  # re-staged, not loaded yet
+    later = datetime.now(UTC) + timedelta(hours=2)
+
+    with stage_and_locks(pipeline) as (stage, storage, try_lock, postgres):
+        with postgres.partition_lock(DAY, holder="another run"):
+            assert stage.purge_expired(storage, try_lock, now=later) == []
+        assert staged(pipeline, DAY) == ["_manifest.json", "part-00000.parquet"]
+
+        assert stage.purge_expired(storage, try_lock, now=later) == [DAY]
+    assert staged(pipeline, DAY) == []
+    assert staged(pipeline, NEXT) == ["_manifest.json", "part-00000.parquet"]  # waits for its load
+
+
+def test_retention_is_configured_from_the_environment(pipeline, monkeypatch):
+    from datavault_analytics.environment import ConfigurationError
+
+    for value, hours in (("", 72), ("0", 0), ("12.5", 12.5), ("none", None)):
+        monkeypatch.setenv("DATAVAULT_STAGE_RETENTION_HOURS", value)
+        assert build_resources("prod")["s3_stage_io_manager"].retention_hours == hours
+    monkeypatch.setenv("DATAVAULT_STAGE_RETENTION_HOURS", "a week")
+    with pytest.raises(ConfigurationError, match="DATAVAULT_STAGE_RETENTION_HOURS='a week'"):
+        build_resources("prod")
