@@ -51,5 +51,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## The benchmark (bench/run.py): one day against psql's binary COPY and dlt, a 10x day, a 30-day backfill
+## through Dagster. Installs the `bench` extra (dlt), writes bench/results.md, ends with the `bench:` line.
+bench: install
+	$(BIN)/python -m pip install --quiet --editable '.[dev,bench]'
+	$(BIN)/python -m bench.run
+
 clean: down
 	rm -rf .datavault

@@ -1,0 +1,51 @@
+"""Contender: the pipeline's own stage step, PostgreSQL -> Parquet files in a stage, for one day.
+
+Runs exactly what the stage asset runs for a day (`S3StageIOManager.stage_day`: catalog, stream, encode,
+write, manifest), outside Dagster so that only the data movement is timed. Prints one JSON line.
+
+    python -m bench.contenders.stage_step --dsn DSN --day 2025-06-02 --stage-uri file:///tmp/stage
+    python -m bench.contenders.stage_step ... --stage-uri s3://bucket/prefix --s3-endpoint http://127.0.0.1:P
+"""
+
+import argparse
+import json
+import time
+
+started_process = time.perf_counter()
+
+from dagster_aws.s3 import S3Resource  # noqa: E402
+
+from datavault_analytics.partitions import DayWindow  # noqa: E402
+from datavault_analytics.resources.postgres import PostgresResource, SourceDay  # noqa: E402
+from datavault_analytics.resources.s3_stage import S3StageIOManager  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--day", required=True)
+    parser.add_argument("--stage-uri", required=True)
+    parser.add_argument("--s3-endpoint")
+    args = parser.parse_args()
+    imported = time.perf_counter()
+
+    postgres = PostgresResource(dsn=args.dsn)
+    io_manager = S3StageIOManager(s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"),
+                                  stage_uri=args.stage_uri)
+    started = time.perf_counter()
+    storage = io_manager.storage()
+    day = SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(args.day))
+    manifest = io_manager.stage_day(storage, day)
+    seconds = time.perf_counter() - started
+    print(json.dumps({
+        "seconds": seconds,
+        "import_seconds": imported - started_process,
+        "rows": manifest.rows,
+        "files": len(manifest.files),
+        "staged_bytes": manifest.bytes,
+        "file_mb": [round(f.bytes / 1e6, 1) for f in manifest.files],
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""`make bench`: moving one DataVault day, side by side, and a backfill end to end through Dagster.
+
+Every contender runs as its own process, several times (BENCH_REPEATS, default 3), in interleaved rounds
+so that whatever else the machine does falls on all of them alike; the table shows medians, and the
+highest peak RSS of any run. Peak RSS is the kernel's high-water mark for the process (wait4's ru_maxrss).
+
+Contenders, all reading the same rows with the same SELECT (the stage step's, from the catalog):
+- psql: `\\copy (SELECT ...) TO '/dev/null' (FORMAT binary)`: PostgreSQL's own binary COPY, the reference.
+- stage step -> file://: `S3StageIOManager.stage_day`, the pipeline's own code, to a local folder.
+- stage step -> S3: the same, to the moto S3 emulator running as its own process.
+- dlt: `sql_table` with backend connectorx and `return_type="arrow_stream"` to a local filesystem
+  destination as Parquet (dlt 1.31's fastest configuration).
+- stage step at 10x: the stage step on a 10M-row day, for the growth of its memory.
+- backfill: 30 days x 100k rows through Dagster (`dagster asset materialize --partition-range`, one
+  process per run of BENCH_DAYS_PER_RUN days, default 31) from PostgreSQL to the S3 emulator to the
+  Snowflake emulator (fakesnow, its own process). Its overhead is 1 - (the per-day stage and load
+  seconds the run logs) / (the wall time of the Dagster processes).
+
+The benchmark's data lives in its own database (`datavault_bench`) in a PostgreSQL 15 cluster under
+bench/.work (kept, so the 10M-row day is seeded once), or at BENCH_PG_DSN if that is set.
+Writes bench/results.md; the last line printed is the `bench:` summary.
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import (
+    BACKFILL,
+    BENCH_DATABASE,
+    DAY_1M,
+    DAY_10M,
+    ROOT,
+    WORK,
+    Measurement,
+    ensure_seeded,
+    find_psql,
+    log,
+    run_process,
+    start_launcher,
+    start_postgres,
+    stop_launcher,
+)
+
+REPEATS = int(os.getenv("BENCH_REPEATS", "3"))
+DAYS_PER_RUN = int(os.getenv("BENCH_DAYS_PER_RUN", "31"))
+BUCKET = "datavault-bench"
+S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+RESULTS = ROOT / "bench" / "results.md"
+
+_STAGED = re.compile(r"Staged (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows .*?, ([\d.]+)s \(")
+_LOADED = re.compile(r"Loaded (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows .* in ([\d.]+)s")
+_STEP = re.compile(r'Finished execution of step "([^"]+)" in ([\d.]+)(ms|s)')
+
+
+# -- servers ---------------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """A local-stack server module run as its own process (`python -m ...`), stopped on exit."""
+
+    def __init__(self, name: str, module_args: list[str], port: int):
+        from datavault_analytics.local_stack.processes import port_answers, wait_until
+
+        self.name, self.port = name, port
+        log_path = WORK / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+        with open(log_path, "ab") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", *module_args], stdout=out, stderr=out,
+                                            stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
+        wait_until(lambda: port_answers(port), part=name, address=f"127.0.0.1:{port}", log_path=log_path,
+                   timeout=90, process=self.process)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        from datavault_analytics.local_stack.processes import terminate_pid
+
+        terminate_pid(self.process.pid, timeout=30)
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
+                        region_name="us-east-1")
+
+
+def empty_bucket(client) -> None:
+    """moto holds objects in memory: drop each run's files before the next."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
+
+
+# -- contenders ------------------------------------------------------------------------------------
+
+
+def stage_select(dsn: str, day: str) -> str:
+    """The SELECT the stage step runs for a day, from the same catalog lookup it makes."""
+    from datavault_analytics.partitions import DayWindow
+    from datavault_analytics.resources.postgres import PostgresResource
+
+    postgres = PostgresResource(dsn=dsn)
+    columns = postgres.source_columns()
+    select_list = ", ".join(c.select_sql for c in columns)
+    return f"SELECT {select_list} FROM {postgres.qualified_table} WHERE {postgres._window_predicate(DayWindow.for_key(day))}"  # noqa: S608
+
+
+def run_psql(psql: str, dsn: str, select: str, label: str) -> Measurement:
+    return run_process(label, [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c",
+                               f"\\copy ({select}) TO '/dev/null' (FORMAT binary)"], log_name="psql")
+
+
+def run_stage(label: str, dsn: str, day: str, stage_uri: str, s3_endpoint: str | None = None) -> Measurement:
+    command = [sys.executable, "-m", "bench.contenders.stage_step", "--dsn", dsn, "--day", day,
+               "--stage-uri", stage_uri]
+    if s3_endpoint:
+        command += ["--s3-endpoint", s3_endpoint]
+    return run_process(label, command, env=S3_ENV, log_name="stage_step")
+
+
+def run_dlt(dsn: str, day: str, out: Path) -> Measurement:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        return run_process("dlt", [sys.executable, "-m", "bench.contenders.dlt_sql_table", "--dsn", dsn,
+                                   "--day", day, "--out", str(out)], log_name="dlt")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def run_backfill(number: int, dsn: str, s3_endpoint: str, snowflake_port: int) -> dict:
+    """One 30-day backfill through Dagster into a fresh stage prefix and Snowflake schema."""
+    home = WORK / f"dagster_home_{number}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **S3_ENV,
+        "DAGSTER_HOME": str(home),
+        "DATAVAULT_ENV": "prod",
+        "DATAVAULT_PG_DSN": dsn,
+        "DATAVAULT_STAGE_URI": f"s3://{BUCKET}/backfill-{number}",
+        "DATAVAULT_S3_ENDPOINT_URL": s3_endpoint,
+        "SNOWFLAKE_ACCOUNT": "fakesnow",
+        "SNOWFLAKE_USER": "bench",
+        "SNOWFLAKE_PASSWORD": "bench",
+        "SNOWFLAKE_ROLE": "BENCH",
+        "SNOWFLAKE_WAREHOUSE": "BENCH_WH",
+        "SNOWFLAKE_DATABASE": "DATAVAULT_BENCH",
+        "SNOWFLAKE_SCHEMA": f"BACKFILL_{number}",
+        "SNOWFLAKE_HOST": "127.0.0.1",
+        "SNOWFLAKE_PORT": str(snowflake_port),
+        "SNOWFLAKE_PROTOCOL": "http",
+        "DATAVAULT_MAX_RETRIES": "0",  # a failure fails the benchmark, rather than waiting out retries
+    }
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    selection = "s3/datavault/records,snowflake/datavault/records"
+    days = list(BACKFILL.days)
+    wall = moving = 0.0
+    steps: dict[str, float] = {}
+    rows_loaded = days_staged = days_loaded = 0
+    peak = 0.0
+    for first in range(0, len(days), DAYS_PER_RUN):
+        chunk = days[first:first + DAYS_PER_RUN]
+        log_path = WORK / "logs" / f"backfill_{number}_{chunk[0]}.log"
+        log_path.unlink(missing_ok=True)
+        measured = run_process(
+            "backfill", [dagster, "asset", "materialize", "-m", "datavault_analytics.definitions",
+                         "--select", selection, "--partition-range", f"{chunk[0]}...{chunk[-1]}"],
+            env=env, log_name=f"backfill_{number}_{chunk[0]}",
+        )
+        wall += measured.process_seconds
+        peak = max(peak, measured.peak_rss_mb)
+        text = log_path.read_text(errors="replace")
+        for step, value, unit in _STEP.findall(text):
+            steps[step] = steps.get(step, 0.0) + float(value) / (1000 if unit == "ms" else 1)
+        for _day, _rows, seconds in _STAGED.findall(text):
+            moving += float(seconds)
+            days_staged += 1
+        for _day, rows, seconds in _LOADED.findall(text):
+            moving += float(seconds)
+            days_loaded += 1
+            rows_loaded += int(rows.replace(",", ""))
+    expected_rows = len(days) * BACKFILL.rows_per_day
+    if days_staged != len(days) or days_loaded != len(days) or rows_loaded != expected_rows:
+        raise RuntimeError(
+            f"backfill {number}: the run logs show {days_staged} days staged, {days_loaded} loaded, "
+            f"{rows_loaded:,} rows; expected {len(days)} days and {expected_rows:,} rows (see {WORK / 'logs'})"
+        )
+    shutil.rmtree(home, ignore_errors=True)
+    return {"wall": wall, "moving": moving, "overhead": 1 - moving / wall, "peak_rss_mb": peak,
+            "rows": rows_loaded, "runs": -(-len(days) // DAYS_PER_RUN), "steps": steps}
+
+
+# -- reporting -------------------------------------------------------------------------------------
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def summarize(runs: list[Measurement], rows: int, data_bytes: int) -> dict:
+    seconds = median(m.seconds for m in runs)
+    file_mb = runs[0].report.get("file_mb") or []
+    return {
+        "seconds": seconds,
+        "spread": (min(m.seconds for m in runs), max(m.seconds for m in runs)),
+        "process_seconds": median(m.process_seconds for m in runs),
+        "rows": rows,
+        "rows_per_s": rows / seconds if seconds else 0,
+        "mb_per_s": data_bytes / 1e6 / seconds if seconds else 0,
+        "peak_rss_mb": max(m.peak_rss_mb for m in runs),
+        "files": runs[0].report.get("files"),
+        "staged_mb": runs[0].report.get("staged_bytes", 0) / 1e6,
+        "file_mb": (min(file_mb), max(file_mb)) if file_mb else None,
+        "emulator_cpu": median(m.report["emulator_cpu"] for m in runs) if "emulator_cpu" in runs[0].report else None,
+        "load": median(m.report.get("load", 0.0) for m in runs),
+    }
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    versions = []
+    for package in ("pyarrow", "adbc-driver-postgresql", "dagster", "dlt", "connectorx", "moto", "fakesnow"):
+        try:
+            from importlib.metadata import version
+
+            versions.append(f"{package} {version(package)}")
+        except Exception:
+            pass
+    return (f"{os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, Linux {platform.release()}, "
+            f"Python {platform.python_version()}; " + ", ".join(versions))
+
+
+def main() -> None:
+    started = time.monotonic()
+    WORK.mkdir(parents=True, exist_ok=True)
+    start_launcher()  # first, while this process is small: see bench/launcher.py
+    psql = find_psql()
+    server = None
+    if os.getenv("BENCH_PG_DSN"):
+        dsn = os.environ["BENCH_PG_DSN"]
+    else:
+        log("starting the benchmark's PostgreSQL (bench/.work/postgres)")
+        server = start_postgres()
+        dsn = server.dsn(BENCH_DATABASE)
+    from datavault_analytics.local_stack.processes import free_port
+
+    moto = snowflake = None
+    try:
+        sizes = ensure_seeded(dsn)
+        pg_version = subprocess.run([psql, "-X", "-At", "-d", dsn, "-c", "SHOW server_version"], capture_output=True,
+                                    text=True, check=True).stdout.strip()
+        moto = ServerProcess("s3", ["datavault_analytics.local_stack.s3_server", "--port", str(port := free_port())],
+                             port)
+        client = s3_client(moto.url)
+        client.create_bucket(Bucket=BUCKET)
+
+        day, day10 = DAY_1M.days[0].isoformat(), DAY_10M.days[0].isoformat()
+        select, select10 = stage_select(dsn, day), stage_select(dsn, day10)
+        file_stage = WORK / "stage"
+        results: dict[str, list[Measurement]] = {}
+
+        def record(measurement: Measurement) -> None:
+            measurement.report["load"] = os.getloadavg()[0]  # what else ran: the 1-minute load average after
+            results.setdefault(measurement.contender, []).append(measurement)
+            extra = f", {measurement.report['rows']:,} rows" if "rows" in measurement.report else ""
+            log(f"  {measurement.contender:<24} {measurement.seconds:6.2f} s  peak RSS "
+                f"{measurement.peak_rss_mb:5.0f} MB{extra}")
+
+        log(f"1M-row day {day}: warming up (one unmeasured psql run)")
+        run_psql(psql, dsn, select, "warm-up")
+        for round_number in range(1, REPEATS + 1):
+            log(f"1M-row day, round {round_number}/{REPEATS}")
+            record(run_psql(psql, dsn, select, "psql"))
+            shutil.rmtree(file_stage, ignore_errors=True)
+            record(run_stage("stage -> file://", dsn, day, f"file://{file_stage}"))
+            before = moto.cpu_seconds()
+            measured = run_stage("stage -> S3 (moto)", dsn, day, f"s3://{BUCKET}/stage", moto.url)
+            measured.report["emulator_cpu"] = moto.cpu_seconds() - before
+            record(measured)
+            empty_bucket(client)
+            record(run_dlt(dsn, day, WORK / "dlt"))
+        shutil.rmtree(file_stage, ignore_errors=True)
+
+        log(f"10M-row day {day10}: warming up (one unmeasured psql run)")
+        run_psql(psql, dsn, select10, "warm-up")
+        for round_number in range(1, REPEATS + 1):
+            log(f"10M-row day, round {round_number}/{REPEATS}")
+            record(run_psql(psql, dsn, select10, "psql 10M"))
+            shutil.rmtree(file_stage, ignore_errors=True)
+            record(run_stage("stage -> file:// 10M", dsn, day10, f"file://{file_stage}"))
+        shutil.rmtree(file_stage, ignore_errors=True)
+        for measurement in results["stage -> file:// 10M"]:
+            if measurement.report.get("rows") != DAY_10M.rows_per_day:
+                raise RuntimeError(f"the 10M-row stage step staged {measurement.report.get('rows')} rows")
+        for name in ("stage -> file://", "stage -> S3 (moto)", "dlt"):
+            for measurement in results[name]:
+                if measurement.report.get("rows") != DAY_1M.rows_per_day:
+                    raise RuntimeError(f"{name} moved {measurement.report.get('rows')} rows, not 1,000,000")
+
+        snowflake_port = free_port()
+        shutil.rmtree(WORK / "snowflake", ignore_errors=True)  # a fresh warehouse every time
+        snowflake = ServerProcess(
+            "snowflake", ["datavault_analytics.local_stack.snowflake_server", "--port", str(snowflake_port),
+                          "--db-path", str(WORK / "snowflake"), "--s3-endpoint", moto.url], snowflake_port)
+        backfills = []
+        for number in range(1, REPEATS + 1):
+            log(f"backfill {number}/{REPEATS}: {len(BACKFILL.days)} days x {BACKFILL.rows_per_day:,} rows, "
+                f"{DAYS_PER_RUN} days per run")
+            outcome = run_backfill(number, dsn, moto.url, snowflake_port)
+            log(f"  wall {outcome['wall']:.1f} s, moving data {outcome['moving']:.1f} s, overhead "
+                f"{outcome['overhead']:.0%}, peak RSS {outcome['peak_rss_mb']:.0f} MB")
+            backfills.append(outcome)
+            empty_bucket(client)
+    finally:
+        stop_launcher()
+        for process in (snowflake, moto):
+            if process is not None:
+                process.stop()
+        shutil.rmtree(WORK / "snowflake", ignore_errors=True)
+        if server is not None:
+            server.stop()
+
+    one_day_bytes, ten_day_bytes = sizes[day]["bytes"], sizes[day10]["bytes"]
+    table = {name: summarize(runs, *((DAY_10M.rows_per_day, ten_day_bytes) if name.endswith("10M")
+                                     else (DAY_1M.rows_per_day, one_day_bytes)))
+             for name, runs in results.items()}
+    psql_s, file_s = table["psql"]["seconds"], table["stage -> file://"]["seconds"]
+    ratios = {
+        "stage_vs_copy": file_s / psql_s,
+        "stage_s3_vs_copy": table["stage -> S3 (moto)"]["seconds"] / psql_s,
+        "dlt_vs_stage": table["dlt"]["seconds"] / file_s,
+        "dlt_vs_stage_s3": table["dlt"]["seconds"] / table["stage -> S3 (moto)"]["seconds"],
+        "peak_rss_mb": table["stage -> file://"]["peak_rss_mb"],
+        "peak_rss_s3_mb": table["stage -> S3 (moto)"]["peak_rss_mb"],
+        "rss_growth_10x": table["stage -> file:// 10M"]["peak_rss_mb"] / table["stage -> file://"]["peak_rss_mb"],
+        "stage_vs_copy_10M": table["stage -> file:// 10M"]["seconds"] / table["psql 10M"]["seconds"],
+        "backfill_overhead": median(b["overhead"] for b in backfills),
+    }
+    report = render(table, ratios, backfills, machine() + f"; PostgreSQL {pg_version}",
+                    time.monotonic() - started)
+    RESULTS.write_text(report)
+    (WORK / "results.json").write_text(json.dumps({"table": table, "ratios": ratios, "backfills": backfills},
+                                                  indent=1, default=str))
+    print(report)
+    print(f"bench: stage_vs_copy={ratios['stage_vs_copy']:.2f} dlt_vs_stage={ratios['dlt_vs_stage']:.2f} "
+          f"peak_rss_mb={ratios['peak_rss_mb']:.0f} rss_growth_10x={ratios['rss_growth_10x']:.2f} "
+          f"backfill_overhead={ratios['backfill_overhead']:.2f}", flush=True)
+
+
+def render(table: dict, ratios: dict, backfills: list[dict], machine_text: str, elapsed: float) -> str:
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} in {elapsed / 60:.1f} min.",
+        f"Machine: {machine_text}.",
+        "",
+        f"Each contender ran as its own process, {REPEATS} times in interleaved rounds; medians shown, "
+        "with the fastest and slowest run, and the highest peak RSS of any run. Seconds are the data movement as "
+        "each contender timed it (process start-up and imports excluded; see 'process s'); psql's is its whole "
+        "process. MB/s counts the day's row data as PostgreSQL stores it "
+        f"({DAY_1M.rows_per_day:,} rows = {table['psql']['mb_per_s'] * table['psql']['seconds']:.0f} MB). "
+        "Every contender reads the same rows with the stage step's own SELECT. 'load' is the machine's 1-minute "
+        "load average after each run (median): on 2 cores, anything above ~2 means other work shared the CPUs.",
+        "",
+        "| contender | seconds | (min - max) | process s | rows/s | MB/s | peak RSS MB | load | files |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in table.items():
+        files = "-"
+        if row["files"]:
+            files = f"{row['files']}: {row['staged_mb']:.0f} MB"
+            if row["file_mb"]:
+                files += f" ({row['file_mb'][0]:.0f}-{row['file_mb'][1]:.0f} MB each)"
+        if row["emulator_cpu"] is not None:
+            files += f"; moto used {row['emulator_cpu']:.1f} CPU s"
+        lines.append(
+            f"| {name} | {row['seconds']:.2f} | {row['spread'][0]:.2f} - {row['spread'][1]:.2f} | "
+            f"{row['process_seconds']:.2f} | {row['rows_per_s'] / 1e3:,.0f}k | {row['mb_per_s']:.0f} | "
+            f"{row['peak_rss_mb']:.0f} | {row['load']:.1f} | {files} |"
+        )
+    overheads = ", ".join(f"{b['overhead']:.0%}" for b in backfills)
+    step_names = sorted({name for b in backfills for name in b["steps"]})
+    step_text = "; ".join(
+        f"{name} {statistics.median(b['steps'].get(name, 0.0) for b in backfills):.1f} s" for name in step_names
+    )
+    outside = statistics.median(b["wall"] - sum(b["steps"].values()) for b in backfills)
+    checks = [sum(v for k, v in b["steps"].items() if "check" in k) for b in backfills]
+    without_checks = statistics.median(1 - b["moving"] / (b["wall"] - c) for b, c in zip(backfills, checks, strict=True))
+    walls = ", ".join(f"{b['wall']:.1f}" for b in backfills)
+    movings = ", ".join(f"{b['moving']:.1f}" for b in backfills)
+    b = backfills[len(backfills) // 2]
+    lines += [
+        "",
+        f"Backfill, {len(BACKFILL.days)} days x {BACKFILL.rows_per_day:,} rows through Dagster "
+        f"({b['runs']} run(s) of up to {DAYS_PER_RUN} days; PostgreSQL -> moto S3 -> fakesnow): wall "
+        f"{walls} s; moving data (per-day stage + load seconds from the run logs) {movings} s; overhead {overheads}; "
+        f"peak RSS {max(x['peak_rss_mb'] for x in backfills):.0f} MB. Dagster's step durations (medians): "
+        f"{step_text}; outside any step (process start-up, imports, run bookkeeping): {outside:.1f} s. "
+        "Time not spent moving data counts as overhead, the asset checks' reconciliation included; without the "
+        f"checks' step it would be {without_checks:.0%}.",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+        f"| stage step <= 1.4 x psql binary COPY | {ratios['stage_vs_copy']:.2f} x (file://), "
+        f"{ratios['stage_s3_vs_copy']:.2f} x (S3 emulator), {ratios['stage_vs_copy_10M']:.2f} x at 10M rows | "
+        f"{verdict(ratios['stage_vs_copy'] <= 1.4)} |",
+        f"| >= 2 x faster than dlt's fastest | {ratios['dlt_vs_stage']:.2f} x (file://), "
+        f"{ratios['dlt_vs_stage_s3']:.2f} x (S3 emulator) | {verdict(ratios['dlt_vs_stage'] >= 2)} |",
+        f"| peak RSS <= 400 MB at 1M rows | {ratios['peak_rss_mb']:.0f} MB (file://), "
+        f"{ratios['peak_rss_s3_mb']:.0f} MB (S3 emulator) | {verdict(ratios['peak_rss_mb'] <= 400)} |",
+        f"| 10 x the rows, <= 1.2 x the memory | {ratios['rss_growth_10x']:.2f} x | "
+        f"{verdict(ratios['rss_growth_10x'] <= 1.2)} |",
+        f"| backfill overhead <= 50% of wall time | {ratios['backfill_overhead']:.0%} | "
+        f"{verdict(ratios['backfill_overhead'] <= 0.5)} |",
+        "",
+        "```",
+        f"bench: stage_vs_copy={ratios['stage_vs_copy']:.2f} dlt_vs_stage={ratios['dlt_vs_stage']:.2f} "
+        f"peak_rss_mb={ratios['peak_rss_mb']:.0f} rss_growth_10x={ratios['rss_growth_10x']:.2f} "
+        f"backfill_overhead={ratios['backfill_overhead']:.2f}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
