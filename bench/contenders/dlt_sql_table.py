@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import time
+from datetime import date, timedelta
 
 started_process = time.perf_counter()
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")  # no network here; never phone home
@@ -30,9 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     imported = time.perf_counter()
 
-    start, end = f"{args.day}T00:00:00+00:00", None
-    from datetime import date, timedelta
-
+    start = f"{args.day}T00:00:00+00:00"
     end = (date.fromisoformat(args.day) + timedelta(days=1)).isoformat() + "T00:00:00+00:00"
 
     def one_day(query, table):
