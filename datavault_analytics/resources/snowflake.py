@@ -108,6 +108,12 @@ class SnowflakeLoader(dg.ConfigurableResource):
         host = (self.snowflake.additional_snowflake_connection_args or {}).get("host")
         return f"account {self.snowflake.account}" + (f" at {host}" if host else "")
 
+    def _settings_error(self, error: BaseException) -> SnowflakeConfigError:
+        """A ValueError while connecting comes from the settings (a private key that does not load, with
+        its passphrase), not from the network: retrying cannot help."""
+        detail = redact(str(error), self.snowflake.password, self.snowflake.private_key_password)
+        return SnowflakeConfigError(f"The Snowflake connection settings cannot work ({self.where}): {detail}")
+
     def _fail(self, message: str, error: BaseException | None = None) -> SnowflakeLoadError:
         detail = f": {redact(str(error), self.snowflake.password, self.snowflake.private_key_password)}" if error else ""
         return SnowflakeLoadError(message + detail)
@@ -154,6 +160,8 @@ class SnowflakeLoader(dg.ConfigurableResource):
         try:
             with self._connection() as conn:
                 existing = self.table_columns(conn.cursor())
+        except ValueError as error:
+            raise self._settings_error(error) from None
         except Exception as error:
             raise self._fail(f"Cannot read the columns of Snowflake table {self.table} ({self.where})", error) from None
         if existing:
@@ -276,6 +284,8 @@ class SnowflakeLoader(dg.ConfigurableResource):
         except (SnowflakeLoadError, dg.DagsterError):
             raise
         except Exception as error:
+            if isinstance(error, ValueError) and phase.startswith("connecting"):
+                raise self._settings_error(error) from None
             outcome = ("the transaction was rolled back; the day's previous rows are unchanged" if in_transaction
                        else "nothing was changed")
             if phase == "committing":
