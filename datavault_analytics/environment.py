@@ -163,7 +163,7 @@ def build_resources(environment: str | None = None) -> dict:
         # TLS: libpq's sslmode (verify-full in production) and the CA file that verifies the server.
         sslmode=_optional("DATAVAULT_PG_SSLMODE"),
         sslrootcert=_optional("DATAVAULT_PG_SSLROOTCERT"),
-        # The per-day partition locks (locks.py): on the source unless it is a read replica.
+        # The per-day partition locks (locks.py): on the source, unless that is a pool of servers.
         lock_dsn=dg.EnvVar("DATAVAULT_LOCK_DSN") if _optional("DATAVAULT_LOCK_DSN") else None,
         lock_wait_seconds=float(os.getenv("DATAVAULT_LOCK_WAIT_SECONDS", "1800")),
     )

@@ -13,8 +13,10 @@ connection of its own for as long as the work takes:
     may take it);
   - PostgreSQL releases it when the holder's connection ends, so a run killed with SIGKILL never leaves
     a day locked;
-  - a hot standby refuses advisory locks: when DATAVAULT_PG_DSN is a replica, point DATAVAULT_LOCK_DSN
-    at the primary (or at any PostgreSQL every run can reach, such as Dagster's own).
+  - locks are per server, and session-level: every run must take them on the same PostgreSQL, over a
+    session it keeps. When DATAVAULT_PG_DSN is a load-balanced reader endpoint (several replicas) or
+    goes through a transaction-pooling PgBouncer, point DATAVAULT_LOCK_DSN at one server every run can
+    reach directly: the primary, one fixed replica, or Dagster's own PostgreSQL.
 A step waits up to `wait_seconds` for the lock, then fails with a retryable error naming the holder.
 Before the step makes its work visible (writes the manifest, commits the load) it checks that it still
 holds the lock (`PartitionLock.ensure_held`): a lock lost with its connection stops the step instead.

@@ -91,7 +91,7 @@ def test_no_secret_reaches_logs_metadata_compute_logs_errors_or_the_ui(pipeline,
     succeeding = {"password": {}, "key pair": key_pair}
     failing = {
         "PostgreSQL down": {"DATAVAULT_PG_DSN": f"postgresql://postgres:{pg_password}@127.0.0.1:{dead}/datavault"},
-        "S3 down": {"DATAVAULT_S3_ENDPOINT_URL": f"http://127.0.0.1:{dead}"},
+        "S3 down": {"DATAVAULT_S3_ENDPOINT_URL": f"http://127.0.0.1:{dead}", "AWS_MAX_ATTEMPTS": "2"},
         "Snowflake down": {"SNOWFLAKE_PORT": str(dead)},
         "wrong key passphrase": {**key_pair, "SNOWFLAKE_PRIVATE_KEY_PASSWORD": _secret("wrong")},
     }

@@ -103,8 +103,8 @@ class PostgresResource(dg.ConfigurableResource):
     )
     lock_dsn: str | None = Field(
         default=None,
-        description="PostgreSQL that holds the per-day partition locks (see locks.py). Unset: `dsn`. Set it when "
-                    "`dsn` is a hot-standby replica, which refuses advisory locks.",
+        description="PostgreSQL that holds the per-day partition locks (see locks.py). Unset: `dsn`. Set it to one "
+                    "fixed server when `dsn` is a load-balanced reader endpoint or a transaction-pooling PgBouncer.",
     )
     lock_wait_seconds: float = Field(
         default=1800, description="How long a step waits for another run of the same day to release its lock."

@@ -1,4 +1,5 @@
 """Two runs of the same day at once never interleave: each step holds the day's PostgreSQL lock (locks.py).
+(And the locks on the primary while the source is a hot standby: DATAVAULT_LOCK_DSN.)
 
 Both runs are real processes. The first is held, by a proxy, in the middle of a step that holds the
 lock; the second is started and must wait at the lock without touching the day. Released, both finish,
@@ -6,10 +7,24 @@ their stagings follow one another in S3 (never one inside the other), and the da
 PostgreSQL's rows.
 """
 
-from datavault_analytics_tests.test_faults.conftest import DAY, loaded_then_changed, partition_lock_key
+import psycopg
+import pytest
+
+from datavault_analytics.environment import build_resources
+from datavault_analytics.local_stack.postgres_server import PostgresServer
+from datavault_analytics.local_stack.processes import free_port
+from datavault_analytics.resources.postgres import PostgresResource
+from datavault_analytics_tests.pipeline_harness import Pipeline
+from datavault_analytics_tests.test_faults.conftest import (
+    DAY,
+    DAY_DATE,
+    loaded_then_changed,
+    partition_lock_key,
+)
 from datavault_analytics_tests.test_faults.faultkit import HttpProxy, advisory_locks, s3_writes, wait_until
 
 ROWS = 4000
+MANIFEST_KEY = f"analytics/records/dt={DAY}/_manifest.json"
 SMALL_FILES = ("--file-mb", "1", "--row-group-rows", "1000")
 
 
@@ -88,4 +103,54 @@ def test_a_run_staging_the_day_waits_while_another_is_loading_it(fault_pipeline,
         assert first.wait() == 0, first.tail()
         assert second.wait() == 0, second.tail()
         assert len(stagings(s3_writes(s3, DAY))) == 2
+    assert_exact(pipeline)
+
+
+# -- a hot standby as the source -------------------------------------------------------------------
+
+@pytest.fixture
+def primary_and_standby(tmp_path):
+    """A PostgreSQL primary and a streaming hot standby of it (pg_basebackup -R)."""
+    primary = PostgresServer(tmp_path / "primary", free_port(), log_path=tmp_path / "primary.log", durable=False)
+    primary.start()
+    standby = PostgresServer(tmp_path / "standby", free_port(), log_path=tmp_path / "standby.log", durable=False)
+    try:
+        standby._prepare_directories()  # an empty folder the server's OS user owns, for pg_basebackup
+        standby._run("pg_basebackup", ["-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                                       "-D", str(standby.data_dir), "-R", "-X", "stream"])
+        standby.start()
+        yield primary, standby
+    finally:
+        standby.stop()
+        primary.stop()
+
+
+def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(primary_and_standby, s3_endpoint,
+                                                                   snowflake_server, monkeypatch):
+    primary, standby = primary_and_standby
+    pipeline = Pipeline(primary, s3_endpoint, snowflake_server, monkeypatch)
+    pipeline.seed([DAY_DATE], rows_per_day=300)
+    replica_dsn = standby.dsn(pipeline.database)
+
+    def replicated() -> bool:
+        with psycopg.connect(replica_dsn) as conn:
+            return conn.execute("SELECT count(*) FROM records").fetchone()[0] == 300
+    wait_until(replicated, "the standby to replay the seeded rows")
+    monkeypatch.setenv("DATAVAULT_PG_DSN", replica_dsn)
+    monkeypatch.setenv("DATAVAULT_LOCK_DSN", primary.dsn(pipeline.database))
+    monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", "1")
+    pipeline.resources = build_resources("prod")
+
+    # The day's lock is taken on the primary: while another run holds it there, this run waits, then says so.
+    other = PostgresResource(dsn=primary.dsn(pipeline.database))
+    with other.partition_lock(DAY, holder="another run"):
+        result = pipeline.materialize(DAY, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "public.records 2026-11-01 stayed locked by another run (pid" in failure.step_failure_data.error.to_string()
+    assert "'datavault lock another run'" in failure.step_failure_data.error.to_string()
+    assert MANIFEST_KEY not in pipeline.stage_keys(DAY)
+
+    # Free, the day is read from the standby, in its read-only snapshot, and lands exactly.
+    assert pipeline.materialize(DAY).success
     assert_exact(pipeline)
