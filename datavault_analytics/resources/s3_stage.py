@@ -156,12 +156,22 @@ def _loaded_marker(table: str, partition_key: str) -> str:
 
 class ParquetDayWriter:
     """Writes one day's record batches as zstd Parquet: row groups of bounded rows and bytes, and a new
-    file whenever the current one reaches the target size."""
+    file whenever the current one reaches its size.
+
+    File sizes: with `expected_rows` (PostgreSQL's estimate), the first row group shows the bytes per row,
+    and the estimated rest of the day is shared evenly among the round(rest / target) files it needs; the
+    last may grow to 1.6 targets to take what the estimate missed, so a day does not end in a tiny file.
+    At the 150 MB default, files are 105-250 MB, the range Snowflake recommends, as long as the estimate
+    is within about half a file of the truth. Without an estimate, or with one the first row group
+    already exceeds, a file closes at the target.
+    """
 
     def __init__(self, storage: StageStorage, directory: str, schema: pa.Schema, target_file_bytes: int,
-                 row_group_rows: int, row_group_bytes: int):
+                 row_group_rows: int, row_group_bytes: int, expected_rows: int | None = None):
         self.storage, self.directory, self.schema = storage, directory, schema
-        self.target_file_bytes = target_file_bytes
+        self.target_file_bytes, self.expected_rows = target_file_bytes, expected_rows
+        self._expected_bytes: float | None = None  # the day's estimated bytes, once the first row group is written
+        self._group_bytes = 0  # the last row group's size in its file
         self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
         self.files: list[StagedFile] = []
         self._pending: list[pa.RecordBatch] = []
@@ -214,10 +224,28 @@ class ParquetDayWriter:
             group = table.slice(offset, group_rows)
             if self._writer is None:
                 self._open_file(group)
+            written = self._sink.tell()
             self._writer.write_table(group, row_group_size=group.num_rows)
             self._file_rows += group.num_rows
-            if self._sink.tell() >= self.target_file_bytes:
+            self._group_bytes = self._sink.tell() - written
+            if self._expected_bytes is None and self.expected_rows:
+                if self._file_rows > self.expected_rows:  # the estimate is already wrong (no statistics yet)
+                    self.expected_rows = None
+                else:
+                    self._expected_bytes = self.expected_rows * self._sink.tell() / self._file_rows
+            if self._sink.tell() >= self._file_limit():
                 self._close_file()
+
+    def _file_limit(self) -> float:
+        """The current file's size: the estimated rest of the day, shared evenly among the files it needs."""
+        if self._expected_bytes is None:
+            return self.target_file_bytes
+        remaining = self._expected_bytes - sum(f.bytes for f in self.files)
+        files_left = max(1, round(remaining / self.target_file_bytes))
+        if files_left == 1:  # the last file takes whatever the estimate missed, up to 1.6 targets (250 MB)
+            return 1.6 * self.target_file_bytes
+        size = min(max(remaining / files_left, self.target_file_bytes / 1.5), 1.5 * self.target_file_bytes)
+        return size - self._group_bytes / 2  # closing within half a row group of the size ends on it on average
 
     def _close_file(self) -> None:
         self._writer.close()
@@ -249,7 +277,8 @@ class S3StageIOManager(dg.ConfigurableIOManager):
     s3: dg.ResourceDependency[S3Resource]
     stage_uri: str = Field(description="Where staged files go: s3://bucket/prefix, or file:///path for a local stage.")
     target_file_size_mb: int = Field(
-        default=150, description="A staged file is closed once it reaches this size; Snowflake recommends 100-250 MB."
+        default=150, description="Target size of a staged file: a day is cut into files of equal size near it "
+        "(2/3 to 1.6 times; see ParquetDayWriter). Snowflake recommends 100-250 MB."
     )
     row_group_rows: int = Field(default=131072, description="Rows per Parquet row group, at most.")
     row_group_mb: int = Field(
@@ -315,7 +344,7 @@ class S3StageIOManager(dg.ConfigurableIOManager):
         storage.delete([f"{directory}/{MANIFEST_NAME}", _loaded_marker(self.dataset, day.window.partition_key)])
         writer = ParquetDayWriter(
             storage, directory, day.schema, self.target_file_size_mb * 1024 * 1024, self.row_group_rows,
-            self.row_group_mb * 1024 * 1024,
+            self.row_group_mb * 1024 * 1024, expected_rows=day.postgres.estimate_day_rows(day.window),
         )
         with day.open() as batches:
             try:
