@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / ".work"  # git-ignored: the cluster, stages, logs
 BENCH_DATABASE = "datavault_bench"
+QUIET_WAIT_SECONDS = float(os.getenv("BENCH_QUIET_WAIT_SECONDS", "20"))
 
 
 @dataclass(frozen=True)
@@ -132,11 +133,38 @@ def stop_launcher() -> None:
         _launcher.wait(timeout=30)
 
 
+def cpu_busy(seconds: float = 1.0) -> float:
+    """How many cores were busy over the last `seconds`, machine-wide (/proc/stat)."""
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    total = total1 - total0
+    return (total - (idle1 - idle0)) / total * (os.cpu_count() or 1) if total else 0.0
+
+
+def wait_for_quiet(max_wait: float = QUIET_WAIT_SECONDS, threshold: float = 0.3) -> float:
+    """Wait (at most max_wait) until other work leaves the CPUs; returns the cores it still used."""
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy()
+    while busy > threshold and time.monotonic() < deadline:
+        busy = cpu_busy()
+    return busy
+
+
 def run_process(contender: str, command: list[str], env: dict | None = None, log_name: str | None = None,
                 timeout: float = 1800) -> Measurement:
-    """Run command as its own process; its peak RSS is the kernel's high-water mark from wait4()."""
+    """Run command as its own process; its peak RSS is the kernel's high-water mark from wait4().
+
+    Each run starts once the machine is quiet (or after QUIET_WAIT_SECONDS); `busy_before` in its report
+    says how many cores other work used in the second before it started.
+    """
     if _launcher is None:
         raise RuntimeError("call bench.common.start_launcher() before any run_process()")
+    busy_before = wait_for_quiet()
     log_path = WORK / "logs" / f"{log_name or contender}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     environment = dict(os.environ, **(env or {}))
@@ -155,6 +183,7 @@ def run_process(contender: str, command: list[str], env: dict | None = None, log
     lines = [line for line in stdout.strip().splitlines() if line.startswith("{")]
     if lines:
         report = json.loads(lines[-1])
+    report["busy_before"] = busy_before
     return Measurement(contender, answer["elapsed"], answer["maxrss_kb"] / 1024, report)
 
 

@@ -38,6 +38,7 @@ from bench.common import (
     BENCH_DATABASE,
     DAY_1M,
     DAY_10M,
+    QUIET_WAIT_SECONDS,
     ROOT,
     WORK,
     Measurement,
@@ -232,7 +233,7 @@ def summarize(runs: list[Measurement], rows: int, data_bytes: int) -> dict:
         "staged_mb": runs[0].report.get("staged_bytes", 0) / 1e6,
         "file_mb": (min(file_mb), max(file_mb)) if file_mb else None,
         "emulator_cpu": median(m.report["emulator_cpu"] for m in runs) if "emulator_cpu" in runs[0].report else None,
-        "load": median(m.report.get("load", 0.0) for m in runs),
+        "busy": median(m.report.get("busy_before", 0.0) for m in runs),
     }
 
 
@@ -282,7 +283,6 @@ def main() -> None:
         results: dict[str, list[Measurement]] = {}
 
         def record(measurement: Measurement) -> None:
-            measurement.report["load"] = os.getloadavg()[0]  # what else ran: the 1-minute load average after
             results.setdefault(measurement.contender, []).append(measurement)
             extra = f", {measurement.report['rows']:,} rows" if "rows" in measurement.report else ""
             log(f"  {measurement.contender:<24} {measurement.seconds:6.2f} s  peak RSS "
@@ -384,10 +384,11 @@ def render(table: dict, ratios: dict, backfills: list[dict], machine_text: str, 
         "each contender timed it (process start-up and imports excluded; see 'process s'); psql's is its whole "
         "process. MB/s counts the day's row data as PostgreSQL stores it "
         f"({DAY_1M.rows_per_day:,} rows = {table['psql']['mb_per_s'] * table['psql']['seconds']:.0f} MB). "
-        "Every contender reads the same rows with the stage step's own SELECT. 'load' is the machine's 1-minute "
-        "load average after each run (median): on 2 cores, anything above ~2 means other work shared the CPUs.",
+        "Every contender reads the same rows with the stage step's own SELECT. Each run waited (up to "
+        f"{QUIET_WAIT_SECONDS:.0f} s) for other work to leave the CPUs; 'busy' is the median number of cores other "
+        "work used in the second before a run (of 2).",
         "",
-        "| contender | seconds | (min - max) | process s | rows/s | MB/s | peak RSS MB | load | files |",
+        "| contender | seconds | (min - max) | process s | rows/s | MB/s | peak RSS MB | busy | files |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in table.items():
@@ -401,7 +402,7 @@ def render(table: dict, ratios: dict, backfills: list[dict], machine_text: str, 
         lines.append(
             f"| {name} | {row['seconds']:.2f} | {row['spread'][0]:.2f} - {row['spread'][1]:.2f} | "
             f"{row['process_seconds']:.2f} | {row['rows_per_s'] / 1e3:,.0f}k | {row['mb_per_s']:.0f} | "
-            f"{row['peak_rss_mb']:.0f} | {row['load']:.1f} | {files} |"
+            f"{row['peak_rss_mb']:.0f} | {row['busy']:.2f} | {files} |"
         )
     overheads = ", ".join(f"{b['overhead']:.0%}" for b in backfills)
     step_names = sorted({name for b in backfills for name in b["steps"]})
