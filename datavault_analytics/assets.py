@@ -150,7 +150,9 @@ def s3_stage_records(
 
 @dg.asset(
     key=SNOWFLAKE_KEY,
-    ins={"staged": dg.AssetIn(key=STAGE_KEY)},
+    # The manifests are read in the body, under each day's lock, not as an input loaded before it: a run
+    # re-staging the day at that moment has deleted the manifest and not yet written the new one.
+    deps=[STAGE_KEY],
     partitions_def=daily_partitions,
     backfill_policy=BACKFILL_POLICY,
     retry_policy=RETRY_POLICY,
@@ -170,20 +172,21 @@ def snowflake_records(
     snowflake_loader: SnowflakeLoader,
     postgres: PostgresResource,
     s3_stage_io_manager: dg.ResourceParam[S3StageIOManager],
-    staged: list[StagedPartition],
 ) -> dg.MaterializeResult:
     started = time.monotonic()
+    keys = list(context.partition_keys)
     with reported_as("Checking the partition keys"):
-        check_in_partitions(context.partition_keys)
-    results, loaded = [], []
-    storage = s3_stage_io_manager.storage()
-    for number, partition in enumerate(staged, start=1):
-        key = partition.partition_key
+        check_in_partitions(keys)
+    with reported_as("Checking the stage settings"):
+        storage = s3_stage_io_manager.storage()
+    results: list = []
+    loaded: list[StagedPartition] = []
+    for number, key in enumerate(keys, start=1):
         with reported_as(f"Loading {key} into Snowflake"), \
                 postgres.partition_lock(key, holder=f"load {key} run {context.run_id[:8]}") as lock:
-            # Re-read under the day's lock (locks.py): another run may have re-staged the day since this
-            # step read its input, and the load must take exactly one complete staging.
-            with s3_stage_io_manager.s3_errors(f"re-reading the manifest of {key}"):
+            # Under the day's lock (locks.py), so the load takes exactly one complete staging.
+            with reported_as(f"Reading the stage manifest of {key}"), \
+                    s3_stage_io_manager.s3_errors(f"reading the stage manifest of {key}"):
                 partition = s3_stage_io_manager.read_manifest(storage, key)
             result = snowflake_loader.load_partition(partition, lock=lock)
             try:
@@ -196,7 +199,7 @@ def snowflake_records(
         if result.columns_added:
             context.log.warning(f"Added new column(s) {result.columns_added} to Snowflake table {snowflake_loader.table}.")
         context.log.info(
-            f"Loaded {result.partition_key} ({number}/{len(staged)} days): {result.rows_loaded:,} rows from "
+            f"Loaded {result.partition_key} ({number}/{len(keys)} days): {result.rows_loaded:,} rows from "
             f"{result.files_loaded} file(s), replacing {result.rows_deleted:,}, in {result.seconds:.2f}s"
         )
     staged = loaded
