@@ -23,7 +23,7 @@ from datavault_analytics_tests.test_faults.conftest import (
 )
 from datavault_analytics_tests.test_faults.faultkit import HttpProxy, advisory_locks, s3_writes, wait_until
 
-ROWS = 4000
+ROWS = 8000  # about 3 MB: three staged files of 1 MB (SMALL_FILES)
 MANIFEST_KEY = f"analytics/records/dt={DAY}/_manifest.json"
 SMALL_FILES = ("--file-mb", "1", "--row-group-rows", "1000")
 
@@ -133,8 +133,11 @@ def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(primary_and_s
     replica_dsn = standby.dsn(pipeline.database)
 
     def replicated() -> bool:
-        with psycopg.connect(replica_dsn) as conn:
-            return conn.execute("SELECT count(*) FROM records").fetchone()[0] == 300
+        try:
+            with psycopg.connect(replica_dsn) as conn:
+                return conn.execute("SELECT count(*) FROM records").fetchone()[0] == 300
+        except (psycopg.OperationalError, psycopg.errors.UndefinedTable):  # database or table not replayed yet
+            return False
     wait_until(replicated, "the standby to replay the seeded rows")
     monkeypatch.setenv("DATAVAULT_PG_DSN", replica_dsn)
     monkeypatch.setenv("DATAVAULT_LOCK_DSN", primary.dsn(pipeline.database))

@@ -22,7 +22,7 @@ from datavault_analytics_tests.test_faults.faultkit import (
     wait_until,
 )
 
-ROWS = 6000  # about 2 MB of ciphertext: several staged files of 1 MB in the killed run
+ROWS = 8000  # about 3 MB of ciphertext: three staged files of 1 MB in the killed run
 MANIFEST = f"analytics/records/dt={DAY}/_manifest.json"
 
 

@@ -101,8 +101,8 @@ def test_s3_down_while_staging_and_while_loading(pg_server, snowflake_server, mo
         s3 = S3Server(port).start()
         assert loading.wait() == 0, loading.tail()
         second = retried_errors(start_run.home, loading)[0]
-        assert f"S3 is unreachable while reading the stage manifests at {pipeline.stage_uri}" in second
-        assert "[step: Reading the stage manifests]" in second
+        assert f"S3 is unreachable while reading the stage manifest of {DAY} at {pipeline.stage_uri}" in second
+        assert f"[step: Reading the stage manifest of {DAY}]" in second
         assert_exact(pipeline)
     finally:
         s3.stop()
