@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +24,7 @@ from datavault_analytics_tests.pipeline_harness import ALL_ASSETS
 DAY = "2026-11-01"
 DAY_DATE = date(2026, 11, 1)
 MANIFEST = f"analytics/records/dt={DAY}/_manifest.json"
+TODAY = datetime.now(UTC).date()  # partitions are UTC days
 
 
 def written(pipeline) -> tuple:
@@ -61,7 +62,7 @@ def loaded(seeded):
 
 BAD_KEYS = ["2026-13-01", "2026-11-1", "20261101", "x'; DROP TABLE records; --", "2026-11-01T00:00"]
 # A day before the first partition, today (not ended yet) and a day to come.
-OUT_OF_RANGE = ["2023-12-31", date.today().isoformat(), (date.today() + timedelta(days=2)).isoformat()]
+OUT_OF_RANGE = ["2023-12-31", TODAY.isoformat(), (TODAY + timedelta(days=2)).isoformat()]
 
 
 @pytest.mark.parametrize("key", BAD_KEYS + OUT_OF_RANGE)
