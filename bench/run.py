@@ -60,7 +60,7 @@ RESULTS = ROOT / "bench" / "results.md"
 
 _STAGED = re.compile(r"Staged (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows .*?, ([\d.]+)s \(")
 _LOADED = re.compile(r"Loaded (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows .* in ([\d.]+)s")
-_STEP = re.compile(r'Finished execution of step "([^"]+)" in ([\d.]+)(ms|s)')
+_STEP = re.compile(r'Finished execution of step "([^"]+)" in (?:(\d+)h)?(?:(\d+)m(?=\d))?(?:([\d.]+)(ms|s))?')
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -192,8 +192,9 @@ def run_backfill(number: int, dsn: str, s3_endpoint: str, snowflake_port: int) -
         wall += measured.process_seconds
         peak = max(peak, measured.peak_rss_mb)
         text = log_path.read_text(errors="replace")
-        for step, value, unit in _STEP.findall(text):
-            steps[step] = steps.get(step, 0.0) + float(value) / (1000 if unit == "ms" else 1)
+        for step, hours, minutes, value, unit in _STEP.findall(text):  # Dagster writes 450ms, 39.2s, 1m38s
+            seconds = float(value or 0) / (1000 if unit == "ms" else 1) + 60 * int(minutes or 0) + 3600 * int(hours or 0)
+            steps[step] = steps.get(step, 0.0) + seconds
         for _day, _rows, seconds in _STAGED.findall(text):
             moving += float(seconds)
             days_staged += 1
