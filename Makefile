@@ -49,7 +49,6 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 ## The benchmark (bench/run.py): one day against psql's binary COPY and dlt, a 10x day, a 30-day backfill
 ## through Dagster. Installs the `bench` extra (dlt), writes bench/results.md, ends with the `bench:` line.

@@ -22,14 +22,20 @@ ALL_ASSETS = [assets.postgres_records, assets.s3_stage_records, assets.snowflake
 SNOWFLAKE_PASSWORD = "sf-pass-" + uuid.uuid4().hex[:8]
 
 
+def create_source_database(pg_server, name: str) -> str:
+    """A new database in the test cluster holding DataVault's empty `records` table; returns its DSN."""
+    pg_server.create_database(name)
+    dsn = pg_server.dsn(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(RECORDS_SQL.read_text())
+    return dsn
+
+
 class Pipeline:
     def __init__(self, pg_server, s3_endpoint: str, snowflake_server, monkeypatch):
         suffix = uuid.uuid4().hex[:10]
         self.database = f"dv_{suffix}"
-        pg_server.create_database(self.database)
-        self.dsn = pg_server.dsn(self.database)
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(RECORDS_SQL.read_text())
+        self.dsn = create_source_database(pg_server, self.database)
         self.bucket = f"stage-{suffix}"
         self.s3_endpoint = s3_endpoint
         self.s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test",

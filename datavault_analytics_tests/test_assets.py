@@ -5,7 +5,6 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow.parquet as pq
-import pytest
 
 from datavault_analytics import assets
 from datavault_analytics.resources.s3_stage import S3StageIOManager

@@ -28,7 +28,6 @@ from datavault_analytics.identifiers import (
     quote_snowflake,
     validate_identifier,
 )
-from datavault_analytics.local_stack.seed import RECORDS_SQL
 from datavault_analytics.partitions import (
     DayWindow,
     InvalidPartitionKeyError,
@@ -39,6 +38,7 @@ from datavault_analytics.redaction import redact
 from datavault_analytics.resources.postgres import PostgresResource, SourceDay
 from datavault_analytics.resources.s3_stage import S3StageIOManager
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics_tests.pipeline_harness import create_source_database
 
 # No example database in the repository; every run draws afresh (and reports the seed of a failure).
 settings.register_profile("datavault", database=None, deadline=None, print_blob=True)
@@ -71,12 +71,7 @@ def _insert(conn: psycopg.Connection, blobs: list[bytes]) -> list[tuple[str, byt
 
 @pytest.fixture(scope="module")
 def source_dsn(pg_server) -> str:
-    name = f"props_{uuid.uuid4().hex[:8]}"
-    pg_server.create_database(name)
-    dsn = pg_server.dsn(name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(RECORDS_SQL.read_text())
-    return dsn
+    return create_source_database(pg_server, f"props_{uuid.uuid4().hex[:8]}")
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from datavault_analytics.local_stack.seed import RECORDS_SQL, seed_records
+from datavault_analytics.local_stack.seed import seed_records
 from datavault_analytics.partitions import DayWindow
 from datavault_analytics.resources.postgres import PostgresResource, SourceDay
 from datavault_analytics.resources.s3_stage import S3StageIOManager, StagedPartition
+from datavault_analytics_tests.pipeline_harness import create_source_database
 
 CREDENTIALS = {"aws_access_key_id": "fast-path", "aws_secret_access_key": "fast-path", "region_name": "us-east-1"}
 MICROSECOND = timedelta(microseconds=1)
@@ -38,11 +39,8 @@ AWKWARD_END = AWKWARD_START + timedelta(days=1)
 @pytest.fixture(scope="module")
 def dsn(pg_server) -> str:
     """This module's own database: DataVault's table plus a new nullable column, and every test's days."""
-    database = f"fast_path_{uuid.uuid4().hex[:8]}"
-    pg_server.create_database(database)
-    dsn = pg_server.dsn(database)
+    dsn = create_source_database(pg_server, f"fast_path_{uuid.uuid4().hex[:8]}")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(RECORDS_SQL.read_text())
         conn.execute("ALTER TABLE records ADD COLUMN note text")  # a new nullable column flows through too
     start, end = AWKWARD_START, AWKWARD_END
     insert(dsn, [
