@@ -183,7 +183,7 @@ def snowflake_records(
     loaded: list[StagedPartition] = []
     for number, key in enumerate(keys, start=1):
         with reported_as(f"Loading {key} into Snowflake"), \
-                postgres.partition_lock(key, holder=f"load {key} run {context.run_id[:8]}") as lock:
+                postgres.partition_lock(key, holder=f"load {key} run {context.run.run_id[:8]}") as lock:
             # Under the day's lock (locks.py), so the load takes exactly one complete staging.
             with reported_as(f"Reading the stage manifest of {key}"), \
                     s3_stage_io_manager.s3_errors(f"reading the stage manifest of {key}"):
@@ -191,7 +191,7 @@ def snowflake_records(
             result = snowflake_loader.load_partition(partition, lock=lock)
             try:
                 with s3_stage_io_manager.s3_errors(f"marking {key} loaded"):
-                    s3_stage_io_manager.mark_loaded(storage, partition, context.run_id)
+                    s3_stage_io_manager.mark_loaded(storage, partition, context.run.run_id)
             except (TransientError, StageError) as error:  # the day is loaded; only its clean-up waits
                 context.log.warning(f"{key} is loaded, but its staged files stay until it is loaded again: {error}")
         loaded.append(partition)
@@ -206,7 +206,7 @@ def snowflake_records(
     try:
         with s3_stage_io_manager.s3_errors("deleting staged files past their retention"):
             purged = s3_stage_io_manager.purge_expired(
-                storage, lambda key: postgres.try_partition_lock(key, holder=f"purge {key} run {context.run_id[:8]}"),
+                storage, lambda key: postgres.try_partition_lock(key, holder=f"purge {key} run {context.run.run_id[:8]}"),
                 keep=frozenset(p.partition_key for p in loaded),
             )
         if purged:

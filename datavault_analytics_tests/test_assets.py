@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pyarrow.parquet as pq
 
 from datavault_analytics import assets
+from datavault_analytics.environment import build_resources
 from datavault_analytics.resources.s3_stage import S3StageIOManager
 
 DAY = "2026-11-01"
@@ -103,6 +104,38 @@ def test_a_day_larger_than_one_file_is_staged_as_several_files_and_all_are_loade
     assert parts == [f"analytics/records/dt={DAY}/part-{i:05d}.parquet" for i in range(len(parts))]
     [loaded] = result.asset_materializations_for_node("snowflake__datavault__records")
     assert loaded.metadata["files_loaded"].value == len(parts)
+    assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+
+
+def test_copy_names_a_days_files_in_batches_within_one_transaction(pipeline, snowflake_server, monkeypatch):
+    """Snowflake takes at most 1,000 names in FILES=(...): a day with more is loaded by several COPY INTO
+    statements in the day's one transaction. The limit is lowered to 2 here so that a small day shows it."""
+    import re
+
+    from datavault_analytics.resources import snowflake as snowflake_module
+    from datavault_analytics_tests.test_faults.faultkit import HttpProxy
+
+    pipeline.seed([DAY_DATE], rows_per_day=12_000)
+    small_files = S3StageIOManager(s3=pipeline.resources["s3"], stage_uri=os.environ["DATAVAULT_STAGE_URI"],
+                                   target_file_size_mb=1, row_group_rows=1000)
+    monkeypatch.setattr(snowflake_module, "MAX_FILES_PER_COPY", 2)
+    with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as proxy:
+        monkeypatch.setenv("SNOWFLAKE_PORT", str(proxy.port))
+        pipeline.resources = build_resources("prod")
+        pipeline.with_resources(s3_stage_io_manager=small_files)
+        assert pipeline.materialize(DAY).success
+        statements = [r.sql for r in proxy.requests if r.sql]
+
+    parts = [k.rsplit("/", 1)[1] for k in pipeline.stage_keys(DAY) if k.endswith(".parquet")]
+    assert len(parts) >= 3
+    copies = [s for s in statements if s.startswith("COPY INTO")]
+    named = [re.findall(r"'([^']+)'", re.search(r"FILES=\(([^)]*)\)", c).group(1)) for c in copies]
+    assert [len(names) for names in named] == [len(parts[i:i + 2]) for i in range(0, len(parts), 2)]
+    assert sorted(sum(named, [])) == sorted(parts)
+    # All of them between the day's one BEGIN and its COMMIT.
+    first, last = statements.index(copies[0]), statements.index(copies[-1])
+    assert [s for s in statements[:first] if s == "BEGIN"] and "COMMIT" in statements[last:]
+    assert not [s for s in statements[first:last] if s in ("BEGIN", "COMMIT", "ROLLBACK")]
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
 
 
