@@ -1,8 +1,9 @@
 """`make bench`: moving one DataVault day, side by side, and a backfill end to end through Dagster.
 
 Every contender runs as its own process, several times (BENCH_DAY_REPEATS, default 5, for the 1M-row day;
-BENCH_REPEATS, default 3, for the 10M-row day and the backfill), in interleaved rounds so that whatever else the machine does falls on all of them alike; the table shows medians, and the
-highest peak RSS of any run. Peak RSS is the kernel's high-water mark for the process (wait4's ru_maxrss).
+BENCH_REPEATS, default 3, for the 10M-row day and the backfill), in interleaved rounds so that whatever else
+the machine does falls on all of them alike; the table shows medians, and the highest peak RSS of any run.
+Peak RSS is the kernel's high-water mark for the process (wait4's ru_maxrss).
 
 Contenders, all reading the same rows with the same SELECT (the stage step's, from the catalog):
 - psql: `\\copy (SELECT ...) TO '/dev/null' (FORMAT binary)`: PostgreSQL's own binary COPY, the reference.
@@ -52,7 +53,7 @@ from bench.common import (
 )
 
 REPEATS = int(os.getenv("BENCH_REPEATS", "3"))
-DAY_REPEATS = int(os.getenv("BENCH_DAY_REPEATS", "5"))  # the ratios' runs are short: more of them steady the medians
+DAY_REPEATS = int(os.getenv("BENCH_DAY_REPEATS", "5"))  # short runs, and the ratios': more steady the medians
 BUSY_LIMIT = 0.5  # cores other work may use before a run for its time to count as measured on a quiet machine
 DAYS_PER_RUN = int(os.getenv("BENCH_DAYS_PER_RUN", "31"))
 BUCKET = "datavault-bench"

@@ -124,7 +124,7 @@ def postgres_records(context: dg.OpExecutionContext, postgres: PostgresResource)
     owners=OWNERS,
     kinds={"s3", "parquet"},
     description=(
-        "The day's rows as zstd Parquet files in the S3 stage, at s3://<bucket>/<prefix>/records/dt=<day>/"
+        "The day's rows as Parquet files in the S3 stage, at s3://<bucket>/<prefix>/records/dt=<day>/"
         "part-NNNNN.parquet, with a _manifest.json written last. Ciphertext is copied byte for byte."
     ),
     metadata={"dagster/column_schema": RECORDS_SCHEMA},

@@ -190,7 +190,7 @@ def pipeline_assets():
     return [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records]
 
 
-def test_staged_files_are_zstd_parquet_with_the_source_schema(pipeline):
+def test_staged_files_are_parquet_with_the_source_schema_and_zstd_outside_the_payload(pipeline):
     import pyarrow.fs as pafs
 
     pipeline.seed([DAY_DATE], rows_per_day=10)

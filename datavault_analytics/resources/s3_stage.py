@@ -155,8 +155,8 @@ def _loaded_marker(table: str, partition_key: str) -> str:
 
 
 class ParquetDayWriter:
-    """Writes one day's record batches as zstd Parquet: row groups of bounded rows and bytes, and a new
-    file whenever the current one reaches its size.
+    """Writes one day's record batches as Parquet (zstd; the random payload uncompressed): row groups of
+    bounded rows and bytes, and a new file whenever the current one reaches its size.
 
     File sizes: with `expected_rows` (PostgreSQL's estimate), the first row group shows the bytes per row,
     and the estimated rest of the day is shared evenly among the round(rest / target) files it needs; the
