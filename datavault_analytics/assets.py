@@ -188,7 +188,7 @@ def snowflake_records(
             with reported_as(f"Reading the stage manifest of {key}"), \
                     s3_stage_io_manager.s3_errors(f"reading the stage manifest of {key}"):
                 partition = s3_stage_io_manager.read_manifest(storage, key)
-            result = snowflake_loader.load_partition(partition, lock=lock)
+            result = snowflake_loader.load_partition(partition, lock=lock, run_id=context.run.run_id)
             try:
                 with s3_stage_io_manager.s3_errors(f"marking {key} loaded"):
                     s3_stage_io_manager.mark_loaded(storage, partition, context.run.run_id)

@@ -1,9 +1,10 @@
 """Asset checks on the Snowflake table, one result per daily partition.
 
 Four checks, evaluated together after every load (and on demand from the UI, for any day):
-  - row count and content hash: PostgreSQL against Snowflake, both computed in SQL on each side
-    (`reconciliation.reconcile`: count(*) and SHA-256 over id + ciphertext), never by pulling rows;
-  - no duplicate ids in Snowflake for the day, counted in Snowflake;
+  - row count and content fingerprint: PostgreSQL against Snowflake, both computed in SQL on each side
+    (`reconciliation.reconcile`: count(*) and the sum of each row's MD5 over every column), never by
+    pulling rows;
+  - no duplicate ids in Snowflake for the day, counted in Snowflake in the fingerprint's own scan;
   - the staged manifest matches what was loaded: its files are all present at their recorded sizes, its
     row total is what Snowflake holds for the day, and it was not rewritten after the last load.
 
@@ -19,7 +20,6 @@ import dagster as dg
 
 from datavault_analytics.assets import SNOWFLAKE_KEY
 from datavault_analytics.errors import reported_as
-from datavault_analytics.identifiers import quote_snowflake
 from datavault_analytics.partitions import DayWindow, daily_partitions, day_windows
 from datavault_analytics.reconciliation import DayReconciliation, reconcile
 from datavault_analytics.resources.postgres import PostgresResource
@@ -35,37 +35,15 @@ CHECK_SPECS = [
     dg.AssetCheckSpec(ROW_COUNT, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
                       description="The day's row count in Snowflake equals PostgreSQL's (count(*) on each side)."),
     dg.AssetCheckSpec(CONTENT_HASH, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
-                      description="SHA-256 over each row's id and ciphertext, ordered by id, is the same in "
-                                  "Snowflake and PostgreSQL (computed in SQL on each side)."),
+                      description="The day's content fingerprint over every column (the sum of each row's MD5, "
+                                  "fingerprint.py) is the same in Snowflake and PostgreSQL, computed in SQL on each "
+                                  "side."),
     dg.AssetCheckSpec(NO_DUPLICATE_IDS, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
                       description="No id appears more than once in Snowflake for the day."),
     dg.AssetCheckSpec(MANIFEST_MATCHES_LOAD, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
                       description="The day's stage manifest lists files that are all present at their sizes, "
                                   "its rows equal the rows Snowflake holds, and it predates the last load."),
 ]
-
-
-def duplicate_ids(loader: SnowflakeLoader, windows: list[DayWindow]) -> dict[str, tuple[int, int, str | None]]:
-    """Per day: (ids that appear more than once, surplus rows, one such id), counted in Snowflake."""
-    if not windows:
-        return {}
-    loader.validate_names()
-    pk, column = quote_snowflake(loader.primary_key), quote_snowflake(loader.partition_column)
-    sql = (
-        "SELECT day, COUNT(*), SUM(n) - COUNT(*), MIN(id) FROM ("  # noqa: S608
-        f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, TO_VARCHAR({pk}) AS id, COUNT(*) AS n "
-        f"FROM {quote_snowflake(loader.table)} WHERE {column} >= %s AND {column} < %s "
-        "GROUP BY 1, 2 HAVING COUNT(*) > 1) GROUP BY day"
-    )
-    start, end = min(w.start_ntz for w in windows), max(w.end_ntz for w in windows)
-    with loader.snowflake.get_connection() as conn:
-        cursor = conn.cursor()
-        if not loader.table_columns(cursor):
-            found = {}
-        else:
-            cursor.execute(sql, (start, end))
-            found = {day: (int(ids), int(surplus), example) for day, ids, surplus, example in cursor.fetchall()}
-    return {w.partition_key: found.get(w.partition_key, (0, 0, None)) for w in windows}
 
 
 def _latest_load(instance: dg.DagsterInstance, partition_key: str) -> float | None:
@@ -96,20 +74,20 @@ def evaluate_day(day: DayReconciliation, duplicates: tuple[int, int, str | None]
         lateness["last_loaded_at"] = dg.MetadataValue.timestamp(loaded_at)
         lateness["hours_after_day_end"] = round((loaded_at - window.end.timestamp()) / 3600, 2)
     counts = {**lateness, "postgres_rows": day.postgres_rows, "snowflake_rows": day.snowflake_rows}
-    hashes = {**lateness, "postgres_hash": day.postgres_hash, "snowflake_hash": day.snowflake_hash}
+    hashes = {**lateness, "postgres_fingerprint": str(day.postgres), "snowflake_fingerprint": str(day.snowflake)}
 
     same_count = day.postgres_rows == day.snowflake_rows
-    same_hash = day.postgres_hash == day.snowflake_hash
+    same_hash = day.matches
     evaluations = [
         _evaluation(ROW_COUNT, day.day, same_count,
                     f"{day.day}: {day.postgres_rows:,} rows in PostgreSQL and in Snowflake" if same_count
                     else f"{day.day}: PostgreSQL has {day.postgres_rows:,} rows, Snowflake {day.snowflake_rows:,} "
                          f"({day.snowflake_rows - day.postgres_rows:+,})", counts),
         _evaluation(CONTENT_HASH, day.day, same_hash,
-                    f"{day.day}: content hash over id + ciphertext matches" if same_hash
-                    else f"{day.day}: content hash over id + ciphertext differs (PostgreSQL "
-                         f"{day.postgres_hash[:12]}..., Snowflake {day.snowflake_hash[:12]}...): "
-                         + ("same row count, so ids or payloads differ" if same_count else day.difference()),
+                    f"{day.day}: content fingerprint over every column matches" if same_hash
+                    else f"{day.day}: content fingerprint differs (PostgreSQL {day.postgres}, Snowflake "
+                         f"{day.snowflake}): " + ("same row count, so some rows' values differ" if same_count
+                                                  else day.difference()),
                     hashes),
     ]
 
@@ -165,7 +143,9 @@ def snowflake_records_checks(
     windows = day_windows(keys)
     with reported_as("Reconciling Snowflake with PostgreSQL"):
         days = reconcile(postgres, snowflake_loader, windows)
-        duplicates = duplicate_ids(snowflake_loader, windows)
+        # The fingerprint's scan counted surplus rows; only days that have some are grouped by id.
+        duplicates = {d.day: (0, 0, None) for d in days}
+        duplicates |= snowflake_loader.duplicate_ids([w for w, d in zip(windows, days, strict=True) if d.surplus_rows])
     storage = s3_stage_io_manager.storage()
     selected = {key.name for key in context.selected_asset_check_keys}
     failed = []

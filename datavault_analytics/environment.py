@@ -148,7 +148,8 @@ def _snowflake_resource() -> SnowflakeResource:
         additional_snowflake_connection_args={
             **emulator,
             **tls,
-            "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, "TIMEZONE": "UTC"},
+            # The parameters the SQL relies on are pinned by the loader on every connection (session_parameters).
+            "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
         },
         **auth,
     )
@@ -190,5 +191,6 @@ def build_resources(environment: str | None = None) -> dict:
             snowflake=snowflake,
             stage_uri=stage_uri,
             storage_integration=_optional("SNOWFLAKE_STORAGE_INTEGRATION"),
+            lock_timeout_seconds=int(os.getenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "300")),
         ),
     }

@@ -1,25 +1,35 @@
-"""Per-day reconciliation between PostgreSQL and Snowflake: row counts and content hashes, both in SQL."""
+"""Per-day reconciliation between PostgreSQL and Snowflake: row counts and content fingerprints, both in SQL."""
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from datavault_analytics.fingerprint import Fingerprint
 from datavault_analytics.partitions import DayWindow
 from datavault_analytics.resources.postgres import PostgresResource
+from datavault_analytics.resources.s3_stage import staged_columns
 from datavault_analytics.resources.snowflake import SnowflakeLoader
 
 
 @dataclass(frozen=True)
 class DayReconciliation:
     day: str
-    postgres_rows: int
-    postgres_hash: str
-    snowflake_rows: int
-    snowflake_hash: str
+    postgres: Fingerprint
+    snowflake: Fingerprint
+    surplus_rows: int = 0  # Snowflake rows beyond one per primary key
     staged_files: int | None = None
     staged_bytes: int | None = None
 
     @property
+    def postgres_rows(self) -> int:
+        return self.postgres.rows
+
+    @property
+    def snowflake_rows(self) -> int:
+        return self.snowflake.rows
+
+    @property
     def matches(self) -> bool:
-        return self.postgres_rows == self.snowflake_rows and self.postgres_hash == self.snowflake_hash
+        return self.postgres == self.snowflake
 
     def difference(self) -> str:
         """What differs, in words a reader can act on."""
@@ -28,29 +38,32 @@ class DayReconciliation:
         parts = []
         if self.postgres_rows != self.snowflake_rows:
             parts.append(f"PostgreSQL has {self.postgres_rows:,} rows, Snowflake {self.snowflake_rows:,}")
-        if self.postgres_hash != self.snowflake_hash:
-            parts.append(
-                f"content hash differs (PostgreSQL {self.postgres_hash[:12]}..., Snowflake {self.snowflake_hash[:12]}...)"
-            )
+        else:
+            parts.append("same row count, but the content fingerprint differs, so some rows' values differ")
+        parts.append(f"fingerprints: PostgreSQL {self.postgres}, Snowflake {self.snowflake}")
         return f"{self.day}: " + "; ".join(parts)
 
 
 def reconcile(postgres: PostgresResource, snowflake: SnowflakeLoader, windows: list[DayWindow],
               staged: dict[str, tuple[int, int]] | None = None) -> list[DayReconciliation]:
-    """Compare each day on both sides. `staged` optionally maps day -> (files, bytes) for the report."""
-    source = postgres.fingerprints(windows)
-    target = snowflake.fingerprints(windows)
+    """Compare each day on both sides, over every source column; both queries run at once.
+
+    `staged` optionally maps day -> (files, bytes) for the report."""
+    columns = postgres.source_columns()
+    with ThreadPoolExecutor(2, thread_name_prefix="fingerprints") as pool:
+        source = pool.submit(postgres.fingerprints, windows, columns)
+        target = pool.submit(snowflake.fingerprints, windows, staged_columns(columns))
+        source, target = source.result(), target.result()
     staged = staged or {}
     return [
-        DayReconciliation(
-            w.partition_key, *source[w.partition_key], *target[w.partition_key], *staged.get(w.partition_key, (None, None))
-        )
+        DayReconciliation(w.partition_key, source[w.partition_key], *target[w.partition_key],
+                          *staged.get(w.partition_key, (None, None)))
         for w in windows
     ]
 
 
 def render_table(days: list[DayReconciliation]) -> str:
-    header = ("day", "postgres rows", "files", "bytes staged", "snowflake rows", "hash (id, ciphertext)")
+    header = ("day", "postgres rows", "files", "bytes staged", "snowflake rows", "fingerprint (all columns)")
     rows = [
         (
             d.day,

@@ -25,24 +25,25 @@ class TypeMapping:
     select_template: str  # "{column}" or a cast, e.g. "{column}::text"
     arrow_type: pa.DataType
     snowflake_type: str
+    canonical: str  # the value's canonical text for fingerprints: a key of fingerprint.CANONICAL_FORMS
 
 
 TYPE_MAPPINGS: dict[str, TypeMapping] = {
-    "uuid": TypeMapping("{column}::text", pa.string(), "VARCHAR(36)"),
-    "text": TypeMapping("{column}", pa.string(), "VARCHAR"),
-    "character varying": TypeMapping("{column}", pa.string(), "VARCHAR"),
-    "json": TypeMapping("{column}::text", pa.string(), "VARCHAR"),
-    "jsonb": TypeMapping("{column}::text", pa.string(), "VARCHAR"),
-    "bytea": TypeMapping("{column}", pa.binary(), "BINARY"),
-    "smallint": TypeMapping("{column}", pa.int16(), "NUMBER(5,0)"),
-    "integer": TypeMapping("{column}", pa.int32(), "NUMBER(10,0)"),
-    "bigint": TypeMapping("{column}", pa.int64(), "NUMBER(19,0)"),
-    "real": TypeMapping("{column}", pa.float32(), "FLOAT"),
-    "double precision": TypeMapping("{column}", pa.float64(), "FLOAT"),
-    "boolean": TypeMapping("{column}", pa.bool_(), "BOOLEAN"),
-    "date": TypeMapping("{column}", pa.date32(), "DATE"),
-    "timestamp with time zone": TypeMapping("{column}", pa.timestamp("us", tz="UTC"), "TIMESTAMP_NTZ"),
-    "timestamp without time zone": TypeMapping("{column}", pa.timestamp("us"), "TIMESTAMP_NTZ"),
+    "uuid": TypeMapping("{column}::text", pa.string(), "VARCHAR(36)", "text"),
+    "text": TypeMapping("{column}", pa.string(), "VARCHAR", "text"),
+    "character varying": TypeMapping("{column}", pa.string(), "VARCHAR", "text"),
+    "json": TypeMapping("{column}::text", pa.string(), "VARCHAR", "text"),
+    "jsonb": TypeMapping("{column}::text", pa.string(), "VARCHAR", "text"),
+    "bytea": TypeMapping("{column}", pa.binary(), "BINARY", "bytes"),
+    "smallint": TypeMapping("{column}", pa.int16(), "NUMBER(5,0)", "integer"),
+    "integer": TypeMapping("{column}", pa.int32(), "NUMBER(10,0)", "integer"),
+    "bigint": TypeMapping("{column}", pa.int64(), "NUMBER(19,0)", "integer"),
+    "real": TypeMapping("{column}", pa.float32(), "FLOAT", "float"),
+    "double precision": TypeMapping("{column}", pa.float64(), "FLOAT", "float"),
+    "boolean": TypeMapping("{column}", pa.bool_(), "BOOLEAN", "boolean"),
+    "date": TypeMapping("{column}", pa.date32(), "DATE", "date"),
+    "timestamp with time zone": TypeMapping("{column}", pa.timestamp("us", tz="UTC"), "TIMESTAMP_NTZ", "timestamp"),
+    "timestamp without time zone": TypeMapping("{column}", pa.timestamp("us"), "TIMESTAMP_NTZ", "timestamp"),
 }
 
 

@@ -134,9 +134,18 @@ def test_copy_names_a_days_files_in_batches_within_one_transaction(pipeline, sno
     assert sorted(sum(named, [])) == sorted(parts)
     # All of them between the day's one BEGIN and its COMMIT.
     first, last = statements.index(copies[0]), statements.index(copies[-1])
-    assert [s for s in statements[:first] if s == "BEGIN"] and "COMMIT" in statements[last:]
-    assert not [s for s in statements[first:last] if s in ("BEGIN", "COMMIT", "ROLLBACK")]
+    assert [s for s in statements[:first] if s == f"BEGIN TRANSACTION NAME DATAVAULT_LOAD_{DAY.replace('-', '')}_"
+            + proxy_run_id(statements)] and "COMMIT" in statements[last:]
+    assert not [s for s in statements[first:last] if s.split()[0] in ("BEGIN", "COMMIT", "ROLLBACK")]
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+
+
+def proxy_run_id(statements: list[str]) -> str:
+    """The run id's first 8 characters, upper case, as the load's QUERY_TAG names it."""
+    import re
+
+    [tag] = {m.group(1) for s in statements if (m := re.search(r"QUERY_TAG = 'datavault-analytics load \S+ run (\w{8})", s))}
+    return tag.upper()
 
 
 def test_a_new_nullable_column_flows_through_on_its_own(pipeline):

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 
 from datavault_analytics import assets, checks
+from datavault_analytics.fingerprint import Fingerprint
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
@@ -71,7 +72,7 @@ def test_a_row_missing_from_snowflake_fails_the_count_and_hash_for_that_day_only
     assert not bad[checks.ROW_COUNT].passed
     assert bad[checks.ROW_COUNT].description == "2026-11-02: PostgreSQL has 40 rows, Snowflake 39 (-1)"
     assert not bad[checks.CONTENT_HASH].passed
-    assert bad[checks.CONTENT_HASH].description.startswith("2026-11-02: content hash over id + ciphertext differs")
+    assert bad[checks.CONTENT_HASH].description.startswith("2026-11-02: content fingerprint differs (PostgreSQL 40:")
     assert not bad[checks.MANIFEST_MATCHES_LOAD].passed
     assert "the manifest lists 40 rows, Snowflake holds 39" in bad[checks.MANIFEST_MATCHES_LOAD].description
     assert bad[checks.NO_DUPLICATE_IDS].passed
@@ -88,7 +89,7 @@ def test_a_changed_payload_passes_the_count_and_fails_the_hash(pipeline, instanc
 
     assert result[checks.ROW_COUNT].passed
     assert not result[checks.CONTENT_HASH].passed
-    assert result[checks.CONTENT_HASH].description.endswith("same row count, so ids or payloads differ")
+    assert result[checks.CONTENT_HASH].description.endswith("same row count, so some rows' values differ")
 
 
 def test_duplicate_ids_are_counted_in_snowflake_and_named(pipeline, instance):
@@ -131,14 +132,14 @@ def test_a_day_never_staged_fails_the_manifest_check_with_the_stage_error(pipeli
 
 
 def test_lateness_is_measured_from_the_end_of_the_day():
-    day = checks.DayReconciliation("2026-11-01", 1, "a", 1, "a")
+    day = checks.DayReconciliation("2026-11-01", Fingerprint(1, 7), Fingerprint(1, 7))
     loaded_at = (datetime(2026, 11, 2, tzinfo=UTC) + timedelta(hours=3, minutes=30)).timestamp()
     [count, *_] = checks.evaluate_day(day, (0, 0, None), checks.StageError("no manifest"), loaded_at)
     assert count.metadata["hours_after_day_end"].value == 3.5
 
 
 def test_a_day_whose_stage_was_purged_after_retention_passes_the_manifest_check_and_says_why():
-    day = checks.DayReconciliation("2026-11-01", 5, "a", 5, "a")
+    day = checks.DayReconciliation("2026-11-01", Fingerprint(5, 9), Fingerprint(5, 9))
     missing = checks.StageError("Partition 2026-11-01 has no stage manifest")
     loaded_at = datetime.now(UTC) - timedelta(hours=80)
 

@@ -3,7 +3,9 @@
 Server mode, so that several processes (`dagster dev`, its daemon, run workers, the tests) share one
 warehouse through the real Snowflake connector (`host`, `port`, `protocol="http"`).
 
-Two things differ from `fakesnow -s`, on purpose:
+Three things differ from `fakesnow -s`, on purpose:
+- Snowflake's own rules where fakesnow is lenient (Parquet options, size limits, locks, session
+  parameters) stand in front of fakesnow's app: see snowflake_rules.py.
 - One FakeSnow with `db_path` replaces fakesnow's module-wide `shared_fs`, so every login shares the
   same DuckDB connection and each Snowflake database is the file `<db_path>/<DATABASE>.db`. (The
   FAKESNOW_DB_PATH session parameter would build a new FakeSnow per login: no shared state.)
@@ -35,6 +37,7 @@ from fsspec.implementations.arrow import ArrowFSWrapper
 from datavault_analytics.local_stack.errors import LocalStackError, PortInUseError
 from datavault_analytics.local_stack.processes import LOCALHOST, port_answers, wait_until
 from datavault_analytics.local_stack.s3_server import LOCAL_S3_CREDENTIALS
+from datavault_analytics.local_stack.snowflake_rules import StrictSnowflake
 
 # Any values do for the emulator; these are what the stack hands out as SNOWFLAKE_*.
 LOCAL_SNOWFLAKE_ACCOUNT = "fakesnow"
@@ -153,13 +156,16 @@ class SnowflakeServer:
         self.db_path.mkdir(parents=True, exist_ok=True)
         fake_snow = FakeSnow(db_path=self.db_path)
         names_before = set(fake_snow.duck_conn.list_filesystems())
-        fake_snow.duck_conn.register_filesystem(s3_filesystem(self.s3_endpoint_url))
+        filesystem = s3_filesystem(self.s3_endpoint_url)
+        fake_snow.duck_conn.register_filesystem(filesystem)
         self._filesystem_names = sorted(set(fake_snow.duck_conn.list_filesystems()) - names_before)
         fakesnow_server.shared_fs = fake_snow
         fakesnow_server.sessions.clear()
         self._fake_snow = fake_snow
 
-        config = uvicorn.Config(fakesnow_server.app, host=self.host, port=self.port, log_level="warning")
+        # Snowflake's rules where fakesnow is lenient (snowflake_rules.py) stand in front of every request.
+        self.rules = StrictSnowflake(fake_snow, filesystem)
+        config = uvicorn.Config(self.rules.app, host=self.host, port=self.port, log_level="warning")
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, name="fakesnow-server", daemon=True)
         self._thread.start()

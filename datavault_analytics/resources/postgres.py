@@ -6,7 +6,6 @@ role needs only CONNECT, USAGE on the schema and SELECT on the table (README, "S
 with `sslmode` / `sslrootcert`, which apply to every connection (catalog, extract, partition locks).
 """
 
-import hashlib
 import queue
 import re
 import threading
@@ -24,6 +23,7 @@ from pydantic import Field
 
 from datavault_analytics import locks
 from datavault_analytics.errors import PermanentError, TransientError, reported_as
+from datavault_analytics.fingerprint import EMPTY, Fingerprint, postgres_row_number, postgres_total
 from datavault_analytics.identifiers import quote_postgres, validate_identifier
 from datavault_analytics.partitions import DayWindow, day_windows
 from datavault_analytics.redaction import dsn_location, redact
@@ -84,7 +84,7 @@ class PostgresResource(dg.ConfigurableResource):
     table: str = Field(default="records", description="Source table.")
     partition_column: str = Field(default="created_at", description="timestamptz column that assigns rows to UTC days.")
     primary_key: str = Field(default="id", description="Primary key column, used for reconciliation.")
-    payload_column: str = Field(default="ciphertext", description="Encrypted payload column, hashed for reconciliation.")
+    payload_column: str = Field(default="ciphertext", description="Encrypted payload column (must exist).")
     batch_size_hint_bytes: int = Field(
         default=4 * 1024 * 1024,
         description="Approximate size of each Arrow record batch ADBC returns; with the prefetch queue, the "
@@ -315,28 +315,25 @@ class PostgresResource(dg.ConfigurableResource):
         return {w.partition_key: found.get(w.partition_key, {"rows": 0, "latest": None, "latest_update": None})
                 for w in windows}
 
-    def fingerprints(self, windows: list[DayWindow]) -> dict[str, tuple[int, str]]:
-        """(row count, content hash over primary key + payload) per day, computed in PostgreSQL.
+    def fingerprints(self, windows: list[DayWindow], columns: list[SourceColumn]) -> dict[str, Fingerprint]:
+        """Each day's fingerprint over every column (fingerprint.py), in one aggregate query with no sort.
 
-        Same definition as SnowflakeLoader.fingerprints: SHA-256 over the concatenated per-row SHA-256 of
-        `<id>:<hex(payload)>`, ordered by the id's text in byte order (COLLATE "C").
+        PostgreSQL may use parallel workers for it; the query is read-only and runs in one statement.
         """
         if not windows:
             return {}
         self.validate_names()
-        pk, payload, column = (quote_postgres(c) for c in (self.primary_key, self.payload_column,
-                                                           self.partition_column))
-        row_hash = f"encode(sha256(convert_to({pk}::text || ':' || encode({payload}, 'hex'), 'UTF8')), 'hex')"
+        column = quote_postgres(self.partition_column)
+        number = postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)
         sql = (
-            f"SELECT to_char(({column} AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD'), count(*), "  # noqa: S608
-            f"encode(sha256(convert_to(string_agg({row_hash}, '' ORDER BY {pk}::text COLLATE \"C\"), 'UTF8')), 'hex') "
-            f"FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s GROUP BY 1"
+            f"SELECT day, count(*), {postgres_total('h')} FROM ("  # noqa: S608
+            f"SELECT to_char(({column} AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD') AS day, {number} AS h "
+            f"FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s) AS rows GROUP BY day"
         )
         start, end = min(w.start for w in windows), max(w.end for w in windows)
         with self.connect() as conn:
-            found = {day: (n, h) for day, n, h in conn.execute(sql, (start, end)).fetchall()}
-        empty = hashlib.sha256(b"").hexdigest()
-        return {w.partition_key: found.get(w.partition_key, (0, empty)) for w in windows}
+            found = {day: Fingerprint(n, int(total)) for day, n, total in conn.execute(sql, (start, end)).fetchall()}
+        return {w.partition_key: found.get(w.partition_key, EMPTY) for w in windows}
 
 
 def _describe_keys(keys: list[str]) -> str:

@@ -1,5 +1,8 @@
 """Snowflake, the analytical copy: loaded from the S3 stage with COPY INTO, one transaction per day.
 
+Every Snowflake behaviour the load relies on is pinned here: the Parquet options (PARQUET_FILE_FORMAT)
+and the session parameters (`session_parameters`), set on every connection the loader opens.
+
 Per partition, idempotent however often it runs:
   1. create the target table and the external stage if missing; add columns that are new in the stage;
      refuse a stage whose columns were dropped or retyped (see `SchemaDriftError`);
@@ -13,11 +16,14 @@ FORCE from duplicating rows.
 Errors name the phase that failed (connecting, checking the table, DELETE, COPY, COMMIT). A failure
 before COMMIT changes nothing: the transaction is rolled back, or, if the process died, left for
 Snowflake to roll back (a detached transaction is rolled back after four idle hours, or at once with
-SYSTEM$ABORT_TRANSACTION); until then a re-run's DELETE waits or fails, and the old rows stay visible.
+SYSTEM$ABORT_TRANSACTION). Until then a re-run's DELETE waits LOCK_TIMEOUT, then fails naming the
+transaction and the statement that aborts it (`SnowflakeLockTimeoutError`); the old rows stay visible.
 """
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dagster as dg
@@ -25,15 +31,42 @@ from dagster_snowflake import SnowflakeResource
 from pydantic import Field
 
 from datavault_analytics.errors import PermanentError, TransientError
+from datavault_analytics.fingerprint import EMPTY, Fingerprint, snowflake_row_number
 from datavault_analytics.identifiers import quote_snowflake, validate_identifier
 from datavault_analytics.partitions import DayWindow
 from datavault_analytics.redaction import redact
 from datavault_analytics.resources.s3_stage import StagedColumn, StagedPartition
-from datavault_analytics.type_mapping import snowflake_type_signature
+from datavault_analytics.type_mapping import TYPE_MAPPINGS, snowflake_type_signature
 
 MAX_FILES_PER_COPY = 1000  # Snowflake's limit for one FILES=(...) list
 _S3_STAGE_URL = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/[A-Za-z0-9._\-/=]*)?")
-EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+# The Parquet options the load's correctness needs (docs: sql-reference/sql/create-file-format, TYPE = PARQUET):
+# - BINARY_AS_TEXT=FALSE: the default, TRUE, reads a BYTE_ARRAY with no logical type (how pyarrow writes
+#   binary) as UTF-8 text, which a BINARY column then decodes as hex: random ciphertext fails or is altered;
+# - USE_LOGICAL_TYPE=TRUE: timestamps load from their Parquet logical type (TIMESTAMP, adjusted to UTC).
+# Both are set by name rather than through USE_VECTORIZED_SCANNER=TRUE, which implies them: the pins then hold
+# on either scanner, including the day Snowflake makes the vectorized one its default.
+PARQUET_FILE_FORMAT = "TYPE=PARQUET BINARY_AS_TEXT=FALSE USE_LOGICAL_TYPE=TRUE"
+SNOWFLAKE_LOCK_TIMEOUT_ERROR = 625  # "Statement ... has locked table ... in transaction N ..."
+_BLOCKING_TRANSACTION = re.compile(r"in transaction (\d+)")
+
+
+def session_parameters(lock_timeout_seconds: int, query_tag: str) -> dict[str, str]:
+    """Every session parameter the loader's SQL relies on, as SQL values, with why."""
+    return {
+        # Parquet timestamps adjusted to UTC arrive as TIMESTAMP_LTZ and are converted into the TIMESTAMP_NTZ
+        # columns in this zone (the account default is usually America/Los_Angeles); days are UTC days.
+        "TIMEZONE": "'UTC'",
+        # A statement waiting for a table lock (a dead run's open transaction) fails after this, not 12 hours.
+        "LOCK_TIMEOUT": str(int(lock_timeout_seconds)),
+        # The run and the day in the query history, so a dead run's statements and transaction can be found.
+        "QUERY_TAG": _sql_string(query_tag[:2000]),
+        # No query of ours converts binary to text implicitly (fingerprints hex-encode by name); pinned so
+        # that a future one would read the same on every account.
+        "BINARY_OUTPUT_FORMAT": "'HEX'",
+        # A killed run's running statement stops with its client instead of going on (the default, FALSE).
+        "ABORT_DETACHED_QUERY": "TRUE",
+    }
 
 
 class SnowflakeLoadError(TransientError):
@@ -46,6 +79,14 @@ class SnowflakeConfigError(PermanentError, SnowflakeLoadError):
 
 class SchemaDriftError(PermanentError, SnowflakeLoadError):
     """The stage's columns no longer fit the Snowflake table in a way that is safe to apply on our own."""
+
+
+class SnowflakeLockTimeoutError(PermanentError, SnowflakeLoadError):
+    """Another transaction held the table's lock past LOCK_TIMEOUT; the message says how to end it.
+
+    Not retried: our own loads hold the lock for one day's transaction, far less than LOCK_TIMEOUT, so a
+    longer wait means a transaction left open (by a killed run), which Snowflake ends only after 4 idle hours.
+    """
 
 
 @dataclass(frozen=True)
@@ -91,7 +132,11 @@ class SnowflakeLoader(dg.ConfigurableResource):
     )
     partition_column: str = Field(default="created_at", description="Column whose UTC day is the partition.")
     primary_key: str = Field(default="id", description="Primary key column, used for reconciliation.")
-    payload_column: str = Field(default="ciphertext", description="Encrypted payload column, hashed for reconciliation.")
+    payload_column: str = Field(default="ciphertext", description="Encrypted payload column (must exist).")
+    lock_timeout_seconds: int = Field(
+        default=300, ge=1, description="How long a statement waits for a table lock held by another transaction "
+        "(Snowflake's LOCK_TIMEOUT; its default is 43,200 s) before the load fails naming that transaction."
+    )
 
     def validate_names(self) -> None:
         for setting in ("dataset", "table", "stage_name", "partition_column", "primary_key", "payload_column"):
@@ -99,8 +144,13 @@ class SnowflakeLoader(dg.ConfigurableResource):
         if self.storage_integration:
             validate_identifier(self.storage_integration, "snowflake.storage_integration")
 
-    def _connection(self):
-        return self.snowflake.get_connection()
+    @contextmanager
+    def _connection(self, query_tag: str = "datavault-analytics") -> Iterator:
+        """A connection with every session parameter of `session_parameters` pinned, whatever the account's."""
+        with self.snowflake.get_connection() as conn:
+            settings = session_parameters(self.lock_timeout_seconds, query_tag)
+            conn.cursor().execute("ALTER SESSION SET " + " ".join(f"{k} = {v}" for k, v in settings.items()))
+            yield conn
 
     @property
     def where(self) -> str:
@@ -205,12 +255,12 @@ class SnowflakeLoader(dg.ConfigurableResource):
 
     # -- loading -----------------------------------------------------------------------------------
 
-    def _copy_sql(self, staged: StagedPartition, names: list[str]) -> str:
-        directory = staged.directory
+    def copy_sql(self, directory: str, names: list[str], table: str | None = None) -> str:
+        """The load's COPY INTO, for `names` (at most MAX_FILES_PER_COPY) under the stage's `directory`."""
         files = ", ".join(_sql_string(name.rsplit("/", 1)[1]) for name in names)
         return (
-            f"COPY INTO {quote_snowflake(self.table)} FROM @{quote_snowflake(self.stage_name)}/{directory}/ "
-            f"FILES=({files}) FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE "
+            f"COPY INTO {quote_snowflake(table or self.table)} FROM @{quote_snowflake(self.stage_name)}/{directory}/ "
+            f"FILES=({files}) FILE_FORMAT=({PARQUET_FILE_FORMAT}) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE "
             "ON_ERROR=ABORT_STATEMENT FORCE=TRUE"
         )
 
@@ -230,25 +280,29 @@ class SnowflakeLoader(dg.ConfigurableResource):
             )
         return sum(int(r.get("rows_loaded") or 0) for r in results)
 
-    def load_partition(self, staged: StagedPartition, lock=None) -> LoadResult:
+    def load_partition(self, staged: StagedPartition, lock=None, run_id: str | None = None) -> LoadResult:
         """Replace the day's rows with exactly the staged files' rows, in one transaction.
 
         `lock` (the day's PartitionLock) is checked just before COMMIT: a lost lock rolls the day back.
+        The session's QUERY_TAG and the transaction's name carry the day and `run_id`, so a transaction
+        left open by a killed run is easy to tell apart in SHOW TRANSACTIONS and the query history.
         """
         self.validate_names()
         started = time.monotonic()
         window = staged.window
         phase = f"connecting ({self.where})"
         in_transaction = False
+        run = (run_id or "")[:8]
+        name = f"DATAVAULT_LOAD_{staged.partition_key.replace('-', '')}" + (f"_{run.upper()}" if run.isalnum() else "")
         try:
-            with self._connection() as conn:
+            with self._connection(f"datavault-analytics load {staged.partition_key} run {run_id or '-'}") as conn:
                 cursor = conn.cursor()
                 phase = "checking the stage object and the table's columns"
                 self._ensure_stage(cursor)
                 added = self.sync_table(cursor, staged.columns)
                 column = quote_snowflake(self.partition_column)
                 phase = "starting the day's transaction"
-                cursor.execute("BEGIN")
+                cursor.execute(f"BEGIN TRANSACTION NAME {name}")
                 in_transaction = True
                 try:
                     phase = "deleting the day's previous rows"
@@ -262,7 +316,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
                     phase = "copying the staged files (COPY INTO)"
                     for first in range(0, len(names), MAX_FILES_PER_COPY):
                         chunk = names[first:first + MAX_FILES_PER_COPY]
-                        cursor.execute(self._copy_sql(staged, chunk))
+                        cursor.execute(self.copy_sql(staged.directory, chunk))
                         loaded += self._check_copy_results(staged, chunk, cursor)
                     if loaded != staged.rows:
                         raise SnowflakeLoadError(
@@ -275,11 +329,13 @@ class SnowflakeLoader(dg.ConfigurableResource):
                     phase = "committing"
                     cursor.execute("COMMIT")
                     in_transaction = False
-                except BaseException:
+                except BaseException as error:
                     try:
                         cursor.execute("ROLLBACK")
                     except Exception:  # the connection is gone: Snowflake rolls the transaction back itself
                         pass
+                    if getattr(error, "errno", None) == SNOWFLAKE_LOCK_TIMEOUT_ERROR:
+                        raise self._lock_timeout(conn.cursor(), staged.partition_key, phase, error) from None
                     raise
         except (SnowflakeLoadError, dg.DagsterError):
             raise
@@ -297,33 +353,79 @@ class SnowflakeLoader(dg.ConfigurableResource):
         return LoadResult(staged.partition_key, int(deleted or 0), loaded, len(staged.files), added,
                           round(time.monotonic() - started, 3))
 
+    def _lock_timeout(self, cursor, partition_key: str, phase: str, error: BaseException) -> SnowflakeLockTimeoutError:
+        """The error for a statement that waited LOCK_TIMEOUT: which transaction blocks it, and how to end it."""
+        blocking = _BLOCKING_TRANSACTION.search(str(error))
+        described = ""
+        if blocking:
+            try:  # the name and start of the blocking transaction, if this role can see it
+                cursor.execute("SHOW TRANSACTIONS")
+                columns = [d[0].lower() for d in cursor.description]
+                for row in cursor.fetchall():
+                    found = dict(zip(columns, row, strict=False))
+                    if str(found.get("id")) == blocking.group(1):
+                        described = f" (named {found.get('name')}, started {found.get('started_on')})"
+            except Exception:  # SHOW TRANSACTIONS is a convenience here; the id is what matters
+                pass
+        holder = f"transaction {blocking.group(1)}{described}" if blocking else "another transaction"
+        fix = (f"SELECT SYSTEM$ABORT_TRANSACTION({blocking.group(1)});" if blocking
+               else "SHOW LOCKS; then SELECT SYSTEM$ABORT_TRANSACTION(<transaction>);")
+        return SnowflakeLockTimeoutError(
+            f"Snowflake table {self.table} is locked by {holder}, which did not end within LOCK_TIMEOUT "
+            f"({self.lock_timeout_seconds} s), while {phase} for {partition_key}. Nothing was changed. A transaction "
+            "named DATAVAULT_LOAD_* is one left open by a load that was killed; Snowflake rolls it back after 4 idle "
+            f"hours. To end it now, run: {fix} Then re-run the partition."
+        )
+
     # -- reading back ------------------------------------------------------------------------------
 
-    def fingerprints(self, windows: list[DayWindow]) -> dict[str, tuple[int, str]]:
-        """(row count, content hash over primary key + payload) per day, computed in Snowflake.
-
-        The hash is SHA-256 over the concatenated per-row SHA-256 of `<id>:<hex(payload)>`, ordered by id;
-        PostgresResource.fingerprints computes the same in PostgreSQL.
-        """
+    def fingerprints(self, windows: list[DayWindow], columns: list[StagedColumn]
+                     ) -> dict[str, tuple[Fingerprint, int]]:
+        """Per day: its fingerprint over `columns` (fingerprint.py) and its surplus rows (rows beyond one per
+        primary key), in one aggregate query with no sort."""
         if not windows:
             return {}
         self.validate_names()
-        pk, payload, column = (quote_snowflake(c) for c in (self.primary_key, self.payload_column,
-                                                            self.partition_column))
+        pk, column = quote_snowflake(self.primary_key), quote_snowflake(self.partition_column)
+        number = snowflake_row_number([(c.name, TYPE_MAPPINGS[c.postgres_type].canonical) for c in columns],
+                                      quote_snowflake)
         sql = (
-            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, COUNT(*) AS n, "  # noqa: S608
-            f"SHA2(LISTAGG(SHA2(TO_VARCHAR({pk}) || ':' || LOWER(HEX_ENCODE({payload})), 256), '') "
-            f"WITHIN GROUP (ORDER BY TO_VARCHAR({pk})), 256) AS h "
-            f"FROM {quote_snowflake(self.table)} WHERE {column} >= %s AND {column} < %s GROUP BY 1"
+            # NUMBER(20,0) holds any unsigned 64-bit value; its SUM is a NUMBER(38,0), passed as text so that no
+            # client converts it through a float.
+            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, COUNT(*), "  # noqa: S608
+            f"TO_VARCHAR(SUM({number}::NUMBER(20, 0))), "
+            f"COUNT(*) - COUNT(DISTINCT {pk}) FROM {quote_snowflake(self.table)} "
+            f"WHERE {column} >= %s AND {column} < %s GROUP BY 1"
         )
         start, end = min(windows, key=lambda w: w.start), max(windows, key=lambda w: w.end)
         try:
-            with self._connection() as conn:
+            with self._connection("datavault-analytics fingerprints") as conn:
                 cursor = conn.cursor()
                 if not self.table_columns(cursor):
-                    return {w.partition_key: (0, EMPTY_SHA256) for w in windows}
+                    return {w.partition_key: (EMPTY, 0) for w in windows}
                 cursor.execute(sql, (start.start_ntz, end.end_ntz))
-                found = {day: (int(n), h) for day, n, h in cursor.fetchall()}
+                found = {day: (Fingerprint(int(n), int(total or 0)), int(surplus))
+                         for day, n, total, surplus in cursor.fetchall()}
         except Exception as error:
             raise self._fail("Reading fingerprints from Snowflake failed", error) from None
-        return {w.partition_key: found.get(w.partition_key, (0, EMPTY_SHA256)) for w in windows}
+        return {w.partition_key: found.get(w.partition_key, (EMPTY, 0)) for w in windows}
+
+    def duplicate_ids(self, windows: list[DayWindow]) -> dict[str, tuple[int, int, str | None]]:
+        """Per day: (ids that appear more than once, surplus rows, one such id). Run only for days whose
+        fingerprint found surplus rows: it groups by id."""
+        if not windows:
+            return {}
+        self.validate_names()
+        pk, column = quote_snowflake(self.primary_key), quote_snowflake(self.partition_column)
+        sql = (
+            "SELECT day, COUNT(*), SUM(n) - COUNT(*), MIN(id) FROM ("  # noqa: S608
+            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, TO_VARCHAR({pk}) AS id, COUNT(*) AS n "
+            f"FROM {quote_snowflake(self.table)} WHERE {column} >= %s AND {column} < %s "
+            "GROUP BY 1, 2 HAVING COUNT(*) > 1) GROUP BY day"
+        )
+        start, end = min(w.start_ntz for w in windows), max(w.end_ntz for w in windows)
+        with self._connection("datavault-analytics duplicate ids") as conn:
+            cursor = conn.cursor()
+            cursor.execute(sql, (start, end))
+            found = {day: (int(ids), int(surplus), example) for day, ids, surplus, example in cursor.fetchall()}
+        return {w.partition_key: found.get(w.partition_key, (0, 0, None)) for w in windows}

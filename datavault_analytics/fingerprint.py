@@ -1,0 +1,96 @@
+"""A day's content fingerprint: its row count and the sum of a 64-bit number cut from each row's MD5.
+
+Order-independent and of fixed size, so any day can be fingerprinted without a sort or a long string.
+PostgreSQL, Snowflake and Python compute it from the same canonical text of every column (below).
+"""
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+NULL = "~"  # never a canonical value: those start with a digit, a hex digit or a letter of true/false
+SEPARATOR = "|"
+
+# Per canonical form: (PostgreSQL SQL, Snowflake SQL) of a non-NULL value's text. Both sides hash the text's
+# UTF-8 bytes. Binary is hex-encoded on purpose: Snowflake documents MD5's argument as a string, and a
+# BINARY argument would be converted with the session's BINARY_OUTPUT_FORMAT (upper-case hex or base64).
+CANONICAL_FORMS: dict[str, tuple[str, str]] = {
+    # length-prefixed, so a separator inside a value cannot shift a column boundary
+    "text": ("length({c}::text) || ':' || {c}::text", "LENGTH({c}) || ':' || {c}"),
+    "bytes": ("encode({c}, 'hex')", "HEX_ENCODE({c}, 0)"),
+    "integer": ("{c}::text", "TO_VARCHAR({c})"),
+    "boolean": ("{c}::text", "TO_VARCHAR({c})"),
+    "date": ("to_char({c}, 'YYYY-MM-DD')", "TO_VARCHAR({c}, 'YYYY-MM-DD')"),
+    # microseconds since 1970-01-01 UTC; a Snowflake TIMESTAMP_NTZ holds UTC wall-clock time
+    "timestamp": ("(extract(epoch from {c}) * 1000000)::bigint::text",
+                  "TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, {c}))"),
+    # Each side's shortest text of the value: equal for ordinary values, not proven for every float.
+    "float": ("{c}::text", "TO_VARCHAR({c})"),
+}
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    rows: int
+    total: int  # sum over the rows of the upper 64 bits of MD5(row text), as an unsigned number
+
+    def __str__(self) -> str:
+        return f"{self.rows}:{self.total % 2**128:032x}"
+
+
+EMPTY = Fingerprint(0, 0)
+
+
+def _message(columns: Sequence[tuple[str, str]], side: int, quote) -> str:
+    parts = [f"COALESCE({CANONICAL_FORMS[form][side].format(c=quote(name))}, '{NULL}')" for name, form in columns]
+    return f" || '{SEPARATOR}' || ".join(parts)
+
+
+def postgres_row_number(columns: Sequence[tuple[str, str]], quote) -> str:
+    """SQL for each row's number: the MD5's first 16 hex digits as a signed bigint (see postgres_total)."""
+    return f"('x' || left(md5({_message(columns, 0, quote)}), 16))::bit(64)::bigint"
+
+
+def postgres_total(number: str) -> str:
+    """The unsigned sum of `number` (a signed bigint from postgres_row_number): add 2^64 per negative value."""
+    return f"sum({number}) + 18446744073709551616 * count(*) FILTER (WHERE {number} < 0)"
+
+
+def snowflake_row_number(columns: Sequence[tuple[str, str]], quote) -> str:
+    return f"MD5_NUMBER_UPPER64({_message(columns, 1, quote)})"
+
+
+def canonical_text(value: object, form: str) -> str:
+    """Python's canonical text of one value, as the SQL forms above produce it."""
+    if value is None:
+        return NULL
+    if form == "text":
+        return f"{len(str(value))}:{value}"
+    if form == "bytes":
+        return bytes(value).hex()
+    if form == "boolean":
+        return "true" if value else "false"
+    if form == "date":
+        return value.isoformat()
+    if form == "timestamp":
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+        return str((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def row_number(row: Mapping[str, object], columns: Sequence[tuple[str, str]]) -> int:
+    text = SEPARATOR.join(canonical_text(row[name], form) for name, form in columns)
+    return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big")  # noqa: S324 - a checksum, not security
+
+
+def python_fingerprint(rows: Iterable[Mapping[str, object]], columns: Sequence[tuple[str, str]]) -> Fingerprint:
+    """The fingerprint of rows held in Python (the preflight's canary rows, the property tests)."""
+    count = total = 0
+    for row in rows:
+        count += 1
+        total += row_number(row, columns)
+    return Fingerprint(count, total)
