@@ -94,7 +94,22 @@ def add_pipeline_commands(subparsers: SubParsers) -> None:
     report.set_defaults(handler=report_command)
 
 
-COMMAND_GROUPS: list[Callable[[SubParsers], None]] = [add_stack_commands, add_seed_commands, add_pipeline_commands]
+def add_snowflake_commands(subparsers: SubParsers) -> None:
+    snowflake = subparsers.add_parser("snowflake", help="checks against the configured Snowflake account")
+    actions = snowflake.add_subparsers(dest="snowflake_action", required=True, metavar="ACTION")
+    actions.add_parser(
+        "preflight",
+        help="prove, without touching the target table, that a load will be exact",
+        description="Checks the connection, role, warehouse, database and schema, the session parameters, the "
+        "target table, the stage object and its listing, then COPYs a canary file of awkward rows with the "
+        "production COPY into a TEMPORARY table and compares it. One line per check; exit 1 if any fails. Run it "
+        "before the first load on a real account.",
+    ).set_defaults(handler=snowflake_preflight)
+
+
+COMMAND_GROUPS: list[Callable[[SubParsers], None]] = [
+    add_stack_commands, add_seed_commands, add_pipeline_commands, add_snowflake_commands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +209,27 @@ def backfill_command(args: argparse.Namespace) -> int:
 def report_command(args: argparse.Namespace) -> int:
     _use_configured_environment()
     return _print_reconciliation(args.start, args.end)
+
+
+def snowflake_preflight(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from datavault_analytics.environment import build_resources
+    from datavault_analytics.preflight import Preflight
+
+    _use_configured_environment()
+    try:
+        resources = build_resources()
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    with dg.build_resources({k: resources[k] for k in ("s3", "snowflake", "snowflake_loader", "s3_stage_io_manager")}
+                            ) as built:
+        preflight = Preflight(built.snowflake_loader, built.s3_stage_io_manager)
+        for result in preflight.run():
+            print(result.line(), flush=True)
+    print("preflight passed: loads into this account will be exact" if preflight.passed
+          else "preflight FAILED: fix the lines marked FAIL, then run it again")
+    return 0 if preflight.passed else 1
 
 
 def _use_configured_environment() -> None:

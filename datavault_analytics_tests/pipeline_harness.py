@@ -105,7 +105,11 @@ class Pipeline:
     # -- Snowflake -------------------------------------------------------------------------------
 
     def snowflake(self, sql: str, params=None) -> list[tuple]:
-        conn = self.snowflake_server.connect(self.sf_database, self.sf_schema)
+        """Runs `sql` as the pipeline's Snowflake user (SHOW TRANSACTIONS shows that user's own)."""
+        import snowflake.connector
+
+        args = self.snowflake_server.connection_args(self.sf_database, self.sf_schema)
+        conn = snowflake.connector.connect(**{**args, "user": self.env["SNOWFLAKE_USER"]})
         try:
             cursor = conn.cursor()
             cursor.execute(sql, params)

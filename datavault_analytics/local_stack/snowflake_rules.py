@@ -53,6 +53,9 @@ RULES = {
                     "transaction stays open (docs: sql-reference/transactions)",
     "session-parameters": "ALTER SESSION SET/UNSET and SHOW PARAMETERS for the parameters above "
                           "(docs: sql-reference/parameters)",
+    "temporary-tables": "a TEMPORARY table is the session's own and is dropped when the session ends; kept as a "
+                        "plain table here, since fakesnow's COPY cannot see DuckDB's temp catalog "
+                        "(docs: user-guide/tables-temp-transient)",
 }
 
 _IDENT = r'(?:"[^"]+"|[A-Za-z_][\w$]*)'
@@ -70,10 +73,33 @@ _SHOW_PARAMETERS = re.compile(r"^\s*SHOW\s+PARAMETERS(?:\s+LIKE\s+'([^']*)')?(?:
 _ABORT = re.compile(r"^\s*SELECT\s+SYSTEM\$ABORT_TRANSACTION\s*\(\s*(-?\d+)\s*\)\s*;?\s*$", re.I)
 _CONTEXT_FUNCTION = re.compile(r"\bCURRENT_(ROLE|WAREHOUSE|ACCOUNT|USER)\s*\(\s*\)", re.I)
 _LIST = re.compile(r"^\s*(?:LIST|LS)\s+@([\w.\"]+)(/[^\s;]*)?\s*;?\s*$", re.I)
+_CREATE_TEMPORARY = re.compile(rf"^(\s*CREATE\s+(?:OR\s+REPLACE\s+)?)(?:LOCAL\s+|GLOBAL\s+)?(?:TEMP|TEMPORARY)\s+"
+                               rf"(TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?)({_NAME})", re.I)
 _MD5_NUMBER = re.compile(r"\bMD5_NUMBER_(UPPER|LOWER)64\s*\(", re.I)
 _FILE_FORMAT = re.compile(r"FILE_FORMAT\s*=\s*\(([^)]*)\)", re.I)
 _FILES = re.compile(r"\bFILES\s*=\s*\(([^)]*)\)", re.I)
 _STRING = re.compile(r"'((?:[^']|'')*)'")
+
+
+def _null_preserving_timestamps() -> None:
+    """fakesnow encodes a NULL timestamp in a result as 1970-01-01 (its struct has no null mask); Snowflake
+    returns NULL. Wrapped once, here, until fakesnow fixes it."""
+    import fakesnow.arrow as fakesnow_arrow
+
+    original = fakesnow_arrow.timestamp_to_sf_struct
+    if getattr(original, "keeps_nulls", False):
+        return
+
+    def timestamp_to_sf_struct(ts):
+        if isinstance(ts, pa.ChunkedArray):
+            ts = ts.combine_chunks()
+        struct = original(ts)
+        if not ts.null_count:
+            return struct
+        return pa.StructArray.from_arrays([struct.field(i) for i in range(struct.type.num_fields)],
+                                          fields=list(struct.type), mask=ts.is_null())
+    timestamp_to_sf_struct.keeps_nulls = True
+    fakesnow_arrow.timestamp_to_sf_struct = timestamp_to_sf_struct
 
 
 class SnowflakeError(Exception):
@@ -102,6 +128,7 @@ class Session:
     warehouse: str
     parameters: dict[str, str]
     transaction: Transaction | None = None
+    temporary_tables: set[str] = field(default_factory=set)
 
     def parameter(self, name: str) -> str:
         return self.parameters.get(name, PARAMETER_DEFAULTS[name])
@@ -139,6 +166,7 @@ class StrictSnowflake:
     """fakesnow's server app with Snowflake's rules in front; one per FakeSnow instance."""
 
     def __init__(self, fake_snow: Any, s3_filesystem: Any = None, lock_poll_seconds: float = 0.05):
+        _null_preserving_timestamps()
         self.fake_snow = fake_snow
         self.s3_filesystem = s3_filesystem
         self.lock_poll_seconds = lock_poll_seconds
@@ -180,6 +208,8 @@ class StrictSnowflake:
         if request.query_params.get("delete") and (session := self.sessions.pop(_token(request), None)):
             if session.transaction is not None:
                 await self._roll_back(session.transaction)
+            for table in session.temporary_tables:
+                await run_in_threadpool(self.fake_snow.duck_conn.cursor().execute, f"DROP TABLE IF EXISTS {table}")
         return await fakesnow_server.session(request)
 
     # -- statements ----------------------------------------------------------------------------------
@@ -227,6 +257,10 @@ class StrictSnowflake:
             return await self._abort(session, int(match.group(1))), None
         if match := _LIST.match(sql):
             return await self._list(session, match.group(1), match.group(2) or "/"), None
+        if match := _CREATE_TEMPORARY.match(sql):
+            table = self._qualified(session, match.group(3))
+            session.temporary_tables.add(".".join(f'"{part}"' for part in table.split(".")))
+            return match.group(1) + match.group(2) + sql[match.start(3):], None
         if _MD5_NUMBER.search(sql):
             await self._ensure_md5_macros(session)
         if match := _LOCKING_DML.match(sql):

@@ -145,7 +145,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
             validate_identifier(self.storage_integration, "snowflake.storage_integration")
 
     @contextmanager
-    def _connection(self, query_tag: str = "datavault-analytics") -> Iterator:
+    def connection(self, query_tag: str = "datavault-analytics") -> Iterator:
         """A connection with every session parameter of `session_parameters` pinned, whatever the account's."""
         with self.snowflake.get_connection() as conn:
             settings = session_parameters(self.lock_timeout_seconds, query_tag)
@@ -170,7 +170,8 @@ class SnowflakeLoader(dg.ConfigurableResource):
 
     # -- objects -----------------------------------------------------------------------------------
 
-    def _ensure_stage(self, cursor) -> None:
+    def ensure_stage(self, cursor) -> bool:
+        """Check the stage object points at the stage URI, or create it; True if it was created."""
         url = self.stage_uri.rstrip("/") + "/"
         if not _S3_STAGE_URL.fullmatch(url):
             raise SnowflakeConfigError(
@@ -186,10 +187,11 @@ class SnowflakeLoader(dg.ConfigurableResource):
                     f"Snowflake stage {self.stage_name} points at {existing[0].get('url')}, not at {url}. "
                     "Point DATAVAULT_STAGE_URI at the same place, or set a different stage name."
                 )
-            return
+            return False
         integration = f" STORAGE_INTEGRATION = {quote_snowflake(self.storage_integration)}" \
             if self.storage_integration else ""
         cursor.execute(f"CREATE STAGE IF NOT EXISTS {quote_snowflake(self.stage_name)} URL={_sql_string(url)}{integration}")
+        return True
 
     def table_columns(self, cursor) -> dict[str, tuple[str, ...]]:
         """The target table's columns (upper-case name -> type signature); empty if it does not exist."""
@@ -208,7 +210,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
         """
         self.validate_names()
         try:
-            with self._connection() as conn:
+            with self.connection() as conn:
                 existing = self.table_columns(conn.cursor())
         except ValueError as error:
             raise self._settings_error(error) from None
@@ -295,10 +297,10 @@ class SnowflakeLoader(dg.ConfigurableResource):
         run = (run_id or "")[:8]
         name = f"DATAVAULT_LOAD_{staged.partition_key.replace('-', '')}" + (f"_{run.upper()}" if run.isalnum() else "")
         try:
-            with self._connection(f"datavault-analytics load {staged.partition_key} run {run_id or '-'}") as conn:
+            with self.connection(f"datavault-analytics load {staged.partition_key} run {run_id or '-'}") as conn:
                 cursor = conn.cursor()
                 phase = "checking the stage object and the table's columns"
-                self._ensure_stage(cursor)
+                self.ensure_stage(cursor)
                 added = self.sync_table(cursor, staged.columns)
                 column = quote_snowflake(self.partition_column)
                 phase = "starting the day's transaction"
@@ -379,27 +381,30 @@ class SnowflakeLoader(dg.ConfigurableResource):
 
     # -- reading back ------------------------------------------------------------------------------
 
+    def fingerprint_select(self, columns: list[StagedColumn]) -> str:
+        """The select list of a fingerprint over `columns` (fingerprint.py): rows, sum, surplus rows (rows
+        beyond one per primary key)."""
+        number = snowflake_row_number([(c.name, TYPE_MAPPINGS[c.postgres_type].canonical) for c in columns],
+                                      quote_snowflake)
+        # NUMBER(20,0) holds any unsigned 64-bit value; its SUM is a NUMBER(38,0), passed as text so that no
+        # client converts it through a float.
+        return (f"COUNT(*), TO_VARCHAR(SUM({number}::NUMBER(20, 0))), "
+                f"COUNT(*) - COUNT(DISTINCT {quote_snowflake(self.primary_key)})")
+
     def fingerprints(self, windows: list[DayWindow], columns: list[StagedColumn]
                      ) -> dict[str, tuple[Fingerprint, int]]:
-        """Per day: its fingerprint over `columns` (fingerprint.py) and its surplus rows (rows beyond one per
-        primary key), in one aggregate query with no sort."""
+        """Per day: its fingerprint over `columns` and its surplus rows, in one aggregate query, no sort."""
         if not windows:
             return {}
         self.validate_names()
-        pk, column = quote_snowflake(self.primary_key), quote_snowflake(self.partition_column)
-        number = snowflake_row_number([(c.name, TYPE_MAPPINGS[c.postgres_type].canonical) for c in columns],
-                                      quote_snowflake)
+        column = quote_snowflake(self.partition_column)
         sql = (
-            # NUMBER(20,0) holds any unsigned 64-bit value; its SUM is a NUMBER(38,0), passed as text so that no
-            # client converts it through a float.
-            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, COUNT(*), "  # noqa: S608
-            f"TO_VARCHAR(SUM({number}::NUMBER(20, 0))), "
-            f"COUNT(*) - COUNT(DISTINCT {pk}) FROM {quote_snowflake(self.table)} "
-            f"WHERE {column} >= %s AND {column} < %s GROUP BY 1"
+            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, {self.fingerprint_select(columns)} "  # noqa: S608
+            f"FROM {quote_snowflake(self.table)} WHERE {column} >= %s AND {column} < %s GROUP BY 1"
         )
         start, end = min(windows, key=lambda w: w.start), max(windows, key=lambda w: w.end)
         try:
-            with self._connection("datavault-analytics fingerprints") as conn:
+            with self.connection("datavault-analytics fingerprints") as conn:
                 cursor = conn.cursor()
                 if not self.table_columns(cursor):
                     return {w.partition_key: (EMPTY, 0) for w in windows}
@@ -424,7 +429,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
             "GROUP BY 1, 2 HAVING COUNT(*) > 1) GROUP BY day"
         )
         start, end = min(w.start_ntz for w in windows), max(w.end_ntz for w in windows)
-        with self._connection("datavault-analytics duplicate ids") as conn:
+        with self.connection("datavault-analytics duplicate ids") as conn:
             cursor = conn.cursor()
             cursor.execute(sql, (start, end))
             found = {day: (int(ids), int(surplus), example) for day, ids, surplus, example in cursor.fetchall()}

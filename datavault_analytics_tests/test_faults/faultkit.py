@@ -377,13 +377,15 @@ class SnowflakeProcess:
             self.process.wait(60)
         self.process = None
 
+    def connection_args(self, database: str | None = None, schema: str | None = None, network_timeout: int = 10):
+        from datavault_analytics.local_stack.snowflake_server import snowflake_connection_args
+
+        return snowflake_connection_args(self.host, self.port, database, schema, network_timeout)
+
     def connect(self, database: str | None = None, schema: str | None = None, **kwargs):
         import snowflake.connector
 
-        from datavault_analytics.local_stack.snowflake_server import snowflake_connection_args
-
-        return snowflake.connector.connect(**snowflake_connection_args(self.host, self.port, database, schema, 10),
-                                           **kwargs)
+        return snowflake.connector.connect(**self.connection_args(database, schema), **kwargs)
 
 
 def run_events(home: Path, run_id: str, event_type) -> list:

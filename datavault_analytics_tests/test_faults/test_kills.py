@@ -7,12 +7,12 @@ PostgreSQL holds its read half-way (a gate function on the table), or a proxy ho
 Snowflake. The test then SIGKILLs the process: no clean-up runs, exactly as when a pod is evicted.
 """
 
-import fakesnow.server
-from dagster_snowflake import SnowflakeResource
+import re
+import time
 
 from datavault_analytics import assets
+from datavault_analytics.environment import build_resources
 from datavault_analytics.partitions import DayWindow
-from datavault_analytics.resources.snowflake import SnowflakeLoader
 from datavault_analytics_tests.test_faults.conftest import DAY, loaded_then_changed, partition_lock_key
 from datavault_analytics_tests.test_faults.faultkit import (
     HttpProxy,
@@ -111,32 +111,9 @@ def test_killed_after_staging_before_the_copy(fault_pipeline, start_run, snowfla
     assert_rerun_is_exact(pipeline)
 
 
-def impatient_snowflake(pipeline, seconds: int) -> dict:
-    """Snowflake resources like the pipeline's, whose connector stops retrying a statement after `seconds`."""
-    snowflake = SnowflakeResource(
-        account="fakesnow", user="loader", password=pipeline.env["SNOWFLAKE_PASSWORD"], role="LOADER",
-        warehouse="WH", database=pipeline.sf_database, schema=pipeline.sf_schema, network_timeout=seconds,
-        additional_snowflake_connection_args={
-            "host": pipeline.env["SNOWFLAKE_HOST"], "port": int(pipeline.env["SNOWFLAKE_PORT"]), "protocol": "http",
-            "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False, "TIMEZONE": "UTC"},
-        },
-    )
-    return {"snowflake": snowflake, "snowflake_loader": SnowflakeLoader(snowflake=snowflake, stage_uri=pipeline.stage_uri)}
-
-
-def roll_back_detached_transactions(tokens: set[str]) -> None:
-    """What Snowflake does to a killed client's open transaction (after four idle hours, or at once with
-    SYSTEM$ABORT_TRANSACTION), done now: fakesnow keeps a dead client's session, and its transaction,
-    until it restarts, so the test closes those sessions, which rolls their transactions back."""
-    for token in tokens:
-        if (session := fakesnow.server.sessions.pop(token, None)) is not None:
-            session.close()
-
-
-def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake_server):
+def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake_server, monkeypatch):
     pipeline = fault_pipeline
     before = loaded_then_changed(pipeline, ROWS)
-    sessions_before = set(fakesnow.server.sessions)
     with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
         # Snowflake has run the DELETE and the COPY in the day's transaction; the run never hears back.
         gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"), when="response")
@@ -146,26 +123,32 @@ def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake
         assert statements[-3:] == ["BEGIN", "DELETE", "COPY"]
         run.kill()
         gate.release(forward=False)
-    detached = set(fakesnow.server.sessions) - sessions_before
-    assert detached, "the killed run's Snowflake session should still be open"
 
     # Uncommitted: every other session still sees the day exactly as it was.
     assert_old_contents_intact(pipeline, before)
 
-    # While the detached transaction lives, a re-run cannot delete the day's rows: it fails clearly,
-    # rolls its own transaction back and changes nothing. (Snowflake would make the DELETE wait for the
-    # lock; fakesnow answers HTTP 500, which the connector retries for network_timeout seconds.)
-    patient = pipeline.resources
-    pipeline.with_resources(**impatient_snowflake(pipeline, seconds=4))
+    # The dead run's transaction keeps the table's lock, as in Snowflake (which ends it after 4 idle hours).
+    # A re-run waits LOCK_TIMEOUT for it, then fails at once, not retried, naming it and how to end it.
+    monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "3")
+    patient, pipeline.resources = pipeline.resources, build_resources("prod")
+    started = time.monotonic()
     result = pipeline.materialize(DAY, raise_on_error=False)
+    assert time.monotonic() - started < 120  # bounded by LOCK_TIMEOUT, never Snowflake's 12-hour default
     pipeline.resources = patient
     assert not result.success
+    assert not any(e.is_step_up_for_retry for e in result.all_events)
     message = failure_messages(result)[-1]
-    assert "Snowflake failed while deleting the day's previous rows for 2026-11-01" in message
-    assert "the day's previous rows are unchanged" in message and "SYSTEM$ABORT_TRANSACTION" in message
-    assert "[step: Loading 2026-11-01 into Snowflake]" in message
+    [(transaction_id, name)] = [(row[0], row[3]) for row in pipeline.snowflake("SHOW TRANSACTIONS")]
+    assert name.startswith(f"DATAVAULT_LOAD_{DAY.replace('-', '')}_")
+    assert f"Snowflake table RECORDS is locked by transaction {transaction_id} (named {name}, started " in message
+    assert "did not end within LOCK_TIMEOUT (3 s), while deleting the day's previous rows for 2026-11-01" in message
+    assert "Loading 2026-11-01 into Snowflake: Snowflake table RECORDS is locked" in message
+    assert "Nothing was changed" in message
+    abort = re.search(r"run: (SELECT SYSTEM\$ABORT_TRANSACTION\(\d+\));", message).group(1)
+    assert abort == f"SELECT SYSTEM$ABORT_TRANSACTION({transaction_id})"
     assert pipeline.snowflake_rows(DAY) == before
 
-    roll_back_detached_transactions(detached)
+    # What the message tells the operator to do, done: the dead transaction ends, the re-run is exact.
+    pipeline.snowflake(abort)
+    assert pipeline.snowflake("SHOW TRANSACTIONS") == []
     assert_rerun_is_exact(pipeline)
-

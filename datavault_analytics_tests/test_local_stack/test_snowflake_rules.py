@@ -180,3 +180,19 @@ def test_closing_a_session_rolls_its_transaction_back(snowflake_server, stage):
         assert run(other, "SELECT COUNT(*) FROM t") == [(2,)]
         run(other, "DELETE FROM t WHERE id = 1")  # no lock is left behind
         assert run(other, "SHOW TRANSACTIONS") == []
+
+
+def test_a_null_timestamp_comes_back_as_null(snowflake_server, stage):
+    with connect(snowflake_server, stage.schema) as conn:
+        run(conn, "CREATE TABLE t (id INT, at_ntz TIMESTAMP_NTZ)")
+        run(conn, "INSERT INTO t VALUES (1, NULL), (2, '2026-11-01 00:00:00.000001')")
+        assert run(conn, "SELECT at_ntz FROM t ORDER BY id") == [(None,), (datetime(2026, 11, 1, 0, 0, 0, 1),)]
+
+
+def test_a_temporary_table_is_gone_when_its_session_ends(snowflake_server, stage):
+    with connect(snowflake_server, stage.schema) as conn:
+        run(conn, "CREATE TEMPORARY TABLE scratch (id INT)")
+        run(conn, "INSERT INTO scratch VALUES (1)")
+        assert run(conn, "SELECT COUNT(*) FROM scratch") == [(1,)]
+    with connect(snowflake_server, stage.schema) as conn:
+        assert [r for r in run(conn, "SHOW TABLES") if r[1] == "SCRATCH"] == []
