@@ -1,4 +1,4 @@
-"""A day's content fingerprint: its row count and the sum of a 64-bit number cut from each row's MD5.
+"""A day's content fingerprint: its row count and the sum of a 63-bit number cut from each row's MD5.
 
 Order-independent and of fixed size, so any day can be fingerprinted without a sort or a long string.
 PostgreSQL, Snowflake and Python compute it from the same canonical text of every column (below).
@@ -18,6 +18,8 @@ SEPARATOR = "|"
 CANONICAL_FORMS: dict[str, tuple[str, str]] = {
     # length-prefixed, so a separator inside a value cannot shift a column boundary
     "text": ("length({c}::text) || ':' || {c}::text", "LENGTH({c}) || ':' || {c}"),
+    # always 36 characters of hex digits and dashes: no prefix needed
+    "uuid": ("{c}::text", "{c}"),
     "bytes": ("encode({c}, 'hex')", "HEX_ENCODE({c}, 0)"),
     "integer": ("{c}::text", "TO_VARCHAR({c})"),
     "boolean": ("{c}::text", "TO_VARCHAR({c})"),
@@ -33,7 +35,7 @@ CANONICAL_FORMS: dict[str, tuple[str, str]] = {
 @dataclass(frozen=True)
 class Fingerprint:
     rows: int
-    total: int  # sum over the rows of the upper 64 bits of MD5(row text), as an unsigned number
+    total: int  # sum over the rows of the row numbers (row_number)
 
     def __str__(self) -> str:
         return f"{self.rows}:{self.total % 2**128:032x}"
@@ -47,18 +49,14 @@ def _message(columns: Sequence[tuple[str, str]], side: int, quote) -> str:
     return f" || '{SEPARATOR}' || ".join(parts)
 
 
+# A row's number: the MD5 digest's first 8 bytes as a big-endian number, less its top bit, so it is a
+# non-negative 63-bit value on both sides (a bigint in PostgreSQL, whose sum needs no unsigned fix-up).
 def postgres_row_number(columns: Sequence[tuple[str, str]], quote) -> str:
-    """SQL for each row's number: the MD5's first 16 hex digits as a signed bigint (see postgres_total)."""
-    return f"('x' || left(md5({_message(columns, 0, quote)}), 16))::bit(64)::bigint"
-
-
-def postgres_total(number: str) -> str:
-    """The unsigned sum of `number` (a signed bigint from postgres_row_number): add 2^64 per negative value."""
-    return f"sum({number}) + 18446744073709551616 * count(*) FILTER (WHERE {number} < 0)"
+    return f"(('x' || left(md5({_message(columns, 0, quote)}), 16))::bit(64)::bigint & {2**63 - 1})"
 
 
 def snowflake_row_number(columns: Sequence[tuple[str, str]], quote) -> str:
-    return f"MD5_NUMBER_UPPER64({_message(columns, 1, quote)})"
+    return f"MOD(MD5_NUMBER_UPPER64({_message(columns, 1, quote)}), {2**63})"
 
 
 def canonical_text(value: object, form: str) -> str:
@@ -67,6 +65,8 @@ def canonical_text(value: object, form: str) -> str:
         return NULL
     if form == "text":
         return f"{len(str(value))}:{value}"
+    if form == "uuid":
+        return str(value)
     if form == "bytes":
         return bytes(value).hex()
     if form == "boolean":
@@ -84,7 +84,7 @@ def canonical_text(value: object, form: str) -> str:
 
 def row_number(row: Mapping[str, object], columns: Sequence[tuple[str, str]]) -> int:
     text = SEPARATOR.join(canonical_text(row[name], form) for name, form in columns)
-    return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big")  # noqa: S324 - a checksum, not security
+    return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big") % 2**63  # noqa: S324 - a checksum
 
 
 def python_fingerprint(rows: Iterable[Mapping[str, object]], columns: Sequence[tuple[str, str]]) -> Fingerprint:

@@ -29,7 +29,7 @@ class TypeMapping:
 
 
 TYPE_MAPPINGS: dict[str, TypeMapping] = {
-    "uuid": TypeMapping("{column}::text", pa.string(), "VARCHAR(36)", "text"),
+    "uuid": TypeMapping("{column}::text", pa.string(), "VARCHAR(36)", "uuid"),
     "text": TypeMapping("{column}", pa.string(), "VARCHAR", "text"),
     "character varying": TypeMapping("{column}", pa.string(), "VARCHAR", "text"),
     "json": TypeMapping("{column}::text", pa.string(), "VARCHAR", "text"),

@@ -15,7 +15,7 @@ from datavault_analytics.partitions import DayWindow
 
 DAY = "2026-11-01"
 WINDOW = DayWindow.for_key(DAY)
-COLUMNS = [("id", "text"), ("owner_id", "integer"), ("key", "text"), ("ciphertext", "bytes"), ("nonce", "bytes"),
+COLUMNS = [("id", "uuid"), ("owner_id", "integer"), ("key", "text"), ("ciphertext", "bytes"), ("nonce", "bytes"),
            ("created_at", "timestamp"), ("updated_at", "timestamp")]
 
 settings.register_profile("datavault", database=None, deadline=None, print_blob=True)

@@ -386,9 +386,9 @@ class SnowflakeLoader(dg.ConfigurableResource):
         beyond one per primary key)."""
         number = snowflake_row_number([(c.name, TYPE_MAPPINGS[c.postgres_type].canonical) for c in columns],
                                       quote_snowflake)
-        # NUMBER(20,0) holds any unsigned 64-bit value; its SUM is a NUMBER(38,0), passed as text so that no
+        # Cast, so the SUM is a NUMBER(38,0) (and the emulator sums it exactly), and passed as text, so that no
         # client converts it through a float.
-        return (f"COUNT(*), TO_VARCHAR(SUM({number}::NUMBER(20, 0))), "
+        return (f"COUNT(*), TO_VARCHAR(SUM({number}::NUMBER(19, 0))), "
                 f"COUNT(*) - COUNT(DISTINCT {quote_snowflake(self.primary_key)})")
 
     def fingerprints(self, windows: list[DayWindow], columns: list[StagedColumn]
