@@ -23,7 +23,7 @@ from pydantic import Field
 
 from datavault_analytics import locks
 from datavault_analytics.errors import PermanentError, TransientError, reported_as
-from datavault_analytics.fingerprint import EMPTY, Fingerprint, postgres_row_number
+from datavault_analytics.fingerprint import Fingerprint, postgres_row_number
 from datavault_analytics.identifiers import quote_postgres, validate_identifier
 from datavault_analytics.partitions import DayWindow, day_windows
 from datavault_analytics.redaction import dsn_location, redact
