@@ -14,6 +14,7 @@ how long after its day ended the day was last loaded: lateness per partition.
 """
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -44,6 +45,16 @@ CHECK_SPECS = [
                       description="The day's stage manifest lists files that are all present at their sizes, "
                                   "its rows equal the rows Snowflake holds, and it predates the last load."),
 ]
+
+
+MANIFEST_READERS = 8
+
+
+def _manifest_or_error(stage: S3StageIOManager, storage, key: str) -> StagedPartition | StageError:
+    try:
+        return stage.read_manifest(storage, key)
+    except StageError as error:
+        return error
 
 
 def _latest_load(instance: dg.DagsterInstance, partition_key: str) -> float | None:
@@ -141,19 +152,21 @@ def snowflake_records_checks(
     op_context = context.op_execution_context
     keys = list(op_context.partition_keys)
     windows = day_windows(keys)
-    with reported_as("Reconciling Snowflake with PostgreSQL"):
-        days = reconcile(postgres, snowflake_loader, windows)
-        # The fingerprint's scan counted surplus rows; only days that have some are grouped by id.
-        duplicates = {d.day: (0, 0, None) for d in days}
-        duplicates |= snowflake_loader.duplicate_ids([w for w, d in zip(windows, days, strict=True) if d.surplus_rows])
     storage = s3_stage_io_manager.storage()
+    # The manifests are small S3 reads, one day each: read them all at once, while the fingerprints run.
+    with ThreadPoolExecutor(MANIFEST_READERS, thread_name_prefix="manifests") as pool:
+        manifests = pool.map(lambda key: _manifest_or_error(s3_stage_io_manager, storage, key), keys)
+        with reported_as("Reconciling Snowflake with PostgreSQL"):
+            days = reconcile(postgres, snowflake_loader, windows)
+            # The fingerprint's scan counted surplus rows; only days that have some are grouped by id.
+            duplicates = {d.day: (0, 0, None) for d in days}
+            duplicates |= snowflake_loader.duplicate_ids(
+                [w for w, d in zip(windows, days, strict=True) if d.surplus_rows])
+        manifest_of = dict(zip(keys, manifests, strict=True))
     selected = {key.name for key in context.selected_asset_check_keys}
     failed = []
     for day in days:
-        try:
-            manifest: StagedPartition | StageError = s3_stage_io_manager.read_manifest(storage, day.day)
-        except StageError as error:
-            manifest = error
+        manifest = manifest_of[day.day]
         for evaluation in evaluate_day(day, duplicates[day.day], manifest, _latest_load(context.instance, day.day),
                                        s3_stage_io_manager.retention_hours):
             if evaluation.check_name in selected:

@@ -95,3 +95,74 @@ def test_secrets_come_from_kubernetes_secrets_never_from_values():
     assert not env & {"DATAVAULT_PG_DSN", "SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY", "AWS_SECRET_ACCESS_KEY"}
     assert code_location()["envSecrets"] == [{"name": "datavault-analytics-secrets"}]
     assert "postgresqlPassword" not in text and VALUES["generatePostgresqlPasswordSecret"] is False
+
+
+# The chart version the values are written for, and what it accepts under `dagsterDaemon`, from reading the
+# chart's schema (helm/dagster/schema/.../subschema/daemon.py) and its default values at that version.
+CHART_VERSION = "1.13.27"
+CHART_DAEMON_KEYS = {
+    "enabled", "image", "runCoordinator", "heartbeatTolerance", "env", "envConfigMaps", "envSecrets",
+    "deploymentLabels", "labels", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
+    "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "annotations",
+    "runMonitoring", "runRetries", "sensors", "schedules", "schedulerName", "volumeMounts", "volumes",
+}
+CHART_NESTED_DAEMON_KEYS = {
+    "runCoordinator": {"enabled", "type", "config"},
+    "runCoordinator.config": {"queuedRunCoordinator", "customRunCoordinator"},
+    "runCoordinator.config.queuedRunCoordinator": {
+        "maxConcurrentRuns", "tagConcurrencyLimits", "dequeueIntervalSeconds", "dequeueNumWorkers",
+        "dequeueUseThreads", "blockOpConcurrencyLimitedRuns"},
+    "runMonitoring": {"enabled", "startTimeoutSeconds", "cancelTimeoutSeconds", "maxRuntimeSeconds",
+                      "pollIntervalSeconds", "maxResumeRunAttempts", "freeSlotsAfterRunEndSeconds"},
+    "runRetries": {"enabled", "maxRetries", "retryOnAssetOrOpFailure"},
+}
+
+
+def test_every_daemon_key_the_values_set_exists_in_the_pinned_chart():
+    daemon = VALUES["dagsterDaemon"]
+    assert set(daemon) <= CHART_DAEMON_KEYS, set(daemon) - CHART_DAEMON_KEYS
+    for path, known in CHART_NESTED_DAEMON_KEYS.items():
+        section = daemon
+        for part in path.split("."):
+            section = section.get(part, {})
+        assert set(section) <= known, (path, set(section) - known)
+
+
+def test_the_chart_version_is_pinned_where_a_user_installs_it():
+    values_text = (REPO / "deploy" / "helm" / "values.yaml").read_text()
+    readme = (REPO / "README.md").read_text()
+    dagster_pin = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"][0]
+    assert f">={CHART_VERSION}," in dagster_pin  # the chart is Dagster's release: the same version as the image
+    install = f"helm upgrade --install dagster dagster/dagster --version {CHART_VERSION}"
+    assert install in values_text and install in readme
+    assert "--skip-schema-validation" in values_text and "--skip-schema-validation" in readme
+
+
+def test_run_pods_get_the_service_account_that_carries_the_aws_role():
+    """With includeConfigInLaunchedRuns, run pods use the user-deployments subchart's own service account
+    (not the main chart's): that is the one that must carry the IRSA role for the stage."""
+    assert code_location()["includeConfigInLaunchedRuns"]["enabled"] is True
+    assert not (VALUES.get("global") or {}).get("serviceAccountName")  # else one shared account is used
+    assert "serviceAccount" not in code_location()  # no per-deployment account overrides the subchart's
+    account = VALUES["dagster-user-deployments"]["serviceAccount"]
+    assert account["create"] is True
+    assert account["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    assert account["annotations"] != VALUES["serviceAccount"]["annotations"]  # the UI's role is another
+
+
+def test_retention_and_run_monitoring_agree_with_the_production_dagster_yaml():
+    retention = VALUES["retention"]
+    assert retention["enabled"] is True  # the chart's default is off
+    assert retention["schedule"]["purgeAfterDays"] == INSTANCE["retention"]["schedule"]["purge_after_days"]
+    assert retention["sensor"]["purgeAfterDays"] == INSTANCE["retention"]["sensor"]["purge_after_days"]
+    assert set(retention["sensor"]["purgeAfterDays"]) == {"skipped", "success", "failure", "started"}
+    monitoring = VALUES["dagsterDaemon"]["runMonitoring"]
+    camel = {"startTimeoutSeconds": "start_timeout_seconds", "cancelTimeoutSeconds": "cancel_timeout_seconds",
+             "pollIntervalSeconds": "poll_interval_seconds", "maxRuntimeSeconds": "max_runtime_seconds",
+             "maxResumeRunAttempts": "max_resume_run_attempts",
+             "freeSlotsAfterRunEndSeconds": "free_slots_after_run_end_seconds"}
+    assert {k: monitoring[k] for k in camel} == {k: INSTANCE["run_monitoring"][v] for k, v in camel.items()}
+    # One pod per run (the in-process executor): there is nothing to resume, so neither file resumes.
+    assert monitoring["maxResumeRunAttempts"] == 0
+    definitions = (REPO / "datavault_analytics" / "definitions.py").read_text()
+    assert "executor=dg.in_process_executor" in definitions
