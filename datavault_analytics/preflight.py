@@ -4,6 +4,7 @@ table, that a load will be exact, by sending a canary file of awkward rows throu
 
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -12,9 +13,10 @@ import pyarrow as pa
 from datavault_analytics.fingerprint import Fingerprint, python_fingerprint
 from datavault_analytics.identifiers import quote_snowflake
 from datavault_analytics.redaction import redact_known_secrets
-from datavault_analytics.resources.s3_stage import ParquetDayWriter, S3StageIOManager, StagedColumn
+from datavault_analytics.resources.postgres import SourceColumn
+from datavault_analytics.resources.s3_stage import ParquetDayWriter, S3StageIOManager, staged_columns
 from datavault_analytics.resources.snowflake import SnowflakeLoader
-from datavault_analytics.type_mapping import TYPE_MAPPINGS, mapping_for
+from datavault_analytics.type_mapping import mapping_for
 
 PREFLIGHT_FOLDER = "_preflight"
 # DataVault's records table as PostgreSQL types it: the canary has its columns.
@@ -52,9 +54,8 @@ def canary_rows() -> list[dict]:
     ]
 
 
-def _columns() -> list[StagedColumn]:
-    return [StagedColumn(name, pg_type, str(mapping_for(name, pg_type).arrow_type),
-                         mapping_for(name, pg_type).snowflake_type, nullable) for name, pg_type, nullable in CANARY_COLUMNS]
+def _source_columns() -> list[SourceColumn]:
+    return [SourceColumn(name, pg_type, nullable, mapping_for(name, pg_type)) for name, pg_type, nullable in CANARY_COLUMNS]
 
 
 class Preflight:
@@ -65,8 +66,7 @@ class Preflight:
         self.results: list[CheckResult] = []
 
     def run(self) -> list[CheckResult]:
-        for result in self._checks():
-            self.results.append(result)
+        self.results = list(self._checks())
         return self.results
 
     @property
@@ -75,24 +75,19 @@ class Preflight:
 
     def _checks(self) -> Iterator[CheckResult]:
         loader = self.loader
-        try:
-            connection = loader.connection("datavault-analytics preflight")
-            conn = connection.__enter__()
-        except Exception as error:
-            yield CheckResult("connection", False, f"cannot connect ({loader.where}): {_text(error)}",
-                              "check SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and the credentials, and the network path")
-            return
-        try:
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(loader.connection("datavault-analytics preflight"))
+            except Exception as error:
+                yield CheckResult("connection", False, f"cannot connect ({loader.where}): {_text(error)}",
+                                  "check SNOWFLAKE_ACCOUNT, SNOWFLAKE_USER and the credentials, and the network path")
+                return
             cursor = conn.cursor()
             yield from self._context(cursor)
             yield from self._target_table(cursor)
-            if (stage := self._stage_object(cursor)).passed:
-                yield stage
+            yield (stage := self._stage_object(cursor))
+            if stage.passed:
                 yield from self._round_trip(cursor)
-            else:
-                yield stage
-        finally:
-            connection.__exit__(None, None, None)
 
     def _context(self, cursor) -> Iterator[CheckResult]:
         configured = self.loader.snowflake
@@ -125,7 +120,7 @@ class Preflight:
                               "it (the round trip below proves CREATE TABLE on the schema)")
             return
         try:
-            loader._raise_on_drift(existing, [c for c in _columns() if c.name.upper() in existing])
+            loader._raise_on_drift(existing, [c for c in staged_columns(_source_columns()) if c.name.upper() in existing])
             cursor.execute(f"SELECT COUNT(*) FROM {quote_snowflake(loader.table)} WHERE 1 = 0")  # noqa: S608
         except Exception as error:
             yield CheckResult("target table", False, f"{loader.table}: {_text(error)}",
@@ -147,15 +142,15 @@ class Preflight:
 
     def _round_trip(self, cursor) -> Iterator[CheckResult]:
         loader, stage = self.loader, self.stage
-        rows, columns = canary_rows(), _columns()
+        source = _source_columns()
+        rows, columns = canary_rows(), staged_columns(source)
         run = uuid.uuid4().hex[:12]
         directory = f"{stage.dataset}/{PREFLIGHT_FOLDER}/{run}"
         table = f"DATAVAULT_PREFLIGHT_{run.upper()}"
         storage = stage.storage()
         written: list[str] = []
         try:
-            schema = pa.schema([pa.field(c.name, TYPE_MAPPINGS[c.postgres_type].arrow_type, nullable=c.nullable)
-                                for c in columns])
+            schema = pa.schema([pa.field(c.name, c.mapping.arrow_type, nullable=c.nullable) for c in source])
             writer = ParquetDayWriter(storage, directory, schema, 64 * 1024 * 1024, 1000, 64 * 1024 * 1024)
             writer.write(pa.RecordBatch.from_pylist(rows, schema=schema))
             files = writer.close()
@@ -186,7 +181,7 @@ class Preflight:
             return
         finally:
             storage.delete(written)
-        names = [(c.name, TYPE_MAPPINGS[c.postgres_type].canonical) for c in columns]
+        names = [(c.name, c.mapping.canonical) for c in source]
         expected, found = python_fingerprint(rows, names), Fingerprint(int(count), int(total or 0))
         by_id = {r["id"]: r for r in loaded}
         differences = [f"{r['id']}.{name}: {by_id.get(r['id'], {}).get(name, '<missing>')!r:.40}" for r in rows for name, _ in names
