@@ -12,7 +12,7 @@ ROWS_PER_DAY ?= 2000
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	$(BIN)/python -m pip install --quiet --editable '.[local,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,7 +26,7 @@ demo: install
 ## Web UI and daemon on the same stack.
 dev: install
 	$(BIN)/datavault-analytics stack up
-	eval "$$($(BIN)/datavault-analytics stack env)" && PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster dev -w workspace.yaml
+	eval "$$($(BIN)/datavault-analytics stack env)" && PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev
 
 ## A range of days through Dagster, with progress, then the per-day reconciliation table:
 ## make backfill START=2026-10-01 END=2026-10-31 [DAYS_PER_RUN=31]
@@ -49,11 +49,12 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## The benchmark (bench/run.py): one day against psql's binary COPY and dlt, a 10x day, a 30-day backfill
 ## through Dagster. Installs the `bench` extra (dlt), writes bench/results.md, ends with the `bench:` line.
 bench: install
-	$(BIN)/python -m pip install --quiet --editable '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --editable '.[local,dev,bench]'
 	$(BIN)/python -m bench.run
 
 clean: down

@@ -120,7 +120,7 @@ def empty_bucket(client) -> None:
 
 def stage_select(dsn: str, day: str) -> str:
     """The SELECT the stage step runs for a day, from the same catalog lookup it makes."""
-    from datavault_analytics.partitions import DayWindow
+    from datavault_analytics.day_window import DayWindow
     from datavault_analytics.resources.postgres import PostgresResource
 
     postgres = PostgresResource(dsn=dsn)
@@ -163,21 +163,21 @@ def load_fingerprint_day(dsn: str, day: str, s3_endpoint: str, snowflake_port: i
     from dagster_aws.s3 import S3Resource
     from dagster_snowflake import SnowflakeResource
 
-    from datavault_analytics.resources.s3_stage import S3StageIOManager
+    from datavault_analytics.resources.s3_stage import S3Stage
     from datavault_analytics.resources.snowflake import SnowflakeLoader
 
     stage_uri = f"s3://{BUCKET}/fingerprint"
     staged = run_stage("fingerprint day", dsn, day, stage_uri, s3_endpoint)
     if staged.report.get("rows") != DAY_1M.rows_per_day:
         raise RuntimeError(f"staging the fingerprint day staged {staged.report.get('rows')} rows")
-    stage = S3StageIOManager(s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
-                                           aws_access_key_id="bench", aws_secret_access_key="bench"),
-                             stage_uri=stage_uri)
+    stage = S3Stage(s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
+                                  aws_access_key_id="bench", aws_secret_access_key="bench"),
+                    stage_uri=stage_uri)
     snowflake = SnowflakeResource(
         account="fakesnow", user="bench", password="bench", database="DATAVAULT_BENCH", schema="FINGERPRINT",
         additional_snowflake_connection_args={"host": "127.0.0.1", "port": snowflake_port, "protocol": "http"},
     )
-    result = SnowflakeLoader(snowflake=snowflake, stage_uri=stage_uri).load_partition(
+    result = SnowflakeLoader(snowflake=snowflake, stage=stage).load_partition(
         stage.read_manifest(stage.storage(), day))
     log(f"  loaded the fingerprint day into Snowflake: {result.rows_loaded:,} rows in {result.seconds:.1f} s")
 

@@ -1,27 +1,26 @@
 """The three daily-partitioned assets: PostgreSQL source -> S3 Parquet stage -> Snowflake table.
 
-The data path in three hops: `PostgresSourceIOManager.load_input` opens a lazy per-day Arrow stream,
-`S3StageIOManager.handle_output` writes it as Parquet and a manifest, and `snowflake_records` loads
-exactly the manifest's files. Every asset works on a range of days, so a backfill runs many days per run.
+Three hops: the source IO manager hands `s3_stage_records` a lazy stream per day; the stage IO manager writes
+it and hands `snowflake_records` the days' manifests; `snowflake_records` calls the loader once per day.
 """
 
-import os
 import time
 import warnings
 from datetime import timedelta
 
 import dagster as dg
 
-from datavault_analytics.errors import PermanentError, TransientError, reported_as
-from datavault_analytics.partitions import DayWindow, check_in_partitions, daily_partitions, day_windows
+from datavault_analytics.day_window import DayWindow, day_windows
+from datavault_analytics.environment import SETTINGS
+from datavault_analytics.errors import PermanentError, TransientError, asset_errors
+from datavault_analytics.metadata import materialization_metadata
+from datavault_analytics.partitions import check_in_partitions, daily_partitions
+from datavault_analytics.redaction import redact_known_secrets
+from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import PostgresResource, SourceExtract
-from datavault_analytics.resources.s3_stage import (
-    S3StageIOManager,
-    StagedPartition,
-    StageError,
-    staged_columns,
-)
-from datavault_analytics.resources.snowflake import SnowflakeLoader, SnowflakeLoadError
+from datavault_analytics.resources.snowflake import LoadResult, SnowflakeLoader, SnowflakeLoadError
+from datavault_analytics.resources.stage_manifest import StagedPartition, staged_columns
+from datavault_analytics.stage_retention import StageRetention
 
 SOURCE_KEY = dg.AssetKey(["postgres", "datavault", "records"])
 STAGE_KEY = dg.AssetKey(["s3", "datavault", "records"])
@@ -29,27 +28,20 @@ SNOWFLAKE_KEY = dg.AssetKey(["snowflake", "datavault", "records"])
 
 GROUP = "datavault"
 OWNERS = ["team:data-platform"]
-OBSERVED_DAYS = int(os.getenv("DATAVAULT_OBSERVED_DAYS", "7"))
-# A range of days runs as one run (a year's backfill is not 365 process start-ups), and each day in it is
-# committed on its own, so a failure keeps the days before it. By default a range is one run: that is what
-# `dagster asset materialize --partition-range` requires. A deployment sets DATAVAULT_BACKFILL_DAYS_PER_RUN
-# (31 in deploy/helm/values.yaml) so a UI backfill of a year becomes 12 runs that fan out across pods.
-BACKFILL_DAYS_PER_RUN = int(os.getenv("DATAVAULT_BACKFILL_DAYS_PER_RUN", "0"))
-BACKFILL_POLICY = (dg.BackfillPolicy.multi_run(BACKFILL_DAYS_PER_RUN) if BACKFILL_DAYS_PER_RUN > 0
-                   else dg.BackfillPolicy.single_run())
-# Yesterday's partition is due by this cron tick (UTC), loaded within the hours before it: one deadline per
-# daily partition, so a late or missing day turns the asset's freshness to FAIL until it lands.
-FRESHNESS_DEADLINE_CRON = os.getenv("DATAVAULT_FRESHNESS_DEADLINE_CRON", "0 6 * * *")
-FRESHNESS_WINDOW_HOURS = float(os.getenv("DATAVAULT_FRESHNESS_WINDOW_HOURS", "6"))
-# Transient failures (a server restarting, a dropped connection) are retried with backoff; errors that
-# retrying cannot fix are raised as non-retryable dagster.Failure (see errors.py).
+# A range of days runs as one run by default (what `dg launch --partition-range` requires); a deployment sets
+# DATAVAULT_BACKFILL_DAYS_PER_RUN (31 in deploy/helm/values.yaml) so a UI backfill fans out across pods.
+BACKFILL_POLICY = (
+    dg.BackfillPolicy.multi_run(SETTINGS.backfill_days_per_run)
+    if SETTINGS.backfill_days_per_run > 0
+    else dg.BackfillPolicy.single_run()
+)
+# Transient failures are retried with backoff; errors that retrying cannot fix are non-retryable Failures.
 RETRY_POLICY = dg.RetryPolicy(
-    max_retries=int(os.getenv("DATAVAULT_MAX_RETRIES", "3")),
-    delay=float(os.getenv("DATAVAULT_RETRY_DELAY_SECONDS", "15")),
+    max_retries=SETTINGS.max_retries,
+    delay=SETTINGS.retry_delay_seconds,
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
 )
-
 RECORDS_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("id", "uuid -> VARCHAR(36)", description="Record id; primary key."),
@@ -62,21 +54,15 @@ RECORDS_SCHEMA = dg.TableSchema(
     ]
 )
 
+# Per-day observations with metadata need `observable_source_asset` (ObserveResult has no partition yet);
+# converting it, Dagster itself reads a deprecated property. Only that internal warning is silenced.
+warnings.filterwarnings("ignore", message="Property `OpDefinition.version` is deprecated", category=DeprecationWarning)
+
 
 def _observed_windows() -> list[DayWindow]:
-    last = daily_partitions.get_last_partition_key()
-    if last is None:
-        return []
-    keys = daily_partitions.get_partition_keys_between_indexes(
-        max(0, daily_partitions.get_num_partitions() - OBSERVED_DAYS), daily_partitions.get_num_partitions()
-    )
+    count = daily_partitions.get_num_partitions()
+    keys = daily_partitions.get_partition_keys_between_indexes(max(0, count - SETTINGS.observed_days), count)
     return day_windows(keys)
-
-
-# Per-day observations with metadata are only possible through `observable_source_asset` (Dagster's
-# ObserveResult has no partition yet). Converting it, Dagster itself reads a deprecated property; that
-# one internal warning is silenced here, nothing else.
-warnings.filterwarnings("ignore", message="Property `OpDefinition.version` is deprecated", category=DeprecationWarning)
 
 
 @dg.observable_source_asset(
@@ -86,15 +72,15 @@ warnings.filterwarnings("ignore", message="Property `OpDefinition.version` is de
     group_name=GROUP,
     description=(
         "DataVault's `records` table in PostgreSQL, written by the DataVault backend (ingest -> Redis Stream -> "
-        f"backend). Observing it records each of the last {OBSERVED_DAYS} days' row count and latest created_at, "
-        "so a change in the source shows as a new data version."
+        f"backend). Observing it records each of the last {SETTINGS.observed_days} days' row count and latest "
+        "created_at, so a change in the source shows as a new data version."
     ),
     tags={"dagster/kind/postgres": ""},
     metadata={"dagster/column_schema": RECORDS_SCHEMA, "dagster/table_name": "datavault.public.records"},
 )
 def postgres_records(context: dg.OpExecutionContext, postgres: PostgresResource) -> dg.DataVersionsByPartition:
     """One observation per recent day, carrying its data version and what is there."""
-    with reported_as("Observing the PostgreSQL source"):
+    with asset_errors("Observing the PostgreSQL source"):
         stats = postgres.day_stats(_observed_windows())
     for day, stat in stats.items():
         latest = stat["latest"].isoformat() if stat["latest"] else None
@@ -125,34 +111,32 @@ def postgres_records(context: dg.OpExecutionContext, postgres: PostgresResource)
     kinds={"s3", "parquet"},
     description=(
         "The day's rows as Parquet files in the S3 stage, at s3://<bucket>/<prefix>/records/dt=<day>/"
-        "part-NNNNN.parquet, with a _manifest.json written last. Ciphertext is copied byte for byte."
+        "part-NNNNN-<staging>.parquet, with a _manifest.json written last. Ciphertext is copied byte for byte."
     ),
     metadata={"dagster/column_schema": RECORDS_SCHEMA},
 )
 def s3_stage_records(
     context: dg.AssetExecutionContext, source: SourceExtract, snowflake_loader: SnowflakeLoader
 ) -> SourceExtract:
-    # The stage IO manager streams PostgreSQL into Parquet; the day never passes through here in memory.
-    # First, before anything is written: days outside the partitions, and a source whose columns the
-    # Snowflake table cannot take, stop here.
-    with reported_as("Checking the partition keys"):
+    """Hands the days' streams to the stage IO manager, once they can be loaded: the keys are days of the
+    partitions, and the Snowflake table can take the source's columns. Nothing is read here."""
+    with asset_errors("Checking the days and the Snowflake table before staging"):
         check_in_partitions(context.partition_keys)
-    if source.days:
-        with reported_as("Checking the Snowflake table's columns before staging"):
+        if source.days:
             try:
                 snowflake_loader.check_compatible(staged_columns(source.days[0].columns))
             except SnowflakeLoadError as error:
                 if isinstance(error, PermanentError):
                     raise
-                context.log.warning(f"Staging without checking Snowflake's columns first (the load checks them): {error}")
+                context.log.warning(
+                    redact_known_secrets(f"Staging without checking Snowflake's columns first (the load checks them): {error}")
+                )
     return source
 
 
 @dg.asset(
     key=SNOWFLAKE_KEY,
-    # The manifests are read in the body, under each day's lock, not as an input loaded before it: a run
-    # re-staging the day at that moment has deleted the manifest and not yet written the new one.
-    deps=[STAGE_KEY],
+    ins={"staged": dg.AssetIn(key=STAGE_KEY)},
     partitions_def=daily_partitions,
     backfill_policy=BACKFILL_POLICY,
     retry_policy=RETRY_POLICY,
@@ -164,76 +148,61 @@ def s3_stage_records(
         "replaced in one transaction, so re-running a day never duplicates or loses rows."
     ),
     metadata={"dagster/column_schema": RECORDS_SCHEMA},
-    freshness_policy=dg.FreshnessPolicy.cron(deadline_cron=FRESHNESS_DEADLINE_CRON, timezone="UTC",
-                                             lower_bound_delta=timedelta(hours=FRESHNESS_WINDOW_HOURS)),
+    freshness_policy=dg.FreshnessPolicy.cron(
+        deadline_cron=SETTINGS.freshness_deadline_cron,
+        timezone="UTC",
+        lower_bound_delta=timedelta(hours=SETTINGS.freshness_window_hours),
+    ),
 )
 def snowflake_records(
     context: dg.AssetExecutionContext,
+    staged: list[StagedPartition],
     snowflake_loader: SnowflakeLoader,
-    postgres: PostgresResource,
-    s3_stage_io_manager: dg.ResourceParam[S3StageIOManager],
+    partition_locks: PartitionLocks,
+    stage_retention: StageRetention,
 ) -> dg.MaterializeResult:
-    started = time.monotonic()
-    keys = list(context.partition_keys)
-    with reported_as("Checking the partition keys"):
-        check_in_partitions(keys)
-    with reported_as("Checking the stage settings"):
-        storage = s3_stage_io_manager.storage()
-    results: list = []
-    loaded: list[StagedPartition] = []
-    for number, key in enumerate(keys, start=1):
-        with reported_as(f"Loading {key} into Snowflake"), \
-                postgres.partition_lock(key, holder=f"load {key} run {context.run.run_id[:8]}") as lock:
-            # Under the day's lock (locks.py), so the load takes exactly one complete staging.
-            with reported_as(f"Reading the stage manifest of {key}"), \
-                    s3_stage_io_manager.s3_errors(f"reading the stage manifest of {key}"):
-                partition = s3_stage_io_manager.read_manifest(storage, key)
-            result = snowflake_loader.load_partition(partition, lock=lock, run_id=context.run.run_id)
-            try:
-                with s3_stage_io_manager.s3_errors(f"marking {key} loaded"):
-                    s3_stage_io_manager.mark_loaded(storage, partition, context.run.run_id)
-            except (TransientError, StageError) as error:  # the day is loaded; only its clean-up waits
-                context.log.warning(f"{key} is loaded, but its staged files stay until it is loaded again: {error}")
-        loaded.append(partition)
-        results.append(result)
-        if result.columns_added:
-            context.log.warning(f"Added new column(s) {result.columns_added} to Snowflake table {snowflake_loader.table}.")
-        context.log.info(
-            f"Loaded {result.partition_key} ({number}/{len(keys)} days): {result.rows_loaded:,} rows from "
-            f"{result.files_loaded} file(s), replacing {result.rows_deleted:,}, in {result.seconds:.2f}s"
-        )
-    staged = loaded
-    try:
-        with s3_stage_io_manager.s3_errors("deleting staged files past their retention"):
-            purged = s3_stage_io_manager.purge_expired(
-                storage, lambda key: postgres.try_partition_lock(key, holder=f"purge {key} run {context.run.run_id[:8]}"),
-                keep=frozenset(p.partition_key for p in loaded),
+    """Loads each staged day under its lock: the load and a re-staging of the same day never interleave."""
+    started, run = time.monotonic(), context.run.run_id
+    results: list[LoadResult] = []
+    with asset_errors("Loading into Snowflake"):
+        check_in_partitions(context.partition_keys)
+        for number, manifest in enumerate(staged, start=1):
+            key = manifest.partition_key
+            with partition_locks.hold(key, holder=f"load {key} run {run[:8]}") as lock:
+                result = snowflake_loader.load_partition(manifest, lock=lock, run_id=run)
+            results.append(result)
+            if result.columns_added:
+                context.log.warning(f"Added new column(s) {result.columns_added} to {snowflake_loader.table_name}.")
+            context.log.info(
+                f"Loaded {key} ({number}/{len(staged)} days): {result.rows_loaded:,} rows from "
+                f"{result.files_loaded} file(s), replacing {result.rows_deleted:,}, in {result.seconds:.2f}s"
             )
-        if purged:
-            context.log.info(f"Deleted the staged files of {len(purged)} day(s) loaded more than "
-                             f"{s3_stage_io_manager.retention_hours:g} h ago: {', '.join(purged)}")
-    except (TransientError, StageError) as error:  # the load is done; the next one retries the clean-up
-        context.log.warning(f"Could not delete staged files past their retention: {error}")
-    rows = sum(r.rows_loaded for r in results)
-    metadata: dict = {
-        # As in the stage: a range run's materializations share metadata, so only one day states its count.
-        "dagster/row_count" if len(results) == 1 else "rows_in_run": rows,
-        "dagster/table_name": f"{snowflake_loader.snowflake.database}.{snowflake_loader.snowflake.schema_}."
-                              f"{snowflake_loader.table}".upper(),
-        "dagster/uri": dg.MetadataValue.path(", ".join(f"{p.stage_uri}/{p.directory}" for p in staged[:3])
-                                             + (" ..." if len(staged) > 3 else "")),
-        "rows_replaced": sum(r.rows_deleted for r in results),
-        "files_loaded": sum(r.files_loaded for r in results),
-        "staged_bytes": sum(p.bytes for p in staged),
-        "partition_window": f"[{staged[0].window_start}, {staged[-1].window_end})" if staged else "empty range",
-        "load_seconds": round(time.monotonic() - started, 3),
-    }
-    if staged:
-        metadata["dagster/column_schema"] = staged[-1].column_schema(lambda c: c.snowflake_type)
-    if len(results) > 1:
-        metadata["days"] = dg.MetadataValue.md(
-            "| day | rows loaded | rows replaced | files | seconds |\n|---|---|---|---|---|\n"
-            + "\n".join(f"| {r.partition_key} | {r.rows_loaded} | {r.rows_deleted} | {r.files_loaded} | {r.seconds} |"
-                        for r in results)
-        )
-    return dg.MaterializeResult(metadata=metadata)
+    _purge_expired_stagings(context, stage_retention, keep=frozenset(m.partition_key for m in staged))
+    return dg.MaterializeResult(metadata=materialization_metadata(
+        staged,
+        rows=sum(r.rows_loaded for r in results),
+        seconds=time.monotonic() - started,
+        seconds_key="load_seconds",
+        column_type=lambda c: c.snowflake_type,
+        range_uri=f"{staged[0].stage_uri}/{staged[0].directory.rsplit('/', 1)[0]}" if staged else "",
+        day_columns={"rows loaded": lambda i: results[i].rows_loaded, "rows replaced": lambda i: results[i].rows_deleted,
+                     "files": lambda i: results[i].files_loaded, "seconds": lambda i: results[i].seconds},
+        extra={
+            "dagster/table_name": snowflake_loader.qualified_table_name,
+            "rows_replaced": sum(r.rows_deleted for r in results),
+            "files_loaded": sum(r.files_loaded for r in results),
+        },
+    ))
+
+
+def _purge_expired_stagings(context: dg.AssetExecutionContext, retention: StageRetention, keep: frozenset[str]) -> None:
+    """The load is done whatever happens here: a failure is a warning, and the next load tries again."""
+    try:
+        purged = retention.purge_expired(context.instance, SNOWFLAKE_KEY, keep=keep,
+                                         holder=f"purge run {context.run.run_id[:8]}")
+    except (TransientError, PermanentError) as error:
+        context.log.warning(redact_known_secrets(f"Could not delete staged files past their retention: {error}"))
+        return
+    if purged:
+        context.log.info(f"Deleted the staged files of {len(purged)} day(s) loaded more than "
+                         f"{retention.retention_hours:g} h ago: {', '.join(purged)}")

@@ -1,11 +1,8 @@
 """Backfill a range of days through Dagster, with progress, then reconcile every day.
 
-`datavault-analytics backfill START END` (and `make demo`, over the last week) runs
-`dagster asset materialize --partition-range` for each chunk of `days_per_run` days, against the
-configured Dagster instance, so the runs show in the web UI like any other. It prints each day as it
-lands (days done of days asked, rows per second) and ends with the per-day reconciliation table.
+`datavault-analytics backfill START END` (and `make demo`) runs `dg launch --partition-range` per chunk of
+`days_per_run` days against the configured Dagster instance, printing each day as it lands.
 """
-
 import os
 import re
 import subprocess
@@ -18,10 +15,10 @@ from pathlib import Path
 import dagster as dg
 
 from datavault_analytics.assets import SNOWFLAKE_KEY, STAGE_KEY
-from datavault_analytics.environment import build_resources
-from datavault_analytics.partitions import day_windows
+from datavault_analytics.day_window import day_windows
+from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.reconciliation import DayReconciliation, reconcile
-from datavault_analytics.resources.s3_stage import StageError
+from datavault_analytics.resources.stage_manifest import StageError
 
 _LOADED = re.compile(r"Loaded (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows")
 _STAGED = re.compile(r"Staged (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows")
@@ -51,15 +48,13 @@ def materialize_range(first: date, last: date, *, days_per_run: int = 31, log_di
     for chunk in _chunks(days, days_per_run):
         log_path = log_dir / f"materialize-{chunk[0]}-{chunk[-1]}.log"
         command = [
-            str(Path(sys.executable).with_name("dagster")), "asset", "materialize",
-            "-m", "datavault_analytics.definitions", "--select", selection,
-            "--partition-range", f"{chunk[0]}...{chunk[-1]}",
+            str(Path(sys.executable).with_name("dg")), "launch", "-m", "datavault_analytics.definitions",
+            "--assets", selection, "--partition-range", f"{chunk[0]}...{chunk[-1]}",
         ]
         say(f"run {chunk[0]} .. {chunk[-1]} ({len(chunk)} days), log: {log_path}")
         with open(log_path, "w") as log:
-            # The CLI takes a range only from single-run assets; this command chunks the range itself, so a
-            # deployment's multi-run setting (for UI backfills) is left out of its runs.
-            env = {k: v for k, v in os.environ.items() if k != "DATAVAULT_BACKFILL_DAYS_PER_RUN"}
+            # `dg launch` takes a range only from single-run assets; this command chunks the range itself.
+            env = {**os.environ, "DATAVAULT_BACKFILL_DAYS_PER_RUN": "0"}
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
             for line in process.stdout:
                 log.write(line)
@@ -78,18 +73,16 @@ def materialize_range(first: date, last: date, *, days_per_run: int = 31, log_di
             raise BackfillError(f"The run for {chunk[0]} .. {chunk[-1]} failed ({detail}). Log: {log_path}")
 
 
-def reconciliation(first: date, last: date) -> list[DayReconciliation]:
+def reconciliation(settings: Settings, first: date, last: date) -> list[DayReconciliation]:
     """Per-day counts and hashes on both sides, with the staged files and bytes from the manifests."""
     keys = [d.isoformat() for d in days_between(first, last)]
-    resources = build_resources()
-    with dg.build_resources(
-        {k: resources[k] for k in ("postgres", "s3", "snowflake", "snowflake_loader", "s3_stage_io_manager")}
-    ) as r:
+    resources = build_resources(settings)
+    with dg.build_resources({k: resources[k] for k in ("postgres", "s3_stage", "snowflake_loader")}) as r:
         staged: dict[str, tuple[int, int]] = {}
-        storage = r.s3_stage_io_manager.storage()
+        storage = r.s3_stage.storage()
         for key in keys:
             try:
-                manifest = r.s3_stage_io_manager.read_manifest(storage, key)
+                manifest = r.s3_stage.read_manifest(storage, key)
                 staged[key] = (len(manifest.files), manifest.bytes)
             except StageError:
                 pass

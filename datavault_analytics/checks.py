@@ -1,18 +1,8 @@
-"""Asset checks on the Snowflake table, one result per daily partition.
+"""Asset checks on the Snowflake table, one result per daily partition, evaluated together after every load.
 
-Four checks, evaluated together after every load (and on demand from the UI, for any day):
-  - row count and content fingerprint: PostgreSQL against Snowflake, both computed in SQL on each side
-    (`reconciliation.reconcile`: count(*) and the sum of each row's MD5 over every column), never by
-    pulling rows;
-  - no duplicate ids in Snowflake for the day, counted in Snowflake in the fingerprint's own scan;
-  - the staged manifest matches what was loaded: its files are all present at their recorded sizes, its
-    row total is what Snowflake holds for the day, and it was not rewritten after the last load.
-
-A range run (a backfill chunk, or the daily run with its late-row days) records one evaluation per day, so
-the UI shows each day's result and a failure names the day and what differs. Each evaluation also states
-how long after its day ended the day was last loaded: lateness per partition.
+Row count and content fingerprint (PostgreSQL against Snowflake, both in SQL), no duplicate ids, and the
+staged manifest against the load. Each evaluation names its day and how late after the day it was loaded.
 """
-
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -20,12 +10,15 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from datavault_analytics.assets import SNOWFLAKE_KEY
-from datavault_analytics.errors import reported_as
-from datavault_analytics.partitions import DayWindow, daily_partitions, day_windows
+from datavault_analytics.day_window import DayWindow, day_windows
+from datavault_analytics.errors import asset_errors
+from datavault_analytics.partitions import daily_partitions
 from datavault_analytics.reconciliation import DayReconciliation, reconcile
 from datavault_analytics.resources.postgres import PostgresResource
-from datavault_analytics.resources.s3_stage import S3StageIOManager, StagedPartition, StageError
+from datavault_analytics.resources.s3_stage import S3Stage
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.resources.stage_manifest import StagedPartition, StageError
+from datavault_analytics.stage_retention import StageRetention, latest_load
 
 ROW_COUNT = "row_count_matches_postgres"
 CONTENT_HASH = "content_hash_matches_postgres"
@@ -50,19 +43,11 @@ CHECK_SPECS = [
 MANIFEST_READERS = 8
 
 
-def _manifest_or_error(stage: S3StageIOManager, storage, key: str) -> StagedPartition | StageError:
+def _manifest_or_error(stage: S3Stage, storage, key: str) -> StagedPartition | StageError:
     try:
         return stage.read_manifest(storage, key)
     except StageError as error:
         return error
-
-
-def _latest_load(instance: dg.DagsterInstance, partition_key: str) -> float | None:
-    """When the day was last loaded into Snowflake (its latest materialization), as a timestamp."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=SNOWFLAKE_KEY, asset_partitions=[partition_key]), limit=1
-    ).records
-    return records[0].timestamp if records else None
 
 
 def _evaluation(name: str, day: str, passed: bool, description: str, metadata: dict) -> dg.AssetCheckEvaluation:
@@ -147,28 +132,28 @@ def snowflake_records_checks(
     context: dg.AssetCheckExecutionContext,
     postgres: PostgresResource,
     snowflake_loader: SnowflakeLoader,
-    s3_stage_io_manager: dg.ResourceParam[S3StageIOManager],
+    s3_stage: S3Stage,
+    stage_retention: StageRetention,
 ) -> Iterator:
     op_context = context.op_execution_context
     keys = list(op_context.partition_keys)
     windows = day_windows(keys)
-    storage = s3_stage_io_manager.storage()
     # The manifests are small S3 reads, one day each: read them all at once, while the fingerprints run.
-    with ThreadPoolExecutor(MANIFEST_READERS, thread_name_prefix="manifests") as pool:
-        manifests = pool.map(lambda key: _manifest_or_error(s3_stage_io_manager, storage, key), keys)
-        with reported_as("Reconciling Snowflake with PostgreSQL"):
-            days = reconcile(postgres, snowflake_loader, windows)
-            # The fingerprint's scan counted surplus rows; only days that have some are grouped by id.
-            duplicates = {d.day: (0, 0, None) for d in days}
-            duplicates |= snowflake_loader.duplicate_ids(
-                [w for w, d in zip(windows, days, strict=True) if d.surplus_rows])
+    with asset_errors("Reconciling Snowflake with PostgreSQL"), \
+            ThreadPoolExecutor(MANIFEST_READERS, thread_name_prefix="manifests") as pool:
+        storage = s3_stage.storage()
+        manifests = pool.map(lambda key: _manifest_or_error(s3_stage, storage, key), keys)
+        days = reconcile(postgres, snowflake_loader, windows)
+        # The fingerprint's scan counted surplus rows; only days that have some are grouped by id.
+        duplicates = {d.day: (0, 0, None) for d in days}
+        duplicates |= snowflake_loader.duplicate_ids([w for w, d in zip(windows, days, strict=True) if d.surplus_rows])
         manifest_of = dict(zip(keys, manifests, strict=True))
     selected = {key.name for key in context.selected_asset_check_keys}
     failed = []
     for day in days:
         manifest = manifest_of[day.day]
-        for evaluation in evaluate_day(day, duplicates[day.day], manifest, _latest_load(context.instance, day.day),
-                                       s3_stage_io_manager.retention_hours):
+        loaded_at = latest_load(context.instance, SNOWFLAKE_KEY, day.day)
+        for evaluation in evaluate_day(day, duplicates[day.day], manifest, loaded_at, stage_retention.retention_hours):
             if evaluation.check_name in selected:
                 if not evaluation.passed:
                     failed.append(evaluation.description)

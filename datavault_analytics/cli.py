@@ -1,9 +1,7 @@
 """`datavault-analytics`: the project's command line.
 
-Each group of commands is added by one `add_*_commands(subparsers)` function that sets a `handler` on
-its parsers; COMMAND_GROUPS lists them, in one place. A handler takes the parsed arguments and returns
-the exit code. Expected failures raise one of EXPECTED_ERRORS: one line on stderr, exit code 1, no
-traceback. Heavy modules are imported inside handlers, so `stack env` stays instant.
+Each `add_*_commands` adds a group of commands whose handlers return the exit code; an expected failure
+(EXPECTED_ERRORS) prints one line and exits 1. Heavy modules are imported inside handlers.
 """
 
 import argparse
@@ -174,13 +172,14 @@ def seed_command(args: argparse.Namespace) -> int:
 
     from datavault_analytics.local_stack.seed import seed_records
     from datavault_analytics.local_stack.stack import local_environment
+    from datavault_analytics.redaction import dsn_location
 
     dsn = args.dsn or os.environ.get("DATAVAULT_PG_DSN")
     hint = ""
     if not dsn:
         dsn = local_environment()["DATAVAULT_PG_DSN"]
         hint = f" (is the local stack up? `{PROG} stack up`)"
-    where = describe_dsn(dsn)
+    where = f"PostgreSQL at {dsn_location(dsn)}"
     started = time.monotonic()
     try:
         result = seed_records(dsn, args.days, args.rows_per_day, seed=args.seed)
@@ -207,24 +206,22 @@ def backfill_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    _use_configured_environment()
-    return _print_reconciliation(args.start, args.end)
+    return _print_reconciliation(_use_configured_environment(), args.start, args.end)
 
 
 def snowflake_preflight(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    settings = _use_configured_environment()
     from datavault_analytics.environment import build_resources
     from datavault_analytics.preflight import Preflight
 
-    _use_configured_environment()
     try:
-        resources = build_resources()
+        resources = build_resources(settings)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    with dg.build_resources({k: resources[k] for k in ("s3", "snowflake", "snowflake_loader", "s3_stage_io_manager")}
-                            ) as built:
-        preflight = Preflight(built.snowflake_loader, built.s3_stage_io_manager)
+    with dg.build_resources({k: resources[k] for k in ("s3_stage", "snowflake_loader")}) as built:
+        preflight = Preflight(built.snowflake_loader, built.s3_stage)
         for result in preflight.run():
             print(result.line(), flush=True)
     print("preflight passed: loads into this account will be exact" if preflight.passed
@@ -232,53 +229,50 @@ def snowflake_preflight(args: argparse.Namespace) -> int:
     return 0 if preflight.passed else 1
 
 
-def _use_configured_environment() -> None:
-    """Fill in the local stack's variables when DATAVAULT_ENV is local, so child processes see them too."""
-    from datavault_analytics.environment import apply_environment_defaults
+def _use_configured_environment():
+    """The settings for this command and its child processes. DATAVAULT_ENV=local (the default): the local
+    stack's variables fill in those unset. Then the settings are read, and checked."""
+    if os.environ.get("DATAVAULT_ENV", "local").strip().lower() == "local":
+        from datavault_analytics.local_stack.stack import local_environment
+
+        for name, value in local_environment().items():
+            os.environ.setdefault(name, value)
+    from datavault_analytics.environment import Settings
 
     try:
-        apply_environment_defaults()
+        settings = Settings.from_environment()
     except ValueError as error:
         raise CommandError(str(error)) from None
+    if settings.missing_variables:
+        raise CommandError("DATAVAULT_ENV=prod needs these environment variables, which are unset: "
+                           + ", ".join(settings.missing_variables))
+    return settings
 
 
 def _backfill_and_report(first, last, days_per_run: int) -> int:
+    settings = _use_configured_environment()
     from datavault_analytics.backfill import BackfillError, materialize_range
 
-    _use_configured_environment()
     started = time.monotonic()
     try:
         materialize_range(first, last, days_per_run=days_per_run, log_dir=Path.cwd() / ".datavault" / "logs")
     except (BackfillError, ValueError) as error:
         raise CommandError(str(error)) from None
     print(f"materialized {first} .. {last} in {time.monotonic() - started:.1f} s")
-    return _print_reconciliation(first, last)
+    return _print_reconciliation(settings, first, last)
 
 
-def _print_reconciliation(first, last) -> int:
+def _print_reconciliation(settings, first, last) -> int:
     from datavault_analytics.backfill import reconciliation
     from datavault_analytics.reconciliation import render_table
 
-    days = reconciliation(first, last)
+    days = reconciliation(settings, first, last)
     print(render_table(days))
     mismatched = [d for d in days if not d.matches]
     for day in mismatched:
         print(f"MISMATCH {day.difference()}", file=sys.stderr)
     print(f"{len(days) - len(mismatched)} of {len(days)} days match")
     return 1 if mismatched else 0
-
-
-def describe_dsn(dsn: str) -> str:
-    """Database, host and port of a DSN, for messages: never its password."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        parts = conninfo_to_dict(dsn)
-    except Exception:
-        return "PostgreSQL"
-    host = parts.get("host") or "local socket"
-    port = f":{parts['port']}" if parts.get("port") else ""
-    return f"database {parts.get('dbname') or '?'} on {host}{port}"
 
 
 def _day(text: str):

@@ -1,22 +1,26 @@
-"""Which environment this is, and the resources for it: decided here and nowhere else.
+"""Which environment this is, and every setting: read from the environment once, here and nowhere else.
 
-Both environments build the same resources from the same environment variables (`EnvVar`, so secrets
-are resolved at run time and never stored in the definitions). `local` first fills in any variable
-that is unset with the embedded stack's values (`datavault-analytics stack env`); `prod` requires them.
+`SETTINGS` is read when the code location loads, and `build_resources` makes the resources from it. Secrets
+stay `EnvVar`s. Nothing writes `os.environ`: the local stack's variables come from `stack env` (CLI, make).
 """
 
 import os
+from collections.abc import Mapping
+from typing import Literal
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_snowflake import SnowflakeResource
+from pydantic import BaseModel, ConfigDict
 
+from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import PostgresResource, PostgresSourceIOManager
-from datavault_analytics.resources.s3_stage import S3StageIOManager
+from datavault_analytics.resources.records_table import RecordsTable
+from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.stage_retention import StageRetention
 
 ENVIRONMENTS = ("local", "prod")
-
 REQUIRED_VARIABLES = (
     "DATAVAULT_PG_DSN",
     "DATAVAULT_STAGE_URI",
@@ -27,114 +31,169 @@ REQUIRED_VARIABLES = (
     "SNOWFLAKE_DATABASE",
     "SNOWFLAKE_SCHEMA",
 )
-
-
-class ConfigurationError(ValueError):
-    """The environment is unknown or incomplete."""
-
-
-def get_environment() -> str:
-    environment = os.getenv("DATAVAULT_ENV", "local").strip().lower()
-    if environment not in ENVIRONMENTS:
-        raise ConfigurationError(f"DATAVAULT_ENV={environment!r} is not one of {', '.join(ENVIRONMENTS)}.")
-    return environment
-
-
-def _optional(name: str) -> str | None:
-    return os.environ.get(name) or None
-
-
-def apply_environment_defaults(environment: str | None = None) -> str:
-    """`local`: fill in unset variables from the embedded stack. `prod`: check that none is missing."""
-    environment = environment or get_environment()
-    if environment == "local":
-        from datavault_analytics.local_stack.stack import local_environment
-
-        for name, value in local_environment().items():
-            os.environ.setdefault(name, value)
-    else:
-        _check_required()
-    return environment
-
-
-def _check_required() -> None:
-    missing = [name for name in REQUIRED_VARIABLES if not os.environ.get(name)]
-    if not (os.environ.get("SNOWFLAKE_PASSWORD") or os.environ.get("SNOWFLAKE_PRIVATE_KEY")
-            or os.environ.get("SNOWFLAKE_PRIVATE_KEY_PATH")):
-        missing.append("SNOWFLAKE_PASSWORD (or SNOWFLAKE_PRIVATE_KEY / SNOWFLAKE_PRIVATE_KEY_PATH)")
-    if missing:
-        raise ConfigurationError(
-            "DATAVAULT_ENV=prod needs these environment variables, which are unset: " + ", ".join(missing)
-            + ". See the README's 'Configuration' section."
-        )
-
-
 S3_SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def _flag(name: str, default: bool) -> bool:
-    value = os.getenv(name, "").strip().lower()
-    if not value:
-        return default
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise ConfigurationError(f"{name}={value!r} is not true or false.")
-    return value in ("true", "1", "yes")
+class ConfigurationError(ValueError):
+    """The environment is unknown or incomplete, or a setting cannot work."""
 
 
-def _float_or_none(name: str, default: float | None) -> float | None:
-    value = os.getenv(name, "").strip().lower()
-    if not value:
-        return default
-    if value == "none":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigurationError(f"{name}={value!r} is not a number of hours (or none).") from None
+class Settings(BaseModel):
+    """Every setting a user may change, with its environment variable (README, "Configuration")."""
 
+    model_config = ConfigDict(frozen=True)
 
-def s3_encryption(environment: str) -> tuple[str | None, str | None]:
-    """(ServerSideEncryption, SSEKMSKeyId) for staged objects: AES256 (SSE-S3) unless set, in prod.
+    environment: Literal["local", "prod"]
+    missing_variables: tuple[str, ...] = ()  # what prod requires and the environment lacks (build_resources refuses)
+    # Partitions, assets and the schedule
+    start_date: str = "2024-01-01"  # DATAVAULT_START_DATE
+    observed_days: int = 7  # DATAVAULT_OBSERVED_DAYS
+    backfill_days_per_run: int = 0  # DATAVAULT_BACKFILL_DAYS_PER_RUN; 0: a range is one run
+    freshness_deadline_cron: str = "0 6 * * *"  # DATAVAULT_FRESHNESS_DEADLINE_CRON
+    freshness_window_hours: float = 6  # DATAVAULT_FRESHNESS_WINDOW_HOURS
+    max_retries: int = 3  # DATAVAULT_MAX_RETRIES
+    retry_delay_seconds: float = 15  # DATAVAULT_RETRY_DELAY_SECONDS
+    schedule_cron: str = "15 0 * * *"  # DATAVAULT_SCHEDULE_CRON
+    late_row_days: int = 2  # DATAVAULT_LATE_ROW_DAYS
+    # PostgreSQL and the partition locks
+    pg_sslmode: str | None = None  # DATAVAULT_PG_SSLMODE
+    pg_sslrootcert: str | None = None  # DATAVAULT_PG_SSLROOTCERT
+    lock_dsn_variable: str = "DATAVAULT_PG_DSN"  # DATAVAULT_LOCK_DSN when set
+    lock_wait_seconds: float = 1800  # DATAVAULT_LOCK_WAIT_SECONDS
+    # The S3 stage
+    s3_endpoint_url: str | None = None  # DATAVAULT_S3_ENDPOINT_URL
+    aws_region: str | None = None  # AWS_DEFAULT_REGION, else AWS_REGION
+    s3_sse: str | None = None  # DATAVAULT_S3_SSE: AES256 by default in prod
+    s3_sse_kms_key_id: str | None = None  # DATAVAULT_S3_SSE_KMS_KEY_ID
+    stage_retention_hours: float | None = 72  # DATAVAULT_STAGE_RETENTION_HOURS
+    # Snowflake
+    snowflake_host: str | None = None  # SNOWFLAKE_HOST, with SNOWFLAKE_PORT and SNOWFLAKE_PROTOCOL
+    snowflake_port: int = 443
+    snowflake_protocol: str = "https"
+    snowflake_ocsp_fail_open: bool = True  # SNOWFLAKE_OCSP_FAIL_OPEN
+    snowflake_auth: Literal["password", "private_key", "private_key_path"] = "password"
+    snowflake_private_key_has_password: bool = False  # SNOWFLAKE_PRIVATE_KEY_PASSWORD is set
+    snowflake_login_timeout: int = 60  # SNOWFLAKE_LOGIN_TIMEOUT
+    snowflake_storage_integration: str | None = None  # SNOWFLAKE_STORAGE_INTEGRATION
+    snowflake_lock_timeout_seconds: int = 300  # DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS
 
-    DATAVAULT_S3_SSE: AES256, aws:kms or aws:kms:dsse (with DATAVAULT_S3_SSE_KMS_KEY_ID for a
-    customer-managed key), or `none` to turn it off; unset means AES256 in prod and none in local.
-    """
-    value = os.getenv("DATAVAULT_S3_SSE", "").strip() or ("AES256" if environment == "prod" else "none")
-    key_id = _optional("DATAVAULT_S3_SSE_KMS_KEY_ID")
-    if value.lower() == "none":
-        if key_id:
-            raise ConfigurationError("DATAVAULT_S3_SSE_KMS_KEY_ID is set, but DATAVAULT_S3_SSE=none turns encryption off.")
-        return None, None
-    if value not in S3_SSE_MODES:
-        raise ConfigurationError(f"DATAVAULT_S3_SSE={value!r} is not one of {', '.join(S3_SSE_MODES)} or none.")
-    if key_id and not value.startswith("aws:kms"):
-        raise ConfigurationError(f"DATAVAULT_S3_SSE_KMS_KEY_ID needs DATAVAULT_S3_SSE=aws:kms, not {value}.")
-    return value, key_id
-
-
-def _snowflake_resource() -> SnowflakeResource:
-    emulator = {}
-    if host := _optional("SNOWFLAKE_HOST"):
-        # An emulator (fakesnow) or a private endpoint: the connector's host/port/protocol settings.
-        protocol = os.getenv("SNOWFLAKE_PROTOCOL", "https")
-        if protocol != "https" and host not in _LOOPBACK_HOSTS:
+    @classmethod
+    def from_environment(cls, environment: str | None = None, environ: Mapping[str, str] | None = None) -> "Settings":
+        """The settings in `environ` (default: os.environ), for `environment` (default: DATAVAULT_ENV)."""
+        env = _Reader(os.environ if environ is None else environ)
+        name = (environment or env.text("DATAVAULT_ENV") or "local").strip().lower()
+        if name not in ENVIRONMENTS:
+            raise ConfigurationError(f"DATAVAULT_ENV={name!r} is not one of {', '.join(ENVIRONMENTS)}.")
+        sse, kms_key = env.s3_encryption(name)
+        host = env.text("SNOWFLAKE_HOST")
+        protocol = env.text("SNOWFLAKE_PROTOCOL") or "https"
+        if host and protocol != "https" and host not in _LOOPBACK_HOSTS:
             raise ConfigurationError(
                 f"SNOWFLAKE_PROTOCOL={protocol!r} is only allowed for an emulator on this machine "
                 f"(SNOWFLAKE_HOST=127.0.0.1 or localhost), not {host}: Snowflake is reached over TLS (https)."
             )
-        emulator = {"host": host, "port": int(os.getenv("SNOWFLAKE_PORT", "443")), "protocol": protocol}
-    # TLS to Snowflake is always on (https). OCSP revocation checks fail open by default, as in the
-    # connector; SNOWFLAKE_OCSP_FAIL_OPEN=false makes an unverifiable certificate stop the connection.
-    tls = {"ocsp_fail_open": _flag("SNOWFLAKE_OCSP_FAIL_OPEN", True)}
-    auth: dict = {}
-    if _optional("SNOWFLAKE_PRIVATE_KEY_PATH"):
-        auth["private_key_path"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PATH")
-    elif _optional("SNOWFLAKE_PRIVATE_KEY"):
-        auth["private_key"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY")
-    else:
-        auth["password"] = dg.EnvVar("SNOWFLAKE_PASSWORD")
-    if auth.keys() & {"private_key", "private_key_path"} and _optional("SNOWFLAKE_PRIVATE_KEY_PASSWORD"):
+        auth = ("private_key_path" if env.text("SNOWFLAKE_PRIVATE_KEY_PATH")
+                else "private_key" if env.text("SNOWFLAKE_PRIVATE_KEY") else "password")
+        return cls(
+            environment=name,
+            missing_variables=env.missing_required() if name == "prod" else (),
+            start_date=env.text("DATAVAULT_START_DATE") or "2024-01-01",
+            observed_days=env.number("DATAVAULT_OBSERVED_DAYS", 7, int),
+            backfill_days_per_run=env.number("DATAVAULT_BACKFILL_DAYS_PER_RUN", 0, int),
+            freshness_deadline_cron=env.text("DATAVAULT_FRESHNESS_DEADLINE_CRON") or "0 6 * * *",
+            freshness_window_hours=env.number("DATAVAULT_FRESHNESS_WINDOW_HOURS", 6, float),
+            max_retries=env.number("DATAVAULT_MAX_RETRIES", 3, int),
+            retry_delay_seconds=env.number("DATAVAULT_RETRY_DELAY_SECONDS", 15, float),
+            schedule_cron=env.text("DATAVAULT_SCHEDULE_CRON") or "15 0 * * *",
+            late_row_days=env.number("DATAVAULT_LATE_ROW_DAYS", 2, int),
+            pg_sslmode=env.text("DATAVAULT_PG_SSLMODE"),
+            pg_sslrootcert=env.text("DATAVAULT_PG_SSLROOTCERT"),
+            lock_dsn_variable="DATAVAULT_LOCK_DSN" if env.text("DATAVAULT_LOCK_DSN") else "DATAVAULT_PG_DSN",
+            lock_wait_seconds=env.number("DATAVAULT_LOCK_WAIT_SECONDS", 1800, float),
+            s3_endpoint_url=env.text("DATAVAULT_S3_ENDPOINT_URL"),
+            aws_region=env.text("AWS_DEFAULT_REGION") or env.text("AWS_REGION"),
+            s3_sse=sse,
+            s3_sse_kms_key_id=kms_key,
+            stage_retention_hours=env.hours_or_none("DATAVAULT_STAGE_RETENTION_HOURS", 72),
+            snowflake_host=host,
+            snowflake_port=env.number("SNOWFLAKE_PORT", 443, int),
+            snowflake_protocol=protocol,
+            snowflake_ocsp_fail_open=env.flag("SNOWFLAKE_OCSP_FAIL_OPEN", True),
+            snowflake_auth=auth,
+            snowflake_private_key_has_password=auth != "password" and bool(env.text("SNOWFLAKE_PRIVATE_KEY_PASSWORD")),
+            snowflake_login_timeout=env.number("SNOWFLAKE_LOGIN_TIMEOUT", 60, int),
+            snowflake_storage_integration=env.text("SNOWFLAKE_STORAGE_INTEGRATION"),
+            snowflake_lock_timeout_seconds=env.number("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", 300, int),
+        )
+
+
+class _Reader:
+    """Typed reads of environment variables, each error naming its variable."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def text(self, name: str) -> str | None:
+        return (self.environ.get(name) or "").strip() or None
+
+    def number(self, name: str, default, kind):
+        value = self.text(name)
+        try:
+            return default if value is None else kind(value)
+        except ValueError:
+            raise ConfigurationError(f"{name}={value!r} is not {'a whole number' if kind is int else 'a number'}.") from None
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = (self.text(name) or "").lower()
+        if not value:
+            return default
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigurationError(f"{name}={value!r} is not true or false.")
+        return value in ("true", "1", "yes")
+
+    def hours_or_none(self, name: str, default: float) -> float | None:
+        value = (self.text(name) or "").lower()
+        if value == "none":
+            return None
+        try:
+            return default if not value else float(value)
+        except ValueError:
+            raise ConfigurationError(f"{name}={value!r} is not a number of hours (or none).") from None
+
+    def missing_required(self) -> tuple[str, ...]:
+        missing = [name for name in REQUIRED_VARIABLES if not self.text(name)]
+        if not any(self.text(n) for n in ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_PRIVATE_KEY_PATH")):
+            missing.append("SNOWFLAKE_PASSWORD (or SNOWFLAKE_PRIVATE_KEY / SNOWFLAKE_PRIVATE_KEY_PATH)")
+        return tuple(missing)
+
+    def s3_encryption(self, environment: str) -> tuple[str | None, str | None]:
+        """(ServerSideEncryption, SSEKMSKeyId) for staged objects: AES256 (SSE-S3) unless set, in prod."""
+        value = self.text("DATAVAULT_S3_SSE") or ("AES256" if environment == "prod" else "none")
+        key_id = self.text("DATAVAULT_S3_SSE_KMS_KEY_ID")
+        if value.lower() == "none":
+            if key_id:
+                raise ConfigurationError(
+                    "DATAVAULT_S3_SSE_KMS_KEY_ID is set, but DATAVAULT_S3_SSE=none turns encryption off."
+                )
+            return None, None
+        if value not in S3_SSE_MODES:
+            raise ConfigurationError(f"DATAVAULT_S3_SSE={value!r} is not one of {', '.join(S3_SSE_MODES)} or none.")
+        if key_id and not value.startswith("aws:kms"):
+            raise ConfigurationError(f"DATAVAULT_S3_SSE_KMS_KEY_ID needs DATAVAULT_S3_SSE=aws:kms, not {value}.")
+        return value, key_id
+
+
+SETTINGS = Settings.from_environment()
+
+
+def _snowflake_resource(settings: Settings) -> SnowflakeResource:
+    emulator = {}
+    if settings.snowflake_host:  # an emulator (fakesnow) or a private endpoint
+        emulator = {"host": settings.snowflake_host, "port": settings.snowflake_port,
+                    "protocol": settings.snowflake_protocol}
+    auth = {settings.snowflake_auth: dg.EnvVar(f"SNOWFLAKE_{settings.snowflake_auth.upper()}")}
+    if settings.snowflake_private_key_has_password:
         auth["private_key_password"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSWORD")
     return SnowflakeResource(
         account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
@@ -144,10 +203,11 @@ def _snowflake_resource() -> SnowflakeResource:
         database=dg.EnvVar("SNOWFLAKE_DATABASE"),
         # Pass the field by its alias: `schema_=` is accepted here but dropped when a run resolves config.
         schema=dg.EnvVar("SNOWFLAKE_SCHEMA"),
-        login_timeout=int(os.getenv("SNOWFLAKE_LOGIN_TIMEOUT", "60")),
+        login_timeout=settings.snowflake_login_timeout,
         additional_snowflake_connection_args={
             **emulator,
-            **tls,
+            # TLS is always on (https); OCSP checks fail open unless SNOWFLAKE_OCSP_FAIL_OPEN=false.
+            "ocsp_fail_open": settings.snowflake_ocsp_fail_open,
             # The parameters the SQL relies on are pinned by the loader on every connection (session_parameters).
             "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
         },
@@ -155,42 +215,34 @@ def _snowflake_resource() -> SnowflakeResource:
     )
 
 
-def build_resources(environment: str | None = None) -> dict:
-    """The resources for `environment` (default: DATAVAULT_ENV). Opens no connection."""
-    environment = apply_environment_defaults(environment)
-    sse, sse_kms_key_id = s3_encryption(environment)
-    postgres = PostgresResource(
-        dsn=dg.EnvVar("DATAVAULT_PG_DSN"),
-        # TLS: libpq's sslmode (verify-full in production) and the CA file that verifies the server.
-        sslmode=_optional("DATAVAULT_PG_SSLMODE"),
-        sslrootcert=_optional("DATAVAULT_PG_SSLROOTCERT"),
-        # The per-day partition locks (locks.py): on the source, unless that is a pool of servers.
-        lock_dsn=dg.EnvVar("DATAVAULT_LOCK_DSN") if _optional("DATAVAULT_LOCK_DSN") else None,
-        lock_wait_seconds=float(os.getenv("DATAVAULT_LOCK_WAIT_SECONDS", "1800")),
-    )
-    s3 = S3Resource(
-        endpoint_url=_optional("DATAVAULT_S3_ENDPOINT_URL"),
-        region_name=_optional("AWS_DEFAULT_REGION") or _optional("AWS_REGION"),
-    )
-    snowflake = _snowflake_resource()
-    stage_uri = dg.EnvVar("DATAVAULT_STAGE_URI")
+def build_resources(settings: Settings = SETTINGS) -> dict:
+    """The resources for `settings`. Opens no connection."""
+    if settings.missing_variables:
+        raise ConfigurationError(
+            "DATAVAULT_ENV=prod needs these environment variables, which are unset: "
+            + ", ".join(settings.missing_variables) + ". See the README's 'Configuration' section."
+        )
+    table = RecordsTable()
+    postgres = PostgresResource(dsn=dg.EnvVar("DATAVAULT_PG_DSN"), table=table, sslmode=settings.pg_sslmode,
+                                sslrootcert=settings.pg_sslrootcert)
+    locks = PartitionLocks(dsn=dg.EnvVar(settings.lock_dsn_variable), sslmode=settings.pg_sslmode,
+                           sslrootcert=settings.pg_sslrootcert, wait_seconds=settings.lock_wait_seconds, table=table)
+    s3 = S3Resource(endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region)
+    stage = S3Stage(s3=s3, stage_uri=dg.EnvVar("DATAVAULT_STAGE_URI"), server_side_encryption=settings.s3_sse,
+                    sse_kms_key_id=settings.s3_sse_kms_key_id)
+    snowflake = _snowflake_resource(settings)
     return {
         "postgres": postgres,
+        "partition_locks": locks,
         "s3": s3,
+        "s3_stage": stage,
         "snowflake": snowflake,
         "postgres_io_manager": PostgresSourceIOManager(postgres=postgres),
-        "s3_stage_io_manager": S3StageIOManager(
-            s3=s3,
-            stage_uri=stage_uri,
-            # Staged ciphertext is encrypted at rest in S3 too: SSE-S3 by default in prod (see s3_encryption).
-            server_side_encryption=sse,
-            sse_kms_key_id=sse_kms_key_id,
-            retention_hours=_float_or_none("DATAVAULT_STAGE_RETENTION_HOURS", 72),
-        ),
+        "s3_stage_io_manager": S3StageIOManager(stage=stage, locks=locks),
+        "stage_retention": StageRetention(stage=stage, locks=locks, retention_hours=settings.stage_retention_hours),
         "snowflake_loader": SnowflakeLoader(
-            snowflake=snowflake,
-            stage_uri=stage_uri,
-            storage_integration=_optional("SNOWFLAKE_STORAGE_INTEGRATION"),
-            lock_timeout_seconds=int(os.getenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "300")),
+            snowflake=snowflake, stage=stage, table=table,
+            storage_integration=settings.snowflake_storage_integration,
+            lock_timeout_seconds=settings.snowflake_lock_timeout_seconds,
         ),
     }

@@ -1,13 +1,7 @@
-"""Errors that retrying cannot fix, errors that it may, and how a step reports them.
+"""Errors that retrying cannot fix, errors that it may, and the one place each asset converts them.
 
-`RetryPolicy` retries a step on any exception, which is right for a server that is briefly down and
-wrong for bad input. Errors deriving from `PermanentError` (bad configuration, an unmapped type, schema
-drift, a broken stage, a malformed partition key) become a `dagster.Failure` that is not retried, with
-a message naming the step.
-
-Errors deriving from `TransientError` say which part failed (PostgreSQL, S3, Snowflake, the partition
-lock); `reported_as` adds the step they failed at, and they are retried. Both kinds pass through
-`redaction.redact_known_secrets` on the way out, so no configured secret reaches a log or the UI.
+docs/errors.md explains the split; in short, `PermanentError` becomes a non-retryable `dagster.Failure`,
+`TransientError` is retried by the asset's RetryPolicy, and both are redacted on the way out.
 """
 
 from collections.abc import Iterator
@@ -23,11 +17,9 @@ class PermanentError(Exception):
 
 
 class TransientError(RuntimeError):
-    """A part (PostgreSQL, S3, Snowflake) was unreachable or failed mid-way: a retry may succeed.
-
-    The message names the part; `reported_as` adds the step. Nothing half-done is left behind: a stage
-    without its manifest is never loaded, and a load that fails rolls its transaction back.
-    """
+    """A part (PostgreSQL, S3, Snowflake, the partition lock) was unreachable or failed mid-way: a retry may
+    succeed. Nothing half-done is left behind: a stage without its manifest is never loaded, and a load that
+    fails rolls its transaction back."""
 
     step: str | None = None
 
@@ -37,13 +29,14 @@ class TransientError(RuntimeError):
 
 
 @contextmanager
-def reported_as(step: str) -> Iterator[None]:
+def asset_errors(step: str) -> Iterator[None]:
+    """At an asset's (or IO manager's, or check's) boundary: name the step and redact, once."""
     try:
         yield
     except PermanentError as error:
         raise dg.Failure(description=redact_known_secrets(f"{step}: {error}"), allow_retries=False) from None
     except TransientError as error:
-        if error.step is None:  # the innermost step names it best
+        if error.step is None:
             error.step = step
         error.args = tuple(redact_known_secrets(str(a)) for a in error.args)
         raise

@@ -1,8 +1,7 @@
 """SQL identifiers that come from configuration: validated once, then always quoted.
 
-Nothing from configuration is ever formatted raw into SQL. A name must be a plain identifier
-(letters, digits, underscores, not starting with a digit, at most 63 characters, PostgreSQL's limit);
-anything else (quotes, semicolons, spaces, dots) is refused with an error that names the setting.
+A name must be a plain identifier (letters, digits, underscores, at most 63 characters); anything else is
+refused with an error that names the setting.
 """
 
 import re

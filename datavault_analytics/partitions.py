@@ -1,56 +1,11 @@
-"""Daily partitions: one per UTC day of `created_at`, from a configurable first day."""
-
-import os
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+"""Daily partitions: one per UTC day of `created_at`, from the configured first day."""
 
 import dagster as dg
 
-from datavault_analytics.errors import PermanentError
+from datavault_analytics.day_window import DayWindow, InvalidPartitionKeyError
+from datavault_analytics.environment import SETTINGS
 
-DEFAULT_START_DATE = "2024-01-01"
-START_DATE = os.getenv("DATAVAULT_START_DATE", DEFAULT_START_DATE)
-
-daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone="UTC")
-
-
-class InvalidPartitionKeyError(PermanentError, ValueError):
-    """A partition key that is not a day of this pipeline's partitions."""
-
-
-@dataclass(frozen=True)
-class DayWindow:
-    """One partition: the half-open UTC window [start, end) on the partition column."""
-
-    partition_key: str
-    start: datetime
-    end: datetime
-
-    @classmethod
-    def for_key(cls, partition_key: str) -> "DayWindow":
-        try:
-            day = date.fromisoformat(partition_key)
-        except (TypeError, ValueError):
-            raise InvalidPartitionKeyError(
-                f"Partition key {partition_key!r} is not a day in YYYY-MM-DD form."
-            ) from None
-        if day.isoformat() != partition_key:
-            raise InvalidPartitionKeyError(f"Partition key {partition_key!r} is not a day in YYYY-MM-DD form.")
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return cls(partition_key, start, start + timedelta(days=1))
-
-    @property
-    def start_ntz(self) -> str:
-        """The window start as UTC wall-clock text, for TIMESTAMP_NTZ comparisons in Snowflake."""
-        return self.start.strftime("%Y-%m-%d %H:%M:%S")
-
-    @property
-    def end_ntz(self) -> str:
-        return self.end.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def day_windows(partition_keys: list[str] | tuple[str, ...]) -> list[DayWindow]:
-    return [DayWindow.for_key(key) for key in partition_keys]
+daily_partitions = dg.DailyPartitionsDefinition(start_date=SETTINGS.start_date, timezone="UTC")
 
 
 def check_in_partitions(partition_keys: list[str] | tuple[str, ...]) -> None:

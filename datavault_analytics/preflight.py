@@ -13,9 +13,11 @@ import pyarrow as pa
 from datavault_analytics.fingerprint import Fingerprint, python_fingerprint
 from datavault_analytics.identifiers import quote_snowflake
 from datavault_analytics.redaction import redact_known_secrets
+from datavault_analytics.resources.parquet_day_writer import ParquetDayWriter
 from datavault_analytics.resources.postgres import SourceColumn
-from datavault_analytics.resources.s3_stage import ParquetDayWriter, S3StageIOManager, staged_columns
+from datavault_analytics.resources.s3_stage import S3Stage
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.resources.stage_manifest import staged_columns
 from datavault_analytics.type_mapping import mapping_for
 
 PREFLIGHT_FOLDER = "_preflight"
@@ -61,7 +63,7 @@ def _source_columns() -> list[SourceColumn]:
 class Preflight:
     """The checks, in order; each yields a CheckResult, and a failed one stops those that need it."""
 
-    def __init__(self, loader: SnowflakeLoader, stage: S3StageIOManager):
+    def __init__(self, loader: SnowflakeLoader, stage: S3Stage):
         self.loader, self.stage = loader, stage
         self.results: list[CheckResult] = []
 
@@ -116,17 +118,17 @@ class Preflight:
         loader = self.loader
         existing = loader.table_columns(cursor)
         if not existing:
-            yield CheckResult("target table", True, f"{loader.table} does not exist yet: the first load creates "
+            yield CheckResult("target table", True, f"{loader.table_name} does not exist yet: the first load creates "
                               "it (the round trip below proves CREATE TABLE on the schema)")
             return
         try:
             loader._raise_on_drift(existing, [c for c in staged_columns(_source_columns()) if c.name.upper() in existing])
-            cursor.execute(f"SELECT COUNT(*) FROM {quote_snowflake(loader.table)} WHERE 1 = 0")  # noqa: S608
+            cursor.execute(f"SELECT COUNT(*) FROM {quote_snowflake(loader.table_name)} WHERE 1 = 0")  # noqa: S608
         except Exception as error:
-            yield CheckResult("target table", False, f"{loader.table}: {_text(error)}",
-                              f"grant SELECT, INSERT, DELETE on {loader.table} to the role, or fix its columns")
+            yield CheckResult("target table", False, f"{loader.table_name}: {_text(error)}",
+                              f"grant SELECT, INSERT, DELETE on {loader.table_name} to the role, or fix its columns")
             return
-        yield CheckResult("target table", True, f"{loader.table} exists with {len(existing)} columns and is "
+        yield CheckResult("target table", True, f"{loader.table_name} exists with {len(existing)} columns and is "
                           "readable (the load also needs INSERT and DELETE on it)")
 
     def _stage_object(self, cursor) -> CheckResult:
@@ -135,10 +137,10 @@ class Preflight:
             created = loader.ensure_stage(cursor)
         except Exception as error:
             return CheckResult("stage object", False, _text(error),
-                               f"point stage {loader.stage_name} at {loader.stage_uri} (CREATE OR REPLACE STAGE ... "
+                               f"point stage {loader.stage_name} at {loader.stage.stage_uri} (CREATE OR REPLACE STAGE ... "
                                "URL=... STORAGE_INTEGRATION=...), or grant USAGE on it, or CREATE STAGE on the schema")
         return CheckResult("stage object", True, f"{loader.stage_name} " + ("created, " if created else "") +
-                           f"points at {loader.stage_uri.rstrip('/')}/")
+                           f"points at {loader.stage.stage_uri.rstrip('/')}/")
 
     def _round_trip(self, cursor) -> Iterator[CheckResult]:
         loader, stage = self.loader, self.stage

@@ -3,11 +3,11 @@
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from datavault_analytics.day_window import DayWindow
 from datavault_analytics.fingerprint import Fingerprint
-from datavault_analytics.partitions import DayWindow
 from datavault_analytics.resources.postgres import PostgresResource
-from datavault_analytics.resources.s3_stage import staged_columns
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.resources.stage_manifest import staged_columns
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
-"""Keep credentials out of every message: errors, logs and metadata pass through `redact`.
+"""Keep credentials out of every message: `redact` removes URI passwords, `password=` pairs and given secrets.
 
-`redact` removes URI passwords, `password=...` pairs and the secrets it is given. Every error a step
-raises also passes through `redact_known_secrets`, which removes the values of the environment variables
-that hold secrets (`SECRET_VARIABLES`), whatever message they turn up in.
+`redact_known_secrets` also removes the values of the secret variables (SECRET_VARIABLES): the one place
+outside `environment.py` that reads the environment, since secrets are never copied into the settings.
 """
 
 import os

@@ -1,16 +1,7 @@
 """How each PostgreSQL column type travels: the SQL that reads it, its Arrow/Parquet type, its Snowflake type.
 
-This table is the one place the mapping is written down. A column whose type is not here fails the
-extract before anything is written (see `UnmappedTypeError`).
-
-Choices made on purpose:
-- `timestamptz` -> Parquet `timestamp[us, UTC]` -> Snowflake `TIMESTAMP_NTZ`, holding UTC wall-clock time.
-  NTZ keeps the value independent of any session's TIMEZONE setting, and partition windows are UTC days,
-  so `created_at >= '2026-11-01' AND created_at < '2026-11-02'` selects the same rows on both sides.
-- `uuid` -> a 36-character lower-case string (`VARCHAR(36)`). PostgreSQL renders it (`id::text`), so Parquet
-  never carries Arrow's uuid extension type, and sorting the text sorts like the uuid bytes.
-- `bytea` -> `BINARY`: the ciphertext and nonce move byte for byte, never decoded.
-- `json`/`jsonb` -> `VARCHAR` (their text), so no payload is reinterpreted.
+The one place the mapping is written down (the README's "How types travel" says why each is chosen); a
+column whose type is not here fails the extract before anything is written.
 """
 
 from dataclasses import dataclass

@@ -13,9 +13,9 @@ import dagster as dg
 import psycopg
 
 from datavault_analytics import assets
-from datavault_analytics.environment import build_resources
+from datavault_analytics.day_window import day_windows
+from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.seed import RECORDS_SQL, seed_records
-from datavault_analytics.partitions import day_windows
 from datavault_analytics.reconciliation import reconcile
 
 ALL_ASSETS = [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records]
@@ -65,7 +65,9 @@ class Pipeline:
         }
         for name, value in self.env.items():
             monkeypatch.setenv(name, value)
-        self.resources = build_resources("prod")
+        self.resources = build_resources(Settings.from_environment("prod"))
+        # One instance for the pipeline's runs, as a deployment has: the stage's retention reads its loads.
+        self.instance = dg.DagsterInstance.ephemeral()
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -74,7 +76,7 @@ class Pipeline:
         """Materialize the stage and Snowflake assets for one day, or the range [first, last] in one run."""
         tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first}
         return dg.materialize(ALL_ASSETS, resources=self.resources, selection=list(selection), tags=tags,
-                              raise_on_error=raise_on_error)
+                              raise_on_error=raise_on_error, instance=self.instance)
 
     def with_resources(self, **overrides) -> "Pipeline":
         self.resources = {**self.resources, **overrides}

@@ -1,14 +1,20 @@
 """The three assets end to end on real PostgreSQL, S3 (moto) and Snowflake (fakesnow)."""
 
-import os
+import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow.parquet as pq
 
 from datavault_analytics import assets
-from datavault_analytics.environment import build_resources
+from datavault_analytics.environment import SETTINGS, Settings, build_resources
 from datavault_analytics.resources.s3_stage import S3StageIOManager
+
+
+def small_files(pipeline) -> S3StageIOManager:
+    """The pipeline's stage, cutting a day into files of about 1 MB."""
+    return S3StageIOManager(stage=pipeline.resources["s3_stage"], locks=pipeline.resources["partition_locks"],
+                            target_file_size_mb=1, row_group_rows=1000)
 
 DAY = "2026-11-01"
 DAY_DATE = date(2026, 11, 1)
@@ -46,7 +52,8 @@ def test_materialization_records_standard_metadata(pipeline):
     assert stage.metadata["dagster/row_count"].value == 50
     assert loaded.metadata["dagster/row_count"].value == 50
     assert stage.metadata["dagster/uri"].value == f"{pipeline.stage_uri}/records/dt={DAY}"
-    assert stage.metadata["staged_uris"].value == [f"{pipeline.stage_uri}/records/dt={DAY}/part-00000.parquet"]
+    [uri] = stage.metadata["staged_uris"].value
+    assert re.fullmatch(rf"{pipeline.stage_uri}/records/dt={DAY}/part-00000-\w{{12}}\.parquet", uri)
     assert stage.metadata["staged_bytes"].value > 0
     assert stage.metadata["partition_window"].value == "[2026-11-01T00:00:00+00:00, 2026-11-02T00:00:00+00:00)"
     assert stage.metadata["stage_seconds"].value > 0 and loaded.metadata["load_seconds"].value > 0
@@ -93,15 +100,14 @@ def test_an_empty_day_loads_zero_rows_and_clears_rows_deleted_upstream(pipeline)
 
 def test_a_day_larger_than_one_file_is_staged_as_several_files_and_all_are_loaded(pipeline):
     pipeline.seed([DAY_DATE], rows_per_day=12_000)  # ~4 MB of ciphertext
-    small_files = S3StageIOManager(s3=pipeline.resources["s3"], stage_uri=os.environ["DATAVAULT_STAGE_URI"],
-                                   target_file_size_mb=1, row_group_rows=1000)
-    pipeline.with_resources(s3_stage_io_manager=small_files)
+    pipeline.with_resources(s3_stage_io_manager=small_files(pipeline))
 
     result = pipeline.materialize(DAY)
 
     parts = [k for k in pipeline.stage_keys(DAY) if k.endswith(".parquet")]
     assert len(parts) >= 3
-    assert parts == [f"analytics/records/dt={DAY}/part-{i:05d}.parquet" for i in range(len(parts))]
+    [staging] = {re.fullmatch(r".*/part-\d{5}-(\w+)\.parquet", k)[1] for k in parts}  # one staging's files
+    assert parts == [f"analytics/records/dt={DAY}/part-{i:05d}-{staging}.parquet" for i in range(len(parts))]
     [loaded] = result.asset_materializations_for_node("snowflake__datavault__records")
     assert loaded.metadata["files_loaded"].value == len(parts)
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
@@ -116,13 +122,11 @@ def test_copy_names_a_days_files_in_batches_within_one_transaction(pipeline, sno
     from datavault_analytics_tests.test_faults.faultkit import HttpProxy
 
     pipeline.seed([DAY_DATE], rows_per_day=12_000)
-    small_files = S3StageIOManager(s3=pipeline.resources["s3"], stage_uri=os.environ["DATAVAULT_STAGE_URI"],
-                                   target_file_size_mb=1, row_group_rows=1000)
     monkeypatch.setattr(snowflake_module, "MAX_FILES_PER_COPY", 2)
     with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as proxy:
         monkeypatch.setenv("SNOWFLAKE_PORT", str(proxy.port))
-        pipeline.resources = build_resources("prod")
-        pipeline.with_resources(s3_stage_io_manager=small_files)
+        pipeline.resources = build_resources(Settings.from_environment("prod"))
+        pipeline.with_resources(s3_stage_io_manager=small_files(pipeline))
         assert pipeline.materialize(DAY).success
         statements = [r.sql for r in proxy.requests if r.sql]
 
@@ -206,7 +210,8 @@ def test_staged_files_are_parquet_with_the_source_schema_and_zstd_outside_the_pa
     assert pipeline.materialize(DAY, selection=[assets.STAGE_KEY]).success
     fs = pafs.S3FileSystem(endpoint_override=pipeline.s3_endpoint.removeprefix("http://"), scheme="http",
                            access_key="test", secret_key="test", region="us-east-1")
-    metadata = pq.read_metadata(f"{pipeline.bucket}/analytics/records/dt={DAY}/part-00000.parquet", filesystem=fs)
+    [part] = [k for k in pipeline.stage_keys(DAY) if k.endswith(".parquet")]
+    metadata = pq.read_metadata(f"{pipeline.bucket}/{part}", filesystem=fs)
     assert metadata.num_rows == 10
     compression = {metadata.row_group(0).column(i).path_in_schema: metadata.row_group(0).column(i).compression
                    for i in range(metadata.num_columns)}
@@ -232,7 +237,7 @@ def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_c
         event.event_specific_data.asset_observation.partition: event.event_specific_data.asset_observation
         for event in result.all_events if event.event_type_value == "ASSET_OBSERVATION"
     }
-    assert len(observations) == assets.OBSERVED_DAYS
+    assert len(observations) == SETTINGS.observed_days
     seen = observations[yesterday.isoformat()]
     assert seen.metadata["dagster/row_count"].value == 15
     assert seen.metadata["latest_created_at"].value == latest.isoformat()
@@ -247,12 +252,10 @@ def test_an_empty_day_reads_as_an_empty_lazy_frame_with_the_staged_columns(pipel
     import polars as pl
 
     assert pipeline.materialize(DAY, selection=[assets.STAGE_KEY]).success
-    stage = pipeline.resources["s3_stage_io_manager"]
     import dagster as dg
 
-    with dg.build_resources({"s3_stage_io_manager": stage}) as r:
-        manifest = r.s3_stage_io_manager.read_manifest(r.s3_stage_io_manager.storage(), DAY)
-        frame = r.s3_stage_io_manager.scan([manifest]).collect()
+    with dg.build_resources({"s3_stage": pipeline.resources["s3_stage"]}) as r:
+        frame = r.s3_stage.scan([r.s3_stage.read_manifest(r.s3_stage.storage(), DAY)]).collect()
 
     assert frame.height == 0
     assert frame.schema["ciphertext"] == pl.Binary and frame.schema["created_at"] == pl.Datetime("us", "UTC")

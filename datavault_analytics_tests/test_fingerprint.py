@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from datavault_analytics.day_window import DayWindow
 from datavault_analytics.fingerprint import EMPTY, Fingerprint, canonical_text, python_fingerprint
-from datavault_analytics.partitions import DayWindow
 
 DAY = "2026-11-01"
 WINDOW = DayWindow.for_key(DAY)

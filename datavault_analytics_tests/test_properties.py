@@ -18,25 +18,24 @@ from urllib.parse import quote
 import psycopg
 import pyarrow.parquet as pq
 import pytest
+from dagster_aws.s3 import S3Resource
 from dagster_snowflake import SnowflakeResource
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from datavault_analytics.day_window import DayWindow, InvalidPartitionKeyError
 from datavault_analytics.identifiers import (
     InvalidIdentifierError,
     quote_postgres,
     quote_snowflake,
     validate_identifier,
 )
-from datavault_analytics.partitions import (
-    DayWindow,
-    InvalidPartitionKeyError,
-    check_in_partitions,
-    daily_partitions,
-)
+from datavault_analytics.partitions import check_in_partitions, daily_partitions
 from datavault_analytics.redaction import redact
+from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import PostgresResource, SourceDay
-from datavault_analytics.resources.s3_stage import S3StageIOManager
+from datavault_analytics.resources.records_table import RecordsTable
+from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
 from datavault_analytics.resources.snowflake import SnowflakeLoader
 from datavault_analytics_tests.pipeline_harness import create_source_database
 
@@ -81,9 +80,9 @@ def test_any_payload_bytes_are_staged_byte_for_byte(source_dsn, tmp_path_factory
         conn.execute("TRUNCATE records")
         expected = _insert(conn, blobs)
     postgres = PostgresResource(dsn=source_dsn)
-    stage = S3StageIOManager(s3=None, stage_uri=f"file://{tmp_path_factory.mktemp('stage')}", target_file_size_mb=1,
-                             row_group_rows=7)
-    storage = stage.storage()
+    stage = S3StageIOManager(stage=S3Stage(s3=S3Resource(), stage_uri=f"file://{tmp_path_factory.mktemp('stage')}"),
+                             locks=PartitionLocks(dsn=source_dsn), target_file_size_mb=1, row_group_rows=7)
+    storage = stage.stage.storage()
 
     manifest = stage.stage_day(storage, SourceDay(postgres, postgres.source_columns(), WINDOW))
 
@@ -121,27 +120,25 @@ def test_a_name_is_accepted_exactly_when_it_is_a_plain_identifier(name):
             validate_identifier(name, "setting")
 
 
-@given(name=hostile_names, setting=st.sampled_from(["schema_name", "table", "partition_column", "primary_key",
-                                                    "payload_column"]))
-def test_a_hostile_name_in_the_postgres_settings_is_refused(name, setting):
-    resource = PostgresResource(dsn="postgresql://reader@127.0.0.1:1/datavault", **{setting: name})
-    with pytest.raises(InvalidIdentifierError, match=re.escape(f"postgres.{setting}=")):
-        resource.validate_names()
+@given(name=hostile_names, setting=st.sampled_from(["postgres_schema", "postgres_table", "snowflake_table",
+                                                    "partition_column", "primary_key", "payload_column"]))
+def test_a_hostile_name_in_the_table_settings_is_refused(name, setting):
+    with pytest.raises(ValueError, match=re.escape(f"records_table.{setting}=")):
+        RecordsTable(**{setting: name})
 
 
-@given(name=hostile_names, setting=st.sampled_from(["dataset", "table", "stage_name", "partition_column",
-                                                    "primary_key", "payload_column", "storage_integration"]))
+@given(name=hostile_names, setting=st.sampled_from(["stage_name", "storage_integration"]))
 def test_a_hostile_name_in_the_snowflake_settings_is_refused(name, setting):
     snowflake = SnowflakeResource(account="a", user="u", password="p")
-    loader = SnowflakeLoader(snowflake=snowflake, stage_uri="s3://bucket/prefix", **{setting: name})
-    with pytest.raises(InvalidIdentifierError, match=re.escape(f"snowflake.{setting}=")):
-        loader.validate_names()
+    stage = S3Stage(s3=S3Resource(), stage_uri="s3://bucket/prefix")
+    with pytest.raises(ValueError, match=re.escape(f"snowflake.{setting}=")):
+        SnowflakeLoader(snowflake=snowflake, stage=stage, **{setting: name})
 
 
 @given(name=hostile_names)
 def test_a_hostile_stage_dataset_is_refused(name):
-    with pytest.raises(InvalidIdentifierError, match=re.escape("s3_stage.dataset=")):
-        S3StageIOManager(s3=None, stage_uri="file:///tmp/stage", dataset=name).storage()
+    with pytest.raises(ValueError, match=re.escape("s3_stage.dataset=")):
+        S3Stage(s3=S3Resource(), stage_uri="file:///tmp/stage", dataset=name)
 
 
 # -- partition keys ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Staged files are deleted once their day is loaded, after a configurable retention.
 
-A load writes <stage>/records/_loaded/dt=<day>.json once its transaction committed; the first load that runs
-DATAVAULT_STAGE_RETENTION_HOURS after that deletes the day's staged files (the manifest first, the marker
-last). A day another run holds, or one re-staged since its load, is left alone.
+A day's load is Dagster's record of it (the Snowflake asset's latest materialization); the first load that
+runs DATAVAULT_STAGE_RETENTION_HOURS after that deletes the day's staged files, the manifest first. A day
+another run holds, or one re-staged since its load, is left alone.
 """
 
 from contextlib import contextmanager
@@ -12,18 +12,15 @@ import dagster as dg
 import pytest
 
 from datavault_analytics import assets
-from datavault_analytics.environment import build_resources
+from datavault_analytics.environment import Settings, build_resources
 
 DAY, NEXT = "2026-11-01", "2026-11-02"
-STAGE = "analytics/records"
-
-
-def marker(day: str) -> str:
-    return f"{STAGE}/_loaded/dt={day}.json"
 
 
 def staged(pipeline, day: str) -> list[str]:
-    return [key.rsplit("/", 1)[1] for key in pipeline.stage_keys(day)]
+    """The day's staged object names, a part's staging id left out."""
+    names = [key.rsplit("/", 1)[1] for key in pipeline.stage_keys(day)]
+    return sorted(name if name == "_manifest.json" else name[:10] + ".parquet" for name in names)
 
 
 @pytest.fixture
@@ -32,33 +29,34 @@ def retention(pipeline, monkeypatch):
     def set_hours(hours: str):
         monkeypatch.setenv("DATAVAULT_STAGE_RETENTION_HOURS", hours)
         monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", "60")
-        pipeline.resources = build_resources("prod")
+        pipeline.resources = build_resources(Settings.from_environment("prod"))
         pipeline.seed([date(2026, 11, 1), date(2026, 11, 2)], rows_per_day=30)
         return pipeline
     return set_hours
 
 
 @contextmanager
-def stage_and_locks(pipeline):
-    """(the stage IO manager, its storage, a try-lock for purge_expired, the PostgreSQL resource), resolved."""
-    with dg.build_resources({k: pipeline.resources[k] for k in ("s3", "postgres", "s3_stage_io_manager")}) as r:
-        yield (r.s3_stage_io_manager, r.s3_stage_io_manager.storage(),
-               lambda key: r.postgres.try_partition_lock(key, holder=f"test purge {key}"), r.postgres)
+def retention_and_locks(pipeline):
+    """(the stage retention, the partition locks), resolved."""
+    with dg.build_resources({k: pipeline.resources[k] for k in ("stage_retention", "partition_locks")}) as r:
+        yield r.stage_retention, r.partition_locks
+
+
+def purge(retention, pipeline, now):
+    return retention.purge_expired(pipeline.instance, assets.SNOWFLAKE_KEY, holder="test purge", now=now)
 
 
 def test_with_no_retention_a_day_is_deleted_by_the_next_load(retention):
     pipeline = retention("0")
     result = pipeline.materialize(DAY)
-    # Kept through the run that loaded it (its checks read the manifest), with the marker of its load.
+    # Kept through the run that loaded it (its checks read the manifest).
     assert staged(pipeline, DAY) == ["_manifest.json", "part-00000.parquet"]
-    assert marker(DAY) in {o["Key"] for o in pipeline.s3.list_objects_v2(Bucket=pipeline.bucket)["Contents"]}
     assert result.success
 
     result = pipeline.materialize(NEXT)
 
     assert result.success
     assert staged(pipeline, DAY) == []
-    assert marker(DAY) not in {o["Key"] for o in pipeline.s3.list_objects_v2(Bucket=pipeline.bucket)["Contents"]}
     assert staged(pipeline, NEXT) == ["_manifest.json", "part-00000.parquet"]
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)  # the load itself is untouched
     # Loading the deleted day again says what to do; staging it again works.
@@ -77,9 +75,9 @@ def test_staged_files_stay_for_the_retention_then_go(retention):
     assert staged(pipeline, DAY) == ["_manifest.json", "part-00000.parquet"]  # loaded minutes ago: kept
     now = datetime.now(UTC)
 
-    with stage_and_locks(pipeline) as (stage, storage, try_lock, _):
-        assert stage.purge_expired(storage, try_lock, now=now + timedelta(minutes=50)) == []
-        assert stage.purge_expired(storage, try_lock, now=now + timedelta(hours=1, minutes=5)) == [DAY, NEXT]
+    with retention_and_locks(pipeline) as (stage_retention, _):
+        assert purge(stage_retention, pipeline, now + timedelta(minutes=50)) == []
+        assert purge(stage_retention, pipeline, now + timedelta(hours=1, minutes=5)) == [DAY, NEXT]
 
     assert staged(pipeline, DAY) == [] and staged(pipeline, NEXT) == []
     assert pipeline.s3.list_objects_v2(Bucket=pipeline.bucket).get("KeyCount") == 0
@@ -92,12 +90,12 @@ def test_a_day_another_run_holds_or_restaged_since_its_load_is_kept(retention):
     assert pipeline.materialize(NEXT, selection=[assets.STAGE_KEY]).success  # re-staged, not loaded yet
     later = datetime.now(UTC) + timedelta(hours=2)
 
-    with stage_and_locks(pipeline) as (stage, storage, try_lock, postgres):
-        with postgres.partition_lock(DAY, holder="another run"):
-            assert stage.purge_expired(storage, try_lock, now=later) == []
+    with retention_and_locks(pipeline) as (stage_retention, locks):
+        with locks.hold(DAY, holder="another run"):
+            assert purge(stage_retention, pipeline, later) == []
         assert staged(pipeline, DAY) == ["_manifest.json", "part-00000.parquet"]
 
-        assert stage.purge_expired(storage, try_lock, now=later) == [DAY]
+        assert purge(stage_retention, pipeline, later) == [DAY]
     assert staged(pipeline, DAY) == []
     assert staged(pipeline, NEXT) == ["_manifest.json", "part-00000.parquet"]  # waits for its load
 
@@ -107,7 +105,7 @@ def test_retention_is_configured_from_the_environment(pipeline, monkeypatch):
 
     for value, hours in (("", 72), ("0", 0), ("12.5", 12.5), ("none", None)):
         monkeypatch.setenv("DATAVAULT_STAGE_RETENTION_HOURS", value)
-        assert build_resources("prod")["s3_stage_io_manager"].retention_hours == hours
+        assert build_resources(Settings.from_environment("prod"))["stage_retention"].retention_hours == hours
     monkeypatch.setenv("DATAVAULT_STAGE_RETENTION_HOURS", "a week")
     with pytest.raises(ConfigurationError, match="DATAVAULT_STAGE_RETENTION_HOURS='a week'"):
-        build_resources("prod")
+        Settings.from_environment("prod")

@@ -13,12 +13,14 @@ import time
 
 started_process = time.perf_counter()
 
+from dagster_aws.s3 import S3Resource  # noqa: E402
 from dagster_snowflake import SnowflakeResource  # noqa: E402
 
-from datavault_analytics.partitions import DayWindow  # noqa: E402
+from datavault_analytics.day_window import DayWindow  # noqa: E402
 from datavault_analytics.resources.postgres import PostgresResource  # noqa: E402
-from datavault_analytics.resources.s3_stage import staged_columns  # noqa: E402
+from datavault_analytics.resources.s3_stage import S3Stage  # noqa: E402
 from datavault_analytics.resources.snowflake import SnowflakeLoader  # noqa: E402
+from datavault_analytics.resources.stage_manifest import staged_columns  # noqa: E402
 
 BEFORE_POSTGRES = (
     "SELECT count(*), encode(sha256(convert_to(string_agg(encode(sha256(convert_to(id::text || ':' || "
@@ -36,7 +38,7 @@ def loader(args) -> SnowflakeLoader:
         account="fakesnow", user="bench", password="bench", database="DATAVAULT_BENCH", schema=args.schema,
         additional_snowflake_connection_args={"host": "127.0.0.1", "port": args.snowflake_port, "protocol": "http"},
     )
-    return SnowflakeLoader(snowflake=snowflake, stage_uri="s3://unused/prefix")
+    return SnowflakeLoader(snowflake=snowflake, stage=S3Stage(s3=S3Resource(), stage_uri="s3://unused/prefix"))
 
 
 def main() -> None:

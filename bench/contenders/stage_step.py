@@ -15,9 +15,10 @@ started_process = time.perf_counter()
 
 from dagster_aws.s3 import S3Resource  # noqa: E402
 
-from datavault_analytics.partitions import DayWindow  # noqa: E402
+from datavault_analytics.day_window import DayWindow  # noqa: E402
+from datavault_analytics.resources.partition_locks import PartitionLocks  # noqa: E402
 from datavault_analytics.resources.postgres import PostgresResource, SourceDay  # noqa: E402
-from datavault_analytics.resources.s3_stage import S3StageIOManager  # noqa: E402
+from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager  # noqa: E402
 
 
 def main() -> None:
@@ -30,10 +31,10 @@ def main() -> None:
     imported = time.perf_counter()
 
     postgres = PostgresResource(dsn=args.dsn)
-    io_manager = S3StageIOManager(s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"),
-                                  stage_uri=args.stage_uri)
+    stage = S3Stage(s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"), stage_uri=args.stage_uri)
+    io_manager = S3StageIOManager(stage=stage, locks=PartitionLocks(dsn=args.dsn))
     started = time.perf_counter()
-    storage = io_manager.storage()
+    storage = stage.storage()
     day = SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(args.day))
     manifest = io_manager.stage_day(storage, day)
     seconds = time.perf_counter() - started

@@ -1,13 +1,7 @@
 """A real PostgreSQL cluster on 127.0.0.1, for the local stack and the tests.
 
-Real PostgreSQL rather than an emulation, so the extract runs against the same server (and the same
-ADBC driver, COPY and timestamptz semantics) as production. Debian's PostgreSQL 15 binaries are
-preferred; where they are missing, the binaries bundled in the `pgserver` wheel are used the same way
-(our own initdb/pg_ctl, on TCP), so the DSN has the same form whichever binaries run.
-
-PostgreSQL refuses to run as root: as root, initdb and pg_ctl run through `runuser` as `postgres`
-(or an OS user `pgserver`, created when `postgres` does not exist), and the data directory is chowned
-to that user. pg_ctl detaches the server itself; its pid is the first line of `postmaster.pid`.
+Debian's PostgreSQL 15 binaries where present, else the `pgserver` wheel's; as root, through `runuser`.
+docs/local-stack.md has the details.
 """
 
 import importlib.util

@@ -1,12 +1,6 @@
 """moto's S3 over HTTP on 127.0.0.1: the local stand-in for the Parquet stage bucket.
 
-moto keeps every bucket and object in memory only: stopping the server loses them, and the stack
-creates the stage bucket again after each start. That is accepted for a local stage, whose files are
-only kept until Snowflake has loaded them.
-
-Run it in the foreground (the stack does, as a detached process):
-    python -m datavault_analytics.local_stack.s3_server --port 55433
-or in a thread of the current process (the tests do) with `S3Server`.
+In memory only: the stack creates the stage bucket again after each start.
 """
 
 import argparse
@@ -16,15 +10,9 @@ import threading
 
 from moto.server import ThreadedMotoServer
 
+from datavault_analytics.local_stack.credentials import LOCAL_S3_CREDENTIALS  # noqa: F401 (the stack's)
 from datavault_analytics.local_stack.errors import PortInUseError
 from datavault_analytics.local_stack.processes import LOCALHOST, port_answers
-
-# The emulator accepts any credentials; these dummy values are what the stack hands out.
-LOCAL_S3_CREDENTIALS = {
-    "aws_access_key_id": "local-access-key",
-    "aws_secret_access_key": "local-secret-key",
-    "region_name": "us-east-1",
-}
 
 
 class _MotoServer(ThreadedMotoServer):

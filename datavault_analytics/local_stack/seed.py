@@ -1,12 +1,7 @@
 """Realistic DataVault rows for the local stack, the tests and the benchmarks.
 
-Payloads are really encrypted (AES-256-GCM, 12-byte nonce, the record id as associated data) under a
-key made for each seed run and then dropped: like the real pipeline, nothing downstream can read them,
-so any change to a payload byte on the way to Snowflake shows up as a hash mismatch, never as text.
-
-Rows of one UTC day have `created_at` spread uniformly over the day, plus rows at both edges
-(00:00:00.000000 and 23:59:59.999999) and within a second of each, which is where a day-partitioned
-extract goes wrong first. Rows are bulk-loaded with binary COPY: a million rows take seconds.
+Payloads are really encrypted (AES-256-GCM) under a key that is then dropped, and each day has rows at
+both of its edges; docs/local-stack.md says why.
 """
 
 import base64

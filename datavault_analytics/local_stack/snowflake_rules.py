@@ -1,9 +1,7 @@
 """Snowflake's own rules where fakesnow is lenient, as a layer in front of fakesnow's HTTP server.
 
-Each rule rejects what real Snowflake rejects or silently mis-loads, with Snowflake's error text, or
-adds a Snowflake behaviour the loader depends on (session parameters, table locks, transactions).
-The rules, with the documentation page each follows, are listed in `RULES`; the README's
-"Snowflake behaviours the loader relies on" says which setting of ours each one checks.
+Each rule in `RULES` rejects what Snowflake rejects or mis-loads, with Snowflake's error text, or adds a
+behaviour the loader depends on; each cites its documentation page.
 """
 
 import asyncio

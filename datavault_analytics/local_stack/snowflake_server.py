@@ -1,25 +1,7 @@
 """fakesnow's Snowflake HTTP server on 127.0.0.1, persisted to a folder, reading S3 from moto.
 
-Server mode, so that several processes (`dagster dev`, its daemon, run workers, the tests) share one
-warehouse through the real Snowflake connector (`host`, `port`, `protocol="http"`).
-
-Three things differ from `fakesnow -s`, on purpose:
-- Snowflake's own rules where fakesnow is lenient (Parquet options, size limits, locks, session
-  parameters) stand in front of fakesnow's app: see snowflake_rules.py.
-- One FakeSnow with `db_path` replaces fakesnow's module-wide `shared_fs`, so every login shares the
-  same DuckDB connection and each Snowflake database is the file `<db_path>/<DATABASE>.db`. (The
-  FAKESNOW_DB_PATH session parameter would build a new FakeSnow per login: no shared state.)
-- DuckDB's httpfs extension cannot be downloaded offline, so `s3://` is served by a Python filesystem
-  (pyarrow's S3 client pointed at the moto endpoint) registered on that DuckDB connection; COPY INTO
-  from an S3 stage reads through it.
-
-Because `shared_fs` is module-wide, one process holds at most one SnowflakeServer at a time.
-On stop, the filesystem is unregistered, every attached database is checkpointed and the DuckDB
-connection is closed, so nothing written is lost.
-
-Run it in the foreground (the stack does, as a detached process):
-    python -m datavault_analytics.local_stack.snowflake_server --port P --db-path DIR --s3-endpoint URL
-or in a thread of the current process (the tests do) with `SnowflakeServer`.
+Shared by several processes through the real connector, with `snowflake_rules` in front; how it differs
+from `fakesnow -s` is in docs/local-stack.md.
 """
 
 import argparse
@@ -34,15 +16,15 @@ from urllib.parse import urlsplit
 import pyarrow.fs
 from fsspec.implementations.arrow import ArrowFSWrapper
 
+from datavault_analytics.local_stack.credentials import (
+    LOCAL_S3_CREDENTIALS,
+    LOCAL_SNOWFLAKE_ACCOUNT,
+    LOCAL_SNOWFLAKE_PASSWORD,
+    LOCAL_SNOWFLAKE_USER,
+)
 from datavault_analytics.local_stack.errors import LocalStackError, PortInUseError
 from datavault_analytics.local_stack.processes import LOCALHOST, port_answers, wait_until
-from datavault_analytics.local_stack.s3_server import LOCAL_S3_CREDENTIALS
 from datavault_analytics.local_stack.snowflake_rules import StrictSnowflake
-
-# Any values do for the emulator; these are what the stack hands out as SNOWFLAKE_*.
-LOCAL_SNOWFLAKE_ACCOUNT = "fakesnow"
-LOCAL_SNOWFLAKE_USER = "datavault"
-LOCAL_SNOWFLAKE_PASSWORD = "local-password"
 
 
 class _PerThreadPositionFile:

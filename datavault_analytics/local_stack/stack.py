@@ -1,13 +1,7 @@
-"""The embedded local stack: PostgreSQL, S3 (moto) and Snowflake (fakesnow) on 127.0.0.1.
+"""`datavault-analytics stack up|down|status|env`: the embedded servers as detached processes.
 
-`up` starts each part as a detached background process, waits until it answers, and records pids and
-ports in `.datavault/stack.json` under the current folder; every part's output goes to
-`.datavault/logs/<part>.log`. It is idempotent: a part that is already running (pid alive and port
-answering) is reused, and only what is down is started. `down` stops them without losing data:
-PostgreSQL by `pg_ctl stop -m fast`, fakesnow by SIGTERM, on which it checkpoints its database files.
-S3 is the exception: moto keeps objects in memory, so its bucket is empty after every restart.
-
-`local_environment()` maps the stack to the variables the pipeline reads; it contacts no server.
+State in `.datavault/` under the current folder; `up` reuses what runs and starts what is down.
+`local_environment()` maps the stack to the pipeline's variables without contacting a server.
 """
 
 import http.client
@@ -22,6 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datavault_analytics.local_stack.credentials import (
+    LOCAL_S3_CREDENTIALS,
+    LOCAL_SNOWFLAKE_ACCOUNT,
+    LOCAL_SNOWFLAKE_PASSWORD,
+    LOCAL_SNOWFLAKE_USER,
+)
 from datavault_analytics.local_stack.errors import LocalStackError, PortInUseError
 from datavault_analytics.local_stack.processes import (
     LOCALHOST,
@@ -42,14 +42,13 @@ STAGE_PREFIX = "analytics"
 DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parent / "dagster.yaml"
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
-# The dummy values the local emulators accept; printed by `stack env` on purpose.
 LOCAL_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "local-access-key",
-    "AWS_SECRET_ACCESS_KEY": "local-secret-key",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "SNOWFLAKE_ACCOUNT": "fakesnow",
-    "SNOWFLAKE_USER": "datavault",
-    "SNOWFLAKE_PASSWORD": "local-password",
+    "AWS_ACCESS_KEY_ID": LOCAL_S3_CREDENTIALS["aws_access_key_id"],
+    "AWS_SECRET_ACCESS_KEY": LOCAL_S3_CREDENTIALS["aws_secret_access_key"],
+    "AWS_DEFAULT_REGION": LOCAL_S3_CREDENTIALS["region_name"],
+    "SNOWFLAKE_ACCOUNT": LOCAL_SNOWFLAKE_ACCOUNT,
+    "SNOWFLAKE_USER": LOCAL_SNOWFLAKE_USER,
+    "SNOWFLAKE_PASSWORD": LOCAL_SNOWFLAKE_PASSWORD,
 }
 SNOWFLAKE_SETTINGS = {
     "SNOWFLAKE_ROLE": "DATAVAULT_LOADER",
@@ -309,7 +308,6 @@ def ensure_bucket(endpoint_url: str, bucket: str) -> None:
     import botocore.config
     import botocore.exceptions
 
-    from datavault_analytics.local_stack.s3_server import LOCAL_S3_CREDENTIALS
 
     config = botocore.config.Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2})
     client = boto3.client("s3", endpoint_url=endpoint_url, config=config, **LOCAL_S3_CREDENTIALS)

@@ -1,15 +1,12 @@
-"""PostgreSQL, DataVault's source of truth: read-only, streamed as Arrow with ADBC.
+"""PostgreSQL, DataVault's source of truth: read-only, each day streamed as Arrow with ADBC.
 
-The extract never touches the DataVault hot path beyond one read-only REPEATABLE READ transaction per
-day, bounded by `statement_timeout_seconds`; point `DATAVAULT_PG_DSN` at a replica in production. The
-role needs only CONNECT, USAGE on the schema and SELECT on the table (README, "Security"). TLS is set
-with `sslmode` / `sslrootcert`, which apply to every connection (catalog, extract, partition locks).
+`PostgresResource` reads; `PostgresSourceIOManager` hands the stage one lazy stream per day. The role needs
+only SELECT (README, "Security"); each day is one read-only REPEATABLE READ transaction.
 """
 
 import queue
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,12 +18,12 @@ import pyarrow as pa
 from psycopg.conninfo import make_conninfo
 from pydantic import Field
 
-from datavault_analytics import locks
-from datavault_analytics.errors import PermanentError, TransientError, reported_as
+from datavault_analytics.day_window import DayWindow, day_windows
+from datavault_analytics.errors import PermanentError, TransientError, asset_errors
 from datavault_analytics.fingerprint import Fingerprint, postgres_row_number
-from datavault_analytics.identifiers import quote_postgres, validate_identifier
-from datavault_analytics.partitions import DayWindow, day_windows
-from datavault_analytics.redaction import dsn_location, redact
+from datavault_analytics.identifiers import quote_postgres
+from datavault_analytics.redaction import dsn_location
+from datavault_analytics.resources.records_table import RecordsTable
 from datavault_analytics.type_mapping import TypeMapping, mapping_for
 
 
@@ -80,11 +77,7 @@ class PostgresResource(dg.ConfigurableResource):
     """DataVault's PostgreSQL database and the table the pipeline reads."""
 
     dsn: str = Field(description="libpq URI of DataVault's database, e.g. postgresql://user:pass@host:5432/datavault.")
-    schema_name: str = Field(default="public", description="Schema of the source table.")
-    table: str = Field(default="records", description="Source table.")
-    partition_column: str = Field(default="created_at", description="timestamptz column that assigns rows to UTC days.")
-    primary_key: str = Field(default="id", description="Primary key column, used for reconciliation.")
-    payload_column: str = Field(default="ciphertext", description="Encrypted payload column (must exist).")
+    table: RecordsTable = Field(default_factory=RecordsTable, description="The source table and its key columns.")
     batch_size_hint_bytes: int = Field(
         default=4 * 1024 * 1024,
         description="Approximate size of each Arrow record batch ADBC returns; with the prefetch queue, the "
@@ -101,22 +94,10 @@ class PostgresResource(dg.ConfigurableResource):
     sslrootcert: str | None = Field(
         default=None, description="CA certificate file that verifies the server, for verify-ca / verify-full."
     )
-    lock_dsn: str | None = Field(
-        default=None,
-        description="PostgreSQL that holds the per-day partition locks (see locks.py). Unset: `dsn`. Set it to one "
-                    "fixed server when `dsn` is a load-balanced reader endpoint or a transaction-pooling PgBouncer.",
-    )
-    lock_wait_seconds: float = Field(
-        default=1800, description="How long a step waits for another run of the same day to release its lock."
-    )
-
-    def validate_names(self) -> None:
-        for setting in ("schema_name", "table", "partition_column", "primary_key", "payload_column"):
-            validate_identifier(getattr(self, setting), f"postgres.{setting}")
 
     @property
     def qualified_table(self) -> str:
-        return f"{quote_postgres(self.schema_name)}.{quote_postgres(self.table)}"
+        return self.table.qualified_postgres
 
     @property
     def connection_dsn(self) -> str:
@@ -135,7 +116,7 @@ class PostgresResource(dg.ConfigurableResource):
             conn = psycopg.connect(self.connection_dsn, autocommit=False, connect_timeout=10)
         except psycopg.Error as error:
             raise PostgresSourceError(
-                f"Cannot connect to PostgreSQL at {self.location}: {redact(str(error), self.dsn)}"
+                f"Cannot connect to PostgreSQL at {self.location}: {error}"
             ) from None
         try:
             conn.read_only = True
@@ -144,7 +125,7 @@ class PostgresResource(dg.ConfigurableResource):
             yield conn
         except psycopg.Error as error:
             raise PostgresSourceError(
-                f"PostgreSQL at {self.location} failed: {redact(str(error), self.dsn)}"
+                f"PostgreSQL at {self.location} failed: {error}"
             ) from None
         finally:
             try:
@@ -153,20 +134,8 @@ class PostgresResource(dg.ConfigurableResource):
             except psycopg.Error:  # the connection broke; the server ends the read-only transaction
                 pass
 
-    def partition_lock(self, partition_key: str, holder: str):
-        """Wait for, and hold, the lock on this table's `partition_key` (see locks.py)."""
-        return locks.hold(with_tls(self.lock_dsn or self.dsn, self.sslmode, self.sslrootcert),
-                          f"{self.schema_name}.{self.table}", partition_key,
-                          wait_seconds=self.lock_wait_seconds, holder=holder)
-
-    def try_partition_lock(self, partition_key: str, holder: str):
-        """The lock on `partition_key` if it is free now, else None."""
-        return locks.try_hold(with_tls(self.lock_dsn or self.dsn, self.sslmode, self.sslrootcert),
-                              f"{self.schema_name}.{self.table}", partition_key, holder=holder)
-
     def source_columns(self) -> list[SourceColumn]:
         """The table's columns and types from PostgreSQL's catalog, so new columns flow through on their own."""
-        self.validate_names()
         with self.connect() as conn:
             rows = conn.execute(
                 """
@@ -177,25 +146,27 @@ class PostgresResource(dg.ConfigurableResource):
                 WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
                 ORDER BY a.attnum
                 """,
-                (self.schema_name.lower(), self.table.lower()),
+                (self.table.postgres_schema.lower(), self.table.postgres_table.lower()),
             ).fetchall()
         if not rows:
             raise SourceSchemaError(
-                f"Source table {self.schema_name}.{self.table} does not exist or has no columns visible to this role "
-                f"(PostgreSQL at {self.location}). Check postgres.schema_name / postgres.table and the role's GRANTs."
+                f"Source table {self.table.source_name} does not exist or has no columns visible to this role "
+                f"(PostgreSQL at {self.location}). Check records_table.postgres_schema / postgres_table and the "
+                "role's GRANTs."
             )
         for name, _, _ in rows:
             if not _SOURCE_COLUMN.fullmatch(name):
                 raise SourceSchemaError(
-                    f"Column {name!r} of {self.schema_name}.{self.table} is not a plain lower-case identifier, so it "
+                    f"Column {name!r} of {self.table.source_name} is not a plain lower-case identifier, so it "
                     "cannot be carried safely. Rename it, or point the pipeline at a view that renames it."
                 )
         columns = [SourceColumn(name, pg_type, nullable, mapping_for(name, pg_type)) for name, pg_type, nullable in rows]
         names = {c.name for c in columns}
         for setting in ("partition_column", "primary_key", "payload_column"):
-            if getattr(self, setting).lower() not in names:
+            if getattr(self.table, setting).lower() not in names:
                 raise SourceSchemaError(
-                    f"postgres.{setting}={getattr(self, setting)!r} is not a column of {self.schema_name}.{self.table}."
+                    f"records_table.{setting}={getattr(self.table, setting)!r} is not a column of "
+                    f"{self.table.source_name}."
                 )
         return columns
 
@@ -204,7 +175,7 @@ class PostgresResource(dg.ConfigurableResource):
 
     def _window_predicate(self, window: DayWindow) -> str:
         # The bounds are datetimes we built from a validated partition key, never user text.
-        column = quote_postgres(self.partition_column)
+        column = quote_postgres(self.table.partition_column)
         return (
             f"{column} >= '{window.start.isoformat()}'::timestamptz AND {column} < '{window.end.isoformat()}'::timestamptz"
         )
@@ -228,7 +199,7 @@ class PostgresResource(dg.ConfigurableResource):
         except Exception as error:
             raise PostgresSourceError(
                 f"Cannot connect to PostgreSQL at {self.location} to extract {window.partition_key}: "
-                f"{redact(str(error), self.dsn)}"
+                f"{error}"
             ) from None
         cursor = conn.cursor()
         batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
@@ -259,8 +230,8 @@ class PostgresResource(dg.ConfigurableResource):
             while (item := batches.get()) is not done:
                 if isinstance(item, BaseException):
                     raise PostgresSourceError(
-                        f"PostgreSQL at {self.location} failed while reading {self.schema_name}.{self.table} for "
-                        f"{window.partition_key}: {redact(str(item), self.dsn)}"
+                        f"PostgreSQL at {self.location} failed while reading {self.table.source_name} for "
+                        f"{window.partition_key}: {item}"
                     ) from None
                 # Drop ADBC's per-field metadata and pin the declared nullability and types.
                 yield pa.RecordBatch.from_arrays(item.columns, schema=schema)
@@ -297,13 +268,13 @@ class PostgresResource(dg.ConfigurableResource):
         """Rows, latest partition-column value and latest update per day, in one aggregate query."""
         if not windows:
             return {}
-        column = quote_postgres(self.partition_column)
+        column = quote_postgres(self.table.partition_column)
         start, end = min(w.start for w in windows), max(w.end for w in windows)
         with self.connect() as conn:
             has_updated_at = conn.execute(
                 "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
                 "AND column_name = 'updated_at'",
-                (self.schema_name.lower(), self.table.lower()),
+                (self.table.postgres_schema.lower(), self.table.postgres_table.lower()),
             ).fetchone()
             latest_update = "max(updated_at)" if has_updated_at else "NULL::timestamptz"
             rows = conn.execute(
@@ -320,8 +291,7 @@ class PostgresResource(dg.ConfigurableResource):
         sort and no grouping, which PostgreSQL may run with parallel workers. Each is one statement."""
         if not windows:
             return {}
-        self.validate_names()
-        column = quote_postgres(self.partition_column)
+        column = quote_postgres(self.table.partition_column)
         number = postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)
         sql = (
             f"SELECT count(*), sum({number}) FROM {self.qualified_table} "  # noqa: S608
@@ -359,9 +329,7 @@ class SourceDay:
 class SourceExtract:
     """The partitions a run asked for, handed from PostgreSQL to the stage without reading them yet."""
 
-    source_table: str
     days: list[SourceDay]
-    resolved_at: float
 
 
 class PostgresSourceIOManager(dg.ConfigurableIOManager):
@@ -378,11 +346,7 @@ class PostgresSourceIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> SourceExtract:
         keys = context.asset_partition_keys
-        with reported_as(f"Reading the PostgreSQL source's columns to extract {_describe_keys(keys)}"):
+        with asset_errors(f"Reading the PostgreSQL source's columns to extract {_describe_keys(keys)}"):
             windows = day_windows(keys)
             columns = self.postgres.source_columns()
-        return SourceExtract(
-            source_table=f"{self.postgres.schema_name}.{self.postgres.table}",
-            days=[SourceDay(self.postgres, columns, window) for window in windows],
-            resolved_at=time.time(),
-        )
+        return SourceExtract([SourceDay(self.postgres, columns, window) for window in windows])

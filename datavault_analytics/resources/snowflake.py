@@ -1,41 +1,27 @@
-"""Snowflake, the analytical copy: loaded from the S3 stage with COPY INTO, one transaction per day.
+"""Snowflake, the analytical copy: each day replaced in one transaction from exactly its staged files.
 
-Every Snowflake behaviour the load relies on is pinned here: the Parquet options (PARQUET_FILE_FORMAT)
-and the session parameters (`session_parameters`), set on every connection the loader opens.
-
-Per partition, idempotent however often it runs:
-  1. create the target table and the external stage if missing; add columns that are new in the stage;
-     refuse a stage whose columns were dropped or retyped (see `SchemaDriftError`);
-  2. BEGIN; DELETE the day's rows; COPY INTO from exactly the manifest's files (FILES=, at most 1,000 a
-     statement); check COPY's result rows; COMMIT. Any mismatch rolls the whole day back.
-
-FORCE=TRUE is deliberate: staged names are deterministic, so a re-staged day reuses file names that
-Snowflake's 64-day load history would otherwise skip. The DELETE in the same transaction is what keeps
-FORCE from duplicating rows.
-
-Errors name the phase that failed (connecting, checking the table, DELETE, COPY, COMMIT). A failure
-before COMMIT changes nothing: the transaction is rolled back, or, if the process died, left for
-Snowflake to roll back (a detached transaction is rolled back after four idle hours, or at once with
-SYSTEM$ABORT_TRANSACTION). Until then a re-run's DELETE waits LOCK_TIMEOUT, then fails naming the
-transaction and the statement that aborts it (`SnowflakeLockTimeoutError`); the old rows stay visible.
+Every Snowflake behaviour the load relies on is pinned here: the Parquet options (PARQUET_FILE_FORMAT) and
+the session parameters (`session_parameters`). docs/snowflake-load.md walks through one day's load.
 """
 
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import dagster as dg
 from dagster_snowflake import SnowflakeResource
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from datavault_analytics.day_window import DayWindow
 from datavault_analytics.errors import PermanentError, TransientError
 from datavault_analytics.fingerprint import EMPTY, Fingerprint, snowflake_row_number
 from datavault_analytics.identifiers import quote_snowflake, validate_identifier
-from datavault_analytics.partitions import DayWindow
-from datavault_analytics.redaction import redact
-from datavault_analytics.resources.s3_stage import StagedColumn, StagedPartition
+from datavault_analytics.resources.partition_locks import PartitionLock
+from datavault_analytics.resources.records_table import RecordsTable
+from datavault_analytics.resources.s3_stage import S3Stage
+from datavault_analytics.resources.stage_manifest import StagedColumn, StagedPartition
 from datavault_analytics.type_mapping import TYPE_MAPPINGS, snowflake_type_signature
 
 MAX_FILES_PER_COPY = 1000  # Snowflake's limit for one FILES=(...) list
@@ -49,6 +35,7 @@ _S3_STAGE_URL = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/[A-Za-z0-9._\-/=]*)
 PARQUET_FILE_FORMAT = "TYPE=PARQUET BINARY_AS_TEXT=FALSE USE_LOGICAL_TYPE=TRUE"
 SNOWFLAKE_LOCK_TIMEOUT_ERROR = 625  # "Statement ... has locked table ... in transaction N ..."
 _BLOCKING_TRANSACTION = re.compile(r"in transaction (\d+)")
+_ROLLED_BACK = "the transaction was rolled back; the day's previous rows are unchanged"
 
 
 def session_parameters(lock_timeout_seconds: int, query_tag: str) -> dict[str, str]:
@@ -123,26 +110,29 @@ class SnowflakeLoader(dg.ConfigurableResource):
     """The Snowflake table DataVault records land in, and the external stage it loads from."""
 
     snowflake: dg.ResourceDependency[SnowflakeResource]
-    stage_uri: str = Field(description="The S3 stage root; the Snowflake stage object points here.")
-    dataset: str = Field(default="records", description="Folder under the stage URI that holds this table's days.")
-    table: str = Field(default="RECORDS", description="Target table, in the connection's database and schema.")
+    stage: dg.ResourceDependency[S3Stage]
+    table: RecordsTable = Field(default_factory=RecordsTable, description="The target table and its key columns.")
     stage_name: str = Field(default="DATAVAULT_STAGE", description="External stage object over the stage URI.")
     storage_integration: str | None = Field(
         default=None, description="Snowflake storage integration that grants the stage access to the bucket (prod)."
     )
-    partition_column: str = Field(default="created_at", description="Column whose UTC day is the partition.")
-    primary_key: str = Field(default="id", description="Primary key column, used for reconciliation.")
-    payload_column: str = Field(default="ciphertext", description="Encrypted payload column (must exist).")
     lock_timeout_seconds: int = Field(
         default=300, ge=1, description="How long a statement waits for a table lock held by another transaction "
         "(Snowflake's LOCK_TIMEOUT; its default is 43,200 s) before the load fails naming that transaction."
     )
 
-    def validate_names(self) -> None:
-        for setting in ("dataset", "table", "stage_name", "partition_column", "primary_key", "payload_column"):
-            validate_identifier(getattr(self, setting), f"snowflake.{setting}")
-        if self.storage_integration:
-            validate_identifier(self.storage_integration, "snowflake.storage_integration")
+    @field_validator("stage_name", "storage_integration")
+    @classmethod
+    def _plain_identifier(cls, name: str | None, info) -> str | None:
+        return None if name is None else validate_identifier(name, f"snowflake.{info.field_name}")
+
+    @property
+    def table_name(self) -> str:
+        return self.table.snowflake_table
+
+    @property
+    def qualified_table_name(self) -> str:
+        return f"{self.snowflake.database}.{self.snowflake.schema_}.{self.table_name}".upper()
 
     @contextmanager
     def connection(self, query_tag: str = "datavault-analytics") -> Iterator:
@@ -161,21 +151,19 @@ class SnowflakeLoader(dg.ConfigurableResource):
     def _settings_error(self, error: BaseException) -> SnowflakeConfigError:
         """A ValueError while connecting comes from the settings (a private key that does not load, with
         its passphrase), not from the network: retrying cannot help."""
-        detail = redact(str(error), self.snowflake.password, self.snowflake.private_key_password)
-        return SnowflakeConfigError(f"The Snowflake connection settings cannot work ({self.where}): {detail}")
+        return SnowflakeConfigError(f"The Snowflake connection settings cannot work ({self.where}): {error}")
 
     def _fail(self, message: str, error: BaseException | None = None) -> SnowflakeLoadError:
-        detail = f": {redact(str(error), self.snowflake.password, self.snowflake.private_key_password)}" if error else ""
-        return SnowflakeLoadError(message + detail)
+        return SnowflakeLoadError(message + (f": {error}" if error else ""))
 
     # -- objects -----------------------------------------------------------------------------------
 
     def ensure_stage(self, cursor) -> bool:
         """Check the stage object points at the stage URI, or create it; True if it was created."""
-        url = self.stage_uri.rstrip("/") + "/"
+        url = self.stage.stage_uri.rstrip("/") + "/"
         if not _S3_STAGE_URL.fullmatch(url):
             raise SnowflakeConfigError(
-                f"Snowflake can only load from an s3:// stage, not {self.stage_uri!r}. Set DATAVAULT_STAGE_URI to "
+                f"Snowflake can only load from an s3:// stage, not {self.stage.stage_uri!r}. Set DATAVAULT_STAGE_URI to "
                 "s3://bucket/prefix."
             )
         cursor.execute(f"SHOW STAGES LIKE {_sql_string(self.stage_name.upper())}")
@@ -199,7 +187,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
             "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale "
             "FROM information_schema.columns WHERE table_schema = CURRENT_SCHEMA() AND table_name = %s "
             "ORDER BY ordinal_position",
-            (self.table.upper(),),
+            (self.table_name.upper(),),
         )
         return {name.upper(): _info_schema_signature(*rest) for name, *rest in cursor.fetchall()}
 
@@ -208,14 +196,13 @@ class SnowflakeLoader(dg.ConfigurableResource):
 
         Read-only (one INFORMATION_SCHEMA query); raises SnowflakeLoadError if Snowflake is unreachable.
         """
-        self.validate_names()
         try:
             with self.connection() as conn:
                 existing = self.table_columns(conn.cursor())
         except ValueError as error:
             raise self._settings_error(error) from None
         except Exception as error:
-            raise self._fail(f"Cannot read the columns of Snowflake table {self.table} ({self.where})", error) from None
+            raise self._fail(f"Cannot read the columns of Snowflake table {self.table_name} ({self.where})", error) from None
         if existing:
             self._raise_on_drift(existing, columns)
 
@@ -224,8 +211,8 @@ class SnowflakeLoader(dg.ConfigurableResource):
         dropped = [name for name in existing if name not in staged]
         if dropped:
             raise SchemaDriftError(
-                f"Column(s) {', '.join(dropped)} of Snowflake table {self.table} are no longer in the PostgreSQL "
-                f"source. Nothing was loaded. If the drop is intended, run ALTER TABLE {self.table} DROP COLUMN "
+                f"Column(s) {', '.join(dropped)} of Snowflake table {self.table_name} are no longer in the PostgreSQL "
+                f"source. Nothing was loaded. If the drop is intended, run ALTER TABLE {self.table_name} DROP COLUMN "
                 f"{', '.join(dropped)} in Snowflake (or restore the column in PostgreSQL) and re-run the partition."
             )
         retyped = [
@@ -243,7 +230,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
     def sync_table(self, cursor, columns: list[StagedColumn]) -> list[str]:
         """Create the table, or add the stage's new columns. Dropped or retyped columns stop the load."""
         existing = self.table_columns(cursor)
-        table = quote_snowflake(self.table)
+        table = quote_snowflake(self.table_name)
         if not existing:
             definition = ", ".join(f"{quote_snowflake(c.name)} {c.snowflake_type}" for c in columns)
             cursor.execute(f"CREATE TABLE IF NOT EXISTS {table} ({definition})")
@@ -261,7 +248,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
         """The load's COPY INTO, for `names` (at most MAX_FILES_PER_COPY) under the stage's `directory`."""
         files = ", ".join(_sql_string(name.rsplit("/", 1)[1]) for name in names)
         return (
-            f"COPY INTO {quote_snowflake(table or self.table)} FROM @{quote_snowflake(self.stage_name)}/{directory}/ "
+            f"COPY INTO {quote_snowflake(table or self.table_name)} FROM @{quote_snowflake(self.stage_name)}/{directory}/ "
             f"FILES=({files}) FILE_FORMAT=({PARQUET_FILE_FORMAT}) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE "
             "ON_ERROR=ABORT_STATEMENT FORCE=TRUE"
         )
@@ -278,82 +265,98 @@ class SnowflakeLoader(dg.ConfigurableResource):
             missing = sorted(expected - loaded)
             raise SnowflakeLoadError(
                 f"COPY INTO for {staged.partition_key} did not load exactly the staged files "
-                f"(not loaded: {missing or 'none'}; problems: {problems or 'none'}). The day was rolled back."
+                f"(not loaded: {missing or 'none'}; problems: {problems or 'none'}). The day was rolled back. A day "
+                "re-staged since this run read its manifest has new files: the retry loads them."
             )
         return sum(int(r.get("rows_loaded") or 0) for r in results)
 
-    def load_partition(self, staged: StagedPartition, lock=None, run_id: str | None = None) -> LoadResult:
+    def load_partition(self, staged: StagedPartition, lock: PartitionLock | None = None,
+                       run_id: str | None = None) -> LoadResult:
         """Replace the day's rows with exactly the staged files' rows, in one transaction.
 
         `lock` (the day's PartitionLock) is checked just before COMMIT: a lost lock rolls the day back.
         The session's QUERY_TAG and the transaction's name carry the day and `run_id`, so a transaction
         left open by a killed run is easy to tell apart in SHOW TRANSACTIONS and the query history.
         """
-        self.validate_names()
         started = time.monotonic()
-        window = staged.window
-        phase = f"connecting ({self.where})"
-        in_transaction = False
-        run = (run_id or "")[:8]
-        name = f"DATAVAULT_LOAD_{staged.partition_key.replace('-', '')}" + (f"_{run.upper()}" if run.isalnum() else "")
-        try:
-            with self.connection(f"datavault-analytics load {staged.partition_key} run {run_id or '-'}") as conn:
-                cursor = conn.cursor()
-                phase = "checking the stage object and the table's columns"
+        key = staged.partition_key
+        with ExitStack() as stack:
+            with self._failing(f"connecting ({self.where})", key, "nothing was changed"):
+                conn = stack.enter_context(self.connection(f"datavault-analytics load {key} run {run_id or '-'}"))
+            cursor = conn.cursor()
+            with self._failing("checking the stage object and the table's columns", key, "nothing was changed"):
                 self.ensure_stage(cursor)
                 added = self.sync_table(cursor, staged.columns)
-                column = quote_snowflake(self.partition_column)
-                phase = "starting the day's transaction"
-                cursor.execute(f"BEGIN TRANSACTION NAME {name}")
-                in_transaction = True
-                try:
-                    phase = "deleting the day's previous rows"
-                    cursor.execute(
-                        f"DELETE FROM {quote_snowflake(self.table)} WHERE {column} >= %s AND {column} < %s",  # noqa: S608
-                        (window.start_ntz, window.end_ntz),
-                    )
-                    deleted = cursor.fetchone()[0] if cursor.description else cursor.rowcount
-                    loaded = 0
-                    names = [f.name for f in staged.files]
-                    phase = "copying the staged files (COPY INTO)"
-                    for first in range(0, len(names), MAX_FILES_PER_COPY):
-                        chunk = names[first:first + MAX_FILES_PER_COPY]
-                        cursor.execute(self.copy_sql(staged.directory, chunk))
-                        loaded += self._check_copy_results(staged, chunk, cursor)
-                    if loaded != staged.rows:
-                        raise SnowflakeLoadError(
-                            f"COPY INTO for {staged.partition_key} loaded {loaded:,} rows but {staged.rows:,} were "
-                            "staged. The day was rolled back."
-                        )
-                    if lock is not None:
-                        phase = "checking the partition lock"
-                        lock.ensure_held()
-                    phase = "committing"
-                    cursor.execute("COMMIT")
-                    in_transaction = False
-                except BaseException as error:
-                    try:
-                        cursor.execute("ROLLBACK")
-                    except Exception:  # the connection is gone: Snowflake rolls the transaction back itself
-                        pass
-                    if getattr(error, "errno", None) == SNOWFLAKE_LOCK_TIMEOUT_ERROR:
-                        raise self._lock_timeout(conn.cursor(), staged.partition_key, phase, error) from None
-                    raise
+            deleted, loaded = self._replace_day(cursor, staged, lock, self._transaction_name(key, run_id))
+        return LoadResult(key, deleted, loaded, len(staged.files), added, round(time.monotonic() - started, 3))
+
+    @staticmethod
+    def _transaction_name(partition_key: str, run_id: str | None) -> str:
+        run = (run_id or "")[:8]
+        return f"DATAVAULT_LOAD_{partition_key.replace('-', '')}" + (f"_{run.upper()}" if run.isalnum() else "")
+
+    def _replace_day(self, cursor, staged: StagedPartition, lock: PartitionLock | None, name: str) -> tuple[int, int]:
+        """BEGIN; DELETE the day; COPY its files; COMMIT. Anything short of COMMIT rolls back."""
+        key = staged.partition_key
+        with self._failing("starting the day's transaction", key, "nothing was changed"):
+            cursor.execute(f"BEGIN TRANSACTION NAME {name}")
+        try:
+            deleted = self._delete_day(cursor, staged)
+            loaded = self._copy_files(cursor, staged)
+            if lock is not None:
+                with self._failing("checking the partition lock", key, _ROLLED_BACK):
+                    lock.ensure_held()
+        except BaseException:
+            try:
+                cursor.execute("ROLLBACK")
+            except Exception:  # the connection is gone: Snowflake rolls the transaction back itself
+                pass
+            raise
+        with self._failing("committing", key, "whether COMMIT took effect is unknown; re-running the day replaces "
+                                              "it exactly either way"):
+            cursor.execute("COMMIT")
+        return deleted, loaded
+
+    def _delete_day(self, cursor, staged: StagedPartition) -> int:
+        column, window = quote_snowflake(self.table.partition_column), staged.window
+        with self._failing("deleting the day's previous rows", staged.partition_key, _ROLLED_BACK + (
+                " (another transaction may hold the day's rows: one left by a run killed mid-load stays open until "
+                "Snowflake rolls it back, or until SYSTEM$ABORT_TRANSACTION)"), cursor=cursor):
+            cursor.execute(
+                f"DELETE FROM {quote_snowflake(self.table_name)} WHERE {column} >= %s AND {column} < %s",  # noqa: S608
+                (window.start_ntz, window.end_ntz),
+            )
+            return int((cursor.fetchone()[0] if cursor.description else cursor.rowcount) or 0)
+
+    def _copy_files(self, cursor, staged: StagedPartition) -> int:
+        """COPY exactly the manifest's files, at most MAX_FILES_PER_COPY a statement; check every result row."""
+        names = [f.name for f in staged.files]
+        loaded = 0
+        with self._failing("copying the staged files (COPY INTO)", staged.partition_key, _ROLLED_BACK, cursor=cursor):
+            for first in range(0, len(names), MAX_FILES_PER_COPY):
+                chunk = names[first:first + MAX_FILES_PER_COPY]
+                cursor.execute(self.copy_sql(staged.directory, chunk))
+                loaded += self._check_copy_results(staged, chunk, cursor)
+        if loaded != staged.rows:
+            raise SnowflakeLoadError(
+                f"COPY INTO for {staged.partition_key} loaded {loaded:,} rows but {staged.rows:,} were "
+                "staged. The day was rolled back."
+            )
+        return loaded
+
+    @contextmanager
+    def _failing(self, phase: str, partition_key: str, outcome: str, cursor=None) -> Iterator[None]:
+        """Name the phase in any error from Snowflake, and say what the failure left behind."""
+        try:
+            yield
         except (SnowflakeLoadError, dg.DagsterError):
             raise
         except Exception as error:
+            if getattr(error, "errno", None) == SNOWFLAKE_LOCK_TIMEOUT_ERROR and cursor is not None:
+                raise self._lock_timeout(cursor.connection.cursor(), partition_key, phase, error) from None
             if isinstance(error, ValueError) and phase.startswith("connecting"):
                 raise self._settings_error(error) from None
-            outcome = ("the transaction was rolled back; the day's previous rows are unchanged" if in_transaction
-                       else "nothing was changed")
-            if phase == "committing":
-                outcome = "whether COMMIT took effect is unknown; re-running the day replaces it exactly either way"
-            elif phase == "deleting the day's previous rows":
-                outcome += (" (another transaction may hold the day's rows: one left by a run killed mid-load stays "
-                            "open until Snowflake rolls it back, or until SYSTEM$ABORT_TRANSACTION)")
-            raise self._fail(f"Snowflake failed while {phase} for {staged.partition_key}; {outcome}", error) from None
-        return LoadResult(staged.partition_key, int(deleted or 0), loaded, len(staged.files), added,
-                          round(time.monotonic() - started, 3))
+            raise self._fail(f"Snowflake failed while {phase} for {partition_key}; {outcome}", error) from None
 
     def _lock_timeout(self, cursor, partition_key: str, phase: str, error: BaseException) -> SnowflakeLockTimeoutError:
         """The error for a statement that waited LOCK_TIMEOUT: which transaction blocks it, and how to end it."""
@@ -373,7 +376,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
         fix = (f"SELECT SYSTEM$ABORT_TRANSACTION({blocking.group(1)});" if blocking
                else "SHOW LOCKS; then SELECT SYSTEM$ABORT_TRANSACTION(<transaction>);")
         return SnowflakeLockTimeoutError(
-            f"Snowflake table {self.table} is locked by {holder}, which did not end within LOCK_TIMEOUT "
+            f"Snowflake table {self.table_name} is locked by {holder}, which did not end within LOCK_TIMEOUT "
             f"({self.lock_timeout_seconds} s), while {phase} for {partition_key}. Nothing was changed. A transaction "
             "named DATAVAULT_LOAD_* is one left open by a load that was killed; Snowflake rolls it back after 4 idle "
             f"hours. To end it now, run: {fix} Then re-run the partition."
@@ -389,18 +392,17 @@ class SnowflakeLoader(dg.ConfigurableResource):
         # Cast, so the SUM is a NUMBER(38,0) (and the emulator sums it exactly), and passed as text, so that no
         # client converts it through a float.
         return (f"COUNT(*), TO_VARCHAR(SUM({number}::NUMBER(19, 0))), "
-                f"COUNT(*) - COUNT(DISTINCT {quote_snowflake(self.primary_key)})")
+                f"COUNT(*) - COUNT(DISTINCT {quote_snowflake(self.table.primary_key)})")
 
     def fingerprints(self, windows: list[DayWindow], columns: list[StagedColumn]
                      ) -> dict[str, tuple[Fingerprint, int]]:
         """Per day: its fingerprint over `columns` and its surplus rows, in one aggregate query, no sort."""
         if not windows:
             return {}
-        self.validate_names()
-        column = quote_snowflake(self.partition_column)
+        column = quote_snowflake(self.table.partition_column)
         sql = (
             f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, {self.fingerprint_select(columns)} "  # noqa: S608
-            f"FROM {quote_snowflake(self.table)} WHERE {column} >= %s AND {column} < %s GROUP BY 1"
+            f"FROM {quote_snowflake(self.table_name)} WHERE {column} >= %s AND {column} < %s GROUP BY 1"
         )
         start, end = min(windows, key=lambda w: w.start), max(windows, key=lambda w: w.end)
         try:
@@ -420,12 +422,11 @@ class SnowflakeLoader(dg.ConfigurableResource):
         fingerprint found surplus rows: it groups by id."""
         if not windows:
             return {}
-        self.validate_names()
-        pk, column = quote_snowflake(self.primary_key), quote_snowflake(self.partition_column)
+        pk, column = quote_snowflake(self.table.primary_key), quote_snowflake(self.table.partition_column)
         sql = (
             "SELECT day, COUNT(*), SUM(n) - COUNT(*), MIN(id) FROM ("  # noqa: S608
             f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, TO_VARCHAR({pk}) AS id, COUNT(*) AS n "
-            f"FROM {quote_snowflake(self.table)} WHERE {column} >= %s AND {column} < %s "
+            f"FROM {quote_snowflake(self.table_name)} WHERE {column} >= %s AND {column} < %s "
             "GROUP BY 1, 2 HAVING COUNT(*) > 1) GROUP BY day"
         )
         start, end = min(w.start_ntz for w in windows), max(w.end_ntz for w in windows)

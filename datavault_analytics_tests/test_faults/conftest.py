@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from datavault_analytics.environment import build_resources
-from datavault_analytics.locks import lock_key
-from datavault_analytics.partitions import DayWindow
+from datavault_analytics.day_window import DayWindow
+from datavault_analytics.environment import Settings, build_resources
+from datavault_analytics.resources.partition_locks import lock_key
 from datavault_analytics_tests.test_faults.faultkit import HttpProxy, RunProcess, dagster_home
 
 DAY = "2026-11-01"
@@ -22,7 +22,7 @@ def fault_pipeline(pipeline, monkeypatch):
     """The test's pipeline, with a bounded wait for partition locks (a leaked lock fails fast, never hangs)."""
     monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", LOCK_WAIT_SECONDS)
     pipeline.env["DATAVAULT_LOCK_WAIT_SECONDS"] = LOCK_WAIT_SECONDS
-    pipeline.resources = build_resources("prod")
+    pipeline.resources = build_resources(Settings.from_environment("prod"))
     return pipeline
 
 

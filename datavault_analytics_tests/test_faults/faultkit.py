@@ -14,6 +14,7 @@ import gzip
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,7 +217,8 @@ class HttpProxy:
 def s3_writes(proxy: HttpProxy, day: str) -> list[str]:
     """The stage's writes to one day, in order, as short labels: 'delete manifest', 'put part-00000.parquet',
     'put manifest' (a DeleteObjects whose keys include the manifest is 'delete manifest'; a multipart upload
-    counts when it completes)."""
+    counts when it completes). A part's staging id is left out of its label: part-00000-<id>.parquet is
+    'put part-00000.parquet'."""
     labels = []
     for request in list(proxy.requests):
         path, _, query = request.target.partition("?")
@@ -226,7 +228,8 @@ def s3_writes(proxy: HttpProxy, day: str) -> list[str]:
             labels.append("delete manifest")
         elif f"/dt={day}/" in path and ((request.method == "PUT" and "partNumber=" not in query)
                                         or (request.method == "POST" and "uploadId=" in query)):
-            labels.append("put manifest" if name == "_manifest.json" else f"put {name}")
+            labels.append("put manifest" if name == "_manifest.json"
+                          else "put " + re.sub(r"-[0-9a-f]{12}\.parquet$", ".parquet", name))
     return labels
 
 

@@ -3,7 +3,7 @@
     python -m datavault_analytics_tests.test_faults.run_partition 2026-11-01 [--select both|stage|load]
         [--file-mb N] [--row-group-rows N]
 
-The resources are `build_resources("prod")` from the environment the test sets, as in production; only the
+The resources are `build_resources(Settings.from_environment("prod"))` from the environment the test sets, as in production; only the
 staged file size may be made small, so that a day spans several files. The run is recorded in the Dagster
 instance at $DAGSTER_HOME (event log, compute logs). Exit code 0 if the run succeeded, 1 if not.
 """
@@ -14,7 +14,7 @@ import sys
 import dagster as dg
 
 from datavault_analytics import assets
-from datavault_analytics.environment import build_resources
+from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.resources.s3_stage import S3StageIOManager
 
 SELECTIONS = {"both": [assets.STAGE_KEY, assets.SNOWFLAKE_KEY], "stage": [assets.STAGE_KEY],
@@ -29,13 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--row-group-rows", type=int, default=131072)
     args = parser.parse_args(argv)
 
-    resources = build_resources("prod")
+    resources = build_resources(Settings.from_environment("prod"))
     if args.file_mb:
-        stage: S3StageIOManager = resources["s3_stage_io_manager"]
         resources["s3_stage_io_manager"] = S3StageIOManager(
-            s3=resources["s3"], stage_uri=dg.EnvVar("DATAVAULT_STAGE_URI"),
-            server_side_encryption=stage.server_side_encryption, sse_kms_key_id=stage.sse_kms_key_id,
-            retention_hours=stage.retention_hours, target_file_size_mb=args.file_mb,
+            stage=resources["s3_stage"], locks=resources["partition_locks"], target_file_size_mb=args.file_mb,
             row_group_rows=args.row_group_rows,
         )
     result = dg.materialize(

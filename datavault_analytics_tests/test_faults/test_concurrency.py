@@ -10,10 +10,10 @@ PostgreSQL's rows.
 import psycopg
 import pytest
 
-from datavault_analytics.environment import build_resources
+from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
-from datavault_analytics.resources.postgres import PostgresResource
+from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics_tests.pipeline_harness import Pipeline
 from datavault_analytics_tests.test_faults.conftest import (
     DAY,
@@ -60,7 +60,7 @@ def test_a_second_run_waits_while_the_first_is_staging_the_day(fault_pipeline, s
     pipeline = fault_pipeline
     loaded_then_changed(pipeline, ROWS)
     with HttpProxy(pipeline.s3_endpoint) as s3:
-        gate = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001.parquet" in r.target)
+        gate = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001-" in r.target)
         first = start_run(pipeline, DAY, *SMALL_FILES, s3=s3)
         wait_until(gate.arrived.is_set, "the first run to be half-way through staging", process=first)
         second = start_run(pipeline, DAY, *SMALL_FILES, s3=s3)
@@ -142,11 +142,11 @@ def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(primary_and_s
     monkeypatch.setenv("DATAVAULT_PG_DSN", replica_dsn)
     monkeypatch.setenv("DATAVAULT_LOCK_DSN", primary.dsn(pipeline.database))
     monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", "1")
-    pipeline.resources = build_resources("prod")
+    pipeline.resources = build_resources(Settings.from_environment("prod"))
 
     # The day's lock is taken on the primary: while another run holds it there, this run waits, then says so.
-    other = PostgresResource(dsn=primary.dsn(pipeline.database))
-    with other.partition_lock(DAY, holder="another run"):
+    other = PartitionLocks(dsn=primary.dsn(pipeline.database))
+    with other.hold(DAY, holder="another run"):
         result = pipeline.materialize(DAY, raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]

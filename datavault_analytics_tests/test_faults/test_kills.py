@@ -11,8 +11,8 @@ import re
 import time
 
 from datavault_analytics import assets
-from datavault_analytics.environment import build_resources
-from datavault_analytics.partitions import DayWindow
+from datavault_analytics.day_window import DayWindow
+from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics_tests.test_faults.conftest import DAY, loaded_then_changed, partition_lock_key
 from datavault_analytics_tests.test_faults.faultkit import (
     HttpProxy,
@@ -80,7 +80,7 @@ def test_killed_between_two_staged_files(fault_pipeline, start_run):
     pipeline = fault_pipeline
     before = loaded_then_changed(pipeline, ROWS)
     with HttpProxy(pipeline.s3_endpoint) as s3:
-        gate = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001.parquet" in r.target)
+        gate = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001-" in r.target)
         run = start_run(pipeline, DAY, "--file-mb", "1", "--row-group-rows", "1000", s3=s3)
         wait_until(gate.arrived.is_set, "the upload of the second staged file", process=run)
         # One new file is staged, the second is on its way, the manifest is gone.
@@ -130,7 +130,7 @@ def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake
     # The dead run's transaction keeps the table's lock, as in Snowflake (which ends it after 4 idle hours).
     # A re-run waits LOCK_TIMEOUT for it, then fails at once, not retried, naming it and how to end it.
     monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "3")
-    patient, pipeline.resources = pipeline.resources, build_resources("prod")
+    patient, pipeline.resources = pipeline.resources, build_resources(Settings.from_environment("prod"))
     started = time.monotonic()
     result = pipeline.materialize(DAY, raise_on_error=False)
     assert time.monotonic() - started < 120  # bounded by LOCK_TIMEOUT, never Snowflake's 12-hour default
@@ -142,7 +142,7 @@ def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake
     assert name.startswith(f"DATAVAULT_LOAD_{DAY.replace('-', '')}_")
     assert f"Snowflake table RECORDS is locked by transaction {transaction_id} (named {name}, started " in message
     assert "did not end within LOCK_TIMEOUT (3 s), while deleting the day's previous rows for 2026-11-01" in message
-    assert "Loading 2026-11-01 into Snowflake: Snowflake table RECORDS is locked" in message
+    assert "Loading into Snowflake: Snowflake table RECORDS is locked" in message
     assert "Nothing was changed" in message
     abort = re.search(r"run: (SELECT SYSTEM\$ABORT_TRANSACTION\(\d+\));", message).group(1)
     assert abort == f"SELECT SYSTEM$ABORT_TRANSACTION({transaction_id})"

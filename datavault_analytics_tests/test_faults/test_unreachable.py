@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from datavault_analytics import assets
-from datavault_analytics.environment import build_resources
+from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
 from datavault_analytics.local_stack.s3_server import S3Server
@@ -31,7 +31,7 @@ RETRYING = {"DATAVAULT_MAX_RETRIES": "6", "DATAVAULT_RETRY_DELAY_SECONDS": "0.5"
 def new_pipeline(pg, s3_endpoint, snowflake, monkeypatch) -> Pipeline:
     monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", LOCK_WAIT_SECONDS)
     pipeline = Pipeline(pg, s3_endpoint, snowflake, monkeypatch)
-    pipeline.resources = build_resources("prod")
+    pipeline.resources = build_resources(Settings.from_environment("prod"))
     return pipeline
 
 
@@ -89,7 +89,7 @@ def test_s3_down_while_staging_and_while_loading(pg_server, snowflake_server, mo
         assert staging.wait() == 0, staging.tail()
         first = retried_errors(start_run.home, staging)[0]
         assert f"S3 is unreachable while staging {DAY} at {pipeline.stage_uri} (endpoint {s3.endpoint_url})" in first
-        assert f"[step: Staging {DAY} to {pipeline.stage_uri}]" in first
+        assert f"[step: Staging to {pipeline.stage_uri}]" in first
         assert_exact(pipeline)
 
         # The day is staged again by a stage-only run; S3 goes down before the load reads its manifest.
@@ -102,7 +102,7 @@ def test_s3_down_while_staging_and_while_loading(pg_server, snowflake_server, mo
         assert loading.wait() == 0, loading.tail()
         second = retried_errors(start_run.home, loading)[0]
         assert f"S3 is unreachable while reading the stage manifest of {DAY} at {pipeline.stage_uri}" in second
-        assert f"[step: Reading the stage manifest of {DAY}]" in second
+        assert "[step: Reading the stage manifests]" in second
         assert_exact(pipeline)
     finally:
         s3.stop()
@@ -127,7 +127,7 @@ def test_snowflake_down(tmp_path, pg_server, s3_endpoint, monkeypatch, start_run
         first = retried_errors(start_run.home, run)[0]
         assert f"Snowflake failed while connecting (account fakesnow at 127.0.0.1) for {DAY}; nothing was changed" \
             in first
-        assert f"[step: Loading {DAY} into Snowflake]" in first
+        assert "[step: Loading into Snowflake]" in first
         assert_exact(pipeline)
     finally:
         snowflake.stop()

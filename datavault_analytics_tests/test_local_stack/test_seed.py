@@ -144,5 +144,5 @@ def test_seed_command_fails_in_one_line_when_postgres_is_unreachable(tmp_path: P
         check=False,
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("datavault-analytics: error: seeding database x on 127.0.0.1:1 failed")
+    assert result.stderr.startswith("datavault-analytics: error: seeding PostgreSQL at 127.0.0.1:1/x failed")
     assert result.stderr.count("\n") == 1 and "pw-never-shown" not in result.stderr

@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 from dagster_aws.s3 import S3Resource
 
+from datavault_analytics.day_window import DayWindow
 from datavault_analytics.local_stack.seed import seed_records
-from datavault_analytics.partitions import DayWindow
+from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import PostgresResource, SourceDay
-from datavault_analytics.resources.s3_stage import S3StageIOManager, StagedPartition
+from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager, StagedPartition
 from datavault_analytics_tests.pipeline_harness import create_source_database
 
 CREDENTIALS = {"aws_access_key_id": "fast-path", "aws_secret_access_key": "fast-path", "region_name": "us-east-1"}
@@ -86,7 +87,7 @@ def stage(request, tmp_path, s3_endpoint, bucket):
         s3 = S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
                         aws_access_key_id=CREDENTIALS["aws_access_key_id"],
                         aws_secret_access_key=CREDENTIALS["aws_secret_access_key"])
-        return S3StageIOManager(s3=s3, stage_uri=uri, **settings)
+        return S3StageIOManager(stage=S3Stage(s3=s3, stage_uri=uri), locks=PartitionLocks(dsn="unused"), **settings)
 
     return build
 
@@ -123,7 +124,7 @@ def reference_table(dsn: str, day: str) -> pa.Table:
 
 def stage_day(io_manager: S3StageIOManager, dsn: str, day: str) -> tuple[StagedPartition, list[pa.Table]]:
     postgres = PostgresResource(dsn=dsn)
-    storage = io_manager.storage()
+    storage = io_manager.stage.storage()
     manifest = io_manager.stage_day(storage, SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(day)))
     files = [pq.read_table(io.BytesIO(storage.read_bytes(f.name))) for f in manifest.files]
     return manifest, files
@@ -178,11 +179,11 @@ def test_a_large_day_rotates_into_several_files_by_size_with_the_same_content(ds
 
     assert len(manifest.files) >= 3
     assert [f.name for f in manifest.files] == [
-        f"records/dt={day}/part-{n:05d}.parquet" for n in range(len(manifest.files))
+        f"records/dt={day}/part-{n:05d}-{manifest.staging_id}.parquet" for n in range(len(manifest.files))
     ]
     # Files are cut evenly at row group boundaries, between 2/3 and 1.6 targets (plus one row group); the
     # last may be smaller only if PostgreSQL's row estimate was far too high.
-    one_row_group = max(pq.ParquetFile(io.BytesIO(io_manager.storage().read_bytes(f.name))).metadata
+    one_row_group = max(pq.ParquetFile(io.BytesIO(io_manager.stage.storage().read_bytes(f.name))).metadata
                         .row_group(0).total_byte_size for f in manifest.files)
     assert all(f.bytes <= 1.6 * 1024 * 1024 + one_row_group for f in manifest.files)
     assert all(f.bytes >= 1024 * 1024 / 1.5 for f in manifest.files)
@@ -191,9 +192,11 @@ def test_a_large_day_rotates_into_several_files_by_size_with_the_same_content(ds
 
     # Staged again with the default settings, the day becomes one file; the extra parts are removed.
     manifest_again, files_again = stage_day(stage(), dsn, day)
-    assert [f.name for f in manifest_again.files] == [f"records/dt={day}/part-00000.parquet"]
-    assert sorted(io_manager.storage().sizes(f"records/dt={day}/")) == sorted(
-        [f"records/dt={day}/part-00000.parquet", f"records/dt={day}/_manifest.json"]
+    # Each staging's files carry its own id, so a load that pinned the older manifest cannot load a mix.
+    one_file = f"records/dt={day}/part-00000-{manifest_again.staging_id}.parquet"
+    assert manifest_again.staging_id != manifest.staging_id and [f.name for f in manifest_again.files] == [one_file]
+    assert sorted(io_manager.stage.storage().sizes(f"records/dt={day}/")) == sorted(
+        [one_file, f"records/dt={day}/_manifest.json"]
     )
     assert_identical(staged_table(files_again, reference.schema), reference)
 
@@ -204,7 +207,7 @@ def test_a_small_day_makes_exactly_one_file(dsn, stage):
     manifest, files = stage_day(stage(), dsn, day)
     reference = reference_table(dsn, day)
 
-    assert [f.name for f in manifest.files] == [f"records/dt={day}/part-00000.parquet"]
+    assert [f.name for f in manifest.files] == [f"records/dt={day}/part-00000-{manifest.staging_id}.parquet"]
     assert_identical(staged_table(files, reference.schema), reference)
 
 
@@ -213,7 +216,7 @@ def test_many_read_ahead_batches_and_row_groups_keep_the_content(dsn, stage):
     day = BATCHY_DAY
     postgres = PostgresResource(dsn=dsn, batch_size_hint_bytes=64 * 1024)
     io_manager = stage(row_group_rows=777, row_group_mb=1)
-    storage = io_manager.storage()
+    storage = io_manager.stage.storage()
 
     manifest = io_manager.stage_day(storage, SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(day)))
     [staged_file] = manifest.files

@@ -1,25 +1,7 @@
 """One lock per (source table, day), so that two runs of the same partition never interleave.
 
-Every step that touches a day's stage or its Snowflake rows holds that day's lock while it does:
-  - the stage step, from deleting the day's manifest until its new manifest is written;
-  - the load step, from re-reading the manifest until COMMIT (so it loads exactly one complete staging);
-  - the clean-up of staged files past their retention (which skips a day whose lock is taken).
-A second run of the same day therefore waits at the lock, then works on a complete stage; runs of
-different days never wait for each other.
-
-The lock is a PostgreSQL session-level advisory lock, `pg_advisory_lock(classid, objid)`, held on a
-connection of its own for as long as the work takes:
-  - it works across processes, hosts and Dagster deployments, and needs no GRANT (a SELECT-only role
-    may take it);
-  - PostgreSQL releases it when the holder's connection ends, so a run killed with SIGKILL never leaves
-    a day locked;
-  - locks are per server, and session-level: every run must take them on the same PostgreSQL, over a
-    session it keeps. When DATAVAULT_PG_DSN is a load-balanced reader endpoint (several replicas) or
-    goes through a transaction-pooling PgBouncer, point DATAVAULT_LOCK_DSN at one server every run can
-    reach directly: the primary, one fixed replica, or Dagster's own PostgreSQL.
-A step waits up to `wait_seconds` for the lock, then fails with a retryable error naming the holder.
-Before the step makes its work visible (writes the manifest, commits the load) it checks that it still
-holds the lock (`PartitionLock.ensure_held`): a lock lost with its connection stops the step instead.
+A PostgreSQL session-level advisory lock on a connection of its own: no GRANT needed, and it ends with its
+connection, so a killed run never leaves a day locked. docs/locks.md says which steps hold it.
 """
 
 import hashlib
@@ -27,10 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 
+import dagster as dg
 import psycopg
+from pydantic import Field
 
 from datavault_analytics.errors import TransientError
-from datavault_analytics.redaction import dsn_location, redact
+from datavault_analytics.redaction import dsn_location
+from datavault_analytics.resources.postgres import with_tls
+from datavault_analytics.resources.records_table import RecordsTable
 
 _EPOCH = date(1970, 1, 1)
 
@@ -66,7 +52,7 @@ class PartitionLock:
         except psycopg.Error as error:
             raise PartitionLockError(
                 f"Lost the PostgreSQL lock for {self.scope} {self.partition_key} (its connection failed: "
-                f"{redact(str(error))}); nothing was made visible"
+                f"{error}); nothing was made visible"
             ) from None
         if not held:
             raise PartitionLockError(f"The PostgreSQL lock for {self.scope} {self.partition_key} is no longer held")
@@ -82,7 +68,7 @@ def _connect(dsn: str, scope: str, partition_key: str, holder: str) -> psycopg.C
     except psycopg.Error as error:
         raise PartitionLockError(
             f"Cannot connect to PostgreSQL at {dsn_location(dsn)} to lock {scope} {partition_key}: "
-            f"{redact(str(error), dsn)}"
+            f"{error}"
         ) from None
 
 
@@ -99,7 +85,7 @@ def _holders(conn: psycopg.Connection, key: tuple[int, int]) -> str:
 
 
 @contextmanager
-def hold(dsn: str, scope: str, partition_key: str, *, wait_seconds: float, holder: str) -> Iterator[PartitionLock]:
+def _hold(dsn: str, scope: str, partition_key: str, *, wait_seconds: float, holder: str) -> Iterator[PartitionLock]:
     """Wait (up to wait_seconds) for the day's lock, hold it for the block, release it after."""
     conn = _connect(dsn, scope, partition_key, holder)
     lock = PartitionLock(conn, scope, partition_key)
@@ -114,7 +100,7 @@ def hold(dsn: str, scope: str, partition_key: str, *, wait_seconds: float, holde
             ) from None
         except psycopg.Error as error:
             raise PartitionLockError(
-                f"Cannot lock {scope} {partition_key} in PostgreSQL at {dsn_location(dsn)}: {redact(str(error), dsn)}"
+                f"Cannot lock {scope} {partition_key} in PostgreSQL at {dsn_location(dsn)}: {error}"
             ) from None
         yield lock
     finally:
@@ -122,7 +108,7 @@ def hold(dsn: str, scope: str, partition_key: str, *, wait_seconds: float, holde
 
 
 @contextmanager
-def try_hold(dsn: str, scope: str, partition_key: str, *, holder: str) -> Iterator[PartitionLock | None]:
+def _try_hold(dsn: str, scope: str, partition_key: str, *, holder: str) -> Iterator[PartitionLock | None]:
     """The day's lock if it is free right now, else None (for work that can wait until next time)."""
     conn = _connect(dsn, scope, partition_key, holder)
     lock = PartitionLock(conn, scope, partition_key)
@@ -131,3 +117,27 @@ def try_hold(dsn: str, scope: str, partition_key: str, *, holder: str) -> Iterat
         yield lock if acquired else None
     finally:
         conn.close()
+
+
+class PartitionLocks(dg.ConfigurableResource):
+    """The per-day locks, taken by the stage (while it writes a day) and the load (until it commits)."""
+
+    dsn: str = Field(description="PostgreSQL that holds the locks: DATAVAULT_LOCK_DSN, else the source's DSN.")
+    sslmode: str | None = Field(default=None, description="libpq sslmode, as for the source.")
+    sslrootcert: str | None = Field(default=None, description="CA file that verifies the server.")
+    wait_seconds: float = Field(
+        default=1800, description="How long a step waits for another run of the same day to release its lock."
+    )
+    table: RecordsTable = Field(default_factory=RecordsTable, description="The table whose days are locked.")
+
+    @property
+    def _dsn(self) -> str:
+        return with_tls(self.dsn, self.sslmode, self.sslrootcert)
+
+    def hold(self, partition_key: str, holder: str):
+        """Wait (up to wait_seconds) for the day's lock and hold it for the block."""
+        return _hold(self._dsn, self.table.source_name, partition_key, wait_seconds=self.wait_seconds, holder=holder)
+
+    def try_hold(self, partition_key: str, holder: str):
+        """The day's lock if it is free right now, else None (for work that can wait until next time)."""
+        return _try_hold(self._dsn, self.table.source_name, partition_key, holder=holder)

@@ -1,0 +1,59 @@
+"""What `pip install .` brings, and what `dg` sees from the repository root."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from datavault_analytics_tests.test_definitions import PROD_DUMMIES
+
+REPO = Path(__file__).resolve().parents[1]
+EMULATORS = ("fakesnow", "moto", "duckdb", "pgserver")
+
+# Imports the production code paths with the emulators made unimportable, as in the production image.
+WITHOUT_EMULATORS = f"""
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {EMULATORS!r}:
+            raise ImportError(f"{{name}} is an emulator and must not be imported in production")
+sys.meta_path.insert(0, Refuse())
+from datavault_analytics.definitions import defs
+defs.resolve_asset_graph()
+import datavault_analytics.backfill, datavault_analytics.preflight, datavault_analytics.cli
+print("imported", sorted(m for m in sys.modules if m.split(".")[0] in {EMULATORS!r}))
+"""
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "SNOWFLAKE_", "DAGSTER_"))}
+    return {**clean, **extra}
+
+
+def test_pip_install_of_the_project_pulls_in_no_emulator(tmp_path):
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+         str(report), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    installed = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"dagster", "dagster-snowflake", "adbc-driver-postgresql", "polars"} <= installed
+    assert installed.isdisjoint(EMULATORS), installed & set(EMULATORS)
+
+
+def test_the_production_code_paths_import_no_emulator(tmp_path):
+    result = subprocess.run([sys.executable, "-c", WITHOUT_EMULATORS], env=_clean_env(**PROD_DUMMIES), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "imported []"
+
+
+def test_dg_check_defs_passes_from_the_repository_root():
+    dg = Path(sys.executable).with_name("dg")
+    result = subprocess.run([str(dg), "check", "defs"], env=_clean_env(), cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "All definitions loaded successfully." in result.stdout + result.stderr
