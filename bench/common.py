@@ -29,7 +29,9 @@ class Dataset:
 # Fixed past days, so a cached database matches from one run to the next.
 DAY_1M = Dataset("1M", (date(2025, 6, 2),), 1_000_000, seed=101)
 DAY_10M = Dataset("10M", (date(2025, 6, 4),), 10_000_000, seed=102)
-BACKFILL = Dataset("backfill", tuple(date(2025, 7, 1) + timedelta(days=n) for n in range(30)), 100_000, seed=103)
+BACKFILL = Dataset(
+    "backfill", tuple(date(2025, 7, 1) + timedelta(days=n) for n in range(30)), 100_000, seed=103
+)
 DATASETS = (DAY_1M, DAY_10M, BACKFILL)
 
 
@@ -53,8 +55,10 @@ def start_postgres():
 
 
 def window_sql(day: date) -> str:
-    return (f"created_at >= '{day.isoformat()}T00:00:00+00:00'::timestamptz "
-            f"AND created_at < '{(day + timedelta(days=1)).isoformat()}T00:00:00+00:00'::timestamptz")
+    return (
+        f"created_at >= '{day.isoformat()}T00:00:00+00:00'::timestamptz AND created_at < "
+        f"'{(day + timedelta(days=1)).isoformat()}T00:00:00+00:00'::timestamptz"
+    )
 
 
 def ensure_seeded(dsn: str) -> dict[str, dict]:
@@ -65,15 +69,22 @@ def ensure_seeded(dsn: str) -> dict[str, dict]:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(RECORDS_SQL.read_text())
-        counts = dict(conn.execute(
-            "SELECT (created_at AT TIME ZONE 'UTC')::date, count(*) FROM records GROUP BY 1"
-        ).fetchall())
+        counts = dict(
+            conn.execute(
+                "SELECT (created_at AT TIME ZONE 'UTC')::date, count(*) FROM records GROUP BY 1"
+            ).fetchall()
+        )
     seeded = False
     for dataset in DATASETS:
         if all(counts.get(day) == dataset.rows_per_day for day in dataset.days):
-            log(f"data set {dataset.name}: cached ({len(dataset.days)} day(s) x {dataset.rows_per_day:,} rows)")
+            log(
+                f"data set {dataset.name}: cached ({len(dataset.days)} day(s) x {dataset.rows_per_day:,} "
+                "rows)"
+            )
             continue
-        log(f"data set {dataset.name}: seeding {len(dataset.days)} day(s) x {dataset.rows_per_day:,} rows ...")
+        log(
+            f"data set {dataset.name}: seeding {len(dataset.days)} day(s) x {dataset.rows_per_day:,} rows ..."
+        )
         started = time.monotonic()
         with psycopg.connect(dsn, autocommit=True) as conn:
             for day in dataset.days:
@@ -92,9 +103,12 @@ def ensure_seeded(dsn: str) -> dict[str, dict]:
             day = dataset.days[0].isoformat()
             if day not in sizes:
                 # Row data as PostgreSQL stores it: the "MB" that MB/s refers to.
-                sizes[day] = {"rows": dataset.rows_per_day, "bytes": conn.execute(
-                    f"SELECT sum(pg_column_size(r.*)) FROM records r WHERE {window_sql(dataset.days[0])}"  # noqa: S608
-                ).fetchone()[0]}
+                sizes[day] = {
+                    "rows": dataset.rows_per_day,
+                    "bytes": conn.execute(
+                        f"SELECT sum(pg_column_size(r.*)) FROM records r WHERE {window_sql(dataset.days[0])}"  # noqa: S608
+                    ).fetchone()[0],
+                }
     sizes_file.write_text(json.dumps(sizes, indent=1))
     return sizes
 
@@ -123,8 +137,13 @@ _launcher: subprocess.Popen | None = None
 def start_launcher() -> None:
     """Start bench/launcher.py while this process is still small (see its docstring). Call it first."""
     global _launcher
-    _launcher = subprocess.Popen([sys.executable, "-m", "bench.launcher"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    _launcher = subprocess.Popen(
+        [sys.executable, "-m", "bench.launcher"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
 
 
 def stop_launcher() -> None:
@@ -135,6 +154,7 @@ def stop_launcher() -> None:
 
 def cpu_busy(seconds: float = 1.0) -> float:
     """How many cores were busy over the last `seconds`, machine-wide (/proc/stat)."""
+
     def sample() -> tuple[int, int]:
         values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         return sum(values), values[3] + values[4]  # all, idle + iowait
@@ -155,8 +175,13 @@ def wait_for_quiet(max_wait: float = QUIET_WAIT_SECONDS, threshold: float = 0.3)
     return busy
 
 
-def run_process(contender: str, command: list[str], env: dict | None = None, log_name: str | None = None,
-                timeout: float = 1800) -> Measurement:
+def run_process(
+    contender: str,
+    command: list[str],
+    env: dict | None = None,
+    log_name: str | None = None,
+    timeout: float = 1800,
+) -> Measurement:
     """Run command as its own process; its peak RSS is the kernel's high-water mark from wait4().
 
     Each run starts once the machine is quiet (or after QUIET_WAIT_SECONDS); `busy_before` in its report
@@ -168,17 +193,26 @@ def run_process(contender: str, command: list[str], env: dict | None = None, log
     log_path = WORK / "logs" / f"{log_name or contender}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     environment = dict(os.environ, **(env or {}))
-    environment["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), environment.get("PYTHONPATH", "")) if p)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), environment.get("PYTHONPATH", "")) if p
+    )
     with open(log_path, "ab") as stderr:
         stderr.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(command)}\n".encode())
-    request = {"command": command, "env": environment, "cwd": str(ROOT), "log_path": str(log_path),
-               "timeout": timeout}
+    request = {
+        "command": command,
+        "env": environment,
+        "cwd": str(ROOT),
+        "log_path": str(log_path),
+        "timeout": timeout,
+    }
     _launcher.stdin.write(json.dumps(request) + "\n")
     _launcher.stdin.flush()
     answer = json.loads(_launcher.stdout.readline())
     stdout = answer["stdout"]
     if answer["returncode"] != 0:
-        raise RuntimeError(f"{contender} failed (exit {answer['returncode']}); see {log_path}: {stdout[-500:]}")
+        raise RuntimeError(
+            f"{contender} failed (exit {answer['returncode']}); see {log_path}: {stdout[-500:]}"
+        )
     report = {}
     lines = [line for line in stdout.strip().splitlines() if line.startswith("{")]
     if lines:
@@ -191,4 +225,6 @@ def find_psql() -> str:
     for candidate in (shutil.which("psql"), "/usr/lib/postgresql/15/bin/psql"):
         if candidate and Path(candidate).exists():
             return candidate
-    raise SystemExit("bench: psql not found (apt-get install postgresql-client-15); it is the reference contender")
+    raise SystemExit(
+        "bench: psql not found (apt-get install postgresql-client-15); it is the reference contender"
+    )

@@ -17,8 +17,9 @@ import time
 def run(request: dict) -> dict:
     with open(request["log_path"], "ab") as stderr:
         started = time.perf_counter()
-        process = subprocess.Popen(request["command"], stdout=subprocess.PIPE, stderr=stderr,
-                                   env=request["env"], cwd=request["cwd"])
+        process = subprocess.Popen(
+            request["command"], stdout=subprocess.PIPE, stderr=stderr, env=request["env"], cwd=request["cwd"]
+        )
         output: list[bytes] = []
         reader = threading.Thread(target=lambda: output.append(process.stdout.read()), daemon=True)
         reader.start()
@@ -35,8 +36,12 @@ def run(request: dict) -> dict:
         elapsed = time.perf_counter() - started
         reader.join(timeout=10)
     stdout = output[0] if output else b""
-    return {"elapsed": elapsed, "maxrss_kb": usage.ru_maxrss, "returncode": os.waitstatus_to_exitcode(status),
-            "stdout": stdout.decode(errors="replace")}
+    return {
+        "elapsed": elapsed,
+        "maxrss_kb": usage.ru_maxrss,
+        "returncode": os.waitstatus_to_exitcode(status),
+        "stdout": stdout.decode(errors="replace"),
+    }
 
 
 def main() -> None:

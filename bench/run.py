@@ -81,10 +81,22 @@ class ServerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
         with open(log_path, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", *module_args], stdout=out, stderr=out,
-                                            stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
-        wait_until(lambda: port_answers(port), part=name, address=f"127.0.0.1:{port}", log_path=log_path,
-                   timeout=90, process=self.process)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", *module_args],
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=ROOT,
+            )
+        wait_until(
+            lambda: port_answers(port),
+            part=name,
+            address=f"127.0.0.1:{port}",
+            log_path=log_path,
+            timeout=90,
+            process=self.process,
+        )
 
     @property
     def url(self) -> str:
@@ -103,8 +115,13 @@ class ServerProcess:
 def s3_client(endpoint: str):
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
-                        region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        region_name="us-east-1",
+    )
 
 
 def empty_bucket(client) -> None:
@@ -130,13 +147,35 @@ def stage_select(dsn: str, day: str) -> str:
 
 
 def run_psql(psql: str, dsn: str, select: str, label: str) -> Measurement:
-    return run_process(label, [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c",
-                               f"\\copy ({select}) TO '/dev/null' (FORMAT binary)"], log_name="psql")
+    return run_process(
+        label,
+        [
+            psql,
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            dsn,
+            "-c",
+            f"\\copy ({select}) TO '/dev/null' (FORMAT binary)",
+        ],
+        log_name="psql",
+    )
 
 
 def run_stage(label: str, dsn: str, day: str, stage_uri: str, s3_endpoint: str | None = None) -> Measurement:
-    command = [sys.executable, "-m", "bench.contenders.stage_step", "--dsn", dsn, "--day", day,
-               "--stage-uri", stage_uri]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.contenders.stage_step",
+        "--dsn",
+        dsn,
+        "--day",
+        day,
+        "--stage-uri",
+        stage_uri,
+    ]
     if s3_endpoint:
         command += ["--s3-endpoint", s3_endpoint]
     return run_process(label, command, env=S3_ENV, log_name="stage_step")
@@ -146,15 +185,41 @@ def run_dlt(dsn: str, day: str, out: Path) -> Measurement:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     try:
-        return run_process("dlt", [sys.executable, "-m", "bench.contenders.dlt_sql_table", "--dsn", dsn,
-                                   "--day", day, "--out", str(out)], log_name="dlt")
+        return run_process(
+            "dlt",
+            [
+                sys.executable,
+                "-m",
+                "bench.contenders.dlt_sql_table",
+                "--dsn",
+                dsn,
+                "--day",
+                day,
+                "--out",
+                str(out),
+            ],
+            log_name="dlt",
+        )
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def run_fingerprint(label: str, side: str, dsn: str, day: str, snowflake_port: int, before: bool) -> Measurement:
-    command = [sys.executable, "-m", "bench.contenders.fingerprint", "--side", side, "--dsn", dsn, "--day", day,
-               "--snowflake-port", str(snowflake_port)] + (["--before"] if before else [])
+def run_fingerprint(
+    label: str, side: str, dsn: str, day: str, snowflake_port: int, before: bool
+) -> Measurement:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.contenders.fingerprint",
+        "--side",
+        side,
+        "--dsn",
+        dsn,
+        "--day",
+        day,
+        "--snowflake-port",
+        str(snowflake_port),
+    ] + (["--before"] if before else [])
     return run_process(label, command, log_name="fingerprint")
 
 
@@ -170,15 +235,30 @@ def load_fingerprint_day(dsn: str, day: str, s3_endpoint: str, snowflake_port: i
     staged = run_stage("fingerprint day", dsn, day, stage_uri, s3_endpoint)
     if staged.report.get("rows") != DAY_1M.rows_per_day:
         raise RuntimeError(f"staging the fingerprint day staged {staged.report.get('rows')} rows")
-    stage = S3Stage(s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
-                                  aws_access_key_id="bench", aws_secret_access_key="bench"),
-                    stage_uri=stage_uri)
+    stage = S3Stage(
+        s3=S3Resource(
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        ),
+        stage_uri=stage_uri,
+    )
     snowflake = SnowflakeResource(
-        account="fakesnow", user="bench", password="bench", database="DATAVAULT_BENCH", schema="FINGERPRINT",
-        additional_snowflake_connection_args={"host": "127.0.0.1", "port": snowflake_port, "protocol": "http"},
+        account="fakesnow",
+        user="bench",
+        password="bench",
+        database="DATAVAULT_BENCH",
+        schema="FINGERPRINT",
+        additional_snowflake_connection_args={
+            "host": "127.0.0.1",
+            "port": snowflake_port,
+            "protocol": "http",
+        },
     )
     result = SnowflakeLoader(snowflake=snowflake, stage=stage).load_partition(
-        stage.read_manifest(stage.storage(), day))
+        stage.read_manifest(stage.storage(), day)
+    )
     log(f"  loaded the fingerprint day into Snowflake: {result.rows_loaded:,} rows in {result.seconds:.1f} s")
 
 
@@ -215,19 +295,34 @@ def run_backfill(number: int, dsn: str, s3_endpoint: str, snowflake_port: int) -
     rows_loaded = days_staged = days_loaded = 0
     peak = 0.0
     for first in range(0, len(days), DAYS_PER_RUN):
-        chunk = days[first:first + DAYS_PER_RUN]
+        chunk = days[first : first + DAYS_PER_RUN]
         log_path = WORK / "logs" / f"backfill_{number}_{chunk[0]}.log"
         log_path.unlink(missing_ok=True)
         measured = run_process(
-            "backfill", [dagster, "asset", "materialize", "-m", "datavault_analytics.definitions",
-                         "--select", selection, "--partition-range", f"{chunk[0]}...{chunk[-1]}"],
-            env=env, log_name=f"backfill_{number}_{chunk[0]}",
+            "backfill",
+            [
+                dagster,
+                "asset",
+                "materialize",
+                "-m",
+                "datavault_analytics.definitions",
+                "--select",
+                selection,
+                "--partition-range",
+                f"{chunk[0]}...{chunk[-1]}",
+            ],
+            env=env,
+            log_name=f"backfill_{number}_{chunk[0]}",
         )
         wall += measured.process_seconds
         peak = max(peak, measured.peak_rss_mb)
         text = log_path.read_text(errors="replace")
         for step, hours, minutes, value, unit in _STEP.findall(text):  # Dagster writes 450ms, 39.2s, 1m38s
-            seconds = float(value or 0) / (1000 if unit == "ms" else 1) + 60 * int(minutes or 0) + 3600 * int(hours or 0)
+            seconds = (
+                float(value or 0) / (1000 if unit == "ms" else 1)
+                + 60 * int(minutes or 0)
+                + 3600 * int(hours or 0)
+            )
             steps[step] = steps.get(step, 0.0) + seconds
         for _day, _rows, seconds in _STAGED.findall(text):
             moving += float(seconds)
@@ -240,11 +335,19 @@ def run_backfill(number: int, dsn: str, s3_endpoint: str, snowflake_port: int) -
     if days_staged != len(days) or days_loaded != len(days) or rows_loaded != expected_rows:
         raise RuntimeError(
             f"backfill {number}: the run logs show {days_staged} days staged, {days_loaded} loaded, "
-            f"{rows_loaded:,} rows; expected {len(days)} days and {expected_rows:,} rows (see {WORK / 'logs'})"
+            f"{rows_loaded:,} rows; expected {len(days)} days and {expected_rows:,} rows (see "
+            f"{WORK / 'logs'})"
         )
     shutil.rmtree(home, ignore_errors=True)
-    return {"wall": wall, "moving": moving, "overhead": 1 - moving / wall, "peak_rss_mb": peak,
-            "rows": rows_loaded, "runs": -(-len(days) // DAYS_PER_RUN), "steps": steps}
+    return {
+        "wall": wall,
+        "moving": moving,
+        "overhead": 1 - moving / wall,
+        "peak_rss_mb": peak,
+        "rows": rows_loaded,
+        "runs": -(-len(days) // DAYS_PER_RUN),
+        "steps": steps,
+    }
 
 
 # -- reporting -------------------------------------------------------------------------------------
@@ -268,14 +371,22 @@ def summarize(runs: list[Measurement], rows: int, data_bytes: int) -> dict:
         "files": runs[0].report.get("files"),
         "staged_mb": runs[0].report.get("staged_bytes", 0) / 1e6,
         "file_mb": (min(file_mb), max(file_mb)) if file_mb else None,
-        "emulator_cpu": median(m.report["emulator_cpu"] for m in runs) if "emulator_cpu" in runs[0].report else None,
+        "emulator_cpu": median(m.report["emulator_cpu"] for m in runs)
+        if "emulator_cpu" in runs[0].report
+        else None,
         "busy": median(m.report.get("busy_before", 0.0) for m in runs),
     }
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     versions = []
     for package in ("pyarrow", "adbc-driver-postgresql", "dagster", "dlt", "connectorx", "moto", "fakesnow"):
@@ -285,8 +396,10 @@ def machine() -> str:
             versions.append(f"{package} {version(package)}")
         except Exception:
             pass
-    return (f"{os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, Linux {platform.release()}, "
-            f"Python {platform.python_version()}; " + ", ".join(versions))
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; " + ", ".join(versions)
+    )
 
 
 def main() -> None:
@@ -306,10 +419,15 @@ def main() -> None:
     moto = snowflake = None
     try:
         sizes = ensure_seeded(dsn)
-        pg_version = subprocess.run([psql, "-X", "-At", "-d", dsn, "-c", "SHOW server_version"], capture_output=True,
-                                    text=True, check=True).stdout.strip()
-        moto = ServerProcess("s3", ["datavault_analytics.local_stack.s3_server", "--port", str(port := free_port())],
-                             port)
+        pg_version = subprocess.run(
+            [psql, "-X", "-At", "-d", dsn, "-c", "SHOW server_version"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        moto = ServerProcess(
+            "s3", ["datavault_analytics.local_stack.s3_server", "--port", str(port := free_port())], port
+        )
         client = s3_client(moto.url)
         client.create_bucket(Bucket=BUCKET)
 
@@ -321,8 +439,10 @@ def main() -> None:
         def record(measurement: Measurement) -> None:
             results.setdefault(measurement.contender, []).append(measurement)
             extra = f", {measurement.report['rows']:,} rows" if "rows" in measurement.report else ""
-            log(f"  {measurement.contender:<24} {measurement.seconds:6.2f} s  peak RSS "
-                f"{measurement.peak_rss_mb:5.0f} MB{extra}")
+            log(
+                f"  {measurement.contender:<24} {measurement.seconds:6.2f} s  peak RSS "
+                f"{measurement.peak_rss_mb:5.0f} MB{extra}"
+            )
 
         log(f"1M-row day {day}: warming up (one unmeasured psql run)")
         run_psql(psql, dsn, select, "warm-up")
@@ -358,8 +478,18 @@ def main() -> None:
         snowflake_port = free_port()
         shutil.rmtree(WORK / "snowflake", ignore_errors=True)  # a fresh warehouse every time
         snowflake = ServerProcess(
-            "snowflake", ["datavault_analytics.local_stack.snowflake_server", "--port", str(snowflake_port),
-                          "--db-path", str(WORK / "snowflake"), "--s3-endpoint", moto.url], snowflake_port)
+            "snowflake",
+            [
+                "datavault_analytics.local_stack.snowflake_server",
+                "--port",
+                str(snowflake_port),
+                "--db-path",
+                str(WORK / "snowflake"),
+                "--s3-endpoint",
+                moto.url,
+            ],
+            snowflake_port,
+        )
 
         log(f"fingerprints of the 1M-row day {day}: loading it into the Snowflake emulator")
         load_fingerprint_day(dsn, day, moto.url, snowflake_port)
@@ -368,21 +498,33 @@ def main() -> None:
             log(f"fingerprints, round {round_number}/{DAY_REPEATS}")
             for side in ("postgres", "snowflake"):
                 record(run_fingerprint(f"fingerprint {side}", side, dsn, day, snowflake_port, before=False))
-                record(run_fingerprint(f"fingerprint {side} (before)", side, dsn, day, snowflake_port, before=True))
+                record(
+                    run_fingerprint(
+                        f"fingerprint {side} (before)", side, dsn, day, snowflake_port, before=True
+                    )
+                )
         for side in ("postgres", "snowflake"):
             if {m.report.get("rows") for m in results[f"fingerprint {side}"]} != {DAY_1M.rows_per_day}:
-                raise RuntimeError(f"the {side} fingerprint counted {results[f'fingerprint {side}'][0].report}")
-        digests = {m.report["digest"] for side in ("postgres", "snowflake") for m in results[f"fingerprint {side}"]}
+                raise RuntimeError(
+                    f"the {side} fingerprint counted {results[f'fingerprint {side}'][0].report}"
+                )
+        digests = {
+            m.report["digest"] for side in ("postgres", "snowflake") for m in results[f"fingerprint {side}"]
+        }
         if len(digests) != 1:
             raise RuntimeError(f"the two sides' fingerprints of the 1M-row day differ: {sorted(digests)}")
 
         backfills = []
         for number in range(1, REPEATS + 1):
-            log(f"backfill {number}/{REPEATS}: {len(BACKFILL.days)} days x {BACKFILL.rows_per_day:,} rows, "
-                f"{DAYS_PER_RUN} days per run")
+            log(
+                f"backfill {number}/{REPEATS}: {len(BACKFILL.days)} days x {BACKFILL.rows_per_day:,} rows, "
+                f"{DAYS_PER_RUN} days per run"
+            )
             outcome = run_backfill(number, dsn, moto.url, snowflake_port)
-            log(f"  wall {outcome['wall']:.1f} s, moving data {outcome['moving']:.1f} s, overhead "
-                f"{outcome['overhead']:.0%}, peak RSS {outcome['peak_rss_mb']:.0f} MB")
+            log(
+                f"  wall {outcome['wall']:.1f} s, moving data {outcome['moving']:.1f} s, overhead "
+                f"{outcome['overhead']:.0%}, peak RSS {outcome['peak_rss_mb']:.0f} MB"
+            )
             backfills.append(outcome)
             empty_bucket(client)
     finally:
@@ -395,9 +537,17 @@ def main() -> None:
             server.stop()
 
     one_day_bytes, ten_day_bytes = sizes[day]["bytes"], sizes[day10]["bytes"]
-    table = {name: summarize(runs, *((DAY_10M.rows_per_day, ten_day_bytes) if name.endswith("10M")
-                                     else (DAY_1M.rows_per_day, one_day_bytes)))
-             for name, runs in results.items()}
+    table = {
+        name: summarize(
+            runs,
+            *(
+                (DAY_10M.rows_per_day, ten_day_bytes)
+                if name.endswith("10M")
+                else (DAY_1M.rows_per_day, one_day_bytes)
+            ),
+        )
+        for name, runs in results.items()
+    }
     psql_s, file_s = table["psql"]["seconds"], table["stage -> file://"]["seconds"]
     ratios = {
         "stage_vs_copy": file_s / psql_s,
@@ -406,24 +556,35 @@ def main() -> None:
         "dlt_vs_stage_s3": table["dlt"]["seconds"] / table["stage -> S3 (moto)"]["seconds"],
         "peak_rss_mb": table["stage -> file://"]["peak_rss_mb"],
         "peak_rss_s3_mb": table["stage -> S3 (moto)"]["peak_rss_mb"],
-        "rss_growth_10x": table["stage -> file:// 10M"]["peak_rss_mb"] / table["stage -> file://"]["peak_rss_mb"],
+        "rss_growth_10x": table["stage -> file:// 10M"]["peak_rss_mb"]
+        / table["stage -> file://"]["peak_rss_mb"],
         "stage_vs_copy_10M": table["stage -> file:// 10M"]["seconds"] / table["psql 10M"]["seconds"],
         "backfill_overhead": median(b["overhead"] for b in backfills),
-        "fingerprint_vs_stage": (table["fingerprint postgres"]["seconds"] + table["fingerprint snowflake"]["seconds"])
+        "fingerprint_vs_stage": (
+            table["fingerprint postgres"]["seconds"] + table["fingerprint snowflake"]["seconds"]
+        )
         / file_s,
-        "fingerprint_before_vs_stage": (table["fingerprint postgres (before)"]["seconds"]
-                                        + table["fingerprint snowflake (before)"]["seconds"]) / file_s,
+        "fingerprint_before_vs_stage": (
+            table["fingerprint postgres (before)"]["seconds"]
+            + table["fingerprint snowflake (before)"]["seconds"]
+        )
+        / file_s,
     }
-    report = render(table, ratios, backfills, machine() + f"; PostgreSQL {pg_version}",
-                    time.monotonic() - started)
+    report = render(
+        table, ratios, backfills, machine() + f"; PostgreSQL {pg_version}", time.monotonic() - started
+    )
     RESULTS.write_text(report)
-    (WORK / "results.json").write_text(json.dumps({"table": table, "ratios": ratios, "backfills": backfills},
-                                                  indent=1, default=str))
+    (WORK / "results.json").write_text(
+        json.dumps({"table": table, "ratios": ratios, "backfills": backfills}, indent=1, default=str)
+    )
     print(report)
-    print(f"bench: stage_vs_copy={ratios['stage_vs_copy']:.2f} dlt_vs_stage={ratios['dlt_vs_stage']:.2f} "
-          f"peak_rss_mb={ratios['peak_rss_mb']:.0f} rss_growth_10x={ratios['rss_growth_10x']:.2f} "
-          f"backfill_overhead={ratios['backfill_overhead']:.2f} "
-          f"fingerprint_vs_stage={ratios['fingerprint_vs_stage']:.2f}", flush=True)
+    print(
+        f"bench: stage_vs_copy={ratios['stage_vs_copy']:.2f} dlt_vs_stage={ratios['dlt_vs_stage']:.2f} "
+        f"peak_rss_mb={ratios['peak_rss_mb']:.0f} rss_growth_10x={ratios['rss_growth_10x']:.2f} "
+        f"backfill_overhead={ratios['backfill_overhead']:.2f} "
+        f"fingerprint_vs_stage={ratios['fingerprint_vs_stage']:.2f}",
+        flush=True,
+    )
 
 
 def render(table: dict, ratios: dict, backfills: list[dict], machine_text: str, elapsed: float) -> str:
@@ -431,24 +592,27 @@ def render(table: dict, ratios: dict, backfills: list[dict], machine_text: str, 
         # A time ratio is only as good as its runs: if other work held the CPUs when either side ran, say so.
         busy = max((table[name]["busy"] for name in timed), default=0.0)
         if busy > BUSY_LIMIT:
-            return (f"{'met' if ok else 'missed'}, but **disturbed**: other work used {busy:.1f} of 2 cores "
-                    "before those runs; re-run on a quiet machine")
+            return (
+                f"{'met' if ok else 'missed'}, but **disturbed**: other work used {busy:.1f} of 2 cores "
+                "before those runs; re-run on a quiet machine"
+            )
         return "met" if ok else "**missed**"
 
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `make bench` on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} in {elapsed / 60:.1f} min.",
+        f"Written by `make bench` on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} in "
+        f"{elapsed / 60:.1f} min.",
         f"Machine: {machine_text}.",
         "",
-        f"Each contender ran as its own process, in interleaved rounds ({DAY_REPEATS} for the 1M-row day, {REPEATS} "
-        "for the 10M-row day and the backfill); medians shown, "
-        "with the fastest and slowest run, and the highest peak RSS of any run. Seconds are the data movement as "
-        "each contender timed it (process start-up and imports excluded; see 'process s'); psql's is its whole "
-        "process. MB/s counts the day's row data as PostgreSQL stores it "
-        f"({DAY_1M.rows_per_day:,} rows = {table['psql']['mb_per_s'] * table['psql']['seconds']:.0f} MB). "
-        "Every contender reads the same rows with the stage step's own SELECT. Each run waited (up to "
-        f"{QUIET_WAIT_SECONDS:.0f} s) for other work to leave the CPUs; 'busy' is the median number of cores other "
+        f"Each contender ran as its own process, in interleaved rounds ({DAY_REPEATS} for the 1M-row day, "
+        f"{REPEATS} for the 10M-row day and the backfill); medians shown, with the fastest and slowest run, "
+        "and the highest peak RSS of any run. Seconds are the data movement as each contender timed it "
+        "(process start-up and imports excluded; see 'process s'); psql's is its whole process. MB/s counts "
+        f"the day's row data as PostgreSQL stores it ({DAY_1M.rows_per_day:,} rows = "
+        f"{table['psql']['mb_per_s'] * table['psql']['seconds']:.0f} MB). Every contender reads the same "
+        f"rows with the stage step's own SELECT. Each run waited (up to {QUIET_WAIT_SECONDS:.0f} s) for "
+        "other work to leave the CPUs; 'busy' is the median number of cores other "
         "work used in the second before a run (of 2).",
         "",
         "| contender | seconds | (min - max) | process s | rows/s | MB/s | peak RSS MB | busy | files |",
@@ -470,28 +634,32 @@ def render(table: dict, ratios: dict, backfills: list[dict], machine_text: str, 
     overheads = ", ".join(f"{b['overhead']:.0%}" for b in backfills)
     step_names = sorted({name for b in backfills for name in b["steps"]})
     step_text = "; ".join(
-        f"{name} {statistics.median(b['steps'].get(name, 0.0) for b in backfills):.1f} s" for name in step_names
+        f"{name} {statistics.median(b['steps'].get(name, 0.0) for b in backfills):.1f} s"
+        for name in step_names
     )
     outside = statistics.median(b["wall"] - sum(b["steps"].values()) for b in backfills)
     checks = [sum(v for k, v in b["steps"].items() if "check" in k) for b in backfills]
-    without_checks = statistics.median(1 - b["moving"] / (b["wall"] - c) for b, c in zip(backfills, checks, strict=True))
+    without_checks = statistics.median(
+        1 - b["moving"] / (b["wall"] - c) for b, c in zip(backfills, checks, strict=True)
+    )
     walls = ", ".join(f"{b['wall']:.1f}" for b in backfills)
     movings = ", ".join(f"{b['moving']:.1f}" for b in backfills)
     b = backfills[len(backfills) // 2]
     lines += [
         "",
-        f"Backfill, {len(BACKFILL.days)} days x {BACKFILL.rows_per_day:,} rows through Dagster "
-        f"({b['runs']} run(s) of up to {DAYS_PER_RUN} days; PostgreSQL -> moto S3 -> fakesnow): wall "
-        f"{walls} s; moving data (per-day stage + load seconds from the run logs) {movings} s; overhead {overheads}; "
-        f"peak RSS {max(x['peak_rss_mb'] for x in backfills):.0f} MB. Dagster's step durations (medians): "
-        f"{step_text}; outside any step (process start-up, imports, run bookkeeping): {outside:.1f} s. "
-        "Time not spent moving data counts as overhead, the asset checks' reconciliation included; without the "
+        f"Backfill, {len(BACKFILL.days)} days x {BACKFILL.rows_per_day:,} rows through Dagster ({b['runs']} "
+        f"run(s) of up to {DAYS_PER_RUN} days; PostgreSQL -> moto S3 -> fakesnow): wall {walls} s; moving "
+        f"data (per-day stage + load seconds from the run logs) {movings} s; overhead {overheads}; peak RSS "
+        f"{max(x['peak_rss_mb'] for x in backfills):.0f} MB. Dagster's step durations (medians): "
+        f"{step_text}; outside any step (process start-up, imports, run bookkeeping): {outside:.1f} s. Time "
+        "not spent moving data counts as overhead, the asset checks' reconciliation included; without the "
         f"checks' step it would be {without_checks:.0%}.",
         "",
         "| target | measured | |",
         "|---|---|---|",
         f"| stage step <= 1.4 x psql binary COPY | {ratios['stage_vs_copy']:.2f} x (file://), "
-        f"{ratios['stage_s3_vs_copy']:.2f} x (S3 emulator), {ratios['stage_vs_copy_10M']:.2f} x at 10M rows | "
+        f"{ratios['stage_s3_vs_copy']:.2f} x (S3 emulator), {ratios['stage_vs_copy_10M']:.2f} x at 10M rows "
+        "| "
         f"{verdict(ratios['stage_vs_copy'] <= 1.4, 'psql', 'stage -> file://')} |",
         f"| >= 2 x faster than dlt's fastest | {ratios['dlt_vs_stage']:.2f} x (file://), "
         f"{ratios['dlt_vs_stage_s3']:.2f} x (S3 emulator) | "
@@ -502,14 +670,16 @@ def render(table: dict, ratios: dict, backfills: list[dict], machine_text: str, 
         f"{verdict(ratios['rss_growth_10x'] <= 1.2)} |",
         f"| backfill overhead <= 25% of wall time (was 50%) | {ratios['backfill_overhead']:.0%} | "
         f"{verdict(ratios['backfill_overhead'] <= 0.25)} |",
-        f"| 1M-row day's fingerprint, both sides, <= 0.5 x the stage step | "
+        "| 1M-row day's fingerprint, both sides, <= 0.5 x the stage step | "
         f"{ratios['fingerprint_vs_stage']:.2f} x (before: {ratios['fingerprint_before_vs_stage']:.2f} x) | "
-        f"{verdict(ratios['fingerprint_vs_stage'] <= 0.5, 'fingerprint postgres', 'fingerprint snowflake')} |",
+        f"{verdict(ratios['fingerprint_vs_stage'] <= 0.5, 'fingerprint postgres', 'fingerprint snowflake')} "
+        f"|",
         "",
         "```",
         f"bench: stage_vs_copy={ratios['stage_vs_copy']:.2f} dlt_vs_stage={ratios['dlt_vs_stage']:.2f} "
         f"peak_rss_mb={ratios['peak_rss_mb']:.0f} rss_growth_10x={ratios['rss_growth_10x']:.2f} "
-        f"backfill_overhead={ratios['backfill_overhead']:.2f} fingerprint_vs_stage={ratios['fingerprint_vs_stage']:.2f}",
+        f"backfill_overhead={ratios['backfill_overhead']:.2f} "
+        f"fingerprint_vs_stage={ratios['fingerprint_vs_stage']:.2f}",
         "```",
         "",
     ]

@@ -47,7 +47,9 @@ RECORDS_SCHEMA = dg.TableSchema(
         dg.TableColumn("id", "uuid -> VARCHAR(36)", description="Record id; primary key."),
         dg.TableColumn("owner_id", "bigint -> NUMBER(19,0)"),
         dg.TableColumn("key", "text -> VARCHAR"),
-        dg.TableColumn("ciphertext", "bytea -> BINARY", description="AES-GCM ciphertext, never decrypted here."),
+        dg.TableColumn(
+            "ciphertext", "bytea -> BINARY", description="AES-GCM ciphertext, never decrypted here."
+        ),
         dg.TableColumn("nonce", "bytea -> BINARY"),
         dg.TableColumn("created_at", "timestamptz -> TIMESTAMP_NTZ (UTC)", description="Partition column."),
         dg.TableColumn("updated_at", "timestamptz -> TIMESTAMP_NTZ (UTC)"),
@@ -56,7 +58,9 @@ RECORDS_SCHEMA = dg.TableSchema(
 
 # Per-day observations with metadata need `observable_source_asset` (ObserveResult has no partition yet);
 # converting it, Dagster itself reads a deprecated property. Only that internal warning is silenced.
-warnings.filterwarnings("ignore", message="Property `OpDefinition.version` is deprecated", category=DeprecationWarning)
+warnings.filterwarnings(
+    "ignore", message="Property `OpDefinition.version` is deprecated", category=DeprecationWarning
+)
 
 
 def _observed_windows() -> list[DayWindow]:
@@ -71,14 +75,16 @@ def _observed_windows() -> list[DayWindow]:
     io_manager_key="postgres_io_manager",
     group_name=GROUP,
     description=(
-        "DataVault's `records` table in PostgreSQL, written by the DataVault backend (ingest -> Redis Stream -> "
-        f"backend). Observing it records each of the last {SETTINGS.observed_days} days' row count and latest "
-        "created_at, so a change in the source shows as a new data version."
+        "DataVault's `records` table in PostgreSQL, written by the DataVault backend (ingest -> Redis "
+        f"Stream -> backend). Observing it records each of the last {SETTINGS.observed_days} days' row count "
+        "and latest created_at, so a change in the source shows as a new data version."
     ),
     tags={"dagster/kind/postgres": ""},
     metadata={"dagster/column_schema": RECORDS_SCHEMA, "dagster/table_name": "datavault.public.records"},
 )
-def postgres_records(context: dg.OpExecutionContext, postgres: PostgresResource) -> dg.DataVersionsByPartition:
+def postgres_records(
+    context: dg.OpExecutionContext, postgres: PostgresResource
+) -> dg.DataVersionsByPartition:
     """One observation per recent day, carrying its data version and what is there."""
     with asset_errors("Observing the PostgreSQL source"):
         stats = postgres.day_stats(_observed_windows())
@@ -90,8 +96,11 @@ def postgres_records(context: dg.OpExecutionContext, postgres: PostgresResource)
                 asset_key=SOURCE_KEY,
                 partition=day,
                 tags={"dagster/data_version": f"rows={stat['rows']};latest={latest};updated={latest_update}"},
-                metadata={"dagster/row_count": stat["rows"], "latest_created_at": latest or "none",
-                          "latest_updated_at": latest_update or "none"},
+                metadata={
+                    "dagster/row_count": stat["rows"],
+                    "latest_created_at": latest or "none",
+                    "latest_updated_at": latest_update or "none",
+                },
             )
         )
     # The observations above carry the versions together with their metadata.
@@ -110,8 +119,9 @@ def postgres_records(context: dg.OpExecutionContext, postgres: PostgresResource)
     owners=OWNERS,
     kinds={"s3", "parquet"},
     description=(
-        "The day's rows as Parquet files in the S3 stage, at s3://<bucket>/<prefix>/records/dt=<day>/"
-        "part-NNNNN-<staging>.parquet, with a _manifest.json written last. Ciphertext is copied byte for byte."
+        "The day's rows as Parquet files in the S3 stage, at "
+        "s3://<bucket>/<prefix>/records/dt=<day>/part-NNNNN-<staging>.parquet, with a _manifest.json "
+        "written last. Ciphertext is copied byte for byte."
     ),
     metadata={"dagster/column_schema": RECORDS_SCHEMA},
 )
@@ -129,7 +139,9 @@ def s3_stage_records(
                 if isinstance(error, PermanentError):
                     raise
                 context.log.warning(
-                    redact_known_secrets(f"Staging without checking Snowflake's columns first (the load checks them): {error}")
+                    redact_known_secrets(
+                        f"Staging without checking Snowflake's columns first (the load checks them): {error}"
+                    )
                 )
     return source
 
@@ -172,37 +184,52 @@ def snowflake_records(
                 result = snowflake_loader.load_partition(manifest, lock=lock, run_id=run)
             results.append(result)
             if result.columns_added:
-                context.log.warning(f"Added new column(s) {result.columns_added} to {snowflake_loader.table_name}.")
+                context.log.warning(
+                    f"Added new column(s) {result.columns_added} to {snowflake_loader.table_name}."
+                )
             context.log.info(
                 f"Loaded {key} ({number}/{len(staged)} days): {result.rows_loaded:,} rows from "
                 f"{result.files_loaded} file(s), replacing {result.rows_deleted:,}, in {result.seconds:.2f}s"
             )
     _purge_expired_stagings(context, stage_retention, keep=frozenset(m.partition_key for m in staged))
-    return dg.MaterializeResult(metadata=materialization_metadata(
-        staged,
-        rows=sum(r.rows_loaded for r in results),
-        seconds=time.monotonic() - started,
-        seconds_key="load_seconds",
-        column_type=lambda c: c.snowflake_type,
-        range_uri=f"{staged[0].stage_uri}/{staged[0].directory.rsplit('/', 1)[0]}" if staged else "",
-        day_columns={"rows loaded": lambda i: results[i].rows_loaded, "rows replaced": lambda i: results[i].rows_deleted,
-                     "files": lambda i: results[i].files_loaded, "seconds": lambda i: results[i].seconds},
-        extra={
-            "dagster/table_name": snowflake_loader.qualified_table_name,
-            "rows_replaced": sum(r.rows_deleted for r in results),
-            "files_loaded": sum(r.files_loaded for r in results),
-        },
-    ))
+    return dg.MaterializeResult(
+        metadata=materialization_metadata(
+            staged,
+            rows=sum(r.rows_loaded for r in results),
+            seconds=time.monotonic() - started,
+            seconds_key="load_seconds",
+            column_type=lambda c: c.snowflake_type,
+            range_uri=f"{staged[0].stage_uri}/{staged[0].directory.rsplit('/', 1)[0]}" if staged else "",
+            day_columns={
+                "rows loaded": lambda i: results[i].rows_loaded,
+                "rows replaced": lambda i: results[i].rows_deleted,
+                "files": lambda i: results[i].files_loaded,
+                "seconds": lambda i: results[i].seconds,
+            },
+            extra={
+                "dagster/table_name": snowflake_loader.qualified_table_name,
+                "rows_replaced": sum(r.rows_deleted for r in results),
+                "files_loaded": sum(r.files_loaded for r in results),
+            },
+        )
+    )
 
 
-def _purge_expired_stagings(context: dg.AssetExecutionContext, retention: StageRetention, keep: frozenset[str]) -> None:
+def _purge_expired_stagings(
+    context: dg.AssetExecutionContext, retention: StageRetention, keep: frozenset[str]
+) -> None:
     """The load is done whatever happens here: a failure is a warning, and the next load tries again."""
     try:
-        purged = retention.purge_expired(context.instance, SNOWFLAKE_KEY, keep=keep,
-                                         holder=f"purge run {context.run.run_id[:8]}")
+        purged = retention.purge_expired(
+            context.instance, SNOWFLAKE_KEY, keep=keep, holder=f"purge run {context.run.run_id[:8]}"
+        )
     except (TransientError, PermanentError) as error:
-        context.log.warning(redact_known_secrets(f"Could not delete staged files past their retention: {error}"))
+        context.log.warning(
+            redact_known_secrets(f"Could not delete staged files past their retention: {error}")
+        )
         return
     if purged:
-        context.log.info(f"Deleted the staged files of {len(purged)} day(s) loaded more than "
-                         f"{retention.retention_hours:g} h ago: {', '.join(purged)}")
+        context.log.info(
+            f"Deleted the staged files of {len(purged)} day(s) loaded more than "
+            f"{retention.retention_hours:g} h ago: {', '.join(purged)}"
+        )

@@ -3,6 +3,7 @@
 `datavault-analytics backfill START END` (and `make demo`) runs `dg launch --partition-range` per chunk of
 `days_per_run` days against the configured Dagster instance, printing each day as it lands.
 """
+
 import os
 import re
 import subprocess
@@ -35,11 +36,12 @@ def days_between(first: date, last: date) -> list[date]:
 
 
 def _chunks(days: list[date], size: int) -> list[list[date]]:
-    return [days[i:i + size] for i in range(0, len(days), size)]
+    return [days[i : i + size] for i in range(0, len(days), size)]
 
 
-def materialize_range(first: date, last: date, *, days_per_run: int = 31, log_dir: Path,
-                      say: Callable[[str], None] = print) -> None:
+def materialize_range(
+    first: date, last: date, *, days_per_run: int = 31, log_dir: Path, say: Callable[[str], None] = print
+) -> None:
     """Materialize the stage and Snowflake assets for [first, last], one Dagster run per chunk."""
     days = days_between(first, last)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -48,14 +50,22 @@ def materialize_range(first: date, last: date, *, days_per_run: int = 31, log_di
     for chunk in _chunks(days, days_per_run):
         log_path = log_dir / f"materialize-{chunk[0]}-{chunk[-1]}.log"
         command = [
-            str(Path(sys.executable).with_name("dg")), "launch", "-m", "datavault_analytics.definitions",
-            "--assets", selection, "--partition-range", f"{chunk[0]}...{chunk[-1]}",
+            str(Path(sys.executable).with_name("dg")),
+            "launch",
+            "-m",
+            "datavault_analytics.definitions",
+            "--assets",
+            selection,
+            "--partition-range",
+            f"{chunk[0]}...{chunk[-1]}",
         ]
         say(f"run {chunk[0]} .. {chunk[-1]} ({len(chunk)} days), log: {log_path}")
         with open(log_path, "w") as log:
             # `dg launch` takes a range only from single-run assets; this command chunks the range itself.
             env = {**os.environ, "DATAVAULT_BACKFILL_DAYS_PER_RUN": "0"}
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            )
             for line in process.stdout:
                 log.write(line)
                 if staged := _STAGED.search(line):
@@ -64,11 +74,17 @@ def materialize_range(first: date, last: date, *, days_per_run: int = 31, log_di
                     done += 1
                     rows += int(loaded[2].replace(",", ""))
                     elapsed = time.monotonic() - started
-                    say(f"  [{done}/{len(days)} days] loaded {loaded[1]}: {loaded[2]} rows "
-                        f"({rows / elapsed:,.0f} rows/s overall)")
+                    say(
+                        f"  [{done}/{len(days)} days] loaded {loaded[1]}: {loaded[2]} rows "
+                        f"({rows / elapsed:,.0f} rows/s overall)"
+                    )
             code = process.wait()
         if code != 0:
-            errors = [line.strip() for line in log_path.read_text().splitlines() if "Failure" in line or "Error" in line]
+            errors = [
+                line.strip()
+                for line in log_path.read_text().splitlines()
+                if "Failure" in line or "Error" in line
+            ]
             detail = errors[-1][:500] if errors else "see the log"
             raise BackfillError(f"The run for {chunk[0]} .. {chunk[-1]} failed ({detail}). Log: {log_path}")
 

@@ -3,6 +3,7 @@
 Row count and content fingerprint (PostgreSQL against Snowflake, both in SQL), no duplicate ids, and the
 staged manifest against the load. Each evaluation names its day and how late after the day it was loaded.
 """
+
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -26,17 +27,33 @@ NO_DUPLICATE_IDS = "no_duplicate_ids"
 MANIFEST_MATCHES_LOAD = "staged_manifest_matches_load"
 
 CHECK_SPECS = [
-    dg.AssetCheckSpec(ROW_COUNT, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
-                      description="The day's row count in Snowflake equals PostgreSQL's (count(*) on each side)."),
-    dg.AssetCheckSpec(CONTENT_HASH, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
-                      description="The day's content fingerprint over every column (the sum of each row's MD5, "
-                                  "fingerprint.py) is the same in Snowflake and PostgreSQL, computed in SQL on each "
-                                  "side."),
-    dg.AssetCheckSpec(NO_DUPLICATE_IDS, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
-                      description="No id appears more than once in Snowflake for the day."),
-    dg.AssetCheckSpec(MANIFEST_MATCHES_LOAD, asset=SNOWFLAKE_KEY, partitions_def=daily_partitions,
-                      description="The day's stage manifest lists files that are all present at their sizes, "
-                                  "its rows equal the rows Snowflake holds, and it predates the last load."),
+    dg.AssetCheckSpec(
+        ROW_COUNT,
+        asset=SNOWFLAKE_KEY,
+        partitions_def=daily_partitions,
+        description="The day's row count in Snowflake equals PostgreSQL's (count(*) on each side).",
+    ),
+    dg.AssetCheckSpec(
+        CONTENT_HASH,
+        asset=SNOWFLAKE_KEY,
+        partitions_def=daily_partitions,
+        description="The day's content fingerprint over every column (the sum of each row's MD5, "
+        "fingerprint.py) is the same in Snowflake and PostgreSQL, computed in SQL on each "
+        "side.",
+    ),
+    dg.AssetCheckSpec(
+        NO_DUPLICATE_IDS,
+        asset=SNOWFLAKE_KEY,
+        partitions_def=daily_partitions,
+        description="No id appears more than once in Snowflake for the day.",
+    ),
+    dg.AssetCheckSpec(
+        MANIFEST_MATCHES_LOAD,
+        asset=SNOWFLAKE_KEY,
+        partitions_def=daily_partitions,
+        description="The day's stage manifest lists files that are all present at their sizes, "
+        "its rows equal the rows Snowflake holds, and it predates the last load.",
+    ),
 ]
 
 
@@ -50,15 +67,27 @@ def _manifest_or_error(stage: S3Stage, storage, key: str) -> StagedPartition | S
         return error
 
 
-def _evaluation(name: str, day: str, passed: bool, description: str, metadata: dict) -> dg.AssetCheckEvaluation:
-    return dg.AssetCheckEvaluation(asset_key=SNOWFLAKE_KEY, check_name=name, passed=passed, partition=day,
-                                   description=description, metadata=metadata,
-                                   severity=dg.AssetCheckSeverity.ERROR)
+def _evaluation(
+    name: str, day: str, passed: bool, description: str, metadata: dict
+) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=SNOWFLAKE_KEY,
+        check_name=name,
+        passed=passed,
+        partition=day,
+        description=description,
+        metadata=metadata,
+        severity=dg.AssetCheckSeverity.ERROR,
+    )
 
 
-def evaluate_day(day: DayReconciliation, duplicates: tuple[int, int, str | None],
-                 manifest: StagedPartition | StageError, loaded_at: float | None,
-                 retention_hours: float | None = None) -> list[dg.AssetCheckEvaluation]:
+def evaluate_day(
+    day: DayReconciliation,
+    duplicates: tuple[int, int, str | None],
+    manifest: StagedPartition | StageError,
+    loaded_at: float | None,
+    retention_hours: float | None = None,
+) -> list[dg.AssetCheckEvaluation]:
     """The four evaluations for one day, each saying which day and, when it fails, what differs.
 
     `retention_hours`: the stage's retention; a day loaded longer ago than that has had its staged files
@@ -70,40 +99,69 @@ def evaluate_day(day: DayReconciliation, duplicates: tuple[int, int, str | None]
         lateness["last_loaded_at"] = dg.MetadataValue.timestamp(loaded_at)
         lateness["hours_after_day_end"] = round((loaded_at - window.end.timestamp()) / 3600, 2)
     counts = {**lateness, "postgres_rows": day.postgres_rows, "snowflake_rows": day.snowflake_rows}
-    hashes = {**lateness, "postgres_fingerprint": str(day.postgres), "snowflake_fingerprint": str(day.snowflake)}
+    hashes = {
+        **lateness,
+        "postgres_fingerprint": str(day.postgres),
+        "snowflake_fingerprint": str(day.snowflake),
+    }
 
     same_count = day.postgres_rows == day.snowflake_rows
     same_hash = day.matches
     evaluations = [
-        _evaluation(ROW_COUNT, day.day, same_count,
-                    f"{day.day}: {day.postgres_rows:,} rows in PostgreSQL and in Snowflake" if same_count
-                    else f"{day.day}: PostgreSQL has {day.postgres_rows:,} rows, Snowflake {day.snowflake_rows:,} "
-                         f"({day.snowflake_rows - day.postgres_rows:+,})", counts),
-        _evaluation(CONTENT_HASH, day.day, same_hash,
-                    f"{day.day}: content fingerprint over every column matches" if same_hash
-                    else f"{day.day}: content fingerprint differs (PostgreSQL {day.postgres}, Snowflake "
-                         f"{day.snowflake}): " + ("same row count, so some rows' values differ" if same_count
-                                                  else day.difference()),
-                    hashes),
+        _evaluation(
+            ROW_COUNT,
+            day.day,
+            same_count,
+            f"{day.day}: {day.postgres_rows:,} rows in PostgreSQL and in Snowflake"
+            if same_count
+            else f"{day.day}: PostgreSQL has {day.postgres_rows:,} rows, Snowflake {day.snowflake_rows:,} "
+            f"({day.snowflake_rows - day.postgres_rows:+,})",
+            counts,
+        ),
+        _evaluation(
+            CONTENT_HASH,
+            day.day,
+            same_hash,
+            f"{day.day}: content fingerprint over every column matches"
+            if same_hash
+            else f"{day.day}: content fingerprint differs (PostgreSQL {day.postgres}, Snowflake "
+            f"{day.snowflake}): "
+            + ("same row count, so some rows' values differ" if same_count else day.difference()),
+            hashes,
+        ),
     ]
 
     ids, surplus, example = duplicates
-    evaluations.append(_evaluation(
-        NO_DUPLICATE_IDS, day.day, ids == 0,
-        f"{day.day}: every id appears once" if ids == 0
-        else f"{day.day}: {ids:,} id(s) appear more than once in Snowflake ({surplus:,} surplus rows), e.g. {example}",
-        {**lateness, "duplicated_ids": ids, "surplus_rows": surplus},
-    ))
+    evaluations.append(
+        _evaluation(
+            NO_DUPLICATE_IDS,
+            day.day,
+            ids == 0,
+            f"{day.day}: every id appears once"
+            if ids == 0
+            else f"{day.day}: {ids:,} id(s) appear more than once in Snowflake ({surplus:,} surplus rows), e.g. {example}",
+            {**lateness, "duplicated_ids": ids, "surplus_rows": surplus},
+        )
+    )
 
     if isinstance(manifest, StageError):
-        purged = (retention_hours is not None and loaded_at is not None
-                  and datetime.now(UTC).timestamp() - loaded_at >= retention_hours * 3600)
-        evaluations.append(_evaluation(
-            MANIFEST_MATCHES_LOAD, day.day, purged,
-            f"{day.day}: the staged files were purged {retention_hours:g} h after the load, as configured; the "
-            "row count and hash checks compare what was loaded" if purged else f"{day.day}: {manifest}",
-            lateness,
-        ))
+        purged = (
+            retention_hours is not None
+            and loaded_at is not None
+            and datetime.now(UTC).timestamp() - loaded_at >= retention_hours * 3600
+        )
+        evaluations.append(
+            _evaluation(
+                MANIFEST_MATCHES_LOAD,
+                day.day,
+                purged,
+                f"{day.day}: the staged files were purged {retention_hours:g} h after the load, as "
+                "configured; the row count and hash checks compare what was loaded"
+                if purged
+                else f"{day.day}: {manifest}",
+                lateness,
+            )
+        )
         return evaluations
     staged_at = datetime.fromisoformat(manifest.staged_at).timestamp()
     problems = []
@@ -116,18 +174,36 @@ def evaluate_day(day: DayReconciliation, duplicates: tuple[int, int, str | None]
             f"the day was re-staged at {manifest.staged_at} after its last load at "
             f"{datetime.fromtimestamp(loaded_at, UTC).isoformat()}: re-run the Snowflake asset for the day"
         )
-    evaluations.append(_evaluation(
-        MANIFEST_MATCHES_LOAD, day.day, not problems,
-        f"{day.day}: " + ("; ".join(problems) if problems
-                          else f"{len(manifest.files)} staged file(s), {manifest.rows:,} rows, all loaded"),
-        {**lateness, "staged_files": len(manifest.files), "staged_rows": manifest.rows, "staged_bytes": manifest.bytes,
-         "staged_at": manifest.staged_at, "snowflake_rows": day.snowflake_rows},
-    ))
+    evaluations.append(
+        _evaluation(
+            MANIFEST_MATCHES_LOAD,
+            day.day,
+            not problems,
+            f"{day.day}: "
+            + (
+                "; ".join(problems)
+                if problems
+                else f"{len(manifest.files)} staged file(s), {manifest.rows:,} rows, all loaded"
+            ),
+            {
+                **lateness,
+                "staged_files": len(manifest.files),
+                "staged_rows": manifest.rows,
+                "staged_bytes": manifest.bytes,
+                "staged_at": manifest.staged_at,
+                "snowflake_rows": day.snowflake_rows,
+            },
+        )
+    )
     return evaluations
 
 
-@dg.multi_asset_check(specs=CHECK_SPECS, can_subset=True, name="snowflake_records_checks",
-                      description="Per-day reconciliation of the Snowflake table with PostgreSQL and the stage.")
+@dg.multi_asset_check(
+    specs=CHECK_SPECS,
+    can_subset=True,
+    name="snowflake_records_checks",
+    description="Per-day reconciliation of the Snowflake table with PostgreSQL and the stage.",
+)
 def snowflake_records_checks(
     context: dg.AssetCheckExecutionContext,
     postgres: PostgresResource,
@@ -139,21 +215,27 @@ def snowflake_records_checks(
     keys = list(op_context.partition_keys)
     windows = day_windows(keys)
     # The manifests are small S3 reads, one day each: read them all at once, while the fingerprints run.
-    with asset_errors("Reconciling Snowflake with PostgreSQL"), \
-            ThreadPoolExecutor(MANIFEST_READERS, thread_name_prefix="manifests") as pool:
+    with (
+        asset_errors("Reconciling Snowflake with PostgreSQL"),
+        ThreadPoolExecutor(MANIFEST_READERS, thread_name_prefix="manifests") as pool,
+    ):
         storage = s3_stage.storage()
         manifests = pool.map(lambda key: _manifest_or_error(s3_stage, storage, key), keys)
         days = reconcile(postgres, snowflake_loader, windows)
         # The fingerprint's scan counted surplus rows; only days that have some are grouped by id.
         duplicates = {d.day: (0, 0, None) for d in days}
-        duplicates |= snowflake_loader.duplicate_ids([w for w, d in zip(windows, days, strict=True) if d.surplus_rows])
+        duplicates |= snowflake_loader.duplicate_ids(
+            [w for w, d in zip(windows, days, strict=True) if d.surplus_rows]
+        )
         manifest_of = dict(zip(keys, manifests, strict=True))
     selected = {key.name for key in context.selected_asset_check_keys}
     failed = []
     for day in days:
         manifest = manifest_of[day.day]
         loaded_at = latest_load(context.instance, SNOWFLAKE_KEY, day.day)
-        for evaluation in evaluate_day(day, duplicates[day.day], manifest, loaded_at, stage_retention.retention_hours):
+        for evaluation in evaluate_day(
+            day, duplicates[day.day], manifest, loaded_at, stage_retention.retention_hours
+        ):
             if evaluation.check_name in selected:
                 if not evaluation.passed:
                     failed.append(evaluation.description)

@@ -67,7 +67,8 @@ def add_pipeline_commands(subparsers: SubParsers) -> None:
         "demo",
         help="materialize the last N days through Dagster and print the per-day reconciliation",
         description="The main job of `make demo`: runs the stage and Snowflake assets for the last N full UTC "
-        "days (ending yesterday) and compares each day in PostgreSQL and Snowflake. Exit 0 only if every day matches.",
+        "days (ending yesterday) and compares each day in PostgreSQL and Snowflake. Exit 0 only if every day "
+        "matches.",
     )
     demo.add_argument("--days", type=_positive_int, default=7)
     demo.set_defaults(handler=demo_command)
@@ -75,9 +76,9 @@ def add_pipeline_commands(subparsers: SubParsers) -> None:
     backfill = subparsers.add_parser(
         "backfill",
         help="materialize a range of days through Dagster, with progress, then reconcile",
-        description="Runs `dagster asset materialize --partition-range` for each chunk of --days-per-run days, "
-        "against the Dagster instance in $DAGSTER_HOME, printing each day as it lands. Exit 0 only if every day "
-        "matches afterwards.",
+        description="Runs `dg launch --partition-range` for each chunk of --days-per-run days, against the "
+        "Dagster instance in $DAGSTER_HOME, printing each day as it lands. Exit 0 only if every day matches "
+        "afterwards.",
     )
     backfill.add_argument("start", type=_day, help="first day, YYYY-MM-DD")
     backfill.add_argument("end", type=_day, help="last day, YYYY-MM-DD (inclusive)")
@@ -100,13 +101,17 @@ def add_snowflake_commands(subparsers: SubParsers) -> None:
         help="prove, without touching the target table, that a load will be exact",
         description="Checks the connection, role, warehouse, database and schema, the session parameters, the "
         "target table, the stage object and its listing, then COPYs a canary file of awkward rows with the "
-        "production COPY into a TEMPORARY table and compares it. One line per check; exit 1 if any fails. Run it "
+        "production COPY into a TEMPORARY table and compares it. One line per check; exit 1 if any fails. "
+        "Run it "
         "before the first load on a real account.",
     ).set_defaults(handler=snowflake_preflight)
 
 
 COMMAND_GROUPS: list[Callable[[SubParsers], None]] = [
-    add_stack_commands, add_seed_commands, add_pipeline_commands, add_snowflake_commands,
+    add_stack_commands,
+    add_seed_commands,
+    add_pipeline_commands,
+    add_snowflake_commands,
 ]
 
 
@@ -224,8 +229,11 @@ def snowflake_preflight(args: argparse.Namespace) -> int:
         preflight = Preflight(built.snowflake_loader, built.s3_stage)
         for result in preflight.run():
             print(result.line(), flush=True)
-    print("preflight passed: loads into this account will be exact" if preflight.passed
-          else "preflight FAILED: fix the lines marked FAIL, then run it again")
+    print(
+        "preflight passed: loads into this account will be exact"
+        if preflight.passed
+        else "preflight FAILED: fix the lines marked FAIL, then run it again"
+    )
     return 0 if preflight.passed else 1
 
 
@@ -244,8 +252,10 @@ def _use_configured_environment():
     except ValueError as error:
         raise CommandError(str(error)) from None
     if settings.missing_variables:
-        raise CommandError("DATAVAULT_ENV=prod needs these environment variables, which are unset: "
-                           + ", ".join(settings.missing_variables))
+        raise CommandError(
+            "DATAVAULT_ENV=prod needs these environment variables, which are unset: "
+            + ", ".join(settings.missing_variables)
+        )
     return settings
 
 

@@ -27,7 +27,9 @@ class DayWindow:
                 f"Partition key {partition_key!r} is not a day in YYYY-MM-DD form."
             ) from None
         if day.isoformat() != partition_key:
-            raise InvalidPartitionKeyError(f"Partition key {partition_key!r} is not a day in YYYY-MM-DD form.")
+            raise InvalidPartitionKeyError(
+                f"Partition key {partition_key!r} is not a day in YYYY-MM-DD form."
+            )
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         return cls(partition_key, start, start + timedelta(days=1))
 

@@ -45,7 +45,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     environment: Literal["local", "prod"]
-    missing_variables: tuple[str, ...] = ()  # what prod requires and the environment lacks (build_resources refuses)
+    missing_variables: tuple[
+        str, ...
+    ] = ()  # what prod requires and the environment lacks (build_resources refuses)
     # Partitions, assets and the schedule
     start_date: str = "2024-01-01"  # DATAVAULT_START_DATE
     observed_days: int = 7  # DATAVAULT_OBSERVED_DAYS
@@ -79,7 +81,9 @@ class Settings(BaseModel):
     snowflake_lock_timeout_seconds: int = 300  # DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS
 
     @classmethod
-    def from_environment(cls, environment: str | None = None, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_environment(
+        cls, environment: str | None = None, environ: Mapping[str, str] | None = None
+    ) -> "Settings":
         """The settings in `environ` (default: os.environ), for `environment` (default: DATAVAULT_ENV)."""
         env = _Reader(os.environ if environ is None else environ)
         name = (environment or env.text("DATAVAULT_ENV") or "local").strip().lower()
@@ -91,10 +95,16 @@ class Settings(BaseModel):
         if host and protocol != "https" and host not in _LOOPBACK_HOSTS:
             raise ConfigurationError(
                 f"SNOWFLAKE_PROTOCOL={protocol!r} is only allowed for an emulator on this machine "
-                f"(SNOWFLAKE_HOST=127.0.0.1 or localhost), not {host}: Snowflake is reached over TLS (https)."
+                f"(SNOWFLAKE_HOST=127.0.0.1 or localhost), not {host}: Snowflake is reached over TLS "
+                "(https)."
             )
-        auth = ("private_key_path" if env.text("SNOWFLAKE_PRIVATE_KEY_PATH")
-                else "private_key" if env.text("SNOWFLAKE_PRIVATE_KEY") else "password")
+        auth = (
+            "private_key_path"
+            if env.text("SNOWFLAKE_PRIVATE_KEY_PATH")
+            else "private_key"
+            if env.text("SNOWFLAKE_PRIVATE_KEY")
+            else "password"
+        )
         return cls(
             environment=name,
             missing_variables=env.missing_required() if name == "prod" else (),
@@ -121,7 +131,8 @@ class Settings(BaseModel):
             snowflake_protocol=protocol,
             snowflake_ocsp_fail_open=env.flag("SNOWFLAKE_OCSP_FAIL_OPEN", True),
             snowflake_auth=auth,
-            snowflake_private_key_has_password=auth != "password" and bool(env.text("SNOWFLAKE_PRIVATE_KEY_PASSWORD")),
+            snowflake_private_key_has_password=auth != "password"
+            and bool(env.text("SNOWFLAKE_PRIVATE_KEY_PASSWORD")),
             snowflake_login_timeout=env.number("SNOWFLAKE_LOGIN_TIMEOUT", 60, int),
             snowflake_storage_integration=env.text("SNOWFLAKE_STORAGE_INTEGRATION"),
             snowflake_lock_timeout_seconds=env.number("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", 300, int),
@@ -142,7 +153,9 @@ class _Reader:
         try:
             return default if value is None else kind(value)
         except ValueError:
-            raise ConfigurationError(f"{name}={value!r} is not {'a whole number' if kind is int else 'a number'}.") from None
+            raise ConfigurationError(
+                f"{name}={value!r} is not {'a whole number' if kind is int else 'a number'}."
+            ) from None
 
     def flag(self, name: str, default: bool) -> bool:
         value = (self.text(name) or "").lower()
@@ -163,7 +176,10 @@ class _Reader:
 
     def missing_required(self) -> tuple[str, ...]:
         missing = [name for name in REQUIRED_VARIABLES if not self.text(name)]
-        if not any(self.text(n) for n in ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_PRIVATE_KEY_PATH")):
+        if not any(
+            self.text(n)
+            for n in ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_PRIVATE_KEY_PATH")
+        ):
             missing.append("SNOWFLAKE_PASSWORD (or SNOWFLAKE_PRIVATE_KEY / SNOWFLAKE_PRIVATE_KEY_PATH)")
         return tuple(missing)
 
@@ -178,9 +194,13 @@ class _Reader:
                 )
             return None, None
         if value not in S3_SSE_MODES:
-            raise ConfigurationError(f"DATAVAULT_S3_SSE={value!r} is not one of {', '.join(S3_SSE_MODES)} or none.")
+            raise ConfigurationError(
+                f"DATAVAULT_S3_SSE={value!r} is not one of {', '.join(S3_SSE_MODES)} or none."
+            )
         if key_id and not value.startswith("aws:kms"):
-            raise ConfigurationError(f"DATAVAULT_S3_SSE_KMS_KEY_ID needs DATAVAULT_S3_SSE=aws:kms, not {value}.")
+            raise ConfigurationError(
+                f"DATAVAULT_S3_SSE_KMS_KEY_ID needs DATAVAULT_S3_SSE=aws:kms, not {value}."
+            )
         return value, key_id
 
 
@@ -190,8 +210,11 @@ SETTINGS = Settings.from_environment()
 def _snowflake_resource(settings: Settings) -> SnowflakeResource:
     emulator = {}
     if settings.snowflake_host:  # an emulator (fakesnow) or a private endpoint
-        emulator = {"host": settings.snowflake_host, "port": settings.snowflake_port,
-                    "protocol": settings.snowflake_protocol}
+        emulator = {
+            "host": settings.snowflake_host,
+            "port": settings.snowflake_port,
+            "protocol": settings.snowflake_protocol,
+        }
     auth = {settings.snowflake_auth: dg.EnvVar(f"SNOWFLAKE_{settings.snowflake_auth.upper()}")}
     if settings.snowflake_private_key_has_password:
         auth["private_key_password"] = dg.EnvVar("SNOWFLAKE_PRIVATE_KEY_PASSWORD")
@@ -220,16 +243,30 @@ def build_resources(settings: Settings = SETTINGS) -> dict:
     if settings.missing_variables:
         raise ConfigurationError(
             "DATAVAULT_ENV=prod needs these environment variables, which are unset: "
-            + ", ".join(settings.missing_variables) + ". See the README's 'Configuration' section."
+            + ", ".join(settings.missing_variables)
+            + ". See the README's 'Configuration' section."
         )
     table = RecordsTable()
-    postgres = PostgresResource(dsn=dg.EnvVar("DATAVAULT_PG_DSN"), table=table, sslmode=settings.pg_sslmode,
-                                sslrootcert=settings.pg_sslrootcert)
-    locks = PartitionLocks(dsn=dg.EnvVar(settings.lock_dsn_variable), sslmode=settings.pg_sslmode,
-                           sslrootcert=settings.pg_sslrootcert, wait_seconds=settings.lock_wait_seconds, table=table)
+    postgres = PostgresResource(
+        dsn=dg.EnvVar("DATAVAULT_PG_DSN"),
+        table=table,
+        sslmode=settings.pg_sslmode,
+        sslrootcert=settings.pg_sslrootcert,
+    )
+    locks = PartitionLocks(
+        dsn=dg.EnvVar(settings.lock_dsn_variable),
+        sslmode=settings.pg_sslmode,
+        sslrootcert=settings.pg_sslrootcert,
+        wait_seconds=settings.lock_wait_seconds,
+        table=table,
+    )
     s3 = S3Resource(endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region)
-    stage = S3Stage(s3=s3, stage_uri=dg.EnvVar("DATAVAULT_STAGE_URI"), server_side_encryption=settings.s3_sse,
-                    sse_kms_key_id=settings.s3_sse_kms_key_id)
+    stage = S3Stage(
+        s3=s3,
+        stage_uri=dg.EnvVar("DATAVAULT_STAGE_URI"),
+        server_side_encryption=settings.s3_sse,
+        sse_kms_key_id=settings.s3_sse_kms_key_id,
+    )
     snowflake = _snowflake_resource(settings)
     return {
         "postgres": postgres,
@@ -239,9 +276,13 @@ def build_resources(settings: Settings = SETTINGS) -> dict:
         "snowflake": snowflake,
         "postgres_io_manager": PostgresSourceIOManager(postgres=postgres),
         "s3_stage_io_manager": S3StageIOManager(stage=stage, locks=locks),
-        "stage_retention": StageRetention(stage=stage, locks=locks, retention_hours=settings.stage_retention_hours),
+        "stage_retention": StageRetention(
+            stage=stage, locks=locks, retention_hours=settings.stage_retention_hours
+        ),
         "snowflake_loader": SnowflakeLoader(
-            snowflake=snowflake, stage=stage, table=table,
+            snowflake=snowflake,
+            stage=stage,
+            table=table,
             storage_integration=settings.snowflake_storage_integration,
             lock_timeout_seconds=settings.snowflake_lock_timeout_seconds,
         ),

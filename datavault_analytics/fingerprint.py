@@ -25,8 +25,10 @@ CANONICAL_FORMS: dict[str, tuple[str, str]] = {
     "boolean": ("{c}::text", "TO_VARCHAR({c})"),
     "date": ("to_char({c}, 'YYYY-MM-DD')", "TO_VARCHAR({c}, 'YYYY-MM-DD')"),
     # microseconds since 1970-01-01 UTC; a Snowflake TIMESTAMP_NTZ holds UTC wall-clock time
-    "timestamp": ("(extract(epoch from {c}) * 1000000)::bigint::text",
-                  "TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, {c}))"),
+    "timestamp": (
+        "(extract(epoch from {c}) * 1000000)::bigint::text",
+        "TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, {c}))",
+    ),
     # Each side's shortest text of the value: equal for ordinary values, not proven for every float.
     "float": ("{c}::text", "TO_VARCHAR({c})"),
 }
@@ -45,7 +47,9 @@ EMPTY = Fingerprint(0, 0)
 
 
 def _message(columns: Sequence[tuple[str, str]], side: int, quote) -> str:
-    parts = [f"COALESCE({CANONICAL_FORMS[form][side].format(c=quote(name))}, '{NULL}')" for name, form in columns]
+    parts = [
+        f"COALESCE({CANONICAL_FORMS[form][side].format(c=quote(name))}, '{NULL}')" for name, form in columns
+    ]
     return f" || '{SEPARATOR}' || ".join(parts)
 
 
@@ -87,7 +91,9 @@ def row_number(row: Mapping[str, object], columns: Sequence[tuple[str, str]]) ->
     return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big") % 2**63  # noqa: S324 - a checksum
 
 
-def python_fingerprint(rows: Iterable[Mapping[str, object]], columns: Sequence[tuple[str, str]]) -> Fingerprint:
+def python_fingerprint(
+    rows: Iterable[Mapping[str, object]], columns: Sequence[tuple[str, str]]
+) -> Fingerprint:
     """The fingerprint of rows held in Python (the preflight's canary rows, the property tests)."""
     count = total = 0
     for row in rows:

@@ -19,8 +19,8 @@ def validate_identifier(name: str, setting: str) -> str:
     """Return `name` unchanged if it is a plain identifier; otherwise raise, naming the setting."""
     if not isinstance(name, str) or not _PLAIN_IDENTIFIER.fullmatch(name):
         raise InvalidIdentifierError(
-            f"{setting}={name!r} is not a plain SQL identifier: use letters, digits and underscores "
-            "only, not starting with a digit, at most 63 characters."
+            f"{setting}={name!r} is not a plain SQL identifier: use letters, digits and underscores only, "
+            "not starting with a digit, at most 63 characters."
         )
     return name
 

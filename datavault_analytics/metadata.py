@@ -39,7 +39,9 @@ def materialization_metadata(
     if len(manifests) > 1:
         header = ["day", *day_columns]
         lines = [
-            "| " + " | ".join(str(v) for v in [m.partition_key, *(value(i) for value in day_columns.values())]) + " |"
+            "| "
+            + " | ".join(str(v) for v in [m.partition_key, *(value(i) for value in day_columns.values())])
+            + " |"
             for i, m in enumerate(manifests)
         ]
         metadata["days"] = dg.MetadataValue.md(

@@ -44,8 +44,12 @@ class DayReconciliation:
         return f"{self.day}: " + "; ".join(parts)
 
 
-def reconcile(postgres: PostgresResource, snowflake: SnowflakeLoader, windows: list[DayWindow],
-              staged: dict[str, tuple[int, int]] | None = None) -> list[DayReconciliation]:
+def reconcile(
+    postgres: PostgresResource,
+    snowflake: SnowflakeLoader,
+    windows: list[DayWindow],
+    staged: dict[str, tuple[int, int]] | None = None,
+) -> list[DayReconciliation]:
     """Compare each day on both sides, over every source column; both queries run at once.
 
     `staged` optionally maps day -> (files, bytes) for the report."""
@@ -56,8 +60,12 @@ def reconcile(postgres: PostgresResource, snowflake: SnowflakeLoader, windows: l
         source, target = source.result(), target.result()
     staged = staged or {}
     return [
-        DayReconciliation(w.partition_key, source[w.partition_key], *target[w.partition_key],
-                          *staged.get(w.partition_key, (None, None)))
+        DayReconciliation(
+            w.partition_key,
+            source[w.partition_key],
+            *target[w.partition_key],
+            *staged.get(w.partition_key, (None, None)),
+        )
         for w in windows
     ]
 
@@ -76,6 +84,11 @@ def render_table(days: list[DayReconciliation]) -> str:
         for d in days
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.rjust(w) if i in (1, 2, 3, 4) else c.ljust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    def line(cells) -> str:  # numbers right-aligned, text left-aligned
+        return "  ".join(
+            c.rjust(w) if i in (1, 2, 3, 4) else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])

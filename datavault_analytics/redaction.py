@@ -8,7 +8,9 @@ import os
 import re
 from urllib.parse import unquote, urlsplit
 
-_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s]*)@", re.I)
+_URI_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s]*)@", re.I
+)
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I)
 MIN_SECRET_LENGTH = 3  # shorter values would blank out ordinary words
 # The environment variables whose values (or, for a DSN, whose password) are secrets.

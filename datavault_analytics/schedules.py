@@ -3,6 +3,7 @@
 A row can be committed after its day ended (ingest goes through a Redis stream), so each run reloads the
 `late_row_days` days before yesterday too, as one range run; a row later than that needs a backfill.
 """
+
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -17,7 +18,9 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def daily_run_request(scheduled_at: datetime, late_row_days: int = LATE_ROW_DAYS) -> dg.RunRequest | dg.SkipReason:
+def daily_run_request(
+    scheduled_at: datetime, late_row_days: int = LATE_ROW_DAYS
+) -> dg.RunRequest | dg.SkipReason:
     """The run for the tick at `scheduled_at`: yesterday (UTC) and the `late_row_days` days before it."""
     yesterday = scheduled_at.astimezone(UTC).date() - timedelta(days=1)
     first_day = date.fromisoformat(daily_partitions.start.strftime("%Y-%m-%d"))
@@ -27,8 +30,12 @@ def daily_run_request(scheduled_at: datetime, late_row_days: int = LATE_ROW_DAYS
     return dg.RunRequest(
         # Names the day; the daemon never launches a tick twice (a restart re-evaluating it is deduplicated).
         run_key=f"daily-{yesterday.isoformat()}",
-        tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: yesterday.isoformat(),
-              "datavault/trigger": "schedule", "datavault/late_row_days": str(late_row_days)},
+        tags={
+            RANGE_START_TAG: first.isoformat(),
+            RANGE_END_TAG: yesterday.isoformat(),
+            "datavault/trigger": "schedule",
+            "datavault/late_row_days": str(late_row_days),
+        },
     )
 
 
@@ -38,7 +45,9 @@ def daily_run_request(scheduled_at: datetime, late_row_days: int = LATE_ROW_DAYS
     execution_timezone="UTC",
     job=records_daily_job,
     # Running by default in prod; started from the UI locally.
-    default_status=dg.DefaultScheduleStatus.RUNNING if SETTINGS.environment == "prod" else dg.DefaultScheduleStatus.STOPPED,
+    default_status=dg.DefaultScheduleStatus.RUNNING
+    if SETTINGS.environment == "prod"
+    else dg.DefaultScheduleStatus.STOPPED,
     description=f"Loads yesterday (UTC) and reloads the {LATE_ROW_DAYS} days before it, for rows committed late.",
 )
 def records_daily_schedule(context: dg.ScheduleEvaluationContext):

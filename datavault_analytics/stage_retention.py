@@ -47,8 +47,15 @@ class StageRetention(dg.ConfigurableResource):
         "day was loaded (0: by the next load). None keeps them (an S3 lifecycle rule can expire them).",
     )
 
-    def purge_expired(self, instance: dg.DagsterInstance, loaded_asset: dg.AssetKey, *, holder: str,
-                      keep: frozenset[str] = frozenset(), now: datetime | None = None) -> list[str]:
+    def purge_expired(
+        self,
+        instance: dg.DagsterInstance,
+        loaded_asset: dg.AssetKey,
+        *,
+        holder: str,
+        keep: frozenset[str] = frozenset(),
+        now: datetime | None = None,
+    ) -> list[str]:
         """Delete expired days' staged files (the manifest first, so a purge cut short leaves no manifest
         without its files); return their keys. `keep`: days this run loaded, left for its checks."""
         if self.retention_hours is None:

@@ -33,7 +33,9 @@ TYPE_MAPPINGS: dict[str, TypeMapping] = {
     "double precision": TypeMapping("{column}", pa.float64(), "FLOAT", "float"),
     "boolean": TypeMapping("{column}", pa.bool_(), "BOOLEAN", "boolean"),
     "date": TypeMapping("{column}", pa.date32(), "DATE", "date"),
-    "timestamp with time zone": TypeMapping("{column}", pa.timestamp("us", tz="UTC"), "TIMESTAMP_NTZ", "timestamp"),
+    "timestamp with time zone": TypeMapping(
+        "{column}", pa.timestamp("us", tz="UTC"), "TIMESTAMP_NTZ", "timestamp"
+    ),
     "timestamp without time zone": TypeMapping("{column}", pa.timestamp("us"), "TIMESTAMP_NTZ", "timestamp"),
 }
 
@@ -49,7 +51,8 @@ def mapping_for(column: str, postgres_type: str) -> TypeMapping:
         raise UnmappedTypeError(
             f"Column {column!r} has PostgreSQL type {postgres_type!r}, which has no Snowflake mapping. "
             f"Supported types: {', '.join(sorted(TYPE_MAPPINGS))}. Add a mapping in "
-            "datavault_analytics/type_mapping.py, or exclude the column in a view and point the pipeline at it."
+            "datavault_analytics/type_mapping.py, or exclude the column in a view and point the pipeline at "
+            "it."
         ) from None
 
 

@@ -38,8 +38,13 @@ class Pipeline:
         self.dsn = create_source_database(pg_server, self.database)
         self.bucket = f"stage-{suffix}"
         self.s3_endpoint = s3_endpoint
-        self.s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                               region_name="us-east-1")
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
         self.s3.create_bucket(Bucket=self.bucket)
         self.stage_uri = f"s3://{self.bucket}/analytics"
         self.snowflake_server = snowflake_server
@@ -71,12 +76,27 @@ class Pipeline:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def materialize(self, first: str, last: str | None = None, *, raise_on_error: bool = True,
-                    selection=(assets.STAGE_KEY, assets.SNOWFLAKE_KEY)) -> dg.ExecuteInProcessResult:
+    def materialize(
+        self,
+        first: str,
+        last: str | None = None,
+        *,
+        raise_on_error: bool = True,
+        selection=(assets.STAGE_KEY, assets.SNOWFLAKE_KEY),
+    ) -> dg.ExecuteInProcessResult:
         """Materialize the stage and Snowflake assets for one day, or the range [first, last] in one run."""
-        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first}
-        return dg.materialize(ALL_ASSETS, resources=self.resources, selection=list(selection), tags=tags,
-                              raise_on_error=raise_on_error, instance=self.instance)
+        tags = {
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last or first,
+        }
+        return dg.materialize(
+            ALL_ASSETS,
+            resources=self.resources,
+            selection=list(selection),
+            tags=tags,
+            raise_on_error=raise_on_error,
+            instance=self.instance,
+        )
 
     def with_resources(self, **overrides) -> "Pipeline":
         self.resources = {**self.resources, **overrides}
@@ -92,12 +112,24 @@ class Pipeline:
             cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description else []
 
-    def insert(self, id_: str, created_at: datetime, ciphertext: bytes, owner_id: int = 1, key: str = "k",
-               nonce: bytes = b"\x00" * 12) -> None:
-        self.pg("INSERT INTO records (id, owner_id, key, ciphertext, nonce, created_at) VALUES (%s,%s,%s,%s,%s,%s)",
-                (id_, owner_id, key, ciphertext, nonce, created_at))
+    def insert(
+        self,
+        id_: str,
+        created_at: datetime,
+        ciphertext: bytes,
+        owner_id: int = 1,
+        key: str = "k",
+        nonce: bytes = b"\x00" * 12,
+    ) -> None:
+        self.pg(
+            "INSERT INTO records (id, owner_id, key, ciphertext, nonce, created_at) VALUES "
+            "(%s,%s,%s,%s,%s,%s)",
+            (id_, owner_id, key, ciphertext, nonce, created_at),
+        )
 
-    def source_rows(self, day: str, columns: str = "id::text, ciphertext, nonce, owner_id, key") -> list[tuple]:
+    def source_rows(
+        self, day: str, columns: str = "id::text, ciphertext, nonce, owner_id, key"
+    ) -> list[tuple]:
         window = day_windows([day])[0]
         return self.pg(
             f"SELECT {columns} FROM records WHERE created_at >= %s AND created_at < %s ORDER BY id::text",  # noqa: S608
@@ -119,7 +151,9 @@ class Pipeline:
         finally:
             conn.close()
 
-    def snowflake_rows(self, day: str, columns: str = '"ID", "CIPHERTEXT", "NONCE", "OWNER_ID", "KEY"') -> list[tuple]:
+    def snowflake_rows(
+        self, day: str, columns: str = '"ID", "CIPHERTEXT", "NONCE", "OWNER_ID", "KEY"'
+    ) -> list[tuple]:
         window = day_windows([day])[0]
         rows = self.snowflake(
             f'SELECT {columns} FROM "RECORDS" WHERE "CREATED_AT" >= %s AND "CREATED_AT" < %s ORDER BY "ID"',  # noqa: S608
@@ -128,7 +162,9 @@ class Pipeline:
         return [tuple(bytes(v) if isinstance(v, bytearray) else v for v in row) for row in rows]
 
     def reconcile(self, days: list[str]):
-        with dg.build_resources({k: self.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}) as r:
+        with dg.build_resources(
+            {k: self.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
+        ) as r:
             return reconcile(r.postgres, r.snowflake_loader, day_windows(days))
 
     # -- S3 --------------------------------------------------------------------------------------

@@ -13,8 +13,13 @@ from datavault_analytics.resources.s3_stage import S3StageIOManager
 
 def small_files(pipeline) -> S3StageIOManager:
     """The pipeline's stage, cutting a day into files of about 1 MB."""
-    return S3StageIOManager(stage=pipeline.resources["s3_stage"], locks=pipeline.resources["partition_locks"],
-                            target_file_size_mb=1, row_group_rows=1000)
+    return S3StageIOManager(
+        stage=pipeline.resources["s3_stage"],
+        locks=pipeline.resources["partition_locks"],
+        target_file_size_mb=1,
+        row_group_rows=1000,
+    )
+
 
 DAY = "2026-11-01"
 DAY_DATE = date(2026, 11, 1)
@@ -25,7 +30,9 @@ def test_a_partition_moves_byte_for_byte(pipeline):
     # Awkward payloads next to the seeded ciphertext: NUL, 0xFF, invalid UTF-8, rows at both edges of the day.
     start = datetime(2026, 11, 1, tzinfo=UTC)
     pipeline.insert(str(uuid.uuid4()), start, b"\x00\x00\xff\xfe\x80invalid\xc3\x28")
-    pipeline.insert(str(uuid.uuid4()), start + timedelta(days=1) - timedelta(microseconds=1), bytes(range(256)))
+    pipeline.insert(
+        str(uuid.uuid4()), start + timedelta(days=1) - timedelta(microseconds=1), bytes(range(256))
+    )
 
     result = pipeline.materialize(DAY)
 
@@ -55,11 +62,20 @@ def test_materialization_records_standard_metadata(pipeline):
     [uri] = stage.metadata["staged_uris"].value
     assert re.fullmatch(rf"{pipeline.stage_uri}/records/dt={DAY}/part-00000-\w{{12}}\.parquet", uri)
     assert stage.metadata["staged_bytes"].value > 0
-    assert stage.metadata["partition_window"].value == "[2026-11-01T00:00:00+00:00, 2026-11-02T00:00:00+00:00)"
+    assert (
+        stage.metadata["partition_window"].value == "[2026-11-01T00:00:00+00:00, 2026-11-02T00:00:00+00:00)"
+    )
     assert stage.metadata["stage_seconds"].value > 0 and loaded.metadata["load_seconds"].value > 0
     columns = {c.name: c.type for c in loaded.metadata["dagster/column_schema"].schema.columns}
-    assert columns == {"id": "VARCHAR(36)", "owner_id": "NUMBER(19,0)", "key": "VARCHAR", "ciphertext": "BINARY",
-                       "nonce": "BINARY", "created_at": "TIMESTAMP_NTZ", "updated_at": "TIMESTAMP_NTZ"}
+    assert columns == {
+        "id": "VARCHAR(36)",
+        "owner_id": "NUMBER(19,0)",
+        "key": "VARCHAR",
+        "ciphertext": "BINARY",
+        "nonce": "BINARY",
+        "created_at": "TIMESTAMP_NTZ",
+        "updated_at": "TIMESTAMP_NTZ",
+    }
 
 
 def test_rematerializing_reflects_deletes_updates_and_inserts_without_duplicates(pipeline):
@@ -67,7 +83,10 @@ def test_rematerializing_reflects_deletes_updates_and_inserts_without_duplicates
     assert pipeline.materialize(DAY).success
     deleted, updated = pipeline.pg("SELECT id::text FROM records ORDER BY id LIMIT 2")
     pipeline.pg("DELETE FROM records WHERE id = %s", deleted)
-    pipeline.pg("UPDATE records SET ciphertext = %s, updated_at = now() WHERE id = %s", (b"\x01new\x00payload", *updated))
+    pipeline.pg(
+        "UPDATE records SET ciphertext = %s, updated_at = now() WHERE id = %s",
+        (b"\x01new\x00payload", *updated),
+    )
     pipeline.insert(str(uuid.uuid4()), datetime(2026, 11, 1, 12, tzinfo=UTC), b"late row")
 
     for _ in range(2):  # twice: a second identical run changes nothing
@@ -134,12 +153,15 @@ def test_copy_names_a_days_files_in_batches_within_one_transaction(pipeline, sno
     assert len(parts) >= 3
     copies = [s for s in statements if s.startswith("COPY INTO")]
     named = [re.findall(r"'([^']+)'", re.search(r"FILES=\(([^)]*)\)", c).group(1)) for c in copies]
-    assert [len(names) for names in named] == [len(parts[i:i + 2]) for i in range(0, len(parts), 2)]
+    assert [len(names) for names in named] == [len(parts[i : i + 2]) for i in range(0, len(parts), 2)]
     assert sorted(sum(named, [])) == sorted(parts)
     # All of them between the day's one BEGIN and its COMMIT.
     first, last = statements.index(copies[0]), statements.index(copies[-1])
-    assert [s for s in statements[:first] if s == f"BEGIN TRANSACTION NAME DATAVAULT_LOAD_{DAY.replace('-', '')}_"
-            + proxy_run_id(statements)] and "COMMIT" in statements[last:]
+    assert [
+        s
+        for s in statements[:first]
+        if s == f"BEGIN TRANSACTION NAME DATAVAULT_LOAD_{DAY.replace('-', '')}_" + proxy_run_id(statements)
+    ] and "COMMIT" in statements[last:]
     assert not [s for s in statements[first:last] if s.split()[0] in ("BEGIN", "COMMIT", "ROLLBACK")]
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
 
@@ -148,7 +170,11 @@ def proxy_run_id(statements: list[str]) -> str:
     """The run id's first 8 characters, upper case, as the load's QUERY_TAG names it."""
     import re
 
-    [tag] = {m.group(1) for s in statements if (m := re.search(r"QUERY_TAG = 'datavault-analytics load \S+ run (\w{8})", s))}
+    [tag] = {
+        m.group(1)
+        for s in statements
+        if (m := re.search(r"QUERY_TAG = 'datavault-analytics load \S+ run (\w{8})", s))
+    }
     return tag.upper()
 
 
@@ -160,9 +186,9 @@ def test_a_new_nullable_column_flows_through_on_its_own(pipeline):
 
     assert pipeline.materialize("2026-11-02").success
 
-    assert pipeline.snowflake('SELECT "REGION", COUNT(*) FROM "RECORDS" GROUP BY 1 ORDER BY 1 NULLS FIRST') == [
-        (None, 30), ("eu-west", 30)
-    ]
+    assert pipeline.snowflake(
+        'SELECT "REGION", COUNT(*) FROM "RECORDS" GROUP BY 1 ORDER BY 1 NULLS FIRST'
+    ) == [(None, 30), ("eu-west", 30)]
     # And re-running the earlier day now carries the column too, with nothing else changed.
     assert pipeline.materialize(DAY).success
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
@@ -178,7 +204,9 @@ def test_a_range_of_days_runs_as_one_run_and_each_day_is_replaced_exactly(pipeli
     loads = result.asset_materializations_for_node("snowflake__datavault__records")
     assert sorted(m.partition for m in loads) == ["2026-11-01", "2026-11-02", "2026-11-03"]
     # A range run states its total under its own name, never as one day's row count.
-    assert all("dagster/row_count" not in m.metadata and m.metadata["rows_in_run"].value == 120 for m in loads)
+    assert all(
+        "dagster/row_count" not in m.metadata and m.metadata["rows_in_run"].value == 120 for m in loads
+    )
     assert all(day.matches for day in pipeline.reconcile(["2026-11-01", "2026-11-02", "2026-11-03"]))
 
 
@@ -191,11 +219,17 @@ def test_analysts_can_read_the_stage_as_a_lazy_polars_frame(pipeline):
 
     @dg.asset(partitions_def=assets.daily_partitions, ins={"staged": dg.AssetIn(key=assets.STAGE_KEY)})
     def owners_per_day(staged: pl.LazyFrame) -> None:
-        frame = staged.select(pl.len().alias("rows"), pl.col("ciphertext").bin.size().min().alias("smallest")).collect()
+        frame = staged.select(
+            pl.len().alias("rows"), pl.col("ciphertext").bin.size().min().alias("smallest")
+        ).collect()
         assert frame["rows"][0] == 25 and frame["smallest"][0] >= 200
 
-    result = dg.materialize([*pipeline_assets(), owners_per_day], resources=pipeline.resources,
-                            selection=[owners_per_day], partition_key=DAY)
+    result = dg.materialize(
+        [*pipeline_assets(), owners_per_day],
+        resources=pipeline.resources,
+        selection=[owners_per_day],
+        partition_key=DAY,
+    )
     assert result.success
 
 
@@ -208,18 +242,39 @@ def test_staged_files_are_parquet_with_the_source_schema_and_zstd_outside_the_pa
 
     pipeline.seed([DAY_DATE], rows_per_day=10)
     assert pipeline.materialize(DAY, selection=[assets.STAGE_KEY]).success
-    fs = pafs.S3FileSystem(endpoint_override=pipeline.s3_endpoint.removeprefix("http://"), scheme="http",
-                           access_key="test", secret_key="test", region="us-east-1")
+    fs = pafs.S3FileSystem(
+        endpoint_override=pipeline.s3_endpoint.removeprefix("http://"),
+        scheme="http",
+        access_key="test",
+        secret_key="test",
+        region="us-east-1",
+    )
     [part] = [k for k in pipeline.stage_keys(DAY) if k.endswith(".parquet")]
     metadata = pq.read_metadata(f"{pipeline.bucket}/{part}", filesystem=fs)
     assert metadata.num_rows == 10
-    compression = {metadata.row_group(0).column(i).path_in_schema: metadata.row_group(0).column(i).compression
-                   for i in range(metadata.num_columns)}
+    compression = {
+        metadata.row_group(0).column(i).path_in_schema: metadata.row_group(0).column(i).compression
+        for i in range(metadata.num_columns)
+    }
     # The random payload is stored as is; everything else is zstd.
-    assert compression == {"id": "ZSTD", "owner_id": "ZSTD", "key": "ZSTD", "ciphertext": "UNCOMPRESSED",
-                           "nonce": "UNCOMPRESSED", "created_at": "ZSTD", "updated_at": "ZSTD"}
-    assert metadata.schema.to_arrow_schema().names == ["id", "owner_id", "key", "ciphertext", "nonce", "created_at",
-                                                       "updated_at"]
+    assert compression == {
+        "id": "ZSTD",
+        "owner_id": "ZSTD",
+        "key": "ZSTD",
+        "ciphertext": "UNCOMPRESSED",
+        "nonce": "UNCOMPRESSED",
+        "created_at": "ZSTD",
+        "updated_at": "ZSTD",
+    }
+    assert metadata.schema.to_arrow_schema().names == [
+        "id",
+        "owner_id",
+        "key",
+        "ciphertext",
+        "nonce",
+        "created_at",
+        "updated_at",
+    ]
 
 
 def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_created_at(pipeline):
@@ -235,7 +290,8 @@ def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_c
 
     observations = {
         event.event_specific_data.asset_observation.partition: event.event_specific_data.asset_observation
-        for event in result.all_events if event.event_type_value == "ASSET_OBSERVATION"
+        for event in result.all_events
+        if event.event_type_value == "ASSET_OBSERVATION"
     }
     assert len(observations) == SETTINGS.observed_days
     seen = observations[yesterday.isoformat()]

@@ -21,16 +21,33 @@ def run(command: list[str], tmp_path: Path, **extra_env: str) -> subprocess.Comp
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "DATAVAULT_BACKFILL_DAYS_PER_RUN"}
-    return subprocess.run(command, env={**env, "DAGSTER_HOME": str(home), **extra_env}, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command,
+        env={**env, "DAGSTER_HOME": str(home), **extra_env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-def test_dagster_asset_materialize_takes_a_partition_range_as_one_run_with_each_day_replaced(pipeline, tmp_path):
+def test_dagster_asset_materialize_takes_a_partition_range_as_one_run_with_each_day_replaced(
+    pipeline, tmp_path
+):
     pipeline.seed(DAYS, rows_per_day=40)
     first, last = str(DAYS[0]), str(DAYS[-1])
     select = ",".join(k.to_user_string() for k in (STAGE_KEY, SNOWFLAKE_KEY))
-    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "datavault_analytics.definitions",
-               "--select", select, "--partition-range", f"{first}...{last}"]
+    command = [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "datavault_analytics.definitions",
+        "--select",
+        select,
+        "--partition-range",
+        f"{first}...{last}",
+    ]
 
     for _ in range(2):  # twice: the second run replaces each day, it does not add to it
         result = run(command, tmp_path)
@@ -46,22 +63,30 @@ def test_dagster_asset_materialize_takes_a_partition_range_as_one_run_with_each_
     assert len(re.findall(r"Asset check 'row_count_matches_postgres' on '[^']+' passed", output)) == 4
 
 
-def test_the_backfill_command_shows_days_done_and_rows_per_second_then_the_reconciliation_table(pipeline, tmp_path):
+def test_the_backfill_command_shows_days_done_and_rows_per_second_then_the_reconciliation_table(
+    pipeline, tmp_path
+):
     pipeline.seed(DAYS, rows_per_day=25)
 
     # Also where a deployment sets multi-run backfills for the UI: the command chunks the range itself.
-    result = run([str(BIN / "datavault-analytics"), "backfill", str(DAYS[0]), str(DAYS[-1]), "--days-per-run", "2"],
-                 tmp_path, DATAVAULT_BACKFILL_DAYS_PER_RUN="31")
+    result = run(
+        [str(BIN / "datavault-analytics"), "backfill", str(DAYS[0]), str(DAYS[-1]), "--days-per-run", "2"],
+        tmp_path,
+        DATAVAULT_BACKFILL_DAYS_PER_RUN="31",
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     runs = [line for line in lines if line.startswith("run ")]
     assert [r.split(" (")[0] for r in runs] == [f"run {DAYS[0]} .. {DAYS[1]}", f"run {DAYS[2]} .. {DAYS[3]}"]
-    progress = [re.search(r"\[(\d)/4 days\] loaded (\S+): 25 rows \(([\d,]+) rows/s overall\)", line)
-                for line in lines if "days] loaded" in line]
+    progress = [
+        re.search(r"\[(\d)/4 days\] loaded (\S+): 25 rows \(([\d,]+) rows/s overall\)", line)
+        for line in lines
+        if "days] loaded" in line
+    ]
     assert [(m[1], m[2]) for m in progress] == [(str(i), str(d)) for i, d in enumerate(DAYS, start=1)]
     assert all(int(m[3].replace(",", "")) > 0 for m in progress)
-    table = lines[lines.index(next(line for line in lines if line.startswith("day "))):]
+    table = lines[lines.index(next(line for line in lines if line.startswith("day "))) :]
     assert [row.split()[0] for row in table[2:6]] == [str(d) for d in DAYS]
     assert all(row.split()[-1] == "match" for row in table[2:6])
     assert lines[-1] == "4 of 4 days match"

@@ -37,7 +37,8 @@ def written(pipeline) -> tuple:
     objects = sorted((o["Key"], o["ETag"]) for o in listing)
     tables = pipeline.snowflake(
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'RECORDS'",
-        (pipeline.sf_schema,))
+        (pipeline.sf_schema,),
+    )
     rows = pipeline.snowflake('SELECT * FROM "RECORDS" ORDER BY "ID"') if tables == [(1,)] else None
     return objects, rows
 
@@ -72,8 +73,12 @@ OUT_OF_RANGE = ["2023-12-31", TODAY.isoformat(), (TODAY + timedelta(days=2)).iso
 @pytest.mark.parametrize("key", BAD_KEYS + OUT_OF_RANGE)
 def test_a_bad_partition_key_is_refused_before_the_run_starts(seeded, key):
     with pytest.raises(dg.DagsterUnknownPartitionError, match="Could not find a partition"):
-        dg.materialize(ALL_ASSETS, resources=seeded.resources, selection=[assets.STAGE_KEY, assets.SNOWFLAKE_KEY],
-                       partition_key=key)
+        dg.materialize(
+            ALL_ASSETS,
+            resources=seeded.resources,
+            selection=[assets.STAGE_KEY, assets.SNOWFLAKE_KEY],
+            partition_key=key,
+        )
     assert written(seeded) == ([], None)
 
 
@@ -90,9 +95,14 @@ def test_a_range_outside_the_partitions_fails_before_anything_is_written(seeded,
     result = seeded.materialize(key, raise_on_error=False)
     assert not result.success
     [failure, *_] = [e for e in result.all_events if e.is_step_failure or e.is_step_up_for_retry]
-    message = (failure.step_failure_data if failure.is_step_failure else failure.event_specific_data).error.to_string()
+    message = (
+        failure.step_failure_data if failure.is_step_failure else failure.event_specific_data
+    ).error.to_string()
     assert key in message
-    assert "is before the partitions definition start" in message or "is outside this pipeline's partitions" in message
+    assert (
+        "is before the partitions definition start" in message
+        or "is outside this pipeline's partitions" in message
+    )
     assert written(seeded) == ([], None)
 
 
@@ -103,8 +113,17 @@ def test_day_windows_refuse_what_is_not_a_day(key):
 
 
 def test_the_dagster_cli_refuses_a_bad_partition_key(seeded):
-    command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
-               "datavault_analytics.definitions", "--select", "s3/datavault/records", "--partition", "2026-13-01"]
+    command = [
+        str(Path(sys.executable).with_name("dagster")),
+        "asset",
+        "materialize",
+        "-m",
+        "datavault_analytics.definitions",
+        "--select",
+        "s3/datavault/records",
+        "--partition",
+        "2026-13-01",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert done.returncode != 0
     assert "2026-13-01" in done.stderr
@@ -120,34 +139,70 @@ def _with_table(pipeline, **settings) -> dict:
     """The pipeline's resources with the table's shape changed, on both sides."""
     table = RecordsTable(**settings)
     postgres = PostgresResource(dsn=pipeline.dsn, table=table)
-    loader = SnowflakeLoader(snowflake=pipeline.resources["snowflake"], stage=pipeline.resources["s3_stage"], table=table)
-    return {"postgres": postgres, "postgres_io_manager": PostgresSourceIOManager(postgres=postgres),
-            "snowflake_loader": loader}
+    loader = SnowflakeLoader(
+        snowflake=pipeline.resources["snowflake"], stage=pipeline.resources["s3_stage"], table=table
+    )
+    return {
+        "postgres": postgres,
+        "postgres_io_manager": PostgresSourceIOManager(postgres=postgres),
+        "snowflake_loader": loader,
+    }
 
 
-@pytest.mark.parametrize(("make", "setting", "value", "expected"), [
-    (RecordsTable, "postgres_table", HOSTILE, "records_table.postgres_table="),
-    (RecordsTable, "postgres_schema", "public;", "records_table.postgres_schema="),
-    (RecordsTable, "partition_column", "created_at' OR '1'='1", "records_table.partition_column="),
-    (RecordsTable, "payload_column", "ciphertext)--", "records_table.payload_column="),
-    (RecordsTable, "snowflake_table", 'RECORDS" CASCADE; --', "records_table.snowflake_table="),
-    (lambda **kw: SnowflakeLoader(snowflake=SnowflakeResource(account="a", user="u", password="p"),
-                                  stage=S3Stage(s3=S3Resource(), stage_uri="s3://b/p"), **kw),
-     "stage_name", "STAGE; DROP STAGE X", "snowflake.stage_name="),
-    (lambda **kw: SnowflakeLoader(snowflake=SnowflakeResource(account="a", user="u", password="p"),
-                                  stage=S3Stage(s3=S3Resource(), stage_uri="s3://b/p"), **kw),
-     "storage_integration", "INT'; --", "snowflake.storage_integration="),
-    (lambda **kw: S3Stage(s3=S3Resource(), stage_uri="s3://b/p", **kw), "dataset", "../records", "s3_stage.dataset="),
-])
-def test_a_hostile_identifier_in_config_is_refused_when_the_resources_are_built(make, setting, value, expected):
+@pytest.mark.parametrize(
+    ("make", "setting", "value", "expected"),
+    [
+        (RecordsTable, "postgres_table", HOSTILE, "records_table.postgres_table="),
+        (RecordsTable, "postgres_schema", "public;", "records_table.postgres_schema="),
+        (RecordsTable, "partition_column", "created_at' OR '1'='1", "records_table.partition_column="),
+        (RecordsTable, "payload_column", "ciphertext)--", "records_table.payload_column="),
+        (RecordsTable, "snowflake_table", 'RECORDS" CASCADE; --', "records_table.snowflake_table="),
+        (
+            lambda **kw: SnowflakeLoader(
+                snowflake=SnowflakeResource(account="a", user="u", password="p"),
+                stage=S3Stage(s3=S3Resource(), stage_uri="s3://b/p"),
+                **kw,
+            ),
+            "stage_name",
+            "STAGE; DROP STAGE X",
+            "snowflake.stage_name=",
+        ),
+        (
+            lambda **kw: SnowflakeLoader(
+                snowflake=SnowflakeResource(account="a", user="u", password="p"),
+                stage=S3Stage(s3=S3Resource(), stage_uri="s3://b/p"),
+                **kw,
+            ),
+            "storage_integration",
+            "INT'; --",
+            "snowflake.storage_integration=",
+        ),
+        (
+            lambda **kw: S3Stage(s3=S3Resource(), stage_uri="s3://b/p", **kw),
+            "dataset",
+            "../records",
+            "s3_stage.dataset=",
+        ),
+    ],
+)
+def test_a_hostile_identifier_in_config_is_refused_when_the_resources_are_built(
+    make, setting, value, expected
+):
     with pytest.raises(ValueError, match=re.escape(expected)):
         make(**{setting: value})
 
 
-@pytest.mark.parametrize(("setting", "value", "expected"), [
-    ("postgres_table", "no_such_table", "Source table public.no_such_table does not exist"),
-    ("partition_column", "no_such_column", "records_table.partition_column='no_such_column' is not a column"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value", "expected"),
+    [
+        ("postgres_table", "no_such_table", "Source table public.no_such_table does not exist"),
+        (
+            "partition_column",
+            "no_such_column",
+            "records_table.partition_column='no_such_column' is not a column",
+        ),
+    ],
+)
 def test_an_unknown_table_or_column_fails_before_anything_is_written(seeded, setting, value, expected):
     seeded.with_resources(**_with_table(seeded, **{setting: value}))
     message = failed_without_retry(seeded.materialize(DAY, raise_on_error=False))
@@ -159,11 +214,14 @@ def test_an_unknown_table_or_column_fails_before_anything_is_written(seeded, set
 def test_a_source_column_whose_name_cannot_be_carried_fails_before_anything_is_written(seeded):
     seeded.pg('ALTER TABLE records ADD COLUMN "Note; DROP TABLE records" text')
     message = failed_without_retry(seeded.materialize(DAY, raise_on_error=False))
-    assert "Column 'Note; DROP TABLE records' of public.records is not a plain lower-case identifier" in message
+    assert (
+        "Column 'Note; DROP TABLE records' of public.records is not a plain lower-case identifier" in message
+    )
     assert written(seeded) == ([], None)
 
 
 # -- types and schema changes ------------------------------------------------------------------------
+
 
 def test_a_column_type_without_a_mapping_fails_before_anything_is_written(seeded):
     seeded.pg("ALTER TABLE records ADD COLUMN location point")
@@ -173,12 +231,20 @@ def test_a_column_type_without_a_mapping_fails_before_anything_is_written(seeded
     assert written(seeded) == ([], None)
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ("ALTER TABLE records ALTER COLUMN owner_id TYPE integer USING (owner_id % 100000)::integer",
-     "Column type(s) changed for OWNER_ID (NUMBER/19/0 in Snowflake, NUMBER(10,0) from PostgreSQL type integer)"),
-    ("ALTER TABLE records DROP COLUMN updated_at",
-     "Column(s) UPDATED_AT of Snowflake table RECORDS are no longer in the PostgreSQL source"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            "ALTER TABLE records ALTER COLUMN owner_id TYPE integer USING (owner_id % 100000)::integer",
+            "Column type(s) changed for OWNER_ID (NUMBER/19/0 in Snowflake, NUMBER(10,0) from PostgreSQL "
+            "type integer)",
+        ),
+        (
+            "ALTER TABLE records DROP COLUMN updated_at",
+            "Column(s) UPDATED_AT of Snowflake table RECORDS are no longer in the PostgreSQL source",
+        ),
+    ],
+)
 def test_an_incompatible_schema_change_fails_before_anything_is_written(loaded, change, expected):
     before = written(loaded)
     loaded.pg(change)
@@ -202,13 +268,16 @@ def test_a_snowflake_table_changed_after_staging_fails_the_load_and_keeps_its_ro
     assert loaded.materialize(DAY, selection=[assets.STAGE_KEY]).success
     loaded.snowflake('ALTER TABLE "RECORDS" ADD COLUMN "EXTRA" VARCHAR')
     before = written(loaded)
-    message = failed_without_retry(loaded.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False))
+    message = failed_without_retry(
+        loaded.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False)
+    )
     assert "Column(s) EXTRA of Snowflake table RECORDS are no longer in the PostgreSQL source" in message
     assert "Loading into Snowflake" in message
     assert written(loaded) == before
 
 
 # -- the stage manifest ------------------------------------------------------------------------------
+
 
 def _corrupt(pipeline, body: bytes | None) -> None:
     if body is None:
@@ -221,19 +290,24 @@ def _manifest(pipeline) -> bytes:
     return pipeline.s3.get_object(Bucket=pipeline.bucket, Key=MANIFEST)["Body"].read()
 
 
-@pytest.mark.parametrize(("corruption", "expected"), [
-    (lambda m: None, f"Partition {DAY} has no stage manifest"),
-    (lambda m: b"", "is empty or malformed"),
-    (lambda m: m[: len(m) // 2], "is empty or malformed"),
-    (lambda m: b'{"version": 1}', "is empty or malformed"),
-    (lambda m: m.replace(b'"rows": 40', b'"rows": 41', 1), "its files' rows differ from its total"),
-    (lambda m: m.replace(b"part-00000-", b"part-00007-"), "is missing or has changed size"),
-    (lambda m: json.dumps({**json.loads(m), "columns": []}).encode(), "lists no columns"),
-])
+@pytest.mark.parametrize(
+    ("corruption", "expected"),
+    [
+        (lambda m: None, f"Partition {DAY} has no stage manifest"),
+        (lambda m: b"", "is empty or malformed"),
+        (lambda m: m[: len(m) // 2], "is empty or malformed"),
+        (lambda m: b'{"version": 1}', "is empty or malformed"),
+        (lambda m: m.replace(b'"rows": 40', b'"rows": 41', 1), "its files' rows differ from its total"),
+        (lambda m: m.replace(b"part-00000-", b"part-00007-"), "is missing or has changed size"),
+        (lambda m: json.dumps({**json.loads(m), "columns": []}).encode(), "lists no columns"),
+    ],
+)
 def test_a_missing_or_broken_manifest_fails_the_load_and_keeps_the_day(loaded, corruption, expected):
     _corrupt(loaded, corruption(_manifest(loaded)))
     before = written(loaded)
-    message = failed_without_retry(loaded.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False))
+    message = failed_without_retry(
+        loaded.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False)
+    )
     assert expected in message
     assert "Reading the stage manifests" in message
     assert written(loaded) == before

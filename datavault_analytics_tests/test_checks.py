@@ -23,8 +23,13 @@ def run(pipeline, instance, first: str, last: str | None = None, selection=None)
     """Materialize (with the checks) or only check the range [first, last] in one run, on one instance."""
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first}
     selection = selection or dg.AssetSelection.assets(assets.STAGE_KEY, assets.SNOWFLAKE_KEY)
-    return dg.materialize([*ALL_ASSETS, checks.snowflake_records_checks], resources=pipeline.resources,
-                          selection=selection, tags=tags, instance=instance)
+    return dg.materialize(
+        [*ALL_ASSETS, checks.snowflake_records_checks],
+        resources=pipeline.resources,
+        selection=selection,
+        tags=tags,
+        instance=instance,
+    )
 
 
 def only_checks(pipeline, instance, day: str) -> dict[str, dg.AssetCheckEvaluation]:
@@ -72,7 +77,9 @@ def test_a_row_missing_from_snowflake_fails_the_count_and_hash_for_that_day_only
     assert not bad[checks.ROW_COUNT].passed
     assert bad[checks.ROW_COUNT].description == "2026-11-02: PostgreSQL has 40 rows, Snowflake 39 (-1)"
     assert not bad[checks.CONTENT_HASH].passed
-    assert bad[checks.CONTENT_HASH].description.startswith("2026-11-02: content fingerprint differs (PostgreSQL 40:")
+    assert bad[checks.CONTENT_HASH].description.startswith(
+        "2026-11-02: content fingerprint differs (PostgreSQL 40:"
+    )
     assert not bad[checks.MANIFEST_MATCHES_LOAD].passed
     assert "the manifest lists 40 rows, Snowflake holds 39" in bad[checks.MANIFEST_MATCHES_LOAD].description
     assert bad[checks.NO_DUPLICATE_IDS].passed
@@ -82,8 +89,10 @@ def test_a_row_missing_from_snowflake_fails_the_count_and_hash_for_that_day_only
 def test_a_changed_payload_passes_the_count_and_fails_the_hash(pipeline, instance):
     pipeline.seed([date.fromisoformat(DAYS[0])], rows_per_day=30)
     assert run(pipeline, instance, DAYS[0]).success
-    pipeline.snowflake('UPDATE "RECORDS" SET "CIPHERTEXT" = TO_BINARY(\'00ff\', \'HEX\') WHERE "ID" = '
-                       '(SELECT MAX("ID") FROM "RECORDS")')
+    pipeline.snowflake(
+        'UPDATE "RECORDS" SET "CIPHERTEXT" = TO_BINARY(\'00ff\', \'HEX\') WHERE "ID" = (SELECT MAX("ID") '
+        'FROM "RECORDS")'
+    )
 
     result = only_checks(pipeline, instance, DAYS[0])
 
@@ -128,7 +137,9 @@ def test_a_day_never_staged_fails_the_manifest_check_with_the_stage_error(pipeli
 
     assert result[checks.ROW_COUNT].passed  # empty on both sides
     assert not result[checks.MANIFEST_MATCHES_LOAD].passed
-    assert result[checks.MANIFEST_MATCHES_LOAD].description.startswith("2026-10-05: Partition 2026-10-05 has no stage")
+    assert result[checks.MANIFEST_MATCHES_LOAD].description.startswith(
+        "2026-10-05: Partition 2026-10-05 has no stage"
+    )
 
 
 def test_lateness_is_measured_from_the_end_of_the_day():

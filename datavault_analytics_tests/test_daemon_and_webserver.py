@@ -49,8 +49,11 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float, logs: l
         if value:
             return value
         if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-25:])
-                              for p in logs if p.exists())
+            tails = "\n".join(
+                f"--- {p.name}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-25:])
+                for p in logs
+                if p.exists()
+            )
             raise AssertionError(f"Gave up waiting for {what} after {timeout:.0f} s.\n{tails}")
         time.sleep(1)
 
@@ -70,8 +73,11 @@ class Deployment:
         return f"http://127.0.0.1:{self.webserver_port}"
 
     def graphql(self, query: str, **variables) -> dict:
-        request = urllib.request.Request(f"{self.url}/graphql", data=json.dumps(
-            {"query": query, "variables": variables}).encode(), headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             body = json.loads(response.read())
         assert not body.get("errors"), body["errors"]
@@ -95,18 +101,29 @@ class Deployment:
 def report_old_load(instance: dg.DagsterInstance, partition: str, days_ago: int) -> None:
     """An earlier load of `partition`, days ago: the state before today's run, for the freshness policy."""
     event = DagsterEvent(
-        event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value, job_name=RUNLESS_JOB_NAME,
-        event_specific_data=StepMaterializationData(dg.AssetMaterialization(SNOWFLAKE_KEY, partition=partition)),
+        event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+        job_name=RUNLESS_JOB_NAME,
+        event_specific_data=StepMaterializationData(
+            dg.AssetMaterialization(SNOWFLAKE_KEY, partition=partition)
+        ),
     )
-    instance.report_dagster_event(event, run_id=RUNLESS_RUN_ID,
-                                  timestamp=(datetime.now(UTC) - timedelta(days=days_ago)).timestamp())
+    instance.report_dagster_event(
+        event, run_id=RUNLESS_RUN_ID, timestamp=(datetime.now(UTC) - timedelta(days=days_ago)).timestamp()
+    )
 
 
 def start(command: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
     with log.open("wb") as out:
         # Own process group: the daemon's run workers and the servers' children stop with them.
-        return subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -130,15 +147,23 @@ def next_minute_cron() -> str:
 
 def settled(instance: dg.DagsterInstance) -> bool:
     """No run queued or in progress."""
-    busy = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    busy = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
     return not instance.get_runs(filters=dg.RunsFilter(statuses=busy))
 
 
 def code_server_command(port: int) -> list[str]:
     """The Dockerfile's CMD, on a free port: the tests run the code location as the image does."""
-    [cmd] = [json.loads(line.split(None, 1)[1]) for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
-             if line.startswith("CMD ")]
+    [cmd] = [
+        json.loads(line.split(None, 1)[1])
+        for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
+        if line.startswith("CMD ")
+    ]
     cmd[cmd.index("-p") + 1] = str(port)
     cmd[cmd.index("-h") + 1] = "127.0.0.1"
     return [str(BIN / cmd[0]), *cmd[1:]]
@@ -182,20 +207,58 @@ def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
         logs = [folder / "code-server.log", folder / "webserver.log", folder / "daemon.log"]
         processes.append(start(code_server_command(grpc_port), logs[0], env, folder))
         wait_for(lambda: port_answers(grpc_port), "the code server", 120, logs)
-        (folder / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
-            "host": "127.0.0.1", "port": grpc_port, "location_name": "datavault_analytics"}}]}))
-        processes.append(start([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
-                                "-p", str(webserver_port)], logs[1], env, folder))
-        processes.append(start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], logs[2], env, folder))
-        deployment = Deployment(pipeline, instance, webserver_port, logs, [str(d) for d in scheduled],
-                                [str(d) for d in backfill], processes)
+        (folder / "workspace.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "load_from": [
+                        {
+                            "grpc_server": {
+                                "host": "127.0.0.1",
+                                "port": grpc_port,
+                                "location_name": "datavault_analytics",
+                            }
+                        }
+                    ]
+                }
+            )
+        )
+        processes.append(
+            start(
+                [
+                    str(BIN / "dagster-webserver"),
+                    "-w",
+                    "workspace.yaml",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(webserver_port),
+                ],
+                logs[1],
+                env,
+                folder,
+            )
+        )
+        processes.append(
+            start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], logs[2], env, folder)
+        )
+        deployment = Deployment(
+            pipeline,
+            instance,
+            webserver_port,
+            logs,
+            [str(d) for d in scheduled],
+            [str(d) for d in backfill],
+            processes,
+        )
 
         def location_loaded():
             if not port_answers(webserver_port):
                 return False
             entries = deployment.graphql(WORKSPACE)["workspaceOrError"]["locationEntries"]
-            return any(e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-                       for e in entries)
+            return any(
+                e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                for e in entries
+            )
 
         deployment.wait(location_loaded, "the webserver to load the code location", 180)
         # What clicking "Skip" on the UI's first-visit "Join the Dagster community" dialog records.
@@ -254,23 +317,44 @@ def test_the_asset_graph_shows_lineage_kinds_owners_group_descriptions_and_the_t
 
     assert stage["dependencyKeys"] == [{"path": SOURCE_KEY.path}]
     assert table["dependencyKeys"] == [{"path": STAGE_KEY.path}]
-    assert (source["kinds"], sorted(stage["kinds"]), table["kinds"]) == (["postgres"], ["parquet", "s3"], ["snowflake"])
+    assert (source["kinds"], sorted(stage["kinds"]), table["kinds"]) == (
+        ["postgres"],
+        ["parquet", "s3"],
+        ["snowflake"],
+    )
     for node in (stage, table):
         assert node["groupName"] == "datavault"
         assert node["owners"] == [{"__typename": "TeamAssetOwner", "team": "data-platform"}]
         assert node["description"]
         [schema] = [m["schema"] for m in node["metadataEntries"] if m["label"] == "dagster/column_schema"]
-        assert [c["name"] for c in schema["columns"]] == ["id", "owner_id", "key", "ciphertext", "nonce",
-                                                          "created_at", "updated_at"]
+        assert [c["name"] for c in schema["columns"]] == [
+            "id",
+            "owner_id",
+            "key",
+            "ciphertext",
+            "nonce",
+            "created_at",
+            "updated_at",
+        ]
     assert "Redis Stream" in source["description"]
-    assert table["internalFreshnessPolicy"] == {"__typename": "CronFreshnessPolicy", "deadlineCron": "0 6 * * *",
-                                                "lowerBoundDeltaSeconds": 6 * 3600, "timezone": "UTC"}
-    assert sorted(c["name"] for c in table["assetChecksOrError"]["checks"]) == sorted(s.name for s in checks.CHECK_SPECS)
+    assert table["internalFreshnessPolicy"] == {
+        "__typename": "CronFreshnessPolicy",
+        "deadlineCron": "0 6 * * *",
+        "lowerBoundDeltaSeconds": 6 * 3600,
+        "timezone": "UTC",
+    }
+    assert sorted(c["name"] for c in table["assetChecksOrError"]["checks"]) == sorted(
+        s.name for s in checks.CHECK_SPECS
+    )
 
 
-def test_the_daemon_finds_the_table_late_then_its_schedule_tick_loads_yesterday_and_freshness_passes(deployment):
+def test_the_daemon_finds_the_table_late_then_its_schedule_tick_loads_yesterday_and_freshness_passes(
+    deployment,
+):
     def freshness() -> str:
-        return deployment.asset_nodes()[SNOWFLAKE_KEY.to_user_string()]["freshnessStatusInfo"]["freshnessStatus"]
+        return deployment.asset_nodes()[SNOWFLAKE_KEY.to_user_string()]["freshnessStatusInfo"][
+            "freshnessStatus"
+        ]
 
     # The last load is three days old: the daemon's freshness evaluation fails the table.
     deployment.wait(lambda: freshness() == "DEGRADED", "the freshness daemon to fail the stale table")
@@ -290,9 +374,13 @@ def test_the_ui_shows_every_check_passing_for_every_day_of_the_scheduled_run(dep
     run = deployment.scheduled_run()
     for spec in checks.CHECK_SPECS:
         for day in deployment.scheduled_days:
-            [execution] = [e for e in deployment.graphql(CHECK_EXECUTIONS, path=SNOWFLAKE_KEY.path, name=spec.name,
-                                                         partition=day)["assetCheckExecutions"]
-                           if e["runId"] == run.run_id]
+            [execution] = [
+                e
+                for e in deployment.graphql(
+                    CHECK_EXECUTIONS, path=SNOWFLAKE_KEY.path, name=spec.name, partition=day
+                )["assetCheckExecutions"]
+                if e["runId"] == run.run_id
+            ]
             assert execution["status"] == "SUCCEEDED", execution
             assert execution["evaluation"]["success"] is True
             assert execution["evaluation"]["partition"] == day
@@ -301,19 +389,29 @@ def test_the_ui_shows_every_check_passing_for_every_day_of_the_scheduled_run(dep
 
 def test_a_backfill_launched_from_the_ui_runs_several_days_per_run_and_loads_each_day(deployment):
     deployment.scheduled_run()  # one thing at a time on a small machine
-    launched = deployment.graphql(LAUNCH_BACKFILL, partitions=deployment.backfill_days,
-                                  assets=[{"path": STAGE_KEY.path}, {"path": SNOWFLAKE_KEY.path}])
+    launched = deployment.graphql(
+        LAUNCH_BACKFILL,
+        partitions=deployment.backfill_days,
+        assets=[{"path": STAGE_KEY.path}, {"path": SNOWFLAKE_KEY.path}],
+    )
     backfill_id = launched["launchPartitionBackfill"]["backfillId"]
 
     status = deployment.wait(
-        lambda: (s := deployment.graphql(BACKFILL, id=backfill_id)["partitionBackfillOrError"]["status"])
-        in ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED", "COMPLETED") and s,
-        "the daemon to run the backfill", timeout=300)
+        lambda: (
+            (s := deployment.graphql(BACKFILL, id=backfill_id)["partitionBackfillOrError"]["status"])
+            in ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED", "COMPLETED")
+            and s
+        ),
+        "the daemon to run the backfill",
+        timeout=300,
+    )
 
     assert status in ("COMPLETED_SUCCESS", "COMPLETED")
     runs = deployment.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-    ranges = sorted((r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
-                    for r in runs)
+    ranges = sorted(
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in runs
+    )
     days = deployment.backfill_days
     assert ranges == [(days[0], days[1]), (days[2], days[3])]
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
@@ -326,8 +424,13 @@ def ensure_chromium() -> str:
     if found:
         return found
     assert os.geteuid() == 0, "chromium is missing: apt-get install -y chromium (as root)"
-    subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
-                   shell=True, check=True, timeout=900, capture_output=True)
+    subprocess.run(
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+        shell=True,
+        check=True,
+        timeout=900,
+        capture_output=True,
+    )
     return shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -335,11 +438,25 @@ def chromium(args: list[str], folder: Path, timeout: float = 180) -> subprocess.
     profile = folder / f"profile-{uuid.uuid4().hex[:6]}"
     profile.mkdir()
     return subprocess.run(
-        [ensure_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--hide-scrollbars", f"--user-data-dir={profile}", "--window-size=1600,900",
-         "--virtual-time-budget=30000", *args],
-        capture_output=True, text=True, timeout=timeout,
+        [
+            ensure_chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--window-size=1600,900",
+            "--virtual-time-budget=30000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -350,8 +467,11 @@ def test_a_screenshot_of_the_lineage_page_in_headless_chromium(deployment, tmp_p
     dom = chromium(["--dump-dom", page], tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     # The page as drawn: the three nodes with their kinds, and the table's checks passing.
-    drawn = [text for text in ("Global asset lineage", "Postgres", "S3", "Parquet", "Snowflake", "4 / 4 Passed")
-             if f">{text}<" not in dom.stdout]
+    drawn = [
+        text
+        for text in ("Global asset lineage", "Postgres", "S3", "Parquet", "Snowflake", "4 / 4 Passed")
+        if f">{text}<" not in dom.stdout
+    ]
     assert drawn == [], f"not on the page: {drawn}; page text starts: {dom.stdout[:1500]}"
     assert dom.stdout.count(">records<") >= 3
 

@@ -60,9 +60,17 @@ PROD_DUMMIES = {
 
 
 def load(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "SNOWFLAKE_", "DAGSTER_"))}
-    return subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "SNOWFLAKE_", "DAGSTER_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_loads_the_pipeline(result: subprocess.CompletedProcess) -> dict:
@@ -70,18 +78,33 @@ def assert_loads_the_pipeline(result: subprocess.CompletedProcess) -> dict:
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     # The one deprecation allowed is upstream: dagster-snowflake's own pydantic Field(is_required=...),
     # raised while that library is imported. Anything from Dagster APIs we call, or our code, fails here.
-    unexpected = [w for w in loaded["deprecations"]
-                  if not (w["category"] == "PydanticDeprecatedSince20" and "dagster_snowflake" in w["file"])]
+    unexpected = [
+        w
+        for w in loaded["deprecations"]
+        if not (w["category"] == "PydanticDeprecatedSince20" and "dagster_snowflake" in w["file"])
+    ]
     assert unexpected == []
     assets = loaded["assets"]
     assert assets["postgres/datavault/records"]["kinds"] == ["postgres"]
-    assert assets["s3/datavault/records"] == {"deps": ["postgres/datavault/records"], "kinds": ["parquet", "s3"],
-                                              "group": "datavault", "partitioned": True}
+    assert assets["s3/datavault/records"] == {
+        "deps": ["postgres/datavault/records"],
+        "kinds": ["parquet", "s3"],
+        "group": "datavault",
+        "partitioned": True,
+    }
     assert assets["snowflake/datavault/records"]["deps"] == ["s3/datavault/records"]
     assert assets["snowflake/datavault/records"]["kinds"] == ["snowflake"]
-    assert set(loaded["resources"]) == {"postgres", "partition_locks", "s3", "s3_stage", "snowflake",
-                                        "postgres_io_manager", "s3_stage_io_manager", "stage_retention",
-                                        "snowflake_loader"}
+    assert set(loaded["resources"]) == {
+        "postgres",
+        "partition_locks",
+        "s3",
+        "s3_stage",
+        "snowflake",
+        "postgres_io_manager",
+        "s3_stage_io_manager",
+        "stage_retention",
+        "snowflake_loader",
+    }
     assert loaded["environ_changed"] == []  # the settings are read, never written
     assert "datavault_records_daily" in loaded["jobs"]
     return loaded
@@ -113,15 +136,32 @@ def test_an_unknown_environment_is_refused(tmp_path):
 
 def test_required_variables_are_documented_in_the_readme():
     readme = (REPO / "README.md").read_text()
-    for name in (*REQUIRED_VARIABLES, "SNOWFLAKE_PASSWORD", "DATAVAULT_S3_ENDPOINT_URL", "SNOWFLAKE_HOST",
-                 "SNOWFLAKE_PORT", "SNOWFLAKE_PROTOCOL", "AWS_ACCESS_KEY_ID", "DAGSTER_HOME", "DATAVAULT_ENV"):
+    for name in (
+        *REQUIRED_VARIABLES,
+        "SNOWFLAKE_PASSWORD",
+        "DATAVAULT_S3_ENDPOINT_URL",
+        "SNOWFLAKE_HOST",
+        "SNOWFLAKE_PORT",
+        "SNOWFLAKE_PROTOCOL",
+        "AWS_ACCESS_KEY_ID",
+        "DAGSTER_HOME",
+        "DATAVAULT_ENV",
+    ):
         assert f"`{name}`" in readme, f"{name} is not documented in README.md"
 
 
 def test_dagster_loads_the_workspace_as_dagster_dev_does(tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "SNOWFLAKE_", "DAGSTER_"))}
-    result = subprocess.run([str(dagster), "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
-                            env={**clean, **PROD_DUMMIES}, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "SNOWFLAKE_", "DAGSTER_"))
+    }
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
+        env={**clean, **PROD_DUMMIES},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation successful for code location datavault_analytics" in result.stderr + result.stdout

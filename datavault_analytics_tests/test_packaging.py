@@ -27,16 +27,30 @@ print("imported", sorted(m for m in sys.modules if m.split(".")[0] in {EMULATORS
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "SNOWFLAKE_", "DAGSTER_"))}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "SNOWFLAKE_", "DAGSTER_"))
+    }
     return {**clean, **extra}
 
 
 def test_pip_install_of_the_project_pulls_in_no_emulator(tmp_path):
     report = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
-         str(report), str(REPO)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     installed = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
@@ -45,15 +59,29 @@ def test_pip_install_of_the_project_pulls_in_no_emulator(tmp_path):
 
 
 def test_the_production_code_paths_import_no_emulator(tmp_path):
-    result = subprocess.run([sys.executable, "-c", WITHOUT_EMULATORS], env=_clean_env(**PROD_DUMMIES), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EMULATORS],
+        env=_clean_env(**PROD_DUMMIES),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "imported []"
 
 
 def test_dg_check_defs_passes_from_the_repository_root():
     dg = Path(sys.executable).with_name("dg")
-    result = subprocess.run([str(dg), "check", "defs"], env=_clean_env(), cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [str(dg), "check", "defs"], env=_clean_env(), cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "All definitions loaded successfully." in result.stdout + result.stderr
+
+
+def test_the_tree_is_linted_and_formatted_as_make_lint_checks():
+    ruff = Path(sys.executable).with_name("ruff")
+    for command in ([str(ruff), "check", "."], [str(ruff), "format", "--check", "."]):
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

@@ -21,8 +21,14 @@ def test_the_preflight_passes_on_the_local_stack_and_leaves_nothing_behind(pipel
     code, lines = preflight(capsys)
 
     assert code == 0, "\n".join(lines)
-    for check in ("connection", "session parameters", "target table", "stage object", "stage listing",
-                  "round trip"):
+    for check in (
+        "connection",
+        "session parameters",
+        "target table",
+        "stage object",
+        "stage listing",
+        "round trip",
+    ):
         assert " ok " in line(lines, check), line(lines, check)
     assert "role LOADER, warehouse WH, DATAVAULT." in line(lines, "connection")
     assert "TIMEZONE=UTC, LOCK_TIMEOUT=300" in line(lines, "session parameters")
@@ -60,7 +66,9 @@ def test_the_preflight_fails_when_the_copy_reads_binary_as_text(pipeline, capsys
 
 
 @pytest.mark.parametrize("variable", ["SNOWFLAKE_PORT"])
-def test_the_preflight_fails_clearly_when_snowflake_cannot_be_reached(pipeline, capsys, monkeypatch, variable):
+def test_the_preflight_fails_clearly_when_snowflake_cannot_be_reached(
+    pipeline, capsys, monkeypatch, variable
+):
     from datavault_analytics.local_stack.processes import free_port
 
     monkeypatch.setenv(variable, str(free_port()))
@@ -69,5 +77,7 @@ def test_the_preflight_fails_clearly_when_snowflake_cannot_be_reached(pipeline, 
     code, lines = preflight(capsys)
 
     assert code == 1
-    assert " FAIL " in line(lines, "connection") and "cannot connect (account fakesnow at 127.0.0.1)" in lines[0]
+    assert (
+        " FAIL " in line(lines, "connection") and "cannot connect (account fakesnow at 127.0.0.1)" in lines[0]
+    )
     assert pipeline.env["SNOWFLAKE_PASSWORD"] not in "\n".join(lines)

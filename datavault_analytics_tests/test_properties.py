@@ -60,13 +60,18 @@ def _insert(conn: psycopg.Connection, blobs: list[bytes]) -> list[tuple[str, byt
     rows = [(str(uuid.uuid4()), blob) for blob in blobs]
     with conn.cursor() as cursor:
         cursor.executemany(
-            "INSERT INTO records (id, owner_id, key, ciphertext, nonce, created_at) VALUES (%s, 1, 'k', %s, %s, %s)",
-            [(id_, blob, blob[:12], WINDOW.start + timedelta(seconds=i)) for i, (id_, blob) in enumerate(rows)],
+            "INSERT INTO records (id, owner_id, key, ciphertext, nonce, created_at) VALUES (%s, 1, 'k', %s, "
+            "%s, %s)",
+            [
+                (id_, blob, blob[:12], WINDOW.start + timedelta(seconds=i))
+                for i, (id_, blob) in enumerate(rows)
+            ],
         )
     return sorted(rows)
 
 
 # -- payload bytes -----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def source_dsn(pg_server) -> str:
@@ -80,16 +85,23 @@ def test_any_payload_bytes_are_staged_byte_for_byte(source_dsn, tmp_path_factory
         conn.execute("TRUNCATE records")
         expected = _insert(conn, blobs)
     postgres = PostgresResource(dsn=source_dsn)
-    stage = S3StageIOManager(stage=S3Stage(s3=S3Resource(), stage_uri=f"file://{tmp_path_factory.mktemp('stage')}"),
-                             locks=PartitionLocks(dsn=source_dsn), target_file_size_mb=1, row_group_rows=7)
+    stage = S3StageIOManager(
+        stage=S3Stage(s3=S3Resource(), stage_uri=f"file://{tmp_path_factory.mktemp('stage')}"),
+        locks=PartitionLocks(dsn=source_dsn),
+        target_file_size_mb=1,
+        row_group_rows=7,
+    )
     storage = stage.stage.storage()
 
     manifest = stage.stage_day(storage, SourceDay(postgres, postgres.source_columns(), WINDOW))
 
     assert manifest.rows == len(blobs)
     tables = [pq.read_table(f.uri.removeprefix("file://")) for f in manifest.files]
-    staged = sorted((id_, blob) for table in tables
-                    for id_, blob in zip(table["id"].to_pylist(), table["ciphertext"].to_pylist(), strict=True))
+    staged = sorted(
+        (id_, blob)
+        for table in tables
+        for id_, blob in zip(table["id"].to_pylist(), table["ciphertext"].to_pylist(), strict=True)
+    )
     assert staged == expected
 
 
@@ -110,6 +122,7 @@ def test_any_payload_bytes_reach_snowflake_byte_for_byte(pipeline, blobs):
 
 # -- identifiers -------------------------------------------------------------------------------------
 
+
 @given(st.text(max_size=80))
 def test_a_name_is_accepted_exactly_when_it_is_a_plain_identifier(name):
     if PLAIN.fullmatch(name):
@@ -120,8 +133,19 @@ def test_a_name_is_accepted_exactly_when_it_is_a_plain_identifier(name):
             validate_identifier(name, "setting")
 
 
-@given(name=hostile_names, setting=st.sampled_from(["postgres_schema", "postgres_table", "snowflake_table",
-                                                    "partition_column", "primary_key", "payload_column"]))
+@given(
+    name=hostile_names,
+    setting=st.sampled_from(
+        [
+            "postgres_schema",
+            "postgres_table",
+            "snowflake_table",
+            "partition_column",
+            "primary_key",
+            "payload_column",
+        ]
+    ),
+)
 def test_a_hostile_name_in_the_table_settings_is_refused(name, setting):
     with pytest.raises(ValueError, match=re.escape(f"records_table.{setting}=")):
         RecordsTable(**{setting: name})
@@ -142,6 +166,7 @@ def test_a_hostile_stage_dataset_is_refused(name):
 
 
 # -- partition keys ----------------------------------------------------------------------------------
+
 
 @given(st.text(max_size=20))
 def test_a_partition_key_is_a_day_or_refused(key):

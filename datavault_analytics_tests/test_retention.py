@@ -26,12 +26,14 @@ def staged(pipeline, day: str) -> list[str]:
 @pytest.fixture
 def retention(pipeline, monkeypatch):
     """retention(hours) rebuilds the pipeline's resources with DATAVAULT_STAGE_RETENTION_HOURS=hours."""
+
     def set_hours(hours: str):
         monkeypatch.setenv("DATAVAULT_STAGE_RETENTION_HOURS", hours)
         monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", "60")
         pipeline.resources = build_resources(Settings.from_environment("prod"))
         pipeline.seed([date(2026, 11, 1), date(2026, 11, 2)], rows_per_day=30)
         return pipeline
+
     return set_hours
 
 
@@ -62,8 +64,11 @@ def test_with_no_retention_a_day_is_deleted_by_the_next_load(retention):
     # Loading the deleted day again says what to do; staging it again works.
     again = pipeline.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False)
     assert not again.success
-    assert any(f"Partition {DAY} has no stage manifest" in e.step_failure_data.error.to_string()
-               for e in again.all_events if e.is_step_failure)
+    assert any(
+        f"Partition {DAY} has no stage manifest" in e.step_failure_data.error.to_string()
+        for e in again.all_events
+        if e.is_step_failure
+    )
     assert pipeline.materialize(DAY).success
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
 

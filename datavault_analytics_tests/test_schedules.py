@@ -45,26 +45,38 @@ def test_the_range_never_starts_before_the_first_partition():
     request = daily_run_request(tick(first + timedelta(days=2)), late_row_days=5)
     skipped = daily_run_request(tick(first))
 
-    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (str(first), str(first + timedelta(days=1)))
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
+        str(first),
+        str(first + timedelta(days=1)),
+    )
     assert isinstance(skipped, dg.SkipReason)
 
 
 def test_time_and_late_days_are_configurable_and_prod_runs_the_schedule_by_default(tmp_path):
     probe = (
-        "import json; from datavault_analytics.schedules import records_daily_schedule as s, daily_run_request as r;"
-        "from datetime import datetime, UTC; q = r(datetime(2026, 11, 24, 1, 30, tzinfo=UTC));"
-        "print(json.dumps([s.cron_schedule, s.default_status.value, q.tags['dagster/asset_partition_range_start']]))"
+        "import json; from datavault_analytics.schedules import records_daily_schedule as s, "
+        "daily_run_request as r;from datetime import datetime, UTC; q = r(datetime(2026, 11, 24, 1, 30, "
+        "tzinfo=UTC));print(json.dumps([s.cron_schedule, s.default_status.value, "
+        "q.tags['dagster/asset_partition_range_start']]))"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "DAGSTER_"))}
 
     def load(**env) -> list:
-        result = subprocess.run([sys.executable, "-c", probe], env={**clean, **env}, cwd=tmp_path,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**clean, **env},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     assert load(DATAVAULT_ENV="prod", DATAVAULT_SCHEDULE_CRON="30 1 * * *", DATAVAULT_LATE_ROW_DAYS="5") == [
-        "30 1 * * *", "RUNNING", "2026-11-18"
+        "30 1 * * *",
+        "RUNNING",
+        "2026-11-18",
     ]
     assert load(DATAVAULT_ENV="local") == ["15 0 * * *", "STOPPED", "2026-11-21"]
 
@@ -79,7 +91,9 @@ def test_a_row_committed_after_its_day_was_loaded_lands_with_the_next_daily_run_
 
     run_tick(date(2026, 11, 4))  # loads 11-01 .. 11-03
     late = str(uuid.uuid4())
-    pipeline.insert(late, datetime(2026, 11, 2, 23, 59, tzinfo=UTC), b"committed late through the Redis stream")
+    pipeline.insert(
+        late, datetime(2026, 11, 2, 23, 59, tzinfo=UTC), b"committed late through the Redis stream"
+    )
     assert pipeline.snowflake('SELECT COUNT(*) FROM "RECORDS" WHERE "ID" = %s', (late,)) == [(0,)]
 
     run_tick(date(2026, 11, 5))  # loads 11-02 .. 11-04, picking up the late row
@@ -95,7 +109,9 @@ def test_an_unreachable_postgres_is_retried_with_backoff_then_fails_with_a_clear
 
     secret = "pg-secret-" + uuid.uuid4().hex[:6]
     unreachable = PostgresResource(dsn=f"postgresql://reader:{secret}@127.0.0.1:{free_port()}/datavault")
-    pipeline.with_resources(postgres=unreachable, postgres_io_manager=PostgresSourceIOManager(postgres=unreachable))
+    pipeline.with_resources(
+        postgres=unreachable, postgres_io_manager=PostgresSourceIOManager(postgres=unreachable)
+    )
 
     result = pipeline.materialize("2026-11-01", raise_on_error=False)
 

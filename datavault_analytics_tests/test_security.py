@@ -53,13 +53,19 @@ def _secret(kind: str) -> str:
 
 def rsa_key(passphrase: str | None) -> tuple[rsa.RSAPrivateKey, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    encryption = serialization.BestAvailableEncryption(passphrase.encode()) if passphrase \
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase
         else serialization.NoEncryption()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption).decode()
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    ).decode()
     return key, pem
 
 
 # -- no secrets anywhere -----------------------------------------------------------------------------
+
 
 def secret_forms(secrets: list[str]) -> list[str]:
     """Each secret as it could be written: itself, URL-encoded, and each long line of a multi-line one."""
@@ -75,7 +81,9 @@ def found_in(blob: str | bytes, forms: list[str]) -> list[str]:
     return [form for form in forms if form.encode() in data]
 
 
-def test_no_secret_reaches_logs_metadata_compute_logs_errors_or_the_ui(pipeline, pg_server, tmp_path, monkeypatch):
+def test_no_secret_reaches_logs_metadata_compute_logs_errors_or_the_ui(
+    pipeline, pg_server, tmp_path, monkeypatch
+):
     pipeline.seed([DAY_DATE], rows_per_day=50)
     pg_password, sf_password, aws_secret, passphrase = (_secret(k) for k in ("pg", "sf", "aws", "keypass"))
     _, pem = rsa_key(passphrase)
@@ -84,13 +92,25 @@ def test_no_secret_reaches_logs_metadata_compute_logs_errors_or_the_ui(pipeline,
     home = dagster_home(tmp_path / "dagster_home")
     dead = free_port()
     # The local cluster trusts 127.0.0.1, so any password connects; moto and fakesnow take any credentials.
-    base = {**pipeline.env, "DAGSTER_HOME": str(home), "DATAVAULT_MAX_RETRIES": "0", "SNOWFLAKE_LOGIN_TIMEOUT": "3",
-            "DATAVAULT_PG_DSN": f"postgresql://postgres:{pg_password}@127.0.0.1:{pg_server.port}/{pipeline.database}",
-            "SNOWFLAKE_PASSWORD": sf_password, "AWS_SECRET_ACCESS_KEY": aws_secret}
-    key_pair = {"SNOWFLAKE_PASSWORD": "", "SNOWFLAKE_PRIVATE_KEY": pem, "SNOWFLAKE_PRIVATE_KEY_PASSWORD": passphrase}
+    base = {
+        **pipeline.env,
+        "DAGSTER_HOME": str(home),
+        "DATAVAULT_MAX_RETRIES": "0",
+        "SNOWFLAKE_LOGIN_TIMEOUT": "3",
+        "DATAVAULT_PG_DSN": f"postgresql://postgres:{pg_password}@127.0.0.1:{pg_server.port}/{pipeline.database}",
+        "SNOWFLAKE_PASSWORD": sf_password,
+        "AWS_SECRET_ACCESS_KEY": aws_secret,
+    }
+    key_pair = {
+        "SNOWFLAKE_PASSWORD": "",
+        "SNOWFLAKE_PRIVATE_KEY": pem,
+        "SNOWFLAKE_PRIVATE_KEY_PASSWORD": passphrase,
+    }
     succeeding = {"password": {}, "key pair": key_pair}
     failing = {
-        "PostgreSQL down": {"DATAVAULT_PG_DSN": f"postgresql://postgres:{pg_password}@127.0.0.1:{dead}/datavault"},
+        "PostgreSQL down": {
+            "DATAVAULT_PG_DSN": f"postgresql://postgres:{pg_password}@127.0.0.1:{dead}/datavault"
+        },
         "S3 down": {"DATAVAULT_S3_ENDPOINT_URL": f"http://127.0.0.1:{dead}", "AWS_MAX_ATTEMPTS": "2"},
         "Snowflake down": {"SNOWFLAKE_PORT": str(dead)},
         "wrong key passphrase": {**key_pair, "SNOWFLAKE_PRIVATE_KEY_PASSWORD": _secret("wrong")},
@@ -112,14 +132,25 @@ def test_no_secret_reaches_logs_metadata_compute_logs_errors_or_the_ui(pipeline,
         events = [serialize_value(entry) for r in runs for entry in instance.all_logs(r.run_id)]
         records = [serialize_value(r) for r in runs]
     monkeypatch.setenv("DATAVAULT_PG_DSN", base["DATAVAULT_PG_DSN"])
-    for name, value in {**key_pair, "SNOWFLAKE_PASSWORD": sf_password, "AWS_SECRET_ACCESS_KEY": aws_secret}.items():
+    for name, value in {
+        **key_pair,
+        "SNOWFLAKE_PASSWORD": sf_password,
+        "AWS_SECRET_ACCESS_KEY": aws_secret,
+    }.items():
         monkeypatch.setenv(name, value)
-    ui = serialize_value(RepositorySnap.from_def(
-        dg.Definitions(assets=ALL_ASSETS, resources=build_resources(Settings.from_environment("prod"))).get_repository_def()))
+    ui = serialize_value(
+        RepositorySnap.from_def(
+            dg.Definitions(
+                assets=ALL_ASSETS, resources=build_resources(Settings.from_environment("prod"))
+            ).get_repository_def()
+        )
+    )
     files = {str(p): p.read_bytes() for p in home.rglob("*") if p.is_file()}
     consoles = {p.log_path.name: p.output() for p in outputs + failed}
-    objects = {o["Key"]: pipeline.s3.get_object(Bucket=pipeline.bucket, Key=o["Key"])["Body"].read()
-               for o in pipeline.s3.list_objects_v2(Bucket=pipeline.bucket).get("Contents", [])}
+    objects = {
+        o["Key"]: pipeline.s3.get_object(Bucket=pipeline.bucket, Key=o["Key"])["Body"].read()
+        for o in pipeline.s3.list_objects_v2(Bucket=pipeline.bucket).get("Contents", [])
+    }
 
     # The scan sees what it should: log messages, metadata, errors, compute logs, resource config in the UI.
     all_events = "\n".join(events)
@@ -154,7 +185,9 @@ ALTER ROLE {role} SET default_transaction_read_only = on;
 """
 _LOG_ENTRY = re.compile(r"^\S+ \S+ \S+ \[(?P<pid>\d+)\] LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$")
 READ_STATEMENTS = re.compile(
-    r"^(?:(?:BEGIN|SET|SELECT|SHOW|COMMIT|ROLLBACK|DEALLOCATE)\b|COPY \(SELECT|EXPLAIN (?!.*\bANALYZE\b))", re.I)
+    r"^(?:(?:BEGIN|SET|SELECT|SHOW|COMMIT|ROLLBACK|DEALLOCATE)\b|COPY \(SELECT|EXPLAIN (?!.*\bANALYZE\b))",
+    re.I,
+)
 
 
 def statements_in_log(log_path: Path, offset: int) -> list[tuple[int, str]]:
@@ -170,19 +203,26 @@ def statements_in_log(log_path: Path, offset: int) -> list[tuple[int, str]]:
     return [(pid, sql.strip()) for pid, sql in entries]
 
 
-def test_a_select_only_role_in_read_only_transactions_is_all_the_pipeline_needs(pipeline, pg_server, monkeypatch):
+def test_a_select_only_role_in_read_only_transactions_is_all_the_pipeline_needs(
+    pipeline, pg_server, monkeypatch
+):
     pipeline.seed([DAY_DATE], rows_per_day=60)
     role, password = f"datavault_reader_{uuid.uuid4().hex[:8]}", _secret("reader")
     pipeline.pg(README_GRANTS.format(role=role, password=password, database=pipeline.database))
     pipeline.pg(f"ALTER ROLE {role} SET log_statement = 'all'")  # the server logs every statement it sends
     try:
         privileges = pipeline.pg(
-            "SELECT has_table_privilege(%(r)s, 'public.records', 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'),"
-            " has_schema_privilege(%(r)s, 'public', 'CREATE'), has_database_privilege(%(r)s, current_database(), 'CREATE')",
-            {"r": role})
+            "SELECT has_table_privilege(%(r)s, 'public.records', 'INSERT, UPDATE, DELETE, TRUNCATE, "
+            "REFERENCES, TRIGGER'), has_schema_privilege(%(r)s, 'public', 'CREATE'), "
+            "has_database_privilege(%(r)s, "
+            "current_database(), 'CREATE')",
+            {"r": role},
+        )
         assert privileges == [(False, False, False)]
-        monkeypatch.setenv("DATAVAULT_PG_DSN",
-                           f"postgresql://{role}:{password}@127.0.0.1:{pg_server.port}/{pipeline.database}")
+        monkeypatch.setenv(
+            "DATAVAULT_PG_DSN",
+            f"postgresql://{role}:{password}@127.0.0.1:{pg_server.port}/{pipeline.database}",
+        )
         pipeline.resources = build_resources(Settings.from_environment("prod"))
         offset = pg_server.log_path.stat().st_size
 
@@ -211,28 +251,41 @@ def test_a_select_only_role_in_read_only_transactions_is_all_the_pipeline_needs(
 
 # -- TLS to PostgreSQL -------------------------------------------------------------------------------
 
+
 def _certificate_authority(name: str):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     return key, cert
 
 
 def _server_certificate(ca_key, ca_cert):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     return key, cert
 
 
@@ -245,8 +298,11 @@ def tls_postgres(tmp_path):
     key, cert = _server_certificate(ca_key, ca_cert)
     files = {
         "server.crt": cert.public_bytes(serialization.Encoding.PEM),
-        "server.key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                        serialization.NoEncryption()),
+        "server.key": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        ),
     }
     for name, data in files.items():
         path = server.data_dir / name
@@ -258,7 +314,8 @@ def tls_postgres(tmp_path):
             user = pwd.getpwnam(server.os_user)
             os.chown(path, user.pw_uid, user.pw_gid)
     (server.data_dir / "pg_hba.conf").write_text(
-        "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n")
+        "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n"
+    )
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET ssl = on")
         conn.execute("SELECT pg_reload_conf()")
@@ -270,8 +327,9 @@ def tls_postgres(tmp_path):
         server.stop()
 
 
-def test_postgres_connections_verify_the_server_with_tls(tls_postgres, s3_endpoint, snowflake_server, monkeypatch,
-                                                         tmp_path):
+def test_postgres_connections_verify_the_server_with_tls(
+    tls_postgres, s3_endpoint, snowflake_server, monkeypatch, tmp_path
+):
     server, ca_file = tls_postgres
     pipeline = Pipeline(server, s3_endpoint, snowflake_server, monkeypatch)
     pipeline.seed([DAY_DATE], rows_per_day=40)
@@ -307,10 +365,14 @@ def test_an_unknown_sslmode_is_refused(pipeline, monkeypatch):
     assert not result.success
     assert not [e for e in result.all_events if e.is_step_up_for_retry]
     message = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.error.to_string()
-    assert "postgres.sslmode='on' is not one of disable, allow, prefer, require, verify-ca, verify-full" in message
+    assert (
+        "postgres.sslmode='on' is not one of disable, allow, prefer, require, verify-ca, verify-full"
+        in message
+    )
 
 
 # -- Snowflake: TLS settings, key-pair authentication ------------------------------------------------
+
 
 def test_snowflake_is_reached_over_https_except_for_an_emulator_on_this_machine(pipeline, monkeypatch):
     monkeypatch.setenv("SNOWFLAKE_HOST", "xy12345.eu-west-1.privatelink.snowflakecomputing.com")
@@ -319,7 +381,9 @@ def test_snowflake_is_reached_over_https_except_for_an_emulator_on_this_machine(
         build_resources(Settings.from_environment("prod"))
     monkeypatch.setenv("SNOWFLAKE_PROTOCOL", "https")
     monkeypatch.setenv("SNOWFLAKE_OCSP_FAIL_OPEN", "false")
-    args = build_resources(Settings.from_environment("prod"))["snowflake"].additional_snowflake_connection_args
+    args = build_resources(Settings.from_environment("prod"))[
+        "snowflake"
+    ].additional_snowflake_connection_args
     assert args["protocol"] == "https" and args["ocsp_fail_open"] is False
 
 
@@ -333,23 +397,30 @@ def test_a_private_key_that_does_not_load_fails_before_anything_is_written(pipel
     assert not result.success
     assert not [e for e in result.all_events if e.is_step_up_for_retry]
     message = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.error.to_string()
-    assert "The Snowflake connection settings cannot work (account fakesnow at 127.0.0.1): Unable to load private key" \
-        in message
+    assert (
+        "The Snowflake connection settings cannot work (account fakesnow at 127.0.0.1): Unable to load "
+        "private key" in message
+    )
     assert pipeline.s3.list_objects_v2(Bucket=pipeline.bucket).get("KeyCount") == 0  # not even staged
 
 
 def _verify_jwt(token: str, key: rsa.RSAPrivateKey) -> dict:
     header, payload, signature = token.split(".")
     pad = lambda part: part + "=" * (-len(part) % 4)  # noqa: E731
-    key.public_key().verify(base64.urlsafe_b64decode(pad(signature)), f"{header}.{payload}".encode(),
-                            padding.PKCS1v15(), hashes.SHA256())
+    key.public_key().verify(
+        base64.urlsafe_b64decode(pad(signature)),
+        f"{header}.{payload}".encode(),
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )
     assert json.loads(base64.urlsafe_b64decode(pad(header)))["alg"] == "RS256"
     return json.loads(base64.urlsafe_b64decode(pad(payload)))
 
 
 @pytest.mark.parametrize("how", ["SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_PRIVATE_KEY_PATH"])
-def test_key_pair_authentication_signs_a_jwt_with_the_configured_key(pipeline, snowflake_server, monkeypatch,
-                                                                     tmp_path, how):
+def test_key_pair_authentication_signs_a_jwt_with_the_configured_key(
+    pipeline, snowflake_server, monkeypatch, tmp_path, how
+):
     pipeline.seed([DAY_DATE], rows_per_day=20)
     passphrase = _secret("keypass")
     key, pem = rsa_key(passphrase)
@@ -368,8 +439,13 @@ def test_key_pair_authentication_signs_a_jwt_with_the_configured_key(pipeline, s
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
 
     assert logins, "the runs should have logged in through the proxy"
-    fingerprint = base64.b64encode(hashlib.sha256(key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).digest()).decode()
+    fingerprint = base64.b64encode(
+        hashlib.sha256(
+            key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        ).digest()
+    ).decode()
     for login in logins:
         assert login["AUTHENTICATOR"] == "SNOWFLAKE_JWT"
         assert not login.get("PASSWORD")
@@ -379,6 +455,7 @@ def test_key_pair_authentication_signs_a_jwt_with_the_configured_key(pipeline, s
 
 
 # -- S3 server-side encryption -----------------------------------------------------------------------
+
 
 def _encryption(pipeline) -> dict[str, tuple[str | None, str | None]]:
     keys = [o["Key"] for o in pipeline.s3.list_objects_v2(Bucket=pipeline.bucket)["Contents"]]
@@ -395,8 +472,13 @@ def test_staged_objects_are_encrypted_with_sse_s3_by_default_in_prod(pipeline):
 
 
 def test_staged_objects_use_sse_kms_with_the_configured_key(pipeline, monkeypatch):
-    kms = boto3.client("kms", endpoint_url=pipeline.s3_endpoint, aws_access_key_id="test",
-                       aws_secret_access_key="test", region_name="us-east-1")
+    kms = boto3.client(
+        "kms",
+        endpoint_url=pipeline.s3_endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
     key_id = kms.create_key(Description="datavault stage")["KeyMetadata"]["KeyId"]
     monkeypatch.setenv("DATAVAULT_S3_SSE", "aws:kms")
     monkeypatch.setenv("DATAVAULT_S3_SSE_KMS_KEY_ID", key_id)
@@ -406,8 +488,11 @@ def test_staged_objects_use_sse_kms_with_the_configured_key(pipeline, monkeypatc
     for sse, kms_key in _encryption(pipeline).values():
         assert sse == "aws:kms" and kms_key.endswith(key_id)
     # A multipart upload (a staged file past 16 MiB) carries the same settings.
-    storage = S3StageStorage(StageLocation.parse(pipeline.stage_uri), pipeline.s3,
-                             {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key_id})
+    storage = S3StageStorage(
+        StageLocation.parse(pipeline.stage_uri),
+        pipeline.s3,
+        {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key_id},
+    )
     with storage.open_writer("records/big.bin") as sink:
         sink.write(os.urandom(17 * 1024 * 1024))
     head = pipeline.s3.head_object(Bucket=pipeline.bucket, Key="analytics/records/big.bin")
@@ -415,14 +500,17 @@ def test_staged_objects_use_sse_kms_with_the_configured_key(pipeline, monkeypatc
     assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"].endswith(key_id)
 
 
-@pytest.mark.parametrize(("environment", "sse", "key", "expected"), [
-    ("prod", None, None, ("AES256", None)),
-    ("local", None, None, (None, None)),
-    ("prod", "none", None, (None, None)),
-    ("prod", "aws:kms", "alias/datavault-stage", ("aws:kms", "alias/datavault-stage")),
-    ("prod", "AES-256", None, "is not one of AES256, aws:kms, aws:kms:dsse or none"),
-    ("prod", "AES256", "alias/datavault-stage", "needs DATAVAULT_S3_SSE=aws:kms"),
-])
+@pytest.mark.parametrize(
+    ("environment", "sse", "key", "expected"),
+    [
+        ("prod", None, None, ("AES256", None)),
+        ("local", None, None, (None, None)),
+        ("prod", "none", None, (None, None)),
+        ("prod", "aws:kms", "alias/datavault-stage", ("aws:kms", "alias/datavault-stage")),
+        ("prod", "AES-256", None, "is not one of AES256, aws:kms, aws:kms:dsse or none"),
+        ("prod", "AES256", "alias/datavault-stage", "needs DATAVAULT_S3_SSE=aws:kms"),
+    ],
+)
 def test_s3_encryption_settings(pipeline, monkeypatch, environment, sse, key, expected):
     for name, value in (("DATAVAULT_S3_SSE", sse), ("DATAVAULT_S3_SSE_KMS_KEY_ID", key)):
         if value is None:

@@ -26,8 +26,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--day", required=True)
-    parser.add_argument("--out", required=True, help="a folder: dlt's pipelines dir and its filesystem bucket")
-    parser.add_argument("--chunk-size", type=int, default=50_000, help="sql_table's chunk_size (the arrow batch)")
+    parser.add_argument(
+        "--out", required=True, help="a folder: dlt's pipelines dir and its filesystem bucket"
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=50_000, help="sql_table's chunk_size (the arrow batch)"
+    )
     args = parser.parse_args()
     imported = time.perf_counter()
 
@@ -35,32 +39,48 @@ def main() -> None:
     end = (date.fromisoformat(args.day) + timedelta(days=1)).isoformat() + "T00:00:00+00:00"
 
     def one_day(query, table):
-        return query.where(sa.text(f"created_at >= '{start}'::timestamptz AND created_at < '{end}'::timestamptz"))
+        return query.where(
+            sa.text(f"created_at >= '{start}'::timestamptz AND created_at < '{end}'::timestamptz")
+        )
 
     started = time.perf_counter()
     records = sql_table(
-        credentials=args.dsn, table="records", schema="public", backend="connectorx",
-        backend_kwargs={"return_type": "arrow_stream"}, chunk_size=args.chunk_size,
+        credentials=args.dsn,
+        table="records",
+        schema="public",
+        backend="connectorx",
+        backend_kwargs={"return_type": "arrow_stream"},
+        chunk_size=args.chunk_size,
         query_adapter_callback=one_day,
     )
     pipeline = dlt.pipeline(
-        pipeline_name="bench_dlt", pipelines_dir=os.path.join(args.out, "pipelines"),
+        pipeline_name="bench_dlt",
+        pipelines_dir=os.path.join(args.out, "pipelines"),
         destination=dlt.destinations.filesystem(bucket_url="file://" + os.path.join(args.out, "bucket")),
         dataset_name="datavault",
     )
     pipeline.run(records, loader_file_format="parquet")
     seconds = time.perf_counter() - started
 
-    files = [os.path.join(folder, name) for folder, _, names in os.walk(os.path.join(args.out, "bucket"))
-             for name in names if name.endswith(".parquet")]
+    files = [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(os.path.join(args.out, "bucket"))
+        for name in names
+        if name.endswith(".parquet")
+    ]
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    print(json.dumps({
-        "seconds": seconds,
-        "import_seconds": imported - started_process,
-        "rows": rows,
-        "files": len(files),
-        "staged_bytes": sum(os.path.getsize(f) for f in files),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "import_seconds": imported - started_process,
+                "rows": rows,
+                "files": len(files),
+                "staged_bytes": sum(os.path.getsize(f) for f in files),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

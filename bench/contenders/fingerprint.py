@@ -35,10 +35,20 @@ BEFORE_SNOWFLAKE = (
 
 def loader(args) -> SnowflakeLoader:
     snowflake = SnowflakeResource(
-        account="fakesnow", user="bench", password="bench", database="DATAVAULT_BENCH", schema=args.schema,
-        additional_snowflake_connection_args={"host": "127.0.0.1", "port": args.snowflake_port, "protocol": "http"},
+        account="fakesnow",
+        user="bench",
+        password="bench",
+        database="DATAVAULT_BENCH",
+        schema=args.schema,
+        additional_snowflake_connection_args={
+            "host": "127.0.0.1",
+            "port": args.snowflake_port,
+            "protocol": "http",
+        },
     )
-    return SnowflakeLoader(snowflake=snowflake, stage=S3Stage(s3=S3Resource(), stage_uri="s3://unused/prefix"))
+    return SnowflakeLoader(
+        snowflake=snowflake, stage=S3Stage(s3=S3Resource(), stage_uri="s3://unused/prefix")
+    )
 
 
 def main() -> None:
@@ -73,8 +83,12 @@ def main() -> None:
             fingerprint, _ = snowflake.fingerprints([window], staged_columns(columns))[args.day]
             rows, digest = fingerprint.rows, str(fingerprint)
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "import_seconds": imported - started_process, "rows": rows,
-                      "digest": digest}), flush=True)
+    print(
+        json.dumps(
+            {"seconds": seconds, "import_seconds": imported - started_process, "rows": rows, "digest": digest}
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -31,21 +31,28 @@ def main() -> None:
     imported = time.perf_counter()
 
     postgres = PostgresResource(dsn=args.dsn)
-    stage = S3Stage(s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"), stage_uri=args.stage_uri)
+    stage = S3Stage(
+        s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"), stage_uri=args.stage_uri
+    )
     io_manager = S3StageIOManager(stage=stage, locks=PartitionLocks(dsn=args.dsn))
     started = time.perf_counter()
     storage = stage.storage()
     day = SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(args.day))
     manifest = io_manager.stage_day(storage, day)
     seconds = time.perf_counter() - started
-    print(json.dumps({
-        "seconds": seconds,
-        "import_seconds": imported - started_process,
-        "rows": manifest.rows,
-        "files": len(manifest.files),
-        "staged_bytes": manifest.bytes,
-        "file_mb": [round(f.bytes / 1e6, 1) for f in manifest.files],
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "import_seconds": imported - started_process,
+                "rows": manifest.rows,
+                "files": len(manifest.files),
+                "staged_bytes": manifest.bytes,
+                "file_mb": [round(f.bytes / 1e6, 1) for f in manifest.files],
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

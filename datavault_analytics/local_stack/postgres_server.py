@@ -40,8 +40,8 @@ def find_postgres_bin_dir() -> Path:
         if (bundled / "pg_ctl").exists():
             return bundled
     raise LocalStackError(
-        f"no PostgreSQL server binaries: neither {DEBIAN_BIN_DIR} (apt-get install postgresql-15) "
-        "nor the pgserver wheel (pip install pgserver) is installed"
+        f"no PostgreSQL server binaries: neither {DEBIAN_BIN_DIR} (apt-get install postgresql-15) nor the "
+        "pgserver wheel (pip install pgserver) is installed"
     )
 
 
@@ -108,8 +108,8 @@ class PostgresServer:
             if port_answers(self.port):
                 return
             raise LocalStackError(
-                f"PostgreSQL in {self.data_dir} is already running, but not on port {self.port}; "
-                f"stop it first (log {self.log_path})"
+                f"PostgreSQL in {self.data_dir} is already running, but not on port {self.port}; stop it "
+                f"first (log {self.log_path})"
             )
         if port_answers(self.port):
             raise PortInUseError("PostgreSQL", self.port)
@@ -226,8 +226,8 @@ class PostgresServer:
                 )
             except subprocess.TimeoutExpired as error:
                 raise LocalStackError(
-                    f"PostgreSQL: {program} took more than {timeout:.0f} s for {self.data_dir}; "
-                    f"see its log {self.log_path}"
+                    f"PostgreSQL: {program} took more than {timeout:.0f} s for {self.data_dir}; see its log "
+                    f"{self.log_path}"
                 ) from error
             if result.returncode != 0:
                 output.seek(0)

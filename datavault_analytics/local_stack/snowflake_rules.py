@@ -39,40 +39,47 @@ PARAMETER_DEFAULTS = {
 
 RULES = {
     "parquet-binary": "COPY of Parquet into BINARY columns needs BINARY_AS_TEXT=FALSE or USE_VECTORIZED_SCANNER=TRUE "
-                      "(docs: sql-reference/sql/create-file-format, TYPE = PARQUET)",
+    "(docs: sql-reference/sql/create-file-format, TYPE = PARQUET)",
     "parquet-timezone": "with logical types, a UTC-adjusted Parquet timestamp is TIMESTAMP_LTZ, converted into "
-                        "TIMESTAMP_NTZ in the session's TIMEZONE (docs: user-guide/data-load-considerations-prepare)",
+    "TIMESTAMP_NTZ in the session's TIMEZONE (docs: user-guide/data-load-considerations-prepare)",
     "files-limit": "FILES=(...) names at most 1,000 files (docs: sql-reference/sql/copy-into-table)",
     "value-size": "a VARCHAR value over 16 MB in a COPY or a result fails, and so does a BINARY value over 8 MB "
-                  "in a result (docs: sql-reference/data-types-text)",
+    "in a result (docs: sql-reference/data-types-text)",
     "table-locks": "DELETE, UPDATE and MERGE lock the table until their transaction ends; a waiter fails after "
-                   "LOCK_TIMEOUT (docs: sql-reference/transactions#resource-locking)",
+    "LOCK_TIMEOUT (docs: sql-reference/transactions#resource-locking)",
     "transactions": "BEGIN NAME, SHOW TRANSACTIONS, SHOW LOCKS, SYSTEM$ABORT_TRANSACTION; a dead client's "
-                    "transaction stays open (docs: sql-reference/transactions)",
+    "transaction stays open (docs: sql-reference/transactions)",
     "session-parameters": "ALTER SESSION SET/UNSET and SHOW PARAMETERS for the parameters above "
-                          "(docs: sql-reference/parameters)",
-    "temporary-tables": "a TEMPORARY table is the session's own and is dropped when the session ends; kept as a "
-                        "plain table here, since fakesnow's COPY cannot see DuckDB's temp catalog "
-                        "(docs: user-guide/tables-temp-transient)",
+    "(docs: sql-reference/parameters)",
+    "temporary-tables": "a TEMPORARY table is the session's own and is dropped when the session ends; kept "
+    "as a plain table here, since fakesnow's COPY cannot see DuckDB's temp catalog "
+    "(docs: user-guide/tables-temp-transient)",
 }
 
 _IDENT = r'(?:"[^"]+"|[A-Za-z_][\w$]*)'
 _NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT}){{0,2}}"
 _LOCKING_DML = re.compile(rf"^\s*(?:DELETE\s+FROM|UPDATE|MERGE\s+INTO)\s+({_NAME})", re.I)
 _COPY = re.compile(rf"^\s*COPY\s+INTO\s+({_NAME})", re.I)
-_BEGIN = re.compile(r"^\s*(?:BEGIN|START\s+TRANSACTION)(?:\s+(?:WORK|TRANSACTION))?(?:\s+NAME\s+(\w+))?\s*;?\s*$", re.I)
+_BEGIN = re.compile(
+    r"^\s*(?:BEGIN|START\s+TRANSACTION)(?:\s+(?:WORK|TRANSACTION))?(?:\s+NAME\s+(\w+))?\s*;?\s*$", re.I
+)
 _END = re.compile(r"^\s*(COMMIT|ROLLBACK)(?:\s+WORK)?\s*;?\s*$", re.I)
 _ALTER_SET = re.compile(r"^\s*ALTER\s+SESSION\s+SET\s+(.+?)\s*;?\s*$", re.I | re.S)
 _ALTER_UNSET = re.compile(r"^\s*ALTER\s+SESSION\s+UNSET\s+(.+?)\s*;?\s*$", re.I | re.S)
 _ASSIGNMENT = re.compile(r"(\w+)\s*=\s*('(?:[^']|'')*'|[^\s,]+)")
 _SHOW_TRANSACTIONS = re.compile(r"^\s*SHOW\s+TRANSACTIONS(\s+IN\s+ACCOUNT)?\s*;?\s*$", re.I)
 _SHOW_LOCKS = re.compile(r"^\s*SHOW\s+LOCKS(\s+IN\s+ACCOUNT)?\s*;?\s*$", re.I)
-_SHOW_PARAMETERS = re.compile(r"^\s*SHOW\s+PARAMETERS(?:\s+LIKE\s+'([^']*)')?(?:\s+IN\s+SESSION)?\s*;?\s*$", re.I)
+_SHOW_PARAMETERS = re.compile(
+    r"^\s*SHOW\s+PARAMETERS(?:\s+LIKE\s+'([^']*)')?(?:\s+IN\s+SESSION)?\s*;?\s*$", re.I
+)
 _ABORT = re.compile(r"^\s*SELECT\s+SYSTEM\$ABORT_TRANSACTION\s*\(\s*(-?\d+)\s*\)\s*;?\s*$", re.I)
 _CONTEXT_FUNCTION = re.compile(r"\bCURRENT_(ROLE|WAREHOUSE|ACCOUNT|USER)\s*\(\s*\)", re.I)
 _LIST = re.compile(r"^\s*(?:LIST|LS)\s+@([\w.\"]+)(/[^\s;]*)?\s*;?\s*$", re.I)
-_CREATE_TEMPORARY = re.compile(rf"^(\s*CREATE\s+(?:OR\s+REPLACE\s+)?)(?:LOCAL\s+|GLOBAL\s+)?(?:TEMP|TEMPORARY)\s+"
-                               rf"(TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?)({_NAME})", re.I)
+_CREATE_TEMPORARY = re.compile(
+    rf"^(\s*CREATE\s+(?:OR\s+REPLACE\s+)?)(?:LOCAL\s+|GLOBAL\s+)?(?:TEMP|TEMPORARY)\s+"
+    rf"(TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?)({_NAME})",
+    re.I,
+)
 _MD5_NUMBER = re.compile(r"\bMD5_NUMBER_(UPPER|LOWER)64\s*\(", re.I)
 _FILE_FORMAT = re.compile(r"FILE_FORMAT\s*=\s*\(([^)]*)\)", re.I)
 _FILES = re.compile(r"\bFILES\s*=\s*\(([^)]*)\)", re.I)
@@ -94,8 +101,12 @@ def _null_preserving_timestamps() -> None:
         struct = original(ts)
         if not ts.null_count:
             return struct
-        return pa.StructArray.from_arrays([struct.field(i) for i in range(struct.type.num_fields)],
-                                          fields=list(struct.type), mask=ts.is_null())
+        return pa.StructArray.from_arrays(
+            [struct.field(i) for i in range(struct.type.num_fields)],
+            fields=list(struct.type),
+            mask=ts.is_null(),
+        )
+
     timestamp_to_sf_struct.keeps_nulls = True
     fakesnow_arrow.timestamp_to_sf_struct = timestamp_to_sf_struct
 
@@ -172,13 +183,18 @@ class StrictSnowflake:
         self.table_locks: dict[str, Transaction] = {}
         self._next_session = 1
         self._macro_catalogs: set[str] = set()
-        self.app = Starlette(routes=[
-            Route("/session/v1/login-request", self.login_request, methods=["POST"]),
-            Route("/session", self.session_request, methods=["POST"]),
-            Route("/queries/v1/query-request", self.query_request, methods=["POST"]),
-            *[r for r in fakesnow_server.routes if r.path not in ("/session/v1/login-request", "/session",
-                                                                  "/queries/v1/query-request")],
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/session/v1/login-request", self.login_request, methods=["POST"]),
+                Route("/session", self.session_request, methods=["POST"]),
+                Route("/queries/v1/query-request", self.query_request, methods=["POST"]),
+                *[
+                    r
+                    for r in fakesnow_server.routes
+                    if r.path not in ("/session/v1/login-request", "/session", "/queries/v1/query-request")
+                ],
+            ]
+        )
 
     # -- sessions ------------------------------------------------------------------------------------
 
@@ -193,7 +209,9 @@ class StrictSnowflake:
         data = body.get("data", {})
         given = {k.upper(): str(v) for k, v in (data.get("SESSION_PARAMETERS") or {}).items()}
         self.sessions[token] = Session(
-            token=token, id=self._next_session, user=str(data.get("LOGIN_NAME") or "").upper(),
+            token=token,
+            id=self._next_session,
+            user=str(data.get("LOGIN_NAME") or "").upper(),
             role=(request.query_params.get("roleName") or "PUBLIC").upper(),
             warehouse=(request.query_params.get("warehouse") or "").upper(),
             parameters={k: v for k, v in given.items() if k in PARAMETER_DEFAULTS},
@@ -207,7 +225,9 @@ class StrictSnowflake:
             if session.transaction is not None:
                 await self._roll_back(session.transaction)
             for table in session.temporary_tables:
-                await run_in_threadpool(self.fake_snow.duck_conn.cursor().execute, f"DROP TABLE IF EXISTS {table}")
+                await run_in_threadpool(
+                    self.fake_snow.duck_conn.cursor().execute, f"DROP TABLE IF EXISTS {table}"
+                )
         return await fakesnow_server.session(request)
 
     # -- statements ----------------------------------------------------------------------------------
@@ -240,8 +260,9 @@ class StrictSnowflake:
             return _SUCCESS, None
         if match := _BEGIN.match(sql):
             if session.transaction is None:  # Snowflake ignores BEGIN inside an open transaction
-                session.transaction = Transaction(time.time_ns() // 1000, session, match.group(1),
-                                                  datetime.now(UTC))
+                session.transaction = Transaction(
+                    time.time_ns() // 1000, session, match.group(1), datetime.now(UTC)
+                )
             return "BEGIN", None
         if _END.match(sql):
             return sql, self._ended(session)
@@ -258,7 +279,7 @@ class StrictSnowflake:
         if match := _CREATE_TEMPORARY.match(sql):
             table = self._qualified(session, match.group(3))
             session.temporary_tables.add(".".join(f'"{part}"' for part in table.split(".")))
-            return match.group(1) + match.group(2) + sql[match.start(3):], None
+            return match.group(1) + match.group(2) + sql[match.start(3) :], None
         if _MD5_NUMBER.search(sql):
             await self._ensure_md5_macros(session)
         if match := _LOCKING_DML.match(sql):
@@ -269,15 +290,21 @@ class StrictSnowflake:
         return sql, self._check_result_sizes
 
     def _context(self, session: Session, name: str) -> str:
-        return {"ROLE": session.role, "WAREHOUSE": session.warehouse, "ACCOUNT": "FAKESNOW",
-                "USER": session.user}[name]
+        return {
+            "ROLE": session.role,
+            "WAREHOUSE": session.warehouse,
+            "ACCOUNT": "FAKESNOW",
+            "USER": session.user,
+        }[name]
 
     def _connection(self, session: Session) -> Any:
         return fakesnow_server.sessions[session.token]
 
     def _qualified(self, session: Session, name: str) -> str:
-        parts = [p.strip().strip('"') if p.strip().startswith('"') else p.strip().upper()
-                 for p in re.findall(_IDENT, name)]
+        parts = [
+            p.strip().strip('"') if p.strip().startswith('"') else p.strip().upper()
+            for p in re.findall(_IDENT, name)
+        ]
         conn = self._connection(session)
         return ".".join([conn.database, conn.schema, *parts][-3:] if len(parts) < 3 else parts)
 
@@ -289,6 +316,7 @@ class StrictSnowflake:
                 self._release(session.transaction)
                 session.transaction = None
             return response
+
         return after
 
     def _release(self, transaction: Transaction) -> None:
@@ -312,10 +340,16 @@ class StrictSnowflake:
         while (holder := self.table_locks.get(table)) is not None and holder.session is not session:
             if time.monotonic() - waited_since >= timeout:
                 query_id, _ = holder.locks[table]
-                raise SnowflakeError(625, "57014", (
-                    f"Statement '{query_id}' has locked table '{table.rsplit('.', 1)[-1]}' in transaction "
-                    f"{holder.id} and this lock has not yet been released.\nYour statement was aborted because "
-                    f"it waited for this lock longer than LOCK_TIMEOUT ({timeout:g} seconds)."))
+                raise SnowflakeError(
+                    625,
+                    "57014",
+                    (
+                        f"Statement '{query_id}' has locked table '{table.rsplit('.', 1)[-1]}' in "
+                        f"transaction {holder.id} and this lock has not yet been released.\nYour statement "
+                        f"was aborted because it waited for this lock longer than LOCK_TIMEOUT ({timeout:g} "
+                        "seconds)."
+                    ),
+                )
             await asyncio.sleep(self.lock_poll_seconds)
         transaction = session.transaction or Transaction(0, session, None, datetime.now(UTC))
         self.table_locks[table] = transaction
@@ -328,54 +362,98 @@ class StrictSnowflake:
                 if self.table_locks.get(table) is transaction and table not in transaction.locks:
                     del self.table_locks[table]
             return response
+
         return after
 
     def _visible(self, session: Session, in_account: bool) -> list[Transaction]:
-        return [s.transaction for s in self.sessions.values()
-                if s.transaction is not None and (in_account or s.user == session.user)]
+        return [
+            s.transaction
+            for s in self.sessions.values()
+            if s.transaction is not None and (in_account or s.user == session.user)
+        ]
 
     def _show_transactions(self, session: Session, in_account: bool) -> str:
-        rows = [(t.id, t.session.user, t.session.id, t.name or str(t.id), t.started_on.isoformat(), "running",
-                 "0") for t in self._visible(session, in_account)]
+        rows = [
+            (
+                t.id,
+                t.session.user,
+                t.session.id,
+                t.name or str(t.id),
+                t.started_on.isoformat(),
+                "running",
+                "0",
+            )
+            for t in self._visible(session, in_account)
+        ]
         return _values_query(["id", "user", "session", "name", "started_on", "state", "scope"], rows)
 
     def _show_locks(self, session: Session, in_account: bool) -> str:
-        rows = [(table, "PARTITIONS", t.id, t.started_on.isoformat(), "HOLDING", acquired.isoformat(), query_id)
-                for t in self._visible(session, in_account) for table, (query_id, acquired) in t.locks.items()]
-        return _values_query(["resource", "type", "transaction", "transaction_started_on", "status", "acquired_on",
-                              "query_id"], rows)
+        rows = [
+            (table, "PARTITIONS", t.id, t.started_on.isoformat(), "HOLDING", acquired.isoformat(), query_id)
+            for t in self._visible(session, in_account)
+            for table, (query_id, acquired) in t.locks.items()
+        ]
+        return _values_query(
+            [
+                "resource",
+                "type",
+                "transaction",
+                "transaction_started_on",
+                "status",
+                "acquired_on",
+                "query_id",
+            ],
+            rows,
+        )
 
     def _show_parameters(self, session: Session, like: str | None) -> str:
         pattern = re.compile(re.escape(like or "%").replace("%", ".*").replace("_", "."), re.I)
-        rows = [(name, session.parameter(name), default, "SESSION" if name in session.parameters else "", "", "")
-                for name, default in PARAMETER_DEFAULTS.items() if pattern.fullmatch(name)]
+        rows = [
+            (name, session.parameter(name), default, "SESSION" if name in session.parameters else "", "", "")
+            for name, default in PARAMETER_DEFAULTS.items()
+            if pattern.fullmatch(name)
+        ]
         return _values_query(["key", "value", "default", "level", "description", "type"], rows)
 
     async def _abort(self, session: Session, transaction_id: int) -> str:
         found = [t for t in self._visible(session, in_account=True) if t.id == transaction_id]
         if not found:
-            raise SnowflakeError(2003, "02000", f"Transaction {transaction_id} does not exist or not authorized.")
+            raise SnowflakeError(
+                2003, "02000", f"Transaction {transaction_id} does not exist or not authorized."
+            )
         await self._roll_back(found[0])
-        return _values_query([f"SYSTEM$ABORT_TRANSACTION({transaction_id})"],
-                             [(f"Transaction {transaction_id} has been aborted.",)])
+        return _values_query(
+            [f"SYSTEM$ABORT_TRANSACTION({transaction_id})"],
+            [(f"Transaction {transaction_id} has been aborted.",)],
+        )
 
     # -- loading -------------------------------------------------------------------------------------
 
     def _table_types(self, table: str) -> dict[str, str]:
         database, schema, name = table.split(".")
-        rows = self.fake_snow.duck_conn.cursor().execute(
-            "SELECT column_name, data_type FROM duckdb_columns() WHERE upper(database_name) = ? "
-            "AND upper(schema_name) = ? AND upper(table_name) = ?", [database.upper(), schema.upper(), name.upper()]
-        ).fetchall()
+        rows = (
+            self.fake_snow.duck_conn.cursor()
+            .execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE upper(database_name) = ? "
+                "AND upper(schema_name) = ? AND upper(table_name) = ?",
+                [database.upper(), schema.upper(), name.upper()],
+            )
+            .fetchall()
+        )
         return {column: data_type for column, data_type in rows}
 
     async def _check_copy(self, session: Session, table: str, sql: str):
         files = _FILES.search(sql)
         named = len(_STRING.findall(files.group(1))) if files else 0
         if named > MAX_COPY_FILES:
-            raise SnowflakeError(1008, "22023", (
-                f"SQL compilation error:\nInvalid value for parameter FILES: the list names {named} files, more "
-                f"than the maximum of {MAX_COPY_FILES}."))
+            raise SnowflakeError(
+                1008,
+                "22023",
+                (
+                    f"SQL compilation error:\nInvalid value for parameter FILES: the list names {named} "
+                    f"files, more than the maximum of {MAX_COPY_FILES}."
+                ),
+            )
         file_format = _FILE_FORMAT.search(sql)
         options = _options(file_format.group(1)) if file_format else {}
         if options.get("TYPE") != "PARQUET":
@@ -387,20 +465,32 @@ class StrictSnowflake:
         if binary_as_text and "BLOB" in types.values():
             column = next(c for c, t in types.items() if t == "BLOB")
             # Snowflake reads the bytes as UTF-8 text, then decodes that text with BINARY_INPUT_FORMAT (HEX).
-            raise SnowflakeError(100115, "22000", (
-                f"The following string is not a legal hex-encoded value: (Parquet BYTE_ARRAY column {column} "
-                "read as text because BINARY_AS_TEXT is TRUE)"))
+            raise SnowflakeError(
+                100115,
+                "22000",
+                (
+                    "The following string is not a legal hex-encoded value: (Parquet BYTE_ARRAY column "
+                    f"{column} read as text because BINARY_AS_TEXT is TRUE)"
+                ),
+            )
         connection = self._connection(session)
         timezone = session.parameter("TIMEZONE")
-        shifted = logical_types and timezone.upper() not in ("UTC", "ETC/UTC") and "TIMESTAMP" in types.values()
-        if shifted:  # DuckDB then casts the files' TIMESTAMPTZ into the NTZ columns in that zone, as Snowflake does
-            await run_in_threadpool(connection._duck_conn.execute, f"SET SESSION TimeZone = {_sql_literal(timezone)}")
+        shifted = (
+            logical_types and timezone.upper() not in ("UTC", "ETC/UTC") and "TIMESTAMP" in types.values()
+        )
+        if (
+            shifted
+        ):  # DuckDB then casts the files' TIMESTAMPTZ into the NTZ columns in that zone, as Snowflake does
+            await run_in_threadpool(
+                connection._duck_conn.execute, f"SET SESSION TimeZone = {_sql_literal(timezone)}"
+            )
         await run_in_threadpool(self._check_value_sizes, connection, sql, types)
 
         async def after(response: Response) -> Response:
             if shifted:
                 await run_in_threadpool(connection._duck_conn.execute, "SET SESSION TimeZone = 'UTC'")
             return response
+
         return after
 
     def _check_value_sizes(self, connection: Any, sql: str, types: dict[str, str]) -> None:
@@ -418,13 +508,24 @@ class StrictSnowflake:
                 strings = [i for i, f in enumerate(parquet.schema_arrow) if pa.types.is_string(f.type)]
                 for group in range(parquet.num_row_groups):
                     for index in strings:
-                        if parquet.metadata.row_group(group).column(index).total_uncompressed_size <= MAX_STRING_BYTES:
+                        if (
+                            parquet.metadata.row_group(group).column(index).total_uncompressed_size
+                            <= MAX_STRING_BYTES
+                        ):
                             continue
-                        column = parquet.read_row_group(group, columns=[parquet.schema_arrow[index].name]).column(0)
+                        column = parquet.read_row_group(
+                            group, columns=[parquet.schema_arrow[index].name]
+                        ).column(0)
                         if (longest := pc.max(pc.binary_length(column)).as_py() or 0) > MAX_STRING_BYTES:
-                            raise SnowflakeError(100082, "22000", (
-                                f"Max LOB size ({MAX_STRING_BYTES}) exceeded, actual size of parsed column is "
-                                f"{longest}\n  File '{name}', column {parquet.schema_arrow[index].name}"))
+                            raise SnowflakeError(
+                                100082,
+                                "22000",
+                                (
+                                    f"Max LOB size ({MAX_STRING_BYTES}) exceeded, actual size of parsed "
+                                    f"column is {longest}\n  File '{name}', column "
+                                    f"{parquet.schema_arrow[index].name}"
+                                ),
+                            )
 
     def _stage_url(self, connection: Any, stage: str) -> str:
         cursor = connection.cursor()
@@ -432,8 +533,9 @@ class StrictSnowflake:
         rows = cursor.fetchall()
         names = [d[0].lower() for d in cursor.description]
         if not rows:
-            raise SnowflakeError(2003, "02000", f"SQL compilation error:\nStage '{stage}' does not exist or not "
-                                                "authorized.")
+            raise SnowflakeError(
+                2003, "02000", f"SQL compilation error:\nStage '{stage}' does not exist or not authorized."
+            )
         return dict(zip(names, rows[0], strict=False))["url"]
 
     async def _list(self, session: Session, stage: str, path: str) -> str:
@@ -446,7 +548,10 @@ class StrictSnowflake:
                 found = self.s3_filesystem.find(url, detail=True)
             except FileNotFoundError:
                 found = {}
-            return [(f"s3://{name}", int(info.get("size") or 0), "", "") for name, info in sorted(found.items())]
+            return [
+                (f"s3://{name}", int(info.get("size") or 0), "", "") for name, info in sorted(found.items())
+            ]
+
         return _values_query(["name", "size", "md5", "last_modified"], await run_in_threadpool(listing))
 
     # -- functions and results -----------------------------------------------------------------------
@@ -462,8 +567,11 @@ class StrictSnowflake:
             duck = self.fake_snow.duck_conn.cursor()
             for half, offset in (("upper", 1), ("lower", 17)):
                 # NUMBER(20,0), as Snowflake types it; fakesnow cannot return a UBIGINT of 2^63 or more.
-                duck.execute(f"CREATE OR REPLACE MACRO {catalog}.main.m_d5_number_{half}64(msg) AS "
-                             f"('0x' || substr(md5(msg), {offset}, 16))::UBIGINT::DECIMAL(20, 0)")
+                duck.execute(
+                    f"CREATE OR REPLACE MACRO {catalog}.main.m_d5_number_{half}64(msg) AS ('0x' || "
+                    f"substr(md5(msg), {offset}, 16))::UBIGINT::DECIMAL(20, 0)"
+                )
+
         await run_in_threadpool(create)
         self._macro_catalogs.add(catalog)
 
@@ -508,5 +616,11 @@ def _set_body(request: Request, data: dict) -> None:
 
 def _error_response(error: SnowflakeError) -> JSONResponse:
     code = f"{error.code:06d}"
-    return JSONResponse({"data": {"errorCode": code, "sqlState": error.sqlstate}, "code": code,
-                         "message": error.message, "success": False})
+    return JSONResponse(
+        {
+            "data": {"errorCode": code, "sqlState": error.sqlstate},
+            "code": code,
+            "message": error.message,
+            "success": False,
+        }
+    )

@@ -308,7 +308,6 @@ def ensure_bucket(endpoint_url: str, bucket: str) -> None:
     import botocore.config
     import botocore.exceptions
 
-
     config = botocore.config.Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2})
     client = boto3.client("s3", endpoint_url=endpoint_url, config=config, **LOCAL_S3_CREDENTIALS)
     try:

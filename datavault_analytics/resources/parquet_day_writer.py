@@ -22,13 +22,23 @@ class ParquetDayWriter:
     already exceeds, a file closes at the target.
     """
 
-    def __init__(self, storage: StageStorage, directory: str, schema: pa.Schema, target_file_bytes: int,
-                 row_group_rows: int, row_group_bytes: int, expected_rows: int | None = None,
-                 file_suffix: str = ""):
+    def __init__(
+        self,
+        storage: StageStorage,
+        directory: str,
+        schema: pa.Schema,
+        target_file_bytes: int,
+        row_group_rows: int,
+        row_group_bytes: int,
+        expected_rows: int | None = None,
+        file_suffix: str = "",
+    ):
         self.storage, self.directory, self.schema = storage, directory, schema
         self.file_suffix = file_suffix
         self.target_file_bytes, self.expected_rows = target_file_bytes, expected_rows
-        self._expected_bytes: float | None = None  # the day's estimated bytes, once the first row group is written
+        self._expected_bytes: float | None = (
+            None  # the day's estimated bytes, once the first row group is written
+        )
         self._group_bytes = 0  # the last row group's size in its file
         self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
         self.files: list[StagedFile] = []
@@ -59,15 +69,22 @@ class ParquetDayWriter:
         Ids, keys and timestamps are nearly unique; trying a dictionary on them costs time before
         Parquet gives up on it. Binary payloads never get one.
         """
-        return [name for name in self._statistics_columns
-                if pc.count_distinct(sample.column(name), mode="all").as_py() * 2 <= sample.num_rows]
+        return [
+            name
+            for name in self._statistics_columns
+            if pc.count_distinct(sample.column(name), mode="all").as_py() * 2 <= sample.num_rows
+        ]
 
     def _open_file(self, sample: pa.Table) -> None:
         name = f"{self.directory}/part-{len(self.files):05d}{self.file_suffix}.parquet"
         self._sink = self._file.enter_context(self.storage.open_writer(name))
         self._writer = pq.ParquetWriter(
-            self._sink, self.schema, compression=self._compression, compression_level=self._compression_levels,
-            use_dictionary=self._dictionary_columns(sample), write_statistics=self._statistics_columns,
+            self._sink,
+            self.schema,
+            compression=self._compression,
+            compression_level=self._compression_levels,
+            use_dictionary=self._dictionary_columns(sample),
+            write_statistics=self._statistics_columns,
         )
         self._name, self._file_rows = name, 0
 
@@ -104,14 +121,21 @@ class ParquetDayWriter:
         if files_left == 1:  # the last file takes whatever the estimate missed, up to 1.6 targets (250 MB)
             return 1.6 * self.target_file_bytes
         size = min(max(remaining / files_left, self.target_file_bytes / 1.5), 1.5 * self.target_file_bytes)
-        return size - self._group_bytes / 2  # closing within half a row group of the size ends on it on average
+        return (
+            size - self._group_bytes / 2
+        )  # closing within half a row group of the size ends on it on average
 
     def _close_file(self) -> None:
         self._writer.close()
         size = self._sink.tell()
         self._file.close()
         self.files.append(
-            StagedFile(name=self._name, uri=self.storage.location.uri_of(self._name), rows=self._file_rows, bytes=size)
+            StagedFile(
+                name=self._name,
+                uri=self.storage.location.uri_of(self._name),
+                rows=self._file_rows,
+                bytes=size,
+            )
         )
         self._writer = self._sink = None
 

@@ -55,20 +55,27 @@ class PartitionLock:
                 f"{error}); nothing was made visible"
             ) from None
         if not held:
-            raise PartitionLockError(f"The PostgreSQL lock for {self.scope} {self.partition_key} is no longer held")
+            raise PartitionLockError(
+                f"The PostgreSQL lock for {self.scope} {self.partition_key} is no longer held"
+            )
 
 
 def _connect(dsn: str, scope: str, partition_key: str, holder: str) -> psycopg.Connection:
     try:
         return psycopg.connect(
-            dsn, autocommit=True, connect_timeout=10, application_name=f"datavault lock {holder}"[:63],
+            dsn,
+            autocommit=True,
+            connect_timeout=10,
+            application_name=f"datavault lock {holder}"[:63],
             # A half-open connection (a host gone, not a process) is noticed in about a minute.
-            keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
         )
     except psycopg.Error as error:
         raise PartitionLockError(
-            f"Cannot connect to PostgreSQL at {dsn_location(dsn)} to lock {scope} {partition_key}: "
-            f"{error}"
+            f"Cannot connect to PostgreSQL at {dsn_location(dsn)} to lock {scope} {partition_key}: {error}"
         ) from None
 
 
@@ -76,7 +83,8 @@ def _holders(conn: psycopg.Connection, key: tuple[int, int]) -> str:
     try:
         rows = conn.execute(
             "SELECT a.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.objsubid = 2 AND l.granted",
+            "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.objsubid = 2 AND "
+            "l.granted",
             key,
         ).fetchall()
     except psycopg.Error:
@@ -85,7 +93,9 @@ def _holders(conn: psycopg.Connection, key: tuple[int, int]) -> str:
 
 
 @contextmanager
-def _hold(dsn: str, scope: str, partition_key: str, *, wait_seconds: float, holder: str) -> Iterator[PartitionLock]:
+def _hold(
+    dsn: str, scope: str, partition_key: str, *, wait_seconds: float, holder: str
+) -> Iterator[PartitionLock]:
     """Wait (up to wait_seconds) for the day's lock, hold it for the block, release it after."""
     conn = _connect(dsn, scope, partition_key, holder)
     lock = PartitionLock(conn, scope, partition_key)
@@ -122,7 +132,9 @@ def _try_hold(dsn: str, scope: str, partition_key: str, *, holder: str) -> Itera
 class PartitionLocks(dg.ConfigurableResource):
     """The per-day locks, taken by the stage (while it writes a day) and the load (until it commits)."""
 
-    dsn: str = Field(description="PostgreSQL that holds the locks: DATAVAULT_LOCK_DSN, else the source's DSN.")
+    dsn: str = Field(
+        description="PostgreSQL that holds the locks: DATAVAULT_LOCK_DSN, else the source's DSN."
+    )
     sslmode: str | None = Field(default=None, description="libpq sslmode, as for the source.")
     sslrootcert: str | None = Field(default=None, description="CA file that verifies the server.")
     wait_seconds: float = Field(
@@ -136,7 +148,9 @@ class PartitionLocks(dg.ConfigurableResource):
 
     def hold(self, partition_key: str, holder: str):
         """Wait (up to wait_seconds) for the day's lock and hold it for the block."""
-        return _hold(self._dsn, self.table.source_name, partition_key, wait_seconds=self.wait_seconds, holder=holder)
+        return _hold(
+            self._dsn, self.table.source_name, partition_key, wait_seconds=self.wait_seconds, holder=holder
+        )
 
     def try_hold(self, partition_key: str, holder: str):
         """The day's lock if it is free right now, else None (for work that can wait until next time)."""

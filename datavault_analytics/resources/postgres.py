@@ -36,8 +36,10 @@ class SourceColumn:
 
     @property
     def select_sql(self) -> str:
-        return self.mapping.select_template.format(column=quote_postgres(self.name)) + " AS " + quote_postgres(
-            self.name
+        return (
+            self.mapping.select_template.format(column=quote_postgres(self.name))
+            + " AS "
+            + quote_postgres(self.name)
         )
 
 
@@ -76,8 +78,12 @@ def with_tls(dsn: str, sslmode: str | None, sslrootcert: str | None) -> str:
 class PostgresResource(dg.ConfigurableResource):
     """DataVault's PostgreSQL database and the table the pipeline reads."""
 
-    dsn: str = Field(description="libpq URI of DataVault's database, e.g. postgresql://user:pass@host:5432/datavault.")
-    table: RecordsTable = Field(default_factory=RecordsTable, description="The source table and its key columns.")
+    dsn: str = Field(
+        description="libpq URI of DataVault's database, e.g. postgresql://user:pass@host:5432/datavault."
+    )
+    table: RecordsTable = Field(
+        default_factory=RecordsTable, description="The source table and its key columns."
+    )
     batch_size_hint_bytes: int = Field(
         default=4 * 1024 * 1024,
         description="Approximate size of each Arrow record batch ADBC returns; with the prefetch queue, the "
@@ -89,7 +95,7 @@ class PostgresResource(dg.ConfigurableResource):
     sslmode: str | None = Field(
         default=None,
         description="libpq sslmode for every connection: disable, allow, prefer, require, verify-ca or verify-full "
-                    "(production: verify-full with sslrootcert). Unset: the DSN's own, else libpq's default, prefer.",
+        "(production: verify-full with sslrootcert). Unset: the DSN's own, else libpq's default, prefer.",
     )
     sslrootcert: str | None = Field(
         default=None, description="CA certificate file that verifies the server, for verify-ca / verify-full."
@@ -115,18 +121,14 @@ class PostgresResource(dg.ConfigurableResource):
         try:
             conn = psycopg.connect(self.connection_dsn, autocommit=False, connect_timeout=10)
         except psycopg.Error as error:
-            raise PostgresSourceError(
-                f"Cannot connect to PostgreSQL at {self.location}: {error}"
-            ) from None
+            raise PostgresSourceError(f"Cannot connect to PostgreSQL at {self.location}: {error}") from None
         try:
             conn.read_only = True
             with conn.cursor() as cursor:
                 cursor.execute(f"SET statement_timeout = {int(self.statement_timeout_seconds) * 1000}")
             yield conn
         except psycopg.Error as error:
-            raise PostgresSourceError(
-                f"PostgreSQL at {self.location} failed: {error}"
-            ) from None
+            raise PostgresSourceError(f"PostgreSQL at {self.location} failed: {error}") from None
         finally:
             try:
                 conn.rollback()
@@ -150,17 +152,21 @@ class PostgresResource(dg.ConfigurableResource):
             ).fetchall()
         if not rows:
             raise SourceSchemaError(
-                f"Source table {self.table.source_name} does not exist or has no columns visible to this role "
-                f"(PostgreSQL at {self.location}). Check records_table.postgres_schema / postgres_table and the "
-                "role's GRANTs."
+                f"Source table {self.table.source_name} does not exist or has no columns visible to this "
+                f"role (PostgreSQL at {self.location}). Check records_table.postgres_schema / postgres_table "
+                "and the role's GRANTs."
             )
         for name, _, _ in rows:
             if not _SOURCE_COLUMN.fullmatch(name):
                 raise SourceSchemaError(
-                    f"Column {name!r} of {self.table.source_name} is not a plain lower-case identifier, so it "
-                    "cannot be carried safely. Rename it, or point the pipeline at a view that renames it."
+                    f"Column {name!r} of {self.table.source_name} is not a plain lower-case identifier, so "
+                    "it cannot be carried safely. Rename it, or point the pipeline at a view that renames "
+                    "it."
                 )
-        columns = [SourceColumn(name, pg_type, nullable, mapping_for(name, pg_type)) for name, pg_type, nullable in rows]
+        columns = [
+            SourceColumn(name, pg_type, nullable, mapping_for(name, pg_type))
+            for name, pg_type, nullable in rows
+        ]
         names = {c.name for c in columns}
         for setting in ("partition_column", "primary_key", "payload_column"):
             if getattr(self.table, setting).lower() not in names:
@@ -176,14 +182,12 @@ class PostgresResource(dg.ConfigurableResource):
     def _window_predicate(self, window: DayWindow) -> str:
         # The bounds are datetimes we built from a validated partition key, never user text.
         column = quote_postgres(self.table.partition_column)
-        return (
-            f"{column} >= '{window.start.isoformat()}'::timestamptz AND {column} < '{window.end.isoformat()}'::timestamptz"
-        )
+        return f"{column} >= '{window.start.isoformat()}'::timestamptz AND {column} < '{window.end.isoformat()}'::timestamptz"
 
     @contextmanager
-    def stream_day(self, columns: list[SourceColumn], window: DayWindow, prefetch: int | None = None) -> Iterator[
-        Iterator[pa.RecordBatch]
-    ]:
+    def stream_day(
+        self, columns: list[SourceColumn], window: DayWindow, prefetch: int | None = None
+    ) -> Iterator[Iterator[pa.RecordBatch]]:
         """Stream one day's rows as Arrow record batches from a read-only snapshot.
 
         A background thread pulls batches from ADBC while the caller encodes the previous ones; both
@@ -198,8 +202,7 @@ class PostgresResource(dg.ConfigurableResource):
             conn = adbc_postgres.connect(self.connection_dsn, autocommit=True)
         except Exception as error:
             raise PostgresSourceError(
-                f"Cannot connect to PostgreSQL at {self.location} to extract {window.partition_key}: "
-                f"{error}"
+                f"Cannot connect to PostgreSQL at {self.location} to extract {window.partition_key}: {error}"
             ) from None
         cursor = conn.cursor()
         batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
@@ -278,13 +281,16 @@ class PostgresResource(dg.ConfigurableResource):
             ).fetchone()
             latest_update = "max(updated_at)" if has_updated_at else "NULL::timestamptz"
             rows = conn.execute(
-                f"SELECT to_char(({column} AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD'), count(*), max({column}), "  # noqa: S608
-                f"{latest_update} FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s GROUP BY 1",
+                f"SELECT to_char(({column} AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD'), count(*), "  # noqa: S608
+                f"max({column}), {latest_update} FROM {self.qualified_table} "
+                f"WHERE {column} >= %s AND {column} < %s GROUP BY 1",
                 (start, end),
             ).fetchall()
         found = {day: {"rows": n, "latest": latest, "latest_update": upd} for day, n, latest, upd in rows}
-        return {w.partition_key: found.get(w.partition_key, {"rows": 0, "latest": None, "latest_update": None})
-                for w in windows}
+        return {
+            w.partition_key: found.get(w.partition_key, {"rows": 0, "latest": None, "latest_update": None})
+            for w in windows
+        }
 
     def fingerprints(self, windows: list[DayWindow], columns: list[SourceColumn]) -> dict[str, Fingerprint]:
         """Each day's fingerprint over every column (fingerprint.py): one plain aggregate per day, with no
@@ -342,7 +348,9 @@ class PostgresSourceIOManager(dg.ConfigurableIOManager):
     postgres: dg.ResourceDependency[PostgresResource]
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        raise NotImplementedError("The PostgreSQL source is written by DataVault's backend, never by this pipeline.")
+        raise NotImplementedError(
+            "The PostgreSQL source is written by DataVault's backend, never by this pipeline."
+        )
 
     def load_input(self, context: dg.InputContext) -> SourceExtract:
         keys = context.asset_partition_keys

@@ -11,13 +11,22 @@ class RecordsTable(dg.Config):
 
     postgres_schema: str = Field(default="public", description="Schema of the source table in PostgreSQL.")
     postgres_table: str = Field(default="records", description="Source table in PostgreSQL.")
-    snowflake_table: str = Field(default="RECORDS", description="Target table, in the Snowflake connection's schema.")
-    partition_column: str = Field(default="created_at", description="timestamptz column whose UTC day is the partition.")
+    snowflake_table: str = Field(
+        default="RECORDS", description="Target table, in the Snowflake connection's schema."
+    )
+    partition_column: str = Field(
+        default="created_at", description="timestamptz column whose UTC day is the partition."
+    )
     primary_key: str = Field(default="id", description="Primary key column, used for reconciliation.")
     payload_column: str = Field(default="ciphertext", description="Encrypted payload column (must exist).")
 
     @field_validator(
-        "postgres_schema", "postgres_table", "snowflake_table", "partition_column", "primary_key", "payload_column"
+        "postgres_schema",
+        "postgres_table",
+        "snowflake_table",
+        "partition_column",
+        "primary_key",
+        "payload_column",
     )
     @classmethod
     def _plain_identifier(cls, name: str, info) -> str:

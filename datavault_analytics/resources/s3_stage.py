@@ -41,10 +41,20 @@ from datavault_analytics.resources.stage_storage import (
 from datavault_analytics.type_mapping import TYPE_MAPPINGS
 
 # S3 answers that no retry changes: the settings (credentials, bucket, encryption key) must be fixed first.
-_PERMANENT_S3_CODES = frozenset({
-    "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
-    "InvalidBucketName", "InvalidArgument", "InvalidRequest", "KMS.NotFoundException", "KMS.DisabledException",
-})
+_PERMANENT_S3_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "NoSuchBucket",
+        "InvalidBucketName",
+        "InvalidArgument",
+        "InvalidRequest",
+        "KMS.NotFoundException",
+        "KMS.DisabledException",
+    }
+)
 
 
 class StageUnavailableError(TransientError):
@@ -55,10 +65,15 @@ class S3Stage(dg.ConfigurableResource):
     """Where staged files live (s3://bucket/prefix, or file:///path), and how they are read and written."""
 
     s3: dg.ResourceDependency[S3Resource]
-    stage_uri: str = Field(description="Where staged files go: s3://bucket/prefix, or file:///path for a local stage.")
-    dataset: str = Field(default="records", description="Folder under the stage URI that holds this table's days.")
+    stage_uri: str = Field(
+        description="Where staged files go: s3://bucket/prefix, or file:///path for a local stage."
+    )
+    dataset: str = Field(
+        default="records", description="Folder under the stage URI that holds this table's days."
+    )
     server_side_encryption: str | None = Field(
-        default=None, description="S3 server-side encryption for staged files: AES256 (SSE-S3) or aws:kms (SSE-KMS)."
+        default=None,
+        description="S3 server-side encryption for staged files: AES256 (SSE-S3) or aws:kms (SSE-KMS).",
     )
     sse_kms_key_id: str | None = Field(default=None, description="KMS key for aws:kms encryption.")
 
@@ -95,13 +110,15 @@ class S3Stage(dg.ConfigurableResource):
             code = error.response.get("Error", {}).get("Code", "")
             if code in _PERMANENT_S3_CODES:
                 raise StageError(
-                    f"S3 refused {doing} at {self.stage_uri} ({code}): check the bucket, the credentials and the "
-                    f"encryption settings (DATAVAULT_S3_SSE, DATAVAULT_S3_SSE_KMS_KEY_ID). {error}"
+                    f"S3 refused {doing} at {self.stage_uri} ({code}): check the bucket, the credentials and "
+                    f"the encryption settings (DATAVAULT_S3_SSE, DATAVAULT_S3_SSE_KMS_KEY_ID). {error}"
                 ) from None
             raise StageUnavailableError(f"S3 failed while {doing} at {self.stage_uri}: {error}") from None
         except BotoCoreError as error:
             where = f" (endpoint {self.s3.endpoint_url})" if self.s3.endpoint_url else ""
-            raise StageUnavailableError(f"S3 is unreachable while {doing} at {self.stage_uri}{where}: {error}") from None
+            raise StageUnavailableError(
+                f"S3 is unreachable while {doing} at {self.stage_uri}{where}: {error}"
+            ) from None
 
     def read_manifest(self, storage: StageStorage, partition_key: str) -> StagedPartition:
         """The day's current staging; a StageError if it has none, or if its files are not as listed."""
@@ -111,18 +128,21 @@ class S3Stage(dg.ConfigurableResource):
             if data is None:
                 raise StageError(
                     f"Partition {partition_key} has no stage manifest at {where}: it was never staged, or its "
-                    'staging did not finish. Materialize ["s3", "datavault", "records"] for this partition first.'
+                    'staging did not finish. Materialize ["s3", "datavault", "records"] for this partition '
+                    "first."
                 )
             manifest = StagedPartition.parse(data, where)
             if manifest.partition_key != partition_key:
-                raise StageError(f"The stage manifest {where} describes {manifest.partition_key}, not {partition_key}.")
+                raise StageError(
+                    f"The stage manifest {where} describes {manifest.partition_key}, not {partition_key}."
+                )
             present = storage.sizes(f"{manifest.directory}/")
         for staged in manifest.files:
             if present.get(staged.name) != staged.bytes:
                 raise StageError(
-                    f"Staged file {staged.uri} for {partition_key} is missing or has changed size since it was "
-                    f"staged ({present.get(staged.name)} bytes now, {staged.bytes} in the manifest). Re-materialize "
-                    "the S3 stage for this partition."
+                    f"Staged file {staged.uri} for {partition_key} is missing or has changed size since it "
+                    f"was staged ({present.get(staged.name)} bytes now, {staged.bytes} in the manifest). "
+                    "Re-materialize the S3 stage for this partition."
                 )
         return manifest
 
@@ -169,17 +189,24 @@ class S3StageIOManager(dg.ConfigurableIOManager):
     stage: dg.ResourceDependency[S3Stage]
     locks: dg.ResourceDependency[PartitionLocks]
     target_file_size_mb: int = Field(
-        default=150, description="Target size of a staged file: a day is cut into files of equal size near it "
-        "(2/3 to 1.6 times; see ParquetDayWriter). Snowflake recommends 100-250 MB."
+        default=150,
+        description="Target size of a staged file: a day is cut into files of equal size near it "
+        "(2/3 to 1.6 times; see ParquetDayWriter). Snowflake recommends 100-250 MB.",
     )
     row_group_rows: int = Field(default=131072, description="Rows per Parquet row group, at most.")
     row_group_mb: int = Field(
-        default=16, description="Uncompressed MB per Parquet row group, at most: the day's rows held in memory "
-        "before they are encoded."
+        default=16,
+        description="Uncompressed MB per Parquet row group, at most: the day's rows held in memory "
+        "before they are encoded.",
     )
 
-    def stage_day(self, storage: StageStorage, day: SourceDay, run_id: str | None = None,
-                  lock: PartitionLock | None = None) -> StagedPartition:
+    def stage_day(
+        self,
+        storage: StageStorage,
+        day: SourceDay,
+        run_id: str | None = None,
+        lock: PartitionLock | None = None,
+    ) -> StagedPartition:
         """Stage one day. `lock` (the day's PartitionLock) is checked before the manifest makes it visible."""
         started = time.monotonic()
         key = day.window.partition_key
@@ -188,8 +215,13 @@ class S3StageIOManager(dg.ConfigurableIOManager):
         # Invalidate first: a half-staged day has no manifest, so no load can find it.
         storage.delete([f"{directory}/{MANIFEST_NAME}"])
         writer = ParquetDayWriter(
-            storage, directory, day.schema, self.target_file_size_mb * 1024 * 1024, self.row_group_rows,
-            self.row_group_mb * 1024 * 1024, expected_rows=day.postgres.estimate_day_rows(day.window),
+            storage,
+            directory,
+            day.schema,
+            self.target_file_size_mb * 1024 * 1024,
+            self.row_group_rows,
+            self.row_group_mb * 1024 * 1024,
+            expected_rows=day.postgres.estimate_day_rows(day.window),
             file_suffix=f"-{staging_id}",
         )
         with day.open() as batches:
@@ -221,8 +253,13 @@ class S3StageIOManager(dg.ConfigurableIOManager):
         # Older stagings' files go once the new one is visible: a load that pinned one of them fails (and
         # its retry reads this manifest) rather than loading a mix.
         current = {f.name for f in files}
-        storage.delete([name for name in storage.sizes(f"{directory}/")
-                        if name.endswith(".parquet") and name not in current])
+        storage.delete(
+            [
+                name
+                for name in storage.sizes(f"{directory}/")
+                if name.endswith(".parquet") and name not in current
+            ]
+        )
         return manifest
 
     def handle_output(self, context: dg.OutputContext, obj: SourceExtract) -> None:
@@ -234,31 +271,39 @@ class S3StageIOManager(dg.ConfigurableIOManager):
             storage = self.stage.storage()
             for number, day in enumerate(obj.days, start=1):
                 key = day.window.partition_key
-                with self.locks.hold(key, holder=f"stage {key} run {context.run_id[:8]}") as lock, \
-                        self.stage.s3_errors(f"staging {key}"):
+                with (
+                    self.locks.hold(key, holder=f"stage {key} run {context.run_id[:8]}") as lock,
+                    self.stage.s3_errors(f"staging {key}"),
+                ):
                     manifest = self.stage_day(storage, day, run_id=context.run_id, lock=lock)
                 manifests.append(manifest)
                 context.log.info(
-                    f"Staged {manifest.partition_key} ({number}/{len(obj.days)} days): {manifest.rows:,} rows in "
-                    f"{len(manifest.files)} file(s), {manifest.bytes / 1e6:.1f} MB, {manifest.seconds:.2f}s "
-                    f"({manifest.rows / max(manifest.seconds, 1e-6):,.0f} rows/s)"
+                    f"Staged {manifest.partition_key} ({number}/{len(obj.days)} days): {manifest.rows:,} "
+                    f"rows in {len(manifest.files)} file(s), {manifest.bytes / 1e6:.1f} MB, "
+                    f"{manifest.seconds:.2f}s ({manifest.rows / max(manifest.seconds, 1e-6):,.0f} rows/s)"
                 )
         seconds = time.monotonic() - started
-        context.add_output_metadata(materialization_metadata(
-            manifests,
-            rows=sum(m.rows for m in manifests),
-            seconds=seconds,
-            seconds_key="stage_seconds",
-            column_type=lambda c: c.arrow_type,
-            range_uri=f"{self.stage.location.uri}/{self.stage.dataset}",
-            day_columns={"rows": lambda i: manifests[i].rows, "files": lambda i: len(manifests[i].files),
-                         "bytes": lambda i: manifests[i].bytes, "seconds": lambda i: manifests[i].seconds},
-            extra={
-                "staged_files": sum(len(m.files) for m in manifests),
-                "staged_uris": dg.MetadataValue.json([f.uri for m in manifests for f in m.files][:1000]),
-                "rows_per_second": round(sum(m.rows for m in manifests) / seconds) if seconds > 0 else 0,
-            },
-        ))
+        context.add_output_metadata(
+            materialization_metadata(
+                manifests,
+                rows=sum(m.rows for m in manifests),
+                seconds=seconds,
+                seconds_key="stage_seconds",
+                column_type=lambda c: c.arrow_type,
+                range_uri=f"{self.stage.location.uri}/{self.stage.dataset}",
+                day_columns={
+                    "rows": lambda i: manifests[i].rows,
+                    "files": lambda i: len(manifests[i].files),
+                    "bytes": lambda i: manifests[i].bytes,
+                    "seconds": lambda i: manifests[i].seconds,
+                },
+                extra={
+                    "staged_files": sum(len(m.files) for m in manifests),
+                    "staged_uris": dg.MetadataValue.json([f.uri for m in manifests for f in m.files][:1000]),
+                    "rows_per_second": round(sum(m.rows for m in manifests) / seconds) if seconds > 0 else 0,
+                },
+            )
+        )
 
     def load_input(self, context: dg.InputContext) -> list[StagedPartition] | pl.LazyFrame:
         with asset_errors("Reading the stage manifests"):

@@ -111,14 +111,21 @@ class SnowflakeLoader(dg.ConfigurableResource):
 
     snowflake: dg.ResourceDependency[SnowflakeResource]
     stage: dg.ResourceDependency[S3Stage]
-    table: RecordsTable = Field(default_factory=RecordsTable, description="The target table and its key columns.")
-    stage_name: str = Field(default="DATAVAULT_STAGE", description="External stage object over the stage URI.")
+    table: RecordsTable = Field(
+        default_factory=RecordsTable, description="The target table and its key columns."
+    )
+    stage_name: str = Field(
+        default="DATAVAULT_STAGE", description="External stage object over the stage URI."
+    )
     storage_integration: str | None = Field(
-        default=None, description="Snowflake storage integration that grants the stage access to the bucket (prod)."
+        default=None,
+        description="Snowflake storage integration that grants the stage access to the bucket (prod).",
     )
     lock_timeout_seconds: int = Field(
-        default=300, ge=1, description="How long a statement waits for a table lock held by another transaction "
-        "(Snowflake's LOCK_TIMEOUT; its default is 43,200 s) before the load fails naming that transaction."
+        default=300,
+        ge=1,
+        description="How long a statement waits for a table lock held by another transaction "
+        "(Snowflake's LOCK_TIMEOUT; its default is 43,200 s) before the load fails naming that transaction.",
     )
 
     @field_validator("stage_name", "storage_integration")
@@ -163,8 +170,8 @@ class SnowflakeLoader(dg.ConfigurableResource):
         url = self.stage.stage_uri.rstrip("/") + "/"
         if not _S3_STAGE_URL.fullmatch(url):
             raise SnowflakeConfigError(
-                f"Snowflake can only load from an s3:// stage, not {self.stage.stage_uri!r}. Set DATAVAULT_STAGE_URI to "
-                "s3://bucket/prefix."
+                f"Snowflake can only load from an s3:// stage, not {self.stage.stage_uri!r}. Set "
+                "DATAVAULT_STAGE_URI to s3://bucket/prefix."
             )
         cursor.execute(f"SHOW STAGES LIKE {_sql_string(self.stage_name.upper())}")
         columns = [d[0].lower() for d in cursor.description]
@@ -176,16 +183,22 @@ class SnowflakeLoader(dg.ConfigurableResource):
                     "Point DATAVAULT_STAGE_URI at the same place, or set a different stage name."
                 )
             return False
-        integration = f" STORAGE_INTEGRATION = {quote_snowflake(self.storage_integration)}" \
-            if self.storage_integration else ""
-        cursor.execute(f"CREATE STAGE IF NOT EXISTS {quote_snowflake(self.stage_name)} URL={_sql_string(url)}{integration}")
+        integration = (
+            f" STORAGE_INTEGRATION = {quote_snowflake(self.storage_integration)}"
+            if self.storage_integration
+            else ""
+        )
+        cursor.execute(
+            f"CREATE STAGE IF NOT EXISTS {quote_snowflake(self.stage_name)} "
+            f"URL={_sql_string(url)}{integration}"
+        )
         return True
 
     def table_columns(self, cursor) -> dict[str, tuple[str, ...]]:
         """The target table's columns (upper-case name -> type signature); empty if it does not exist."""
         cursor.execute(
-            "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale "
-            "FROM information_schema.columns WHERE table_schema = CURRENT_SCHEMA() AND table_name = %s "
+            "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale FROM "
+            "information_schema.columns WHERE table_schema = CURRENT_SCHEMA() AND table_name = %s "
             "ORDER BY ordinal_position",
             (self.table_name.upper(),),
         )
@@ -202,7 +215,9 @@ class SnowflakeLoader(dg.ConfigurableResource):
         except ValueError as error:
             raise self._settings_error(error) from None
         except Exception as error:
-            raise self._fail(f"Cannot read the columns of Snowflake table {self.table_name} ({self.where})", error) from None
+            raise self._fail(
+                f"Cannot read the columns of Snowflake table {self.table_name} ({self.where})", error
+            ) from None
         if existing:
             self._raise_on_drift(existing, columns)
 
@@ -211,9 +226,10 @@ class SnowflakeLoader(dg.ConfigurableResource):
         dropped = [name for name in existing if name not in staged]
         if dropped:
             raise SchemaDriftError(
-                f"Column(s) {', '.join(dropped)} of Snowflake table {self.table_name} are no longer in the PostgreSQL "
-                f"source. Nothing was loaded. If the drop is intended, run ALTER TABLE {self.table_name} DROP COLUMN "
-                f"{', '.join(dropped)} in Snowflake (or restore the column in PostgreSQL) and re-run the partition."
+                f"Column(s) {', '.join(dropped)} of Snowflake table {self.table_name} are no longer in the "
+                "PostgreSQL source. Nothing was loaded. If the drop is intended, run ALTER TABLE "
+                f"{self.table_name} DROP COLUMN {', '.join(dropped)} in Snowflake (or restore the column in "
+                "PostgreSQL) and re-run the partition."
             )
         retyped = [
             f"{name} ({'/'.join(existing[name])} in Snowflake, {staged[name].snowflake_type} from PostgreSQL "
@@ -223,8 +239,8 @@ class SnowflakeLoader(dg.ConfigurableResource):
         ]
         if retyped:
             raise SchemaDriftError(
-                f"Column type(s) changed for {'; '.join(retyped)}. Nothing was loaded. Migrate the Snowflake column "
-                "to the new type (or add a new column and backfill), then re-run the partition."
+                f"Column type(s) changed for {'; '.join(retyped)}. Nothing was loaded. Migrate the Snowflake "
+                "column to the new type (or add a new column and backfill), then re-run the partition."
             )
 
     def sync_table(self, cursor, columns: list[StagedColumn]) -> list[str]:
@@ -239,7 +255,9 @@ class SnowflakeLoader(dg.ConfigurableResource):
         staged = {c.name.upper(): c for c in columns}
         added = [c for name, c in staged.items() if name not in existing]
         for column in added:
-            cursor.execute(f"ALTER TABLE {table} ADD COLUMN {quote_snowflake(column.name)} {column.snowflake_type}")
+            cursor.execute(
+                f"ALTER TABLE {table} ADD COLUMN {quote_snowflake(column.name)} {column.snowflake_type}"
+            )
         return [c.name for c in added]
 
     # -- loading -----------------------------------------------------------------------------------
@@ -248,8 +266,9 @@ class SnowflakeLoader(dg.ConfigurableResource):
         """The load's COPY INTO, for `names` (at most MAX_FILES_PER_COPY) under the stage's `directory`."""
         files = ", ".join(_sql_string(name.rsplit("/", 1)[1]) for name in names)
         return (
-            f"COPY INTO {quote_snowflake(table or self.table_name)} FROM @{quote_snowflake(self.stage_name)}/{directory}/ "
-            f"FILES=({files}) FILE_FORMAT=({PARQUET_FILE_FORMAT}) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE "
+            f"COPY INTO {quote_snowflake(table or self.table_name)} FROM "
+            f"@{quote_snowflake(self.stage_name)}/{directory}/ FILES=({files}) "
+            f"FILE_FORMAT=({PARQUET_FILE_FORMAT}) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE "
             "ON_ERROR=ABORT_STATEMENT FORCE=TRUE"
         )
 
@@ -259,19 +278,23 @@ class SnowflakeLoader(dg.ConfigurableResource):
         results = [dict(zip(columns, row, strict=False)) for row in cursor.fetchall()]
         expected = {name.rsplit("/", 1)[1] for name in names}
         loaded = {str(r.get("file", "")).rsplit("/", 1)[-1] for r in results if r.get("status") == "LOADED"}
-        problems = [f"{r.get('file')}: {r.get('status')} {r.get('first_error') or ''}".strip()
-                    for r in results if r.get("status") != "LOADED"]
+        problems = [
+            f"{r.get('file')}: {r.get('status')} {r.get('first_error') or ''}".strip()
+            for r in results
+            if r.get("status") != "LOADED"
+        ]
         if problems or loaded != expected:
             missing = sorted(expected - loaded)
             raise SnowflakeLoadError(
-                f"COPY INTO for {staged.partition_key} did not load exactly the staged files "
-                f"(not loaded: {missing or 'none'}; problems: {problems or 'none'}). The day was rolled back. A day "
+                f"COPY INTO for {staged.partition_key} did not load exactly the staged files (not loaded: "
+                f"{missing or 'none'}; problems: {problems or 'none'}). The day was rolled back. A day "
                 "re-staged since this run read its manifest has new files: the retry loads them."
             )
         return sum(int(r.get("rows_loaded") or 0) for r in results)
 
-    def load_partition(self, staged: StagedPartition, lock: PartitionLock | None = None,
-                       run_id: str | None = None) -> LoadResult:
+    def load_partition(
+        self, staged: StagedPartition, lock: PartitionLock | None = None, run_id: str | None = None
+    ) -> LoadResult:
         """Replace the day's rows with exactly the staged files' rows, in one transaction.
 
         `lock` (the day's PartitionLock) is checked just before COMMIT: a lost lock rolls the day back.
@@ -282,20 +305,30 @@ class SnowflakeLoader(dg.ConfigurableResource):
         key = staged.partition_key
         with ExitStack() as stack:
             with self._failing(f"connecting ({self.where})", key, "nothing was changed"):
-                conn = stack.enter_context(self.connection(f"datavault-analytics load {key} run {run_id or '-'}"))
+                conn = stack.enter_context(
+                    self.connection(f"datavault-analytics load {key} run {run_id or '-'}")
+                )
             cursor = conn.cursor()
-            with self._failing("checking the stage object and the table's columns", key, "nothing was changed"):
+            with self._failing(
+                "checking the stage object and the table's columns", key, "nothing was changed"
+            ):
                 self.ensure_stage(cursor)
                 added = self.sync_table(cursor, staged.columns)
             deleted, loaded = self._replace_day(cursor, staged, lock, self._transaction_name(key, run_id))
-        return LoadResult(key, deleted, loaded, len(staged.files), added, round(time.monotonic() - started, 3))
+        return LoadResult(
+            key, deleted, loaded, len(staged.files), added, round(time.monotonic() - started, 3)
+        )
 
     @staticmethod
     def _transaction_name(partition_key: str, run_id: str | None) -> str:
         run = (run_id or "")[:8]
-        return f"DATAVAULT_LOAD_{partition_key.replace('-', '')}" + (f"_{run.upper()}" if run.isalnum() else "")
+        return f"DATAVAULT_LOAD_{partition_key.replace('-', '')}" + (
+            f"_{run.upper()}" if run.isalnum() else ""
+        )
 
-    def _replace_day(self, cursor, staged: StagedPartition, lock: PartitionLock | None, name: str) -> tuple[int, int]:
+    def _replace_day(
+        self, cursor, staged: StagedPartition, lock: PartitionLock | None, name: str
+    ) -> tuple[int, int]:
         """BEGIN; DELETE the day; COPY its files; COMMIT. Anything short of COMMIT rolls back."""
         key = staged.partition_key
         with self._failing("starting the day's transaction", key, "nothing was changed"):
@@ -312,16 +345,26 @@ class SnowflakeLoader(dg.ConfigurableResource):
             except Exception:  # the connection is gone: Snowflake rolls the transaction back itself
                 pass
             raise
-        with self._failing("committing", key, "whether COMMIT took effect is unknown; re-running the day replaces "
-                                              "it exactly either way"):
+        with self._failing(
+            "committing",
+            key,
+            "whether COMMIT took effect is unknown; re-running the day replaces it exactly either way",
+        ):
             cursor.execute("COMMIT")
         return deleted, loaded
 
     def _delete_day(self, cursor, staged: StagedPartition) -> int:
         column, window = quote_snowflake(self.table.partition_column), staged.window
-        with self._failing("deleting the day's previous rows", staged.partition_key, _ROLLED_BACK + (
-                " (another transaction may hold the day's rows: one left by a run killed mid-load stays open until "
-                "Snowflake rolls it back, or until SYSTEM$ABORT_TRANSACTION)"), cursor=cursor):
+        with self._failing(
+            "deleting the day's previous rows",
+            staged.partition_key,
+            _ROLLED_BACK
+            + (
+                " (another transaction may hold the day's rows: one left by a run killed mid-load stays "
+                "open until Snowflake rolls it back, or until SYSTEM$ABORT_TRANSACTION)"
+            ),
+            cursor=cursor,
+        ):
             cursor.execute(
                 f"DELETE FROM {quote_snowflake(self.table_name)} WHERE {column} >= %s AND {column} < %s",  # noqa: S608
                 (window.start_ntz, window.end_ntz),
@@ -332,9 +375,11 @@ class SnowflakeLoader(dg.ConfigurableResource):
         """COPY exactly the manifest's files, at most MAX_FILES_PER_COPY a statement; check every result row."""
         names = [f.name for f in staged.files]
         loaded = 0
-        with self._failing("copying the staged files (COPY INTO)", staged.partition_key, _ROLLED_BACK, cursor=cursor):
+        with self._failing(
+            "copying the staged files (COPY INTO)", staged.partition_key, _ROLLED_BACK, cursor=cursor
+        ):
             for first in range(0, len(names), MAX_FILES_PER_COPY):
-                chunk = names[first:first + MAX_FILES_PER_COPY]
+                chunk = names[first : first + MAX_FILES_PER_COPY]
                 cursor.execute(self.copy_sql(staged.directory, chunk))
                 loaded += self._check_copy_results(staged, chunk, cursor)
         if loaded != staged.rows:
@@ -356,9 +401,13 @@ class SnowflakeLoader(dg.ConfigurableResource):
                 raise self._lock_timeout(cursor.connection.cursor(), partition_key, phase, error) from None
             if isinstance(error, ValueError) and phase.startswith("connecting"):
                 raise self._settings_error(error) from None
-            raise self._fail(f"Snowflake failed while {phase} for {partition_key}; {outcome}", error) from None
+            raise self._fail(
+                f"Snowflake failed while {phase} for {partition_key}; {outcome}", error
+            ) from None
 
-    def _lock_timeout(self, cursor, partition_key: str, phase: str, error: BaseException) -> SnowflakeLockTimeoutError:
+    def _lock_timeout(
+        self, cursor, partition_key: str, phase: str, error: BaseException
+    ) -> SnowflakeLockTimeoutError:
         """The error for a statement that waited LOCK_TIMEOUT: which transaction blocks it, and how to end it."""
         blocking = _BLOCKING_TRANSACTION.search(str(error))
         described = ""
@@ -373,13 +422,16 @@ class SnowflakeLoader(dg.ConfigurableResource):
             except Exception:  # SHOW TRANSACTIONS is a convenience here; the id is what matters
                 pass
         holder = f"transaction {blocking.group(1)}{described}" if blocking else "another transaction"
-        fix = (f"SELECT SYSTEM$ABORT_TRANSACTION({blocking.group(1)});" if blocking
-               else "SHOW LOCKS; then SELECT SYSTEM$ABORT_TRANSACTION(<transaction>);")
+        fix = (
+            f"SELECT SYSTEM$ABORT_TRANSACTION({blocking.group(1)});"
+            if blocking
+            else "SHOW LOCKS; then SELECT SYSTEM$ABORT_TRANSACTION(<transaction>);"
+        )
         return SnowflakeLockTimeoutError(
             f"Snowflake table {self.table_name} is locked by {holder}, which did not end within LOCK_TIMEOUT "
-            f"({self.lock_timeout_seconds} s), while {phase} for {partition_key}. Nothing was changed. A transaction "
-            "named DATAVAULT_LOAD_* is one left open by a load that was killed; Snowflake rolls it back after 4 idle "
-            f"hours. To end it now, run: {fix} Then re-run the partition."
+            f"({self.lock_timeout_seconds} s), while {phase} for {partition_key}. Nothing was changed. A "
+            "transaction named DATAVAULT_LOAD_* is one left open by a load that was killed; Snowflake rolls "
+            f"it back after 4 idle hours. To end it now, run: {fix} Then re-run the partition."
         )
 
     # -- reading back ------------------------------------------------------------------------------
@@ -387,15 +439,19 @@ class SnowflakeLoader(dg.ConfigurableResource):
     def fingerprint_select(self, columns: list[StagedColumn]) -> str:
         """The select list of a fingerprint over `columns` (fingerprint.py): rows, sum, surplus rows (rows
         beyond one per primary key)."""
-        number = snowflake_row_number([(c.name, TYPE_MAPPINGS[c.postgres_type].canonical) for c in columns],
-                                      quote_snowflake)
+        number = snowflake_row_number(
+            [(c.name, TYPE_MAPPINGS[c.postgres_type].canonical) for c in columns], quote_snowflake
+        )
         # Cast, so the SUM is a NUMBER(38,0) (and the emulator sums it exactly), and passed as text, so that no
         # client converts it through a float.
-        return (f"COUNT(*), TO_VARCHAR(SUM({number}::NUMBER(19, 0))), "
-                f"COUNT(*) - COUNT(DISTINCT {quote_snowflake(self.table.primary_key)})")
+        return (
+            f"COUNT(*), TO_VARCHAR(SUM({number}::NUMBER(19, 0))), COUNT(*) - COUNT(DISTINCT "
+            f"{quote_snowflake(self.table.primary_key)})"
+        )
 
-    def fingerprints(self, windows: list[DayWindow], columns: list[StagedColumn]
-                     ) -> dict[str, tuple[Fingerprint, int]]:
+    def fingerprints(
+        self, windows: list[DayWindow], columns: list[StagedColumn]
+    ) -> dict[str, tuple[Fingerprint, int]]:
         """Per day: its fingerprint over `columns` and its surplus rows, in one aggregate query, no sort."""
         if not windows:
             return {}
@@ -411,8 +467,10 @@ class SnowflakeLoader(dg.ConfigurableResource):
                 if not self.table_columns(cursor):
                     return {w.partition_key: (EMPTY, 0) for w in windows}
                 cursor.execute(sql, (start.start_ntz, end.end_ntz))
-                found = {day: (Fingerprint(int(n), int(total or 0)), int(surplus))
-                         for day, n, total, surplus in cursor.fetchall()}
+                found = {
+                    day: (Fingerprint(int(n), int(total or 0)), int(surplus))
+                    for day, n, total, surplus in cursor.fetchall()
+                }
         except Exception as error:
             raise self._fail("Reading fingerprints from Snowflake failed", error) from None
         return {w.partition_key: found.get(w.partition_key, (EMPTY, 0)) for w in windows}
@@ -425,13 +483,15 @@ class SnowflakeLoader(dg.ConfigurableResource):
         pk, column = quote_snowflake(self.table.primary_key), quote_snowflake(self.table.partition_column)
         sql = (
             "SELECT day, COUNT(*), SUM(n) - COUNT(*), MIN(id) FROM ("  # noqa: S608
-            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, TO_VARCHAR({pk}) AS id, COUNT(*) AS n "
-            f"FROM {quote_snowflake(self.table_name)} WHERE {column} >= %s AND {column} < %s "
-            "GROUP BY 1, 2 HAVING COUNT(*) > 1) GROUP BY day"
+            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, TO_VARCHAR({pk}) AS id, COUNT(*) AS "
+            f"n FROM {quote_snowflake(self.table_name)} WHERE {column} >= %s AND {column} < %s GROUP BY 1, 2 "
+            "HAVING COUNT(*) > 1) GROUP BY day"
         )
         start, end = min(w.start_ntz for w in windows), max(w.end_ntz for w in windows)
         with self.connection("datavault-analytics duplicate ids") as conn:
             cursor = conn.cursor()
             cursor.execute(sql, (start, end))
-            found = {day: (int(ids), int(surplus), example) for day, ids, surplus, example in cursor.fetchall()}
+            found = {
+                day: (int(ids), int(surplus), example) for day, ids, surplus, example in cursor.fetchall()
+            }
         return {w.partition_key: found.get(w.partition_key, (0, 0, None)) for w in windows}

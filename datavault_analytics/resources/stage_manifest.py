@@ -1,7 +1,7 @@
 """A staged day's manifest: what the Snowflake load receives instead of the bytes, and the stage's layout.
 
-    <stage_uri>/<dataset>/dt=2026-11-01/part-00000-<staging id>.parquet, ...
-    <stage_uri>/<dataset>/dt=2026-11-01/_manifest.json    <- written last; the only way a load finds files
+<stage_uri>/<dataset>/dt=2026-11-01/part-00000-<staging id>.parquet, ...
+<stage_uri>/<dataset>/dt=2026-11-01/_manifest.json    <- written last; the only way a load finds files
 """
 
 import dagster as dg
@@ -74,10 +74,12 @@ class StagedPartition(BaseModel):
         try:
             return cls.model_validate_json(data)
         except ValidationError as error:
-            reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors(include_url=False))
+            reasons = "; ".join(
+                e["msg"].removeprefix("Value error, ") for e in error.errors(include_url=False)
+            )
             raise StageError(
-                f"The stage manifest {where} is empty or malformed ({reasons}). Re-materialize the S3 stage for "
-                "this partition to rewrite it."
+                f"The stage manifest {where} is empty or malformed ({reasons}). Re-materialize the S3 stage "
+                "for this partition to rewrite it."
             ) from None
 
     @property

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-PART_BYTES = 8 * 1024 * 1024  # S3 multipart part size (S3's minimum is 5 MiB); also the unit of upload concurrency
+PART_BYTES = (
+    8 * 1024 * 1024
+)  # S3 multipart part size (S3's minimum is 5 MiB); also the unit of upload concurrency
 MAX_PARTS_IN_FLIGHT = 4  # bounds memory held by uploads to 4 x 8 MiB
 
 
@@ -35,8 +37,8 @@ class StageLocation:
         if parts.scheme == "file" and parts.path.startswith("/"):
             return cls(uri.rstrip("/"), "file", "", parts.path.rstrip("/"))
         raise ValueError(
-            f"DATAVAULT_STAGE_URI={uri!r} is not a stage URI: use s3://bucket/prefix, or file:///absolute/path "
-            "for a local stage."
+            f"DATAVAULT_STAGE_URI={uri!r} is not a stage URI: use s3://bucket/prefix, or "
+            "file:///absolute/path for a local stage."
         )
 
     def key(self, relative: str) -> str:
@@ -124,7 +126,9 @@ class _S3MultipartWriter:
             return
         self.closed = True
         if self._upload_id is None:
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._take_buffered(), **self._extra)
+            self._client.put_object(
+                Bucket=self._bucket, Key=self._key, Body=self._take_buffered(), **self._extra
+            )
             return
         try:
             if self._chunks:
@@ -143,7 +147,9 @@ class _S3MultipartWriter:
             future.cancel()
         if self._upload_id is not None:
             try:
-                self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+                self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
+                )
             except Exception:  # best effort; a lifecycle rule cleans abandoned uploads
                 pass
 
@@ -157,8 +163,9 @@ class S3StageStorage:
 
     @contextmanager
     def open_writer(self, relative: str) -> Iterator[_S3MultipartWriter]:
-        writer = _S3MultipartWriter(self._client, self.location.bucket, self.location.key(relative), self._extra,
-                                    self._pool)
+        writer = _S3MultipartWriter(
+            self._client, self.location.bucket, self.location.key(relative), self._extra, self._pool
+        )
         try:
             yield writer
         except BaseException:
@@ -167,26 +174,31 @@ class S3StageStorage:
         writer.close()
 
     def write_bytes(self, relative: str, data: bytes) -> None:
-        self._client.put_object(Bucket=self.location.bucket, Key=self.location.key(relative), Body=data,
-                                **self._extra)
+        self._client.put_object(
+            Bucket=self.location.bucket, Key=self.location.key(relative), Body=data, **self._extra
+        )
 
     def read_bytes(self, relative: str) -> bytes | None:
         try:
-            return self._client.get_object(Bucket=self.location.bucket, Key=self.location.key(relative))["Body"].read()
+            return self._client.get_object(Bucket=self.location.bucket, Key=self.location.key(relative))[
+                "Body"
+            ].read()
         except self._client.exceptions.NoSuchKey:
             return None
 
     def sizes(self, relative_prefix: str) -> dict[str, int]:
         prefix = self.location.key(relative_prefix)
         found: dict[str, int] = {}
-        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix):
+        for page in self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.location.bucket, Prefix=prefix
+        ):
             for obj in page.get("Contents", []):
-                found[obj["Key"][len(self.location.key("")):]] = obj["Size"]
+                found[obj["Key"][len(self.location.key("")) :]] = obj["Size"]
         return found
 
     def delete(self, relatives: list[str]) -> None:
         for start in range(0, len(relatives), 1000):
-            chunk = relatives[start:start + 1000]
+            chunk = relatives[start : start + 1000]
             if chunk:
                 self._client.delete_objects(
                     Bucket=self.location.bucket,

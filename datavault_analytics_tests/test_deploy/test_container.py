@@ -15,7 +15,9 @@ MODULE = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dagster"]
 
 
 def dockerfile_instruction(name: str) -> list[str]:
-    return [line.split(None, 1)[1] for line in DOCKERFILE.read_text().splitlines() if line.startswith(f"{name} ")]
+    return [
+        line.split(None, 1)[1] for line in DOCKERFILE.read_text().splitlines() if line.startswith(f"{name} ")
+    ]
 
 
 def dockerfile_cmd() -> list[str]:
@@ -71,7 +73,10 @@ def test_the_chart_instance_matches_the_production_dagster_yaml():
     assert concurrency["pools"]["defaultLimit"] == INSTANCE["concurrency"]["pools"]["default_limit"]
     assert concurrency["pools"]["granularity"] == INSTANCE["concurrency"]["pools"]["granularity"]
     assert concurrency["runs"]["maxConcurrentRuns"] == INSTANCE["concurrency"]["runs"]["max_concurrent_runs"]
-    assert concurrency["runs"]["tagConcurrencyLimits"] == INSTANCE["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert (
+        concurrency["runs"]["tagConcurrencyLimits"]
+        == INSTANCE["concurrency"]["runs"]["tag_concurrency_limits"]
+    )
     # The chart refuses run limits in both places; they live under `concurrency` only.
     queued = VALUES["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert VALUES["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
@@ -80,19 +85,29 @@ def test_the_chart_instance_matches_the_production_dagster_yaml():
     assert monitoring["enabled"] and INSTANCE["run_monitoring"]["enabled"]
     assert monitoring["startTimeoutSeconds"] == INSTANCE["run_monitoring"]["start_timeout_seconds"]
     assert retries["maxRetries"] == INSTANCE["run_retries"]["max_retries"]
-    assert retries["retryOnAssetOrOpFailure"] is INSTANCE["run_retries"]["retry_on_asset_or_op_failure"] is False
+    assert (
+        retries["retryOnAssetOrOpFailure"] is INSTANCE["run_retries"]["retry_on_asset_or_op_failure"] is False
+    )
     assert VALUES["computeLogManager"]["type"] == "S3ComputeLogManager" == INSTANCE["compute_logs"]["class"]
-    assert VALUES["computeLogManager"]["config"]["s3ComputeLogManager"]["prefix"] == (
-        INSTANCE["compute_logs"]["config"]["prefix"]
+    assert (
+        VALUES["computeLogManager"]["config"]["s3ComputeLogManager"]["prefix"]
+        == (INSTANCE["compute_logs"]["config"]["prefix"])
     )
     assert VALUES["additionalInstanceConfig"]["freshness"] == INSTANCE["freshness"] == {"enabled": True}
-    assert VALUES["postgresql"]["postgresqlScheme"] == INSTANCE["storage"]["postgres"]["postgres_db"]["scheme"]
+    assert (
+        VALUES["postgresql"]["postgresqlScheme"] == INSTANCE["storage"]["postgres"]["postgres_db"]["scheme"]
+    )
 
 
 def test_secrets_come_from_kubernetes_secrets_never_from_values():
     text = (REPO / "deploy" / "helm" / "values.yaml").read_text()
     env = {e["name"] for e in code_location()["env"]}
-    assert not env & {"DATAVAULT_PG_DSN", "SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY", "AWS_SECRET_ACCESS_KEY"}
+    assert not env & {
+        "DATAVAULT_PG_DSN",
+        "SNOWFLAKE_PASSWORD",
+        "SNOWFLAKE_PRIVATE_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+    }
     assert code_location()["envSecrets"] == [{"name": "datavault-analytics-secrets"}]
     assert "postgresqlPassword" not in text and VALUES["generatePostgresqlPasswordSecret"] is False
 
@@ -101,19 +116,53 @@ def test_secrets_come_from_kubernetes_secrets_never_from_values():
 # chart's schema (helm/dagster/schema/.../subschema/daemon.py) and its default values at that version.
 CHART_VERSION = "1.13.27"
 CHART_DAEMON_KEYS = {
-    "enabled", "image", "runCoordinator", "heartbeatTolerance", "env", "envConfigMaps", "envSecrets",
-    "deploymentLabels", "labels", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
-    "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "annotations",
-    "runMonitoring", "runRetries", "sensors", "schedules", "schedulerName", "volumeMounts", "volumes",
+    "enabled",
+    "image",
+    "runCoordinator",
+    "heartbeatTolerance",
+    "env",
+    "envConfigMaps",
+    "envSecrets",
+    "deploymentLabels",
+    "labels",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "annotations",
+    "runMonitoring",
+    "runRetries",
+    "sensors",
+    "schedules",
+    "schedulerName",
+    "volumeMounts",
+    "volumes",
 }
 CHART_NESTED_DAEMON_KEYS = {
     "runCoordinator": {"enabled", "type", "config"},
     "runCoordinator.config": {"queuedRunCoordinator", "customRunCoordinator"},
     "runCoordinator.config.queuedRunCoordinator": {
-        "maxConcurrentRuns", "tagConcurrencyLimits", "dequeueIntervalSeconds", "dequeueNumWorkers",
-        "dequeueUseThreads", "blockOpConcurrencyLimitedRuns"},
-    "runMonitoring": {"enabled", "startTimeoutSeconds", "cancelTimeoutSeconds", "maxRuntimeSeconds",
-                      "pollIntervalSeconds", "maxResumeRunAttempts", "freeSlotsAfterRunEndSeconds"},
+        "maxConcurrentRuns",
+        "tagConcurrencyLimits",
+        "dequeueIntervalSeconds",
+        "dequeueNumWorkers",
+        "dequeueUseThreads",
+        "blockOpConcurrencyLimitedRuns",
+    },
+    "runMonitoring": {
+        "enabled",
+        "startTimeoutSeconds",
+        "cancelTimeoutSeconds",
+        "maxRuntimeSeconds",
+        "pollIntervalSeconds",
+        "maxResumeRunAttempts",
+        "freeSlotsAfterRunEndSeconds",
+    },
     "runRetries": {"enabled", "maxRetries", "retryOnAssetOrOpFailure"},
 }
 
@@ -132,7 +181,9 @@ def test_the_chart_version_is_pinned_where_a_user_installs_it():
     values_text = (REPO / "deploy" / "helm" / "values.yaml").read_text()
     readme = (REPO / "README.md").read_text()
     dagster_pin = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"][0]
-    assert f">={CHART_VERSION}," in dagster_pin  # the chart is Dagster's release: the same version as the image
+    assert (
+        f">={CHART_VERSION}," in dagster_pin
+    )  # the chart is Dagster's release: the same version as the image
     install = f"helm upgrade --install dagster dagster/dagster --version {CHART_VERSION}"
     assert install in values_text and install in readme
     assert "--skip-schema-validation" in values_text and "--skip-schema-validation" in readme
@@ -157,10 +208,14 @@ def test_retention_and_run_monitoring_agree_with_the_production_dagster_yaml():
     assert retention["sensor"]["purgeAfterDays"] == INSTANCE["retention"]["sensor"]["purge_after_days"]
     assert set(retention["sensor"]["purgeAfterDays"]) == {"skipped", "success", "failure", "started"}
     monitoring = VALUES["dagsterDaemon"]["runMonitoring"]
-    camel = {"startTimeoutSeconds": "start_timeout_seconds", "cancelTimeoutSeconds": "cancel_timeout_seconds",
-             "pollIntervalSeconds": "poll_interval_seconds", "maxRuntimeSeconds": "max_runtime_seconds",
-             "maxResumeRunAttempts": "max_resume_run_attempts",
-             "freeSlotsAfterRunEndSeconds": "free_slots_after_run_end_seconds"}
+    camel = {
+        "startTimeoutSeconds": "start_timeout_seconds",
+        "cancelTimeoutSeconds": "cancel_timeout_seconds",
+        "pollIntervalSeconds": "poll_interval_seconds",
+        "maxRuntimeSeconds": "max_runtime_seconds",
+        "maxResumeRunAttempts": "max_resume_run_attempts",
+        "freeSlotsAfterRunEndSeconds": "free_slots_after_run_end_seconds",
+    }
     assert {k: monitoring[k] for k in camel} == {k: INSTANCE["run_monitoring"][v] for k, v in camel.items()}
     # One pod per run (the in-process executor): there is nothing to resume, so neither file resumes.
     assert monitoring["maxResumeRunAttempts"] == 0

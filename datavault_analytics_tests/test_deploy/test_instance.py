@@ -34,7 +34,9 @@ def instance_from(yaml: Path, tmp_path: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def assert_limits(instance: dg.DagsterInstance, *, pool_limit: int, max_runs: int, backfill_runs: int) -> None:
+def assert_limits(
+    instance: dg.DagsterInstance, *, pool_limit: int, max_runs: int, backfill_runs: int
+) -> None:
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
     assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
@@ -43,7 +45,9 @@ def assert_limits(instance: dg.DagsterInstance, *, pool_limit: int, max_runs: in
     assert concurrency.pool_config.default_pool_limit == pool_limit
     assert concurrency.pool_config.pool_granularity.value == "op"
     assert concurrency.run_queue_config.max_concurrent_runs == max_runs
-    assert concurrency.run_queue_config.tag_concurrency_limits == [{"key": "dagster/backfill", "limit": backfill_runs}]
+    assert concurrency.run_queue_config.tag_concurrency_limits == [
+        {"key": "dagster/backfill", "limit": backfill_runs}
+    ]
     assert instance.run_monitoring_enabled and instance.run_retries_enabled
     assert not instance.run_retries_retry_on_asset_or_op_failure
     assert instance.freshness_enabled
@@ -58,15 +62,27 @@ def test_the_production_instance_loads_stores_runs_in_postgres_and_compute_logs_
     database = f"dagster_prod_{uuid.uuid4().hex[:8]}"
     pg_server.create_database(database)
     bucket = f"compute-logs-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="test",
-                      aws_secret_access_key="test")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     s3.create_bucket(Bucket=bucket)
     host, port = pg_server.address.split(":")
-    for name, value in {"DAGSTER_PG_HOST": host, "DAGSTER_PG_PORT": port, "DAGSTER_PG_USER": "postgres",
-                        "DAGSTER_PG_PASSWORD": "unused-with-trust-auth", "DAGSTER_PG_DB": database,
-                        "DAGSTER_COMPUTE_LOGS_BUCKET": bucket, "AWS_ENDPOINT_URL_S3": s3_endpoint,
-                        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "DAGSTER_PG_HOST": host,
+        "DAGSTER_PG_PORT": port,
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_COMPUTE_LOGS_BUCKET": bucket,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
 
     instance = instance_from(PROD_YAML, tmp_path)
@@ -87,10 +103,14 @@ def test_the_production_instance_loads_stores_runs_in_postgres_and_compute_logs_
         instance.dispose()
 
 
-def test_the_local_stack_instance_loads_with_the_same_switches_and_smaller_limits(pg_server, tmp_path, monkeypatch):
+def test_the_local_stack_instance_loads_with_the_same_switches_and_smaller_limits(
+    pg_server, tmp_path, monkeypatch
+):
     database = f"dagster_local_{uuid.uuid4().hex[:8]}"
     pg_server.create_database(database)
-    monkeypatch.setenv("DAGSTER_PG_URL", pg_server.dsn(database).replace("postgresql://", "postgresql+psycopg2://"))
+    monkeypatch.setenv(
+        "DAGSTER_PG_URL", pg_server.dsn(database).replace("postgresql://", "postgresql+psycopg2://")
+    )
 
     instance = instance_from(LOCAL_YAML, tmp_path)
 

@@ -30,14 +30,22 @@ def change_the_day(pipeline, day: str = DAY) -> None:
     """Version B of the day in PostgreSQL: rows deleted, payloads changed, rows added, so a half-applied
     load differs from both the old and the new contents."""
     window = DayWindow.for_key(day)
-    ids = [r[0] for r in pipeline.pg(
-        "SELECT id::text FROM records WHERE created_at >= %s AND created_at < %s ORDER BY id LIMIT 80",
-        (window.start, window.end))]
+    ids = [
+        r[0]
+        for r in pipeline.pg(
+            "SELECT id::text FROM records WHERE created_at >= %s AND created_at < %s ORDER BY id LIMIT 80",
+            (window.start, window.end),
+        )
+    ]
     pipeline.pg("DELETE FROM records WHERE id::text = ANY(%s)", (ids[:40],))
-    pipeline.pg("UPDATE records SET ciphertext = %s || ciphertext, updated_at = now() WHERE id::text = ANY(%s)",
-                (b"\x00\xffv2", ids[40:]))
+    pipeline.pg(
+        "UPDATE records SET ciphertext = %s || ciphertext, updated_at = now() WHERE id::text = ANY(%s)",
+        (b"\x00\xffv2", ids[40:]),
+    )
     for i in range(25):
-        pipeline.insert(str(uuid.uuid4()), window.start + timedelta(minutes=37 * i + 1), b"new row \x00" + bytes([i]))
+        pipeline.insert(
+            str(uuid.uuid4()), window.start + timedelta(minutes=37 * i + 1), b"new row \x00" + bytes([i])
+        )
 
 
 def loaded_then_changed(pipeline, rows_per_day: int) -> list[tuple]:
@@ -62,10 +70,19 @@ def start_run(tmp_path: Path):
     runs: list[RunProcess] = []
     home = dagster_home(tmp_path / "dagster_home")
 
-    def start(pipeline, *args: str, s3: HttpProxy | None = None, snowflake: HttpProxy | None = None,
-              env: dict | None = None) -> RunProcess:
-        run_env = {**pipeline.env, "DAGSTER_HOME": str(home), "DATAVAULT_LOCK_WAIT_SECONDS": LOCK_WAIT_SECONDS,
-                   **(env or {})}
+    def start(
+        pipeline,
+        *args: str,
+        s3: HttpProxy | None = None,
+        snowflake: HttpProxy | None = None,
+        env: dict | None = None,
+    ) -> RunProcess:
+        run_env = {
+            **pipeline.env,
+            "DAGSTER_HOME": str(home),
+            "DATAVAULT_LOCK_WAIT_SECONDS": LOCK_WAIT_SECONDS,
+            **(env or {}),
+        }
         if s3 is not None:
             run_env["DATAVAULT_S3_ENDPOINT_URL"] = s3.url
         if snowflake is not None:

@@ -30,12 +30,25 @@ import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_SECONDS = 120.0
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-               "expect", "content-length"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "content-length",
+}
 
 
-def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEADLINE_SECONDS,
-               process: "RunProcess | None" = None):
+def wait_until(
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float = DEADLINE_SECONDS,
+    process: "RunProcess | None" = None,
+):
     """Poll predicate until it returns something truthy (returned); fail after timeout, or at once if
     process exits first, with what was awaited and the process's output."""
     deadline = time.monotonic() + timeout
@@ -52,6 +65,7 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEAD
 
 
 # -- HTTP ------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Request:
@@ -121,7 +135,9 @@ class HttpProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="test-http-proxy", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="test-http-proxy", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -203,8 +219,11 @@ class HttpProxy:
             for name, value in response_headers:
                 if name.lower() not in _HOP_BY_HOP:
                     handler.send_header(name, value)
-            length = dict((k.lower(), v) for k, v in response_headers).get("content-length") \
-                if handler.command == "HEAD" else str(len(payload))
+            length = (
+                dict((k.lower(), v) for k, v in response_headers).get("content-length")
+                if handler.command == "HEAD"
+                else str(len(payload))
+            )
             handler.send_header("Content-Length", length or "0")
             handler.send_header("Connection", "close")
             handler.end_headers()
@@ -223,13 +242,21 @@ def s3_writes(proxy: HttpProxy, day: str) -> list[str]:
     for request in list(proxy.requests):
         path, _, query = request.target.partition("?")
         name = path.rsplit("/", 1)[1]
-        if request.method == "POST" and query.startswith("delete") \
-                and f"dt={day}/_manifest.json".encode() in request.body:
+        if (
+            request.method == "POST"
+            and query.startswith("delete")
+            and f"dt={day}/_manifest.json".encode() in request.body
+        ):
             labels.append("delete manifest")
-        elif f"/dt={day}/" in path and ((request.method == "PUT" and "partNumber=" not in query)
-                                        or (request.method == "POST" and "uploadId=" in query)):
-            labels.append("put manifest" if name == "_manifest.json"
-                          else "put " + re.sub(r"-[0-9a-f]{12}\.parquet$", ".parquet", name))
+        elif f"/dt={day}/" in path and (
+            (request.method == "PUT" and "partNumber=" not in query)
+            or (request.method == "POST" and "uploadId=" in query)
+        ):
+            labels.append(
+                "put manifest"
+                if name == "_manifest.json"
+                else "put " + re.sub(r"-[0-9a-f]{12}\.parquet$", ".parquet", name)
+            )
     return labels
 
 
@@ -278,7 +305,8 @@ class PostgresGate:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             return conn.execute(
                 "SELECT a.pid, a.state, a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND NOT l.granted AND l.objid = %s", (GATE_LOCK_KEY,)
+                "WHERE l.locktype = 'advisory' AND NOT l.granted AND l.objid = %s",
+                (GATE_LOCK_KEY,),
             ).fetchall()
 
 
@@ -286,13 +314,16 @@ def advisory_locks(dsn: str, key: tuple[int, int]) -> list[tuple[int, bool, str]
     """(pid, granted, application_name) of every session holding or waiting for the partition lock `key`."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(
-            "SELECT l.pid, l.granted, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.objsubid = 2 ORDER BY l.granted DESC",
+            "SELECT l.pid, l.granted, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = "
+            "l.pid WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.objsubid = 2 "
+            "ORDER BY "
+            "l.granted DESC",
             key,
         ).fetchall()
 
 
 # -- a run in a process of its own ---------------------------------------------------------------
+
 
 def dagster_home(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -308,7 +339,10 @@ class RunProcess:
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in wait()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "datavault_analytics_tests.test_faults.run_partition", *args],
-            env={**os.environ, **env}, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -350,6 +384,7 @@ class RunProcess:
 
 # -- servers a test can stop -----------------------------------------------------------------------
 
+
 class SnowflakeProcess:
     """fakesnow's server in a process of its own (one process holds one fakesnow), so a test can stop it
     and start it again on the same port with the same databases. Quacks like SnowflakeServer."""
@@ -357,7 +392,12 @@ class SnowflakeProcess:
     host = "127.0.0.1"
 
     def __init__(self, db_path: Path, s3_endpoint_url: str, port: int, log_path: Path):
-        self.db_path, self.s3_endpoint_url, self.port, self.log_path = db_path, s3_endpoint_url, port, log_path
+        self.db_path, self.s3_endpoint_url, self.port, self.log_path = (
+            db_path,
+            s3_endpoint_url,
+            port,
+            log_path,
+        )
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "SnowflakeProcess":
@@ -365,9 +405,21 @@ class SnowflakeProcess:
 
         with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "datavault_analytics.local_stack.snowflake_server", "--port", str(self.port),
-                 "--db-path", str(self.db_path), "--s3-endpoint", self.s3_endpoint_url],
-                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "datavault_analytics.local_stack.snowflake_server",
+                    "--port",
+                    str(self.port),
+                    "--db-path",
+                    str(self.db_path),
+                    "--s3-endpoint",
+                    self.s3_endpoint_url,
+                ],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         wait_until(lambda: port_answers(self.port) or self.process.poll() is not None, "fakesnow to listen")
         assert self.process.poll() is None, self.log_path.read_text()
@@ -380,7 +432,9 @@ class SnowflakeProcess:
             self.process.wait(60)
         self.process = None
 
-    def connection_args(self, database: str | None = None, schema: str | None = None, network_timeout: int = 10):
+    def connection_args(
+        self, database: str | None = None, schema: str | None = None, network_timeout: int = 10
+    ):
         from datavault_analytics.local_stack.snowflake_server import snowflake_connection_args
 
         return snowflake_connection_args(self.host, self.port, database, schema, network_timeout)

@@ -17,8 +17,11 @@ from datavault_analytics import assets
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.resources.s3_stage import S3StageIOManager
 
-SELECTIONS = {"both": [assets.STAGE_KEY, assets.SNOWFLAKE_KEY], "stage": [assets.STAGE_KEY],
-              "load": [assets.SNOWFLAKE_KEY]}
+SELECTIONS = {
+    "both": [assets.STAGE_KEY, assets.SNOWFLAKE_KEY],
+    "stage": [assets.STAGE_KEY],
+    "load": [assets.SNOWFLAKE_KEY],
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     resources = build_resources(Settings.from_environment("prod"))
     if args.file_mb:
         resources["s3_stage_io_manager"] = S3StageIOManager(
-            stage=resources["s3_stage"], locks=resources["partition_locks"], target_file_size_mb=args.file_mb,
+            stage=resources["s3_stage"],
+            locks=resources["partition_locks"],
+            target_file_size_mb=args.file_mb,
             row_group_rows=args.row_group_rows,
         )
     result = dg.materialize(
         [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records],
-        resources=resources, selection=SELECTIONS[args.select], partition_key=args.partition,
-        instance=dg.DagsterInstance.get(), raise_on_error=False,
+        resources=resources,
+        selection=SELECTIONS[args.select],
+        partition_key=args.partition,
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
     )
     print(f"RUN {result.run_id} {'SUCCESS' if result.success else 'FAILURE'}", flush=True)
     return 0 if result.success else 1

@@ -65,8 +65,9 @@ def test_a_second_run_waits_while_the_first_is_staging_the_day(fault_pipeline, s
         wait_until(gate.arrived.is_set, "the first run to be half-way through staging", process=first)
         second = start_run(pipeline, DAY, *SMALL_FILES, s3=s3)
 
-        [(_, _, waiter)] = wait_until(lambda: waiting_for_the_lock(pipeline), "the second run to wait for the lock",
-                                      process=second)
+        [(_, _, waiter)] = wait_until(
+            lambda: waiting_for_the_lock(pipeline), "the second run to wait for the lock", process=second
+        )
         [(_, _, holder)] = [h for h in advisory_locks(pipeline.dsn, partition_lock_key()) if h[1]]
         assert holder.startswith(f"datavault lock stage {DAY} run ")
         assert waiter.startswith(f"datavault lock stage {DAY} run ") and waiter != holder
@@ -83,15 +84,18 @@ def test_a_second_run_waits_while_the_first_is_staging_the_day(fault_pipeline, s
 def test_a_run_staging_the_day_waits_while_another_is_loading_it(fault_pipeline, start_run, snowflake_server):
     pipeline = fault_pipeline
     loaded_then_changed(pipeline, ROWS)
-    with HttpProxy(pipeline.s3_endpoint) as s3, \
-            HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
+    with (
+        HttpProxy(pipeline.s3_endpoint) as s3,
+        HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake,
+    ):
         gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"))  # inside the first run's transaction
         first = start_run(pipeline, DAY, *SMALL_FILES, s3=s3, snowflake=snowflake)
         wait_until(gate.arrived.is_set, "the first run's COPY", process=first)
         second = start_run(pipeline, DAY, *SMALL_FILES, s3=s3, snowflake=snowflake)
 
-        [(_, _, waiter)] = wait_until(lambda: waiting_for_the_lock(pipeline), "the second run to wait for the lock",
-                                      process=second)
+        [(_, _, waiter)] = wait_until(
+            lambda: waiting_for_the_lock(pipeline), "the second run to wait for the lock", process=second
+        )
         [(_, _, holder)] = [h for h in advisory_locks(pipeline.dsn, partition_lock_key()) if h[1]]
         assert holder.startswith(f"datavault lock load {DAY} run ")
         assert waiter.startswith(f"datavault lock stage {DAY} run ")
@@ -108,16 +112,35 @@ def test_a_run_staging_the_day_waits_while_another_is_loading_it(fault_pipeline,
 
 # -- a hot standby as the source -------------------------------------------------------------------
 
+
 @pytest.fixture
 def primary_and_standby(tmp_path):
     """A PostgreSQL primary and a streaming hot standby of it (pg_basebackup -R)."""
-    primary = PostgresServer(tmp_path / "primary", free_port(), log_path=tmp_path / "primary.log", durable=False)
+    primary = PostgresServer(
+        tmp_path / "primary", free_port(), log_path=tmp_path / "primary.log", durable=False
+    )
     primary.start()
-    standby = PostgresServer(tmp_path / "standby", free_port(), log_path=tmp_path / "standby.log", durable=False)
+    standby = PostgresServer(
+        tmp_path / "standby", free_port(), log_path=tmp_path / "standby.log", durable=False
+    )
     try:
         standby._prepare_directories()  # an empty folder the server's OS user owns, for pg_basebackup
-        standby._run("pg_basebackup", ["-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
-                                       "-D", str(standby.data_dir), "-R", "-X", "stream"])
+        standby._run(
+            "pg_basebackup",
+            [
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(primary.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(standby.data_dir),
+                "-R",
+                "-X",
+                "stream",
+            ],
+        )
         standby.start()
         yield primary, standby
     finally:
@@ -125,8 +148,9 @@ def primary_and_standby(tmp_path):
         primary.stop()
 
 
-def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(primary_and_standby, s3_endpoint,
-                                                                   snowflake_server, monkeypatch):
+def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(
+    primary_and_standby, s3_endpoint, snowflake_server, monkeypatch
+):
     primary, standby = primary_and_standby
     pipeline = Pipeline(primary, s3_endpoint, snowflake_server, monkeypatch)
     pipeline.seed([DAY_DATE], rows_per_day=300)
@@ -136,8 +160,12 @@ def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(primary_and_s
         try:
             with psycopg.connect(replica_dsn) as conn:
                 return conn.execute("SELECT count(*) FROM records").fetchone()[0] == 300
-        except (psycopg.OperationalError, psycopg.errors.UndefinedTable):  # database or table not replayed yet
+        except (
+            psycopg.OperationalError,
+            psycopg.errors.UndefinedTable,
+        ):  # database or table not replayed yet
             return False
+
     wait_until(replicated, "the standby to replay the seeded rows")
     monkeypatch.setenv("DATAVAULT_PG_DSN", replica_dsn)
     monkeypatch.setenv("DATAVAULT_LOCK_DSN", primary.dsn(pipeline.database))
@@ -150,7 +178,10 @@ def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(primary_and_s
         result = pipeline.materialize(DAY, raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
-    assert "public.records 2026-11-01 stayed locked by another run (pid" in failure.step_failure_data.error.to_string()
+    assert (
+        "public.records 2026-11-01 stayed locked by another run (pid"
+        in failure.step_failure_data.error.to_string()
+    )
     assert "'datavault lock another run'" in failure.step_failure_data.error.to_string()
     assert MANIFEST_KEY not in pipeline.stage_keys(DAY)
 

@@ -58,14 +58,18 @@ def test_killed_during_the_postgres_read(fault_pipeline, start_run):
     before = loaded_then_changed(pipeline, ROWS)
     window = DayWindow.for_key(DAY)
     [(halfway,)] = pipeline.pg(
-        "SELECT id::text FROM records WHERE created_at >= %s AND created_at < %s ORDER BY ctid OFFSET %s LIMIT 1",
-        (window.start, window.end, ROWS // 2))
+        "SELECT id::text FROM records WHERE created_at >= %s AND created_at < %s ORDER BY ctid OFFSET %s "
+        "LIMIT 1",
+        (window.start, window.end, ROWS // 2),
+    )
     gate = PostgresGate(pipeline.dsn)
     gate.install(halfway)
     gate.close()
 
     run = start_run(pipeline, DAY)
-    [(_, state, query)] = wait_until(gate.waiting, "the extract to stop half-way through the day", process=run)
+    [(_, state, query)] = wait_until(
+        gate.waiting, "the extract to stop half-way through the day", process=run
+    )
     assert state == "active" and '"records"' in query  # inside the extract's read of the table
     assert MANIFEST not in pipeline.stage_keys(DAY)  # the stage invalidated the day before reading it
     run.kill()
@@ -140,8 +144,14 @@ def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake
     message = failure_messages(result)[-1]
     [(transaction_id, name)] = [(row[0], row[3]) for row in pipeline.snowflake("SHOW TRANSACTIONS")]
     assert name.startswith(f"DATAVAULT_LOAD_{DAY.replace('-', '')}_")
-    assert f"Snowflake table RECORDS is locked by transaction {transaction_id} (named {name}, started " in message
-    assert "did not end within LOCK_TIMEOUT (3 s), while deleting the day's previous rows for 2026-11-01" in message
+    assert (
+        f"Snowflake table RECORDS is locked by transaction {transaction_id} (named {name}, started "
+        in message
+    )
+    assert (
+        "did not end within LOCK_TIMEOUT (3 s), while deleting the day's previous rows for 2026-11-01"
+        in message
+    )
     assert "Loading into Snowflake: Snowflake table RECORDS is locked" in message
     assert "Nothing was changed" in message
     abort = re.search(r"run: (SELECT SYSTEM\$ABORT_TRANSACTION\(\d+\));", message).group(1)

@@ -25,7 +25,11 @@ from datavault_analytics_tests.test_faults.conftest import (
 )
 from datavault_analytics_tests.test_faults.faultkit import SnowflakeProcess, run_events, wait_until
 
-RETRYING = {"DATAVAULT_MAX_RETRIES": "6", "DATAVAULT_RETRY_DELAY_SECONDS": "0.5", "SNOWFLAKE_LOGIN_TIMEOUT": "3"}
+RETRYING = {
+    "DATAVAULT_MAX_RETRIES": "6",
+    "DATAVAULT_RETRY_DELAY_SECONDS": "0.5",
+    "SNOWFLAKE_LOGIN_TIMEOUT": "3",
+}
 
 
 def new_pipeline(pg, s3_endpoint, snowflake, monkeypatch) -> Pipeline:
@@ -37,8 +41,10 @@ def new_pipeline(pg, s3_endpoint, snowflake, monkeypatch) -> Pipeline:
 
 def retried_errors(home, run) -> list[str]:
     """The errors for which `run` retried a step, cause included (the policy's retry wraps the error)."""
-    return [e.event_specific_data.error.to_string()
-            for e in run_events(home, run.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)]
+    return [
+        e.event_specific_data.error.to_string()
+        for e in run_events(home, run.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    ]
 
 
 def assert_exact(pipeline, day: str = DAY) -> None:
@@ -48,7 +54,9 @@ def assert_exact(pipeline, day: str = DAY) -> None:
 
 
 def wait_for_a_retry(run) -> None:
-    wait_until(lambda: "STEP_UP_FOR_RETRY" in run.output(), "the step to fail and ask for a retry", process=run)
+    wait_until(
+        lambda: "STEP_UP_FOR_RETRY" in run.output(), "the step to fail and ask for a retry", process=run
+    )
 
 
 @pytest.fixture
@@ -88,7 +96,10 @@ def test_s3_down_while_staging_and_while_loading(pg_server, snowflake_server, mo
         s3 = S3Server(port).start()
         assert staging.wait() == 0, staging.tail()
         first = retried_errors(start_run.home, staging)[0]
-        assert f"S3 is unreachable while staging {DAY} at {pipeline.stage_uri} (endpoint {s3.endpoint_url})" in first
+        assert (
+            f"S3 is unreachable while staging {DAY} at {pipeline.stage_uri} (endpoint {s3.endpoint_url})"
+            in first
+        )
         assert f"[step: Staging to {pipeline.stage_uri}]" in first
         assert_exact(pipeline)
 
@@ -101,7 +112,9 @@ def test_s3_down_while_staging_and_while_loading(pg_server, snowflake_server, mo
         s3 = S3Server(port).start()
         assert loading.wait() == 0, loading.tail()
         second = retried_errors(start_run.home, loading)[0]
-        assert f"S3 is unreachable while reading the stage manifest of {DAY} at {pipeline.stage_uri}" in second
+        assert (
+            f"S3 is unreachable while reading the stage manifest of {DAY} at {pipeline.stage_uri}" in second
+        )
         assert "[step: Reading the stage manifests]" in second
         assert_exact(pipeline)
     finally:
@@ -109,7 +122,9 @@ def test_s3_down_while_staging_and_while_loading(pg_server, snowflake_server, mo
 
 
 def test_snowflake_down(tmp_path, pg_server, s3_endpoint, monkeypatch, start_run):
-    snowflake = SnowflakeProcess(tmp_path / "snowflake", s3_endpoint, free_port(), tmp_path / "snowflake.log").start()
+    snowflake = SnowflakeProcess(
+        tmp_path / "snowflake", s3_endpoint, free_port(), tmp_path / "snowflake.log"
+    ).start()
     try:
         pipeline = new_pipeline(pg_server, s3_endpoint, snowflake, monkeypatch)
         pipeline.seed([DAY_DATE], rows_per_day=500)
@@ -125,8 +140,10 @@ def test_snowflake_down(tmp_path, pg_server, s3_endpoint, monkeypatch, start_run
         # Staging did not need Snowflake: it went ahead, saying it could not check the table first.
         assert "Staging without checking Snowflake's columns first (the load checks them)" in run.output()
         first = retried_errors(start_run.home, run)[0]
-        assert f"Snowflake failed while connecting (account fakesnow at 127.0.0.1) for {DAY}; nothing was changed" \
-            in first
+        assert (
+            f"Snowflake failed while connecting (account fakesnow at 127.0.0.1) for {DAY}; nothing was "
+            f"changed" in first
+        )
         assert "[step: Loading into Snowflake]" in first
         assert_exact(pipeline)
     finally:

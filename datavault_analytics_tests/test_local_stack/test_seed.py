@@ -124,7 +124,8 @@ def test_seed_command_appends_fresh_rows_for_the_last_days_and_never_prints_the_
 
     with psycopg.connect(pg_server.dsn("seed_cli_test")) as conn:
         counts = conn.execute(
-            "select (created_at at time zone 'UTC')::date, count(*), count(distinct id) from records group by 1 order by 1"
+            "select (created_at at time zone 'UTC')::date, count(*), count(distinct id) from records group "
+            "by 1 order by 1"
         ).fetchall()
     assert counts == [(day, 60, 60) for day in last_full_days(2)]
 

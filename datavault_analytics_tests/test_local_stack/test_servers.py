@@ -26,8 +26,8 @@ def test_pg_server_applies_records_ddl_idempotently(pg_server: PostgresServer) -
 
     with psycopg.connect(pg_server.dsn("servers_ddl")) as conn:
         columns = conn.execute(
-            "select column_name, data_type, is_nullable from information_schema.columns "
-            "where table_schema = 'public' and table_name = 'records' order by ordinal_position"
+            "select column_name, data_type, is_nullable from information_schema.columns where table_schema "
+            "= 'public' and table_name = 'records' order by ordinal_position"
         ).fetchall()
         indexes = [
             row[0] for row in conn.execute("select indexname from pg_indexes where tablename = 'records'")
@@ -105,7 +105,8 @@ def test_snowflake_copies_parquet_from_an_s3_stage_byte_for_byte(s3_endpoint: st
         cursor.execute(f"create or replace stage servers_stage url='s3://{bucket}/prefix/'")
         loaded = cursor.execute(
             "copy into payloads from @servers_stage/day=1/ files=('part-0.parquet') "
-            "file_format=(type=parquet binary_as_text=false) match_by_column_name=case_insensitive force=true"
+            "file_format=(type=parquet binary_as_text=false) match_by_column_name=case_insensitive "
+            "force=true"
         ).fetchall()
         rows = cursor.execute("select id, payload from payloads order by id").fetchall()
     assert [(row[1], row[3]) for row in loaded] == [("LOADED", 3)]

@@ -32,6 +32,7 @@ def stage(s3_endpoint):
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         s3.put_object(Bucket=bucket, Key=f"p/{name}", Body=buffer.getvalue())
+
     put.bucket = bucket
     put.schema = f"R_{uuid.uuid4().hex[:8].upper()}"
     return put
@@ -51,8 +52,11 @@ def run(conn, sql: str, params=None) -> list[tuple]:
 
 def copy(conn, table: str, file_format: str, files=("part-0.parquet",)) -> list[tuple]:
     names = ", ".join(f"'{f}'" for f in files)
-    return run(conn, f"COPY INTO {table} FROM @rules_stage/ FILES=({names}) FILE_FORMAT=({file_format}) "
-                     "MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE FORCE=TRUE")
+    return run(
+        conn,
+        f"COPY INTO {table} FROM @rules_stage/ FILES=({names}) FILE_FORMAT=({file_format}) "
+        "MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE FORCE=TRUE",
+    )
 
 
 def prepare(snowflake_server, stage, ddl: str, table: pa.Table, **parameters):
@@ -65,9 +69,15 @@ def prepare(snowflake_server, stage, ddl: str, table: pa.Table, **parameters):
 
 def test_parquet_binary_without_binary_as_text_false_fails_as_in_snowflake(snowflake_server, stage):
     payloads = [b"\x00\xff\xfe", b"\x9f\x80invalid utf-8 \xc3"]
-    with prepare(snowflake_server, stage, "CREATE TABLE t (id INT, payload BINARY)",
-                 pa.table({"id": [1, 2], "payload": pa.array(payloads, pa.binary())})) as conn:
-        with pytest.raises(snowflake.connector.errors.ProgrammingError, match="not a legal hex-encoded value") as e:
+    with prepare(
+        snowflake_server,
+        stage,
+        "CREATE TABLE t (id INT, payload BINARY)",
+        pa.table({"id": [1, 2], "payload": pa.array(payloads, pa.binary())}),
+    ) as conn:
+        with pytest.raises(
+            snowflake.connector.errors.ProgrammingError, match="not a legal hex-encoded value"
+        ) as e:
             copy(conn, "t", "TYPE=PARQUET")
         assert e.value.errno == 100115
         assert run(conn, "SELECT COUNT(*) FROM t") == [(0,)]
@@ -82,7 +92,9 @@ def test_parquet_binary_without_binary_as_text_false_fails_as_in_snowflake(snowf
 def test_a_files_list_of_more_than_1000_names_fails(snowflake_server, stage):
     with prepare(snowflake_server, stage, "CREATE TABLE t (id INT)", pa.table({"id": [1]})) as conn:
         files = [f"part-{n}.parquet" for n in range(1001)]
-        with pytest.raises(snowflake.connector.errors.ProgrammingError, match="more than the maximum of 1000") as e:
+        with pytest.raises(
+            snowflake.connector.errors.ProgrammingError, match="more than the maximum of 1000"
+        ) as e:
             copy(conn, "t", PARQUET_FILE_FORMAT, files)
         assert e.value.errno == 1008
         assert copy(conn, "t", PARQUET_FILE_FORMAT)[0][1] == "LOADED"  # one name is fine
@@ -92,7 +104,9 @@ def test_a_result_string_over_16_mb_fails_and_one_under_passes(snowflake_server,
     with connect(snowflake_server, stage.schema) as conn:
         [(under,)] = run(conn, f"SELECT REPEAT('x', {MAX_STRING_BYTES - 1})")
         assert len(under) == MAX_STRING_BYTES - 1
-        with pytest.raises(snowflake.connector.errors.ProgrammingError, match="is too long and would be truncated"):
+        with pytest.raises(
+            snowflake.connector.errors.ProgrammingError, match="is too long and would be truncated"
+        ):
             run(conn, f"SELECT REPEAT('x', {MAX_STRING_BYTES + 1})")
 
 
@@ -131,7 +145,8 @@ def test_session_parameters_are_set_and_shown(snowflake_server, stage):
 def test_md5_number_upper64_matches_snowflakes_documented_example(snowflake_server, stage):
     with connect(snowflake_server, stage.schema) as conn:
         assert run(conn, "SELECT MD5_NUMBER_UPPER64('Snowflake'), MD5_NUMBER_LOWER64('Snowflake')") == [
-            (17145559544104499780, 9203306159527282910)]
+            (17145559544104499780, 9203306159527282910)
+        ]
 
 
 def test_a_delete_waits_for_another_transactions_lock_then_fails_naming_it(snowflake_server, stage):
@@ -141,7 +156,9 @@ def test_a_delete_waits_for_another_transactions_lock_then_fails_naming_it(snowf
         run(holder, "DELETE FROM t WHERE id = 1")
         with connect(snowflake_server, stage.schema, LOCK_TIMEOUT=1) as waiter:
             started = time.monotonic()
-            with pytest.raises(snowflake.connector.errors.ProgrammingError, match="has locked table 'T'") as e:
+            with pytest.raises(
+                snowflake.connector.errors.ProgrammingError, match="has locked table 'T'"
+            ) as e:
                 run(waiter, "DELETE FROM t WHERE id = 2")
             assert e.value.errno == 625 and 1 <= time.monotonic() - started < 10
             [(transaction_id, _, _, name, *_)] = run(waiter, "SHOW TRANSACTIONS")
@@ -186,7 +203,10 @@ def test_a_null_timestamp_comes_back_as_null(snowflake_server, stage):
     with connect(snowflake_server, stage.schema) as conn:
         run(conn, "CREATE TABLE t (id INT, at_ntz TIMESTAMP_NTZ)")
         run(conn, "INSERT INTO t VALUES (1, NULL), (2, '2026-11-01 00:00:00.000001')")
-        assert run(conn, "SELECT at_ntz FROM t ORDER BY id") == [(None,), (datetime(2026, 11, 1, 0, 0, 0, 1),)]
+        assert run(conn, "SELECT at_ntz FROM t ORDER BY id") == [
+            (None,),
+            (datetime(2026, 11, 1, 0, 0, 0, 1),),
+        ]
 
 
 def test_a_temporary_table_is_gone_when_its_session_ends(snowflake_server, stage):

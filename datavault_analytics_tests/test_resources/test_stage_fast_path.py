@@ -26,12 +26,20 @@ from datavault_analytics.resources.postgres import PostgresResource, SourceDay
 from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager, StagedPartition
 from datavault_analytics_tests.pipeline_harness import create_source_database
 
-CREDENTIALS = {"aws_access_key_id": "fast-path", "aws_secret_access_key": "fast-path", "region_name": "us-east-1"}
+CREDENTIALS = {
+    "aws_access_key_id": "fast-path",
+    "aws_secret_access_key": "fast-path",
+    "region_name": "us-east-1",
+}
 MICROSECOND = timedelta(microseconds=1)
 
 
 AWKWARD_DAY, EMPTY_DAY, LARGE_DAY, SMALL_DAY, BATCHY_DAY = (
-    "2025-03-10", "2025-03-20", "2025-03-12", "2025-03-14", "2025-03-16"
+    "2025-03-10",
+    "2025-03-20",
+    "2025-03-12",
+    "2025-03-14",
+    "2025-03-16",
 )
 AWKWARD_START = datetime(2025, 3, 10, tzinfo=UTC)
 AWKWARD_END = AWKWARD_START + timedelta(days=1)
@@ -44,21 +52,38 @@ def dsn(pg_server) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE records ADD COLUMN note text")  # a new nullable column flows through too
     start, end = AWKWARD_START, AWKWARD_END
-    insert(dsn, [
-        {"created_at": start, "ciphertext": b"", "nonce": b"", "key": "", "note": ""},  # 00:00:00.000000
-        {"created_at": end - MICROSECOND, "ciphertext": os.urandom(1 << 20), "note": "last µs ✓"},  # 23:59:59.999999
-        {"created_at": start + timedelta(hours=6), "ciphertext": os.urandom(1 << 20),
-         "updated_at": start + timedelta(hours=7)},
-        {"created_at": start + timedelta(hours=12), "ciphertext": b"\x00\xff\x80invalid\xc3\x28\x00",
-         "note": "nul\x01bytes"},
-        {"created_at": start + timedelta(hours=13), "owner_id": -(2**63), "updated_at": end + timedelta(days=400)},
-        # Just outside the day, on both sides: never staged.
-        {"created_at": start - MICROSECOND, "note": "the day before"},
-        {"created_at": end, "note": "the day after"},
-        # The empty day's neighbours, one microsecond away on each side.
-        {"created_at": datetime(2025, 3, 19, 23, 59, 59, 999999, tzinfo=UTC)},
-        {"created_at": datetime(2025, 3, 21, tzinfo=UTC)},
-    ])
+    insert(
+        dsn,
+        [
+            {"created_at": start, "ciphertext": b"", "nonce": b"", "key": "", "note": ""},  # 00:00:00.000000
+            {
+                "created_at": end - MICROSECOND,
+                "ciphertext": os.urandom(1 << 20),
+                "note": "last µs ✓",
+            },  # 23:59:59.999999
+            {
+                "created_at": start + timedelta(hours=6),
+                "ciphertext": os.urandom(1 << 20),
+                "updated_at": start + timedelta(hours=7),
+            },
+            {
+                "created_at": start + timedelta(hours=12),
+                "ciphertext": b"\x00\xff\x80invalid\xc3\x28\x00",
+                "note": "nul\x01bytes",
+            },
+            {
+                "created_at": start + timedelta(hours=13),
+                "owner_id": -(2**63),
+                "updated_at": end + timedelta(days=400),
+            },
+            # Just outside the day, on both sides: never staged.
+            {"created_at": start - MICROSECOND, "note": "the day before"},
+            {"created_at": end, "note": "the day after"},
+            # The empty day's neighbours, one microsecond away on each side.
+            {"created_at": datetime(2025, 3, 19, 23, 59, 59, 999999, tzinfo=UTC)},
+            {"created_at": datetime(2025, 3, 21, tzinfo=UTC)},
+        ],
+    )
     seed_records(dsn, [date(2025, 3, 10)], rows_per_day=2_000, seed=10)
     seed_records(dsn, [date(2025, 3, 12)], rows_per_day=8_000, seed=12)  # ~3.5 MB of row data
     seed_records(dsn, [date(2025, 3, 14)], rows_per_day=300, seed=14)
@@ -84,10 +109,15 @@ def stage(request, tmp_path, s3_endpoint, bucket):
         uri = f"s3://{bucket}/{uuid.uuid4().hex[:8]}"
 
     def build(**settings) -> S3StageIOManager:
-        s3 = S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1",
-                        aws_access_key_id=CREDENTIALS["aws_access_key_id"],
-                        aws_secret_access_key=CREDENTIALS["aws_secret_access_key"])
-        return S3StageIOManager(stage=S3Stage(s3=s3, stage_uri=uri), locks=PartitionLocks(dsn="unused"), **settings)
+        s3 = S3Resource(
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+            aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+        )
+        return S3StageIOManager(
+            stage=S3Stage(s3=s3, stage_uri=uri), locks=PartitionLocks(dsn="unused"), **settings
+        )
 
     return build
 
@@ -95,11 +125,20 @@ def stage(request, tmp_path, s3_endpoint, bucket):
 def insert(dsn: str, rows: list[dict]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for row in rows:
-            values = {"id": uuid.uuid4(), "owner_id": 42, "key": "k", "ciphertext": b"c", "nonce": b"n" * 12,
-                      "updated_at": None, "note": None, **row}
+            values = {
+                "id": uuid.uuid4(),
+                "owner_id": 42,
+                "key": "k",
+                "ciphertext": b"c",
+                "nonce": b"n" * 12,
+                "updated_at": None,
+                "note": None,
+                **row,
+            }
             conn.execute(
                 "INSERT INTO records (id, owner_id, key, ciphertext, nonce, created_at, updated_at, note) "
-                "VALUES (%(id)s, %(owner_id)s, %(key)s, %(ciphertext)s, %(nonce)s, %(created_at)s, %(updated_at)s, "
+                "VALUES (%(id)s, %(owner_id)s, %(key)s, %(ciphertext)s, %(nonce)s, %(created_at)s, "
+                "%(updated_at)s, "
                 "%(note)s)",
                 values,
             )
@@ -117,15 +156,18 @@ def reference_table(dsn: str, day: str) -> pa.Table:
             f"SELECT {select_list} FROM records WHERE created_at >= %s AND created_at < %s",  # noqa: S608
             (window.start, window.end),
         ).fetchall()
-    table = pa.table({f.name: pa.array([row[i] for row in rows], type=f.type) for i, f in enumerate(schema)},
-                     schema=schema)
+    table = pa.table(
+        {f.name: pa.array([row[i] for row in rows], type=f.type) for i, f in enumerate(schema)}, schema=schema
+    )
     return table.sort_by("id")
 
 
 def stage_day(io_manager: S3StageIOManager, dsn: str, day: str) -> tuple[StagedPartition, list[pa.Table]]:
     postgres = PostgresResource(dsn=dsn)
     storage = io_manager.stage.storage()
-    manifest = io_manager.stage_day(storage, SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(day)))
+    manifest = io_manager.stage_day(
+        storage, SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(day))
+    )
     files = [pq.read_table(io.BytesIO(storage.read_bytes(f.name))) for f in manifest.files]
     return manifest, files
 
@@ -183,8 +225,12 @@ def test_a_large_day_rotates_into_several_files_by_size_with_the_same_content(ds
     ]
     # Files are cut evenly at row group boundaries, between 2/3 and 1.6 targets (plus one row group); the
     # last may be smaller only if PostgreSQL's row estimate was far too high.
-    one_row_group = max(pq.ParquetFile(io.BytesIO(io_manager.stage.storage().read_bytes(f.name))).metadata
-                        .row_group(0).total_byte_size for f in manifest.files)
+    one_row_group = max(
+        pq.ParquetFile(io.BytesIO(io_manager.stage.storage().read_bytes(f.name)))
+        .metadata.row_group(0)
+        .total_byte_size
+        for f in manifest.files
+    )
     assert all(f.bytes <= 1.6 * 1024 * 1024 + one_row_group for f in manifest.files)
     assert all(f.bytes >= 1024 * 1024 / 1.5 for f in manifest.files)
     assert [t.num_rows for t in files] == [f.rows for f in manifest.files]
@@ -194,7 +240,9 @@ def test_a_large_day_rotates_into_several_files_by_size_with_the_same_content(ds
     manifest_again, files_again = stage_day(stage(), dsn, day)
     # Each staging's files carry its own id, so a load that pinned the older manifest cannot load a mix.
     one_file = f"records/dt={day}/part-00000-{manifest_again.staging_id}.parquet"
-    assert manifest_again.staging_id != manifest.staging_id and [f.name for f in manifest_again.files] == [one_file]
+    assert manifest_again.staging_id != manifest.staging_id and [f.name for f in manifest_again.files] == [
+        one_file
+    ]
     assert sorted(io_manager.stage.storage().sizes(f"records/dt={day}/")) == sorted(
         [one_file, f"records/dt={day}/_manifest.json"]
     )
@@ -218,7 +266,9 @@ def test_many_read_ahead_batches_and_row_groups_keep_the_content(dsn, stage):
     io_manager = stage(row_group_rows=777, row_group_mb=1)
     storage = io_manager.stage.storage()
 
-    manifest = io_manager.stage_day(storage, SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(day)))
+    manifest = io_manager.stage_day(
+        storage, SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(day))
+    )
     [staged_file] = manifest.files
     parquet = pq.ParquetFile(io.BytesIO(storage.read_bytes(staged_file.name)))
     reference = reference_table(dsn, day)
@@ -228,7 +278,9 @@ def test_many_read_ahead_batches_and_row_groups_keep_the_content(dsn, stage):
     assert_identical(parquet.read().sort_by("id"), reference)
     # The random binary payload is stored uncompressed (zstd cannot shrink it); every other column is zstd.
     row_group = parquet.metadata.row_group(0)
-    compression = {row_group.column(i).path_in_schema: row_group.column(i).compression
-                   for i in range(row_group.num_columns)}
+    compression = {
+        row_group.column(i).path_in_schema: row_group.column(i).compression
+        for i in range(row_group.num_columns)
+    }
     assert {name for name, codec in compression.items() if codec == "UNCOMPRESSED"} == {"ciphertext", "nonce"}
     assert {codec for name, codec in compression.items() if name not in ("ciphertext", "nonce")} == {"ZSTD"}
