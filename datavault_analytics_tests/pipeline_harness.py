@@ -19,6 +19,8 @@ from datavault_analytics.local_stack.seed import RECORDS_SQL, seed_records
 from datavault_analytics.reconciliation import reconcile
 
 ALL_ASSETS = [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records]
+# The columns of DataVault's records table (datavault_analytics/sql/records.sql), in catalog order.
+RECORDS_COLUMNS = ["id", "owner_id", "key", "ciphertext", "nonce", "created_at", "updated_at"]
 SNOWFLAKE_PASSWORD = "sf-pass-" + uuid.uuid4().hex[:8]
 
 

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 from datavault_analytics import assets
 from datavault_analytics.environment import SETTINGS, Settings, build_resources
 from datavault_analytics.resources.s3_stage import S3StageIOManager
+from datavault_analytics_tests.pipeline_harness import RECORDS_COLUMNS
 
 
 def small_files(pipeline) -> S3StageIOManager:
@@ -266,15 +267,7 @@ def test_staged_files_are_parquet_with_the_source_schema_and_zstd_outside_the_pa
         "created_at": "ZSTD",
         "updated_at": "ZSTD",
     }
-    assert metadata.schema.to_arrow_schema().names == [
-        "id",
-        "owner_id",
-        "key",
-        "ciphertext",
-        "nonce",
-        "created_at",
-        "updated_at",
-    ]
+    assert metadata.schema.to_arrow_schema().names == RECORDS_COLUMNS
 
 
 def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_created_at(pipeline):

@@ -149,6 +149,13 @@ def _with_table(pipeline, **settings) -> dict:
     }
 
 
+def _loader(**settings) -> SnowflakeLoader:
+    snowflake = SnowflakeResource(account="a", user="u", password="p")
+    return SnowflakeLoader(
+        snowflake=snowflake, stage=S3Stage(s3=S3Resource(), stage_uri="s3://b/p"), **settings
+    )
+
+
 @pytest.mark.parametrize(
     ("make", "setting", "value", "expected"),
     [
@@ -158,21 +165,13 @@ def _with_table(pipeline, **settings) -> dict:
         (RecordsTable, "payload_column", "ciphertext)--", "records_table.payload_column="),
         (RecordsTable, "snowflake_table", 'RECORDS" CASCADE; --', "records_table.snowflake_table="),
         (
-            lambda **kw: SnowflakeLoader(
-                snowflake=SnowflakeResource(account="a", user="u", password="p"),
-                stage=S3Stage(s3=S3Resource(), stage_uri="s3://b/p"),
-                **kw,
-            ),
+            _loader,
             "stage_name",
             "STAGE; DROP STAGE X",
             "snowflake.stage_name=",
         ),
         (
-            lambda **kw: SnowflakeLoader(
-                snowflake=SnowflakeResource(account="a", user="u", password="p"),
-                stage=S3Stage(s3=S3Resource(), stage_uri="s3://b/p"),
-                **kw,
-            ),
+            _loader,
             "storage_integration",
             "INT'; --",
             "snowflake.storage_integration=",

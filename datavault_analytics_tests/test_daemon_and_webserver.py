@@ -33,7 +33,7 @@ from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 from datavault_analytics import checks
 from datavault_analytics.assets import SNOWFLAKE_KEY, SOURCE_KEY, STAGE_KEY
 from datavault_analytics.local_stack.processes import free_port, port_answers
-from datavault_analytics_tests.pipeline_harness import Pipeline
+from datavault_analytics_tests.pipeline_harness import RECORDS_COLUMNS, Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -327,15 +327,7 @@ def test_the_asset_graph_shows_lineage_kinds_owners_group_descriptions_and_the_t
         assert node["owners"] == [{"__typename": "TeamAssetOwner", "team": "data-platform"}]
         assert node["description"]
         [schema] = [m["schema"] for m in node["metadataEntries"] if m["label"] == "dagster/column_schema"]
-        assert [c["name"] for c in schema["columns"]] == [
-            "id",
-            "owner_id",
-            "key",
-            "ciphertext",
-            "nonce",
-            "created_at",
-            "updated_at",
-        ]
+        assert [c["name"] for c in schema["columns"]] == RECORDS_COLUMNS
     assert "Redis Stream" in source["description"]
     assert table["internalFreshnessPolicy"] == {
         "__typename": "CronFreshnessPolicy",

@@ -135,16 +135,7 @@ def test_a_name_is_accepted_exactly_when_it_is_a_plain_identifier(name):
 
 @given(
     name=hostile_names,
-    setting=st.sampled_from(
-        [
-            "postgres_schema",
-            "postgres_table",
-            "snowflake_table",
-            "partition_column",
-            "primary_key",
-            "payload_column",
-        ]
-    ),
+    setting=st.sampled_from(sorted(RecordsTable.model_fields)),
 )
 def test_a_hostile_name_in_the_table_settings_is_refused(name, setting):
     with pytest.raises(ValueError, match=re.escape(f"records_table.{setting}=")):
