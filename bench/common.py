@@ -181,6 +181,7 @@ def run_process(
     env: dict | None = None,
     log_name: str | None = None,
     timeout: float = 1800,
+    wait_quiet: bool = True,
 ) -> Measurement:
     """Run command as its own process; its peak RSS is the kernel's high-water mark from wait4().
 
@@ -189,7 +190,7 @@ def run_process(
     """
     if _launcher is None:
         raise RuntimeError("call bench.common.start_launcher() before any run_process()")
-    busy_before = wait_for_quiet()
+    busy_before = wait_for_quiet() if wait_quiet else cpu_busy()  # the hot-path phases run alongside a load
     log_path = WORK / "logs" / f"{log_name or contender}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     environment = dict(os.environ, **(env or {}))

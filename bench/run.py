@@ -29,12 +29,17 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+import psycopg
 
 from bench.common import (
     BACKFILL,
@@ -53,6 +58,7 @@ from bench.common import (
     start_postgres,
     stop_launcher,
 )
+from bench.contenders.hot_path import INGEST_OWNER
 
 REPEATS = int(os.getenv("BENCH_REPEATS", "3"))
 DAY_REPEATS = int(os.getenv("BENCH_DAY_REPEATS", "5"))  # short runs, and the ratios': more steady the medians
@@ -164,7 +170,9 @@ def run_psql(psql: str, dsn: str, select: str, label: str) -> Measurement:
     )
 
 
-def run_stage(label: str, dsn: str, day: str, stage_uri: str, s3_endpoint: str | None = None) -> Measurement:
+def run_stage(
+    label: str, dsn: str, day: str, stage_uri: str, s3_endpoint: str | None = None, wait_quiet: bool = True
+) -> Measurement:
     command = [
         sys.executable,
         "-m",
@@ -178,7 +186,7 @@ def run_stage(label: str, dsn: str, day: str, stage_uri: str, s3_endpoint: str |
     ]
     if s3_endpoint:
         command += ["--s3-endpoint", s3_endpoint]
-    return run_process(label, command, env=S3_ENV, log_name="stage_step")
+    return run_process(label, command, env=S3_ENV, log_name="stage_step", wait_quiet=wait_quiet)
 
 
 def run_dlt(dsn: str, day: str, out: Path) -> Measurement:
@@ -262,7 +270,9 @@ def load_fingerprint_day(dsn: str, day: str, s3_endpoint: str, snowflake_port: i
     log(f"  loaded the fingerprint day into Snowflake: {result.rows_loaded:,} rows in {result.seconds:.1f} s")
 
 
-def run_backfill(number: int, dsn: str, s3_endpoint: str, snowflake_port: int) -> dict:
+def run_backfill(
+    number: int | str, dsn: str, s3_endpoint: str, snowflake_port: int, extra_env: dict | None = None
+) -> dict:
     """One 30-day backfill through Dagster into a fresh stage prefix and Snowflake schema."""
     home = WORK / f"dagster_home_{number}"
     shutil.rmtree(home, ignore_errors=True)
@@ -286,13 +296,15 @@ def run_backfill(number: int, dsn: str, s3_endpoint: str, snowflake_port: int) -
         "SNOWFLAKE_PORT": str(snowflake_port),
         "SNOWFLAKE_PROTOCOL": "http",
         "DATAVAULT_MAX_RETRIES": "0",  # a failure fails the benchmark, rather than waiting out retries
+        **(extra_env or {}),
     }
-    dagster = str(Path(sys.executable).with_name("dagster"))
+    dg = str(Path(sys.executable).with_name("dg"))
     selection = "s3/datavault/records,snowflake/datavault/records"
     days = list(BACKFILL.days)
     wall = moving = 0.0
     steps: dict[str, float] = {}
-    rows_loaded = days_staged = days_loaded = 0
+    rows_loaded = rows_staged = days_staged = days_loaded = 0
+    stage_seconds = 0.0
     peak = 0.0
     for first in range(0, len(days), DAYS_PER_RUN):
         chunk = days[first : first + DAYS_PER_RUN]
@@ -300,19 +312,11 @@ def run_backfill(number: int, dsn: str, s3_endpoint: str, snowflake_port: int) -
         log_path.unlink(missing_ok=True)
         measured = run_process(
             "backfill",
-            [
-                dagster,
-                "asset",
-                "materialize",
-                "-m",
-                "datavault_analytics.definitions",
-                "--select",
-                selection,
-                "--partition-range",
-                f"{chunk[0]}...{chunk[-1]}",
-            ],
+            [dg, "launch", "-m", "datavault_analytics.definitions", "--assets", selection]
+            + ["--partition-range", f"{chunk[0]}...{chunk[-1]}"],
             env=env,
             log_name=f"backfill_{number}_{chunk[0]}",
+            wait_quiet=extra_env is None,
         )
         wall += measured.process_seconds
         peak = max(peak, measured.peak_rss_mb)
@@ -324,8 +328,10 @@ def run_backfill(number: int, dsn: str, s3_endpoint: str, snowflake_port: int) -
                 + 3600 * int(hours or 0)
             )
             steps[step] = steps.get(step, 0.0) + seconds
-        for _day, _rows, seconds in _STAGED.findall(text):
+        for _day, rows, seconds in _STAGED.findall(text):
             moving += float(seconds)
+            stage_seconds += float(seconds)
+            rows_staged += int(rows.replace(",", ""))
             days_staged += 1
         for _day, rows, seconds in _LOADED.findall(text):
             moving += float(seconds)
@@ -347,7 +353,85 @@ def run_backfill(number: int, dsn: str, s3_endpoint: str, snowflake_port: int) -
         "rows": rows_loaded,
         "runs": -(-len(days) // DAYS_PER_RUN),
         "steps": steps,
+        "extract_rows_per_s": rows_staged / stage_seconds if stage_seconds else 0.0,
     }
+
+
+# -- DataVault's hot path while the pipeline runs -------------------------------------------------
+
+HOT_PATH_IDLE_SECONDS = float(os.getenv("BENCH_HOT_PATH_SECONDS", "30"))
+HOT_PATH_OWNER = INGEST_OWNER  # the rows the workload inserts
+
+
+@contextmanager
+def hot_path_workload(dsn: str, phase: str, results: dict) -> Iterator[None]:
+    """DataVault's Retrieve and ingest (bench/contenders/hot_path.py) for the duration of the block."""
+    log_path = WORK / "logs" / f"hot_path_{re.sub(r'[^A-Za-z0-9]+', '_', phase)}.log"
+    with open(log_path, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.contenders.hot_path", "--dsn", dsn],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            if process.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"the hot-path workload did not start; see {log_path}")
+            yield
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+    results[phase] = json.loads(output.strip().splitlines()[-1])
+
+
+def arrow_bytes_per_row(dsn: str, day: str) -> float:
+    """The extract's Arrow bytes per row on the 1M-row day: the unit of DATAVAULT_PG_MAX_MB_PER_SECOND."""
+    from datavault_analytics.day_window import DayWindow
+    from datavault_analytics.resources.postgres import PostgresResource
+
+    postgres = PostgresResource(dsn=dsn)
+    with postgres.stream_day(postgres.source_columns(), DayWindow.for_key(day)) as batches:
+        rows = read = 0
+        for batch in batches:
+            rows, read = rows + batch.num_rows, read + batch.nbytes
+    return read / rows
+
+
+def run_hot_path(dsn: str, day: str, s3_endpoint: str, snowflake_port: int) -> dict:
+    """Retrieve latency and ingest rate in four phases: idle, the stage step at full speed, a backfill, and
+    the backfill with its extract throttled to half the speed it reached."""
+    phases: dict = {}
+    with hot_path_workload(dsn, "idle", phases):
+        time.sleep(HOT_PATH_IDLE_SECONDS)
+    stage_runs = []
+    with hot_path_workload(dsn, "stage step (1M-row day)", phases):
+        ends = time.monotonic() + HOT_PATH_IDLE_SECONDS
+        while time.monotonic() < ends:
+            shutil.rmtree(WORK / "stage", ignore_errors=True)
+            stage_runs.append(run_stage("hot path", dsn, day, f"file://{WORK / 'stage'}", wait_quiet=False))
+    shutil.rmtree(WORK / "stage", ignore_errors=True)
+    phases["stage step (1M-row day)"]["extract_rows_per_s"] = DAY_1M.rows_per_day / median(
+        m.seconds for m in stage_runs
+    )
+    with hot_path_workload(dsn, "backfill", phases):
+        backfill = run_backfill("HOT", dsn, s3_endpoint, snowflake_port, extra_env={})
+    phases["backfill"]["extract_rows_per_s"] = backfill["extract_rows_per_s"]
+    half = backfill["extract_rows_per_s"] * arrow_bytes_per_row(dsn, day) / 2 / 1e6
+    with hot_path_workload(dsn, f"backfill, extract throttled to {half:.0f} MB/s", phases):
+        throttled = run_backfill(
+            "hot_throttled",
+            dsn,
+            s3_endpoint,
+            snowflake_port,
+            extra_env={"DATAVAULT_PG_MAX_MB_PER_SECOND": f"{half:.2f}"},
+        )
+    phases[f"backfill, extract throttled to {half:.0f} MB/s"]["extract_rows_per_s"] = throttled[
+        "extract_rows_per_s"
+    ]
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the workload's own rows go again
+        conn.execute("DELETE FROM records WHERE owner_id = %s", (HOT_PATH_OWNER,))
+    return phases
 
 
 # -- reporting -------------------------------------------------------------------------------------
@@ -527,6 +611,17 @@ def main() -> None:
             )
             backfills.append(outcome)
             empty_bucket(client)
+
+        log(
+            f"DataVault's hot path (Retrieve, ingest at 500 rows/s) in four phases of >= {HOT_PATH_IDLE_SECONDS:.0f} s"
+        )
+        hot_path = run_hot_path(dsn, day, moto.url, snowflake_port)
+        for phase, figures in hot_path.items():
+            log(
+                f"  {phase:<40} Retrieve p99 {figures['p99_ms']:.2f} ms, ingest {figures['ingest_achieved']:.0f}/s, "
+                f"oldest snapshot {figures['snapshot_seconds_max']:.1f} s"
+            )
+        empty_bucket(client)
     finally:
         stop_launcher()
         for process in (snowflake, moto):
@@ -564,6 +659,10 @@ def main() -> None:
             table["fingerprint postgres"]["seconds"] + table["fingerprint snowflake"]["seconds"]
         )
         / file_s,
+        "retrieve_p99_ratio": hot_path["backfill"]["p99_ms"] / hot_path["idle"]["p99_ms"],
+        "retrieve_p99_ratio_throttled": [v for k, v in hot_path.items() if "throttled" in k][0]["p99_ms"]
+        / hot_path["idle"]["p99_ms"],
+        "ingest_ratio": hot_path["backfill"]["ingest_achieved"] / hot_path["backfill"]["ingest_target"],
         "fingerprint_before_vs_stage": (
             table["fingerprint postgres (before)"]["seconds"]
             + table["fingerprint snowflake (before)"]["seconds"]
@@ -571,23 +670,42 @@ def main() -> None:
         / file_s,
     }
     report = render(
-        table, ratios, backfills, machine() + f"; PostgreSQL {pg_version}", time.monotonic() - started
+        table,
+        ratios,
+        backfills,
+        hot_path,
+        machine() + f"; PostgreSQL {pg_version}",
+        time.monotonic() - started,
     )
     RESULTS.write_text(report)
     (WORK / "results.json").write_text(
-        json.dumps({"table": table, "ratios": ratios, "backfills": backfills}, indent=1, default=str)
+        json.dumps(
+            {"table": table, "ratios": ratios, "backfills": backfills, "hot_path": hot_path},
+            indent=1,
+            default=str,
+        )
     )
     print(report)
     print(
-        f"bench: stage_vs_copy={ratios['stage_vs_copy']:.2f} dlt_vs_stage={ratios['dlt_vs_stage']:.2f} "
-        f"peak_rss_mb={ratios['peak_rss_mb']:.0f} rss_growth_10x={ratios['rss_growth_10x']:.2f} "
-        f"backfill_overhead={ratios['backfill_overhead']:.2f} "
-        f"fingerprint_vs_stage={ratios['fingerprint_vs_stage']:.2f}",
+        summary_line(ratios),
         flush=True,
     )
 
 
-def render(table: dict, ratios: dict, backfills: list[dict], machine_text: str, elapsed: float) -> str:
+def summary_line(ratios: dict) -> str:
+    return (
+        f"bench: stage_vs_copy={ratios['stage_vs_copy']:.2f} dlt_vs_stage={ratios['dlt_vs_stage']:.2f} "
+        f"peak_rss_mb={ratios['peak_rss_mb']:.0f} rss_growth_10x={ratios['rss_growth_10x']:.2f} "
+        f"backfill_overhead={ratios['backfill_overhead']:.2f} "
+        f"fingerprint_vs_stage={ratios['fingerprint_vs_stage']:.2f} "
+        f"retrieve_p99_ratio={ratios['retrieve_p99_ratio']:.2f} ingest_ratio={ratios['ingest_ratio']:.3f} "
+        f"stage_vs_copy_10m={ratios['stage_vs_copy_10M']:.2f}"
+    )
+
+
+def render(
+    table: dict, ratios: dict, backfills: list[dict], hot_path: dict, machine_text: str, elapsed: float
+) -> str:
     def verdict(ok: bool, *timed: str) -> str:
         # A time ratio is only as good as its runs: if other work held the CPUs when either side ran, say so.
         busy = max((table[name]["busy"] for name in timed), default=0.0)
@@ -675,11 +793,33 @@ def render(table: dict, ratios: dict, backfills: list[dict], machine_text: str, 
         f"{verdict(ratios['fingerprint_vs_stage'] <= 0.5, 'fingerprint postgres', 'fingerprint snowflake')} "
         f"|",
         "",
+        f"DataVault's hot path on the same PostgreSQL (bench/contenders/hot_path.py): 4 Retrieve clients, each "
+        "selecting one record by a random existing id 100 times a second, and ingest inserting 500 rows/s, "
+        f"for each phase (at least {HOT_PATH_IDLE_SECONDS:.0f} s). The oldest snapshot is the longest-open "
+        "transaction holding back vacuum, sampled each second; dead tuples are the table's, at most.",
+        "",
+        "| phase | Retrieve p50 ms | p99 ms | p99.9 ms | p99 / idle | ingest rows/s (of 500) | extract rows/s | "
+        "oldest snapshot s (xid age) | dead tuples |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {phase} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['p999_ms']:.2f} | "
+            f"{f['p99_ms'] / hot_path['idle']['p99_ms']:.2f} | {f['ingest_achieved']:.0f} | "
+            f"{f.get('extract_rows_per_s', 0) / 1e3:,.0f}k | {f['snapshot_seconds_max']:.1f} ({f['xmin_age_max']}) | "
+            f"{f['dead_tuples_max']:,} |"
+            for phase, f in hot_path.items()
+        ),
+        "",
+        "| hot-path target | measured | |",
+        "|---|---|---|",
+        f"| during a backfill, Retrieve p99 <= 1.5 x idle | {ratios['retrieve_p99_ratio']:.2f} x | "
+        f"{'met' if ratios['retrieve_p99_ratio'] <= 1.5 else '**missed**'} |",
+        f"| during a backfill, ingest >= 99% of its target | {ratios['ingest_ratio']:.1%} | "
+        f"{'met' if ratios['ingest_ratio'] >= 0.99 else '**missed**'} |",
+        f"| extract throttled to half speed, Retrieve p99 <= 1.2 x idle | {ratios['retrieve_p99_ratio_throttled']:.2f} x | "
+        f"{'met' if ratios['retrieve_p99_ratio_throttled'] <= 1.2 else '**missed**'} |",
+        "",
         "```",
-        f"bench: stage_vs_copy={ratios['stage_vs_copy']:.2f} dlt_vs_stage={ratios['dlt_vs_stage']:.2f} "
-        f"peak_rss_mb={ratios['peak_rss_mb']:.0f} rss_growth_10x={ratios['rss_growth_10x']:.2f} "
-        f"backfill_overhead={ratios['backfill_overhead']:.2f} "
-        f"fingerprint_vs_stage={ratios['fingerprint_vs_stage']:.2f}",
+        summary_line(ratios),
         "```",
         "",
     ]

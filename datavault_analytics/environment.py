@@ -61,6 +61,10 @@ class Settings(BaseModel):
     # PostgreSQL and the partition locks
     pg_sslmode: str | None = None  # DATAVAULT_PG_SSLMODE
     pg_sslrootcert: str | None = None  # DATAVAULT_PG_SSLROOTCERT
+    pg_max_mb_per_second: float | None = None  # DATAVAULT_PG_MAX_MB_PER_SECOND: the extract's throttle
+    pg_statement_timeout_seconds: int = 1800  # DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS
+    pg_idle_in_transaction_timeout_seconds: int = 60  # DATAVAULT_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
+    pg_lock_timeout_seconds: int = 30  # DATAVAULT_PG_LOCK_TIMEOUT_SECONDS
     lock_dsn_variable: str = "DATAVAULT_PG_DSN"  # DATAVAULT_LOCK_DSN when set
     lock_wait_seconds: float = 1800  # DATAVAULT_LOCK_WAIT_SECONDS
     # The S3 stage
@@ -119,6 +123,12 @@ class Settings(BaseModel):
             late_row_days=env.number("DATAVAULT_LATE_ROW_DAYS", 2, int),
             pg_sslmode=env.text("DATAVAULT_PG_SSLMODE"),
             pg_sslrootcert=env.text("DATAVAULT_PG_SSLROOTCERT"),
+            pg_max_mb_per_second=env.positive_or_none("DATAVAULT_PG_MAX_MB_PER_SECOND"),
+            pg_statement_timeout_seconds=env.number("DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS", 1800, int),
+            pg_idle_in_transaction_timeout_seconds=env.number(
+                "DATAVAULT_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 60, int
+            ),
+            pg_lock_timeout_seconds=env.number("DATAVAULT_PG_LOCK_TIMEOUT_SECONDS", 30, int),
             lock_dsn_variable="DATAVAULT_LOCK_DSN" if env.text("DATAVAULT_LOCK_DSN") else "DATAVAULT_PG_DSN",
             lock_wait_seconds=env.number("DATAVAULT_LOCK_WAIT_SECONDS", 1800, float),
             s3_endpoint_url=env.text("DATAVAULT_S3_ENDPOINT_URL"),
@@ -164,6 +174,12 @@ class _Reader:
         if value not in ("true", "false", "1", "0", "yes", "no"):
             raise ConfigurationError(f"{name}={value!r} is not true or false.")
         return value in ("true", "1", "yes")
+
+    def positive_or_none(self, name: str) -> float | None:
+        value = self.number(name, None, float)
+        if value is not None and value <= 0:
+            raise ConfigurationError(f"{name}={value!r} must be above 0 (unset it for no limit).")
+        return value
 
     def hours_or_none(self, name: str, default: float) -> float | None:
         value = (self.text(name) or "").lower()
@@ -252,6 +268,10 @@ def build_resources(settings: Settings = SETTINGS) -> dict:
         table=table,
         sslmode=settings.pg_sslmode,
         sslrootcert=settings.pg_sslrootcert,
+        statement_timeout_seconds=settings.pg_statement_timeout_seconds,
+        idle_in_transaction_timeout_seconds=settings.pg_idle_in_transaction_timeout_seconds,
+        lock_timeout_seconds=settings.pg_lock_timeout_seconds,
+        max_mb_per_second=settings.pg_max_mb_per_second,
     )
     locks = PartitionLocks(
         dsn=dg.EnvVar(settings.lock_dsn_variable),

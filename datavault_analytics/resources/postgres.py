@@ -7,6 +7,7 @@ only SELECT (README, "Security"); each day is one read-only REPEATABLE READ tran
 import queue
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,7 +91,24 @@ class PostgresResource(dg.ConfigurableResource):
         "memory a read holds. 4 MB reads as fast as larger batches (see bench/results.md).",
     )
     statement_timeout_seconds: int = Field(
-        default=1800, description="Upper bound on any one extract statement, to protect the source database."
+        default=1800, description="Upper bound on any one statement, the day's extract included."
+    )
+    idle_in_transaction_timeout_seconds: int = Field(
+        default=60,
+        description="A session of ours idle inside its transaction longer than this is ended by PostgreSQL, so a "
+        "stuck run never holds a snapshot (and vacuum) back.",
+    )
+    lock_timeout_seconds: int = Field(
+        default=30,
+        description="How long a read waits behind a conflicting lock (an ALTER TABLE on the source) before it "
+        "fails and is retried, instead of queueing DataVault's own queries behind it.",
+    )
+    max_mb_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="Pace each extract to at most this many MB (10^6 bytes of Arrow data) a second. Unset: full "
+        "speed, right for a replica; set it when the source is DataVault's primary (README, 'DataVault's "
+        "own database').",
     )
     sslmode: str | None = Field(
         default=None,
@@ -115,17 +133,30 @@ class PostgresResource(dg.ConfigurableResource):
         """host:port/dbname, for messages; never the user or password."""
         return dsn_location(self.dsn)
 
+    def session_dsn(self, purpose: str) -> str:
+        """The connection DSN naming the session (`application_name`): what it does, for which day and run."""
+        return make_conninfo(self.connection_dsn, application_name=f"datavault-analytics {purpose}"[:63])
+
+    def session_settings(self, scope: str = "SESSION") -> list[str]:
+        """The bounds every session of ours sets: SESSION for a connection, LOCAL inside a transaction."""
+        return [
+            f"SET {scope} statement_timeout = {int(self.statement_timeout_seconds) * 1000}",
+            f"SET {scope} idle_in_transaction_session_timeout = {int(self.idle_in_transaction_timeout_seconds) * 1000}",
+            f"SET {scope} lock_timeout = {int(self.lock_timeout_seconds) * 1000}",
+        ]
+
     @contextmanager
-    def connect(self) -> Iterator[psycopg.Connection]:
+    def connect(self, purpose: str = "catalog") -> Iterator[psycopg.Connection]:
         """A psycopg connection in a read-only transaction, for the catalog and small aggregate queries."""
         try:
-            conn = psycopg.connect(self.connection_dsn, autocommit=False, connect_timeout=10)
+            conn = psycopg.connect(self.session_dsn(purpose), autocommit=False, connect_timeout=10)
         except psycopg.Error as error:
             raise PostgresSourceError(f"Cannot connect to PostgreSQL at {self.location}: {error}") from None
         try:
             conn.read_only = True
             with conn.cursor() as cursor:
-                cursor.execute(f"SET statement_timeout = {int(self.statement_timeout_seconds) * 1000}")
+                for statement in self.session_settings():
+                    cursor.execute(statement)
             yield conn
         except psycopg.Error as error:
             raise PostgresSourceError(f"PostgreSQL at {self.location} failed: {error}") from None
@@ -186,20 +217,26 @@ class PostgresResource(dg.ConfigurableResource):
 
     @contextmanager
     def stream_day(
-        self, columns: list[SourceColumn], window: DayWindow, prefetch: int | None = None
+        self,
+        columns: list[SourceColumn],
+        window: DayWindow,
+        prefetch: int | None = None,
+        run_id: str | None = None,
     ) -> Iterator[Iterator[pa.RecordBatch]]:
         """Stream one day's rows as Arrow record batches from a read-only snapshot.
 
         A background thread pulls batches from ADBC while the caller encodes the previous ones; both
         release the GIL, so reading and Parquet encoding overlap. At most `prefetch` batches wait in memory;
         by default PREFETCH_BYTES of them, so the reader keeps going while the caller encodes a row group.
+        With `max_mb_per_second`, the reader waits between batches to keep to that rate.
         """
         prefetch = prefetch or max(2, PREFETCH_BYTES // max(1, self.batch_size_hint_bytes))
         select_list = ", ".join(c.select_sql for c in columns)
         sql = f"SELECT {select_list} FROM {self.qualified_table} WHERE {self._window_predicate(window)}"  # noqa: S608
         schema = self.arrow_schema(columns)
         try:
-            conn = adbc_postgres.connect(self.connection_dsn, autocommit=True)
+            purpose = f"extract {window.partition_key}" + (f" run {run_id[:8]}" if run_id else "")
+            conn = adbc_postgres.connect(self.session_dsn(purpose), autocommit=True)
         except Exception as error:
             raise PostgresSourceError(
                 f"Cannot connect to PostgreSQL at {self.location} to extract {window.partition_key}: {error}"
@@ -212,15 +249,23 @@ class PostgresResource(dg.ConfigurableResource):
         def read() -> None:
             try:
                 cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cursor.execute(f"SET LOCAL statement_timeout = {int(self.statement_timeout_seconds) * 1000}")
+                for statement in self.session_settings("LOCAL"):
+                    cursor.execute(statement)
                 cursor.adbc_statement.set_options(
                     **{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_size_hint_bytes)}
                 )
+                started, read_bytes = time.monotonic(), 0
                 cursor.execute(sql)
                 for batch in cursor.fetch_record_batch():
                     if stop.is_set():
                         return
                     batches.put(batch)
+                    if self.max_mb_per_second:  # wait until the bytes read so far are due
+                        read_bytes += batch.nbytes
+                        if stop.wait(
+                            read_bytes / (self.max_mb_per_second * 1e6) - (time.monotonic() - started)
+                        ):
+                            return
             except BaseException as error:  # handed to the consumer, which raises it
                 batches.put(error)
             finally:
@@ -234,7 +279,7 @@ class PostgresResource(dg.ConfigurableResource):
                 if isinstance(item, BaseException):
                     raise PostgresSourceError(
                         f"PostgreSQL at {self.location} failed while reading {self.table.source_name} for "
-                        f"{window.partition_key}: {item}"
+                        f"{window.partition_key}: {item}{_hint(str(item))}"
                     ) from None
                 # Drop ADBC's per-field metadata and pin the declared nullability and types.
                 yield pa.RecordBatch.from_arrays(item.columns, schema=schema)
@@ -261,7 +306,7 @@ class PostgresResource(dg.ConfigurableResource):
         """
         sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self.qualified_table} WHERE {self._window_predicate(window)}"  # noqa: S608
         try:
-            with self.connect() as conn:
+            with self.connect(f"estimate {window.partition_key}") as conn:
                 plan = conn.execute(sql).fetchone()[0]
             return int(plan[0]["Plan"]["Plan Rows"])
         except (PostgresSourceError, LookupError, TypeError, ValueError):
@@ -273,7 +318,7 @@ class PostgresResource(dg.ConfigurableResource):
             return {}
         column = quote_postgres(self.table.partition_column)
         start, end = min(w.start for w in windows), max(w.end for w in windows)
-        with self.connect() as conn:
+        with self.connect("observe") as conn:
             has_updated_at = conn.execute(
                 "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
                 "AND column_name = 'updated_at'",
@@ -304,11 +349,23 @@ class PostgresResource(dg.ConfigurableResource):
             f"WHERE {column} >= %s AND {column} < %s"
         )
         found = {}
-        with self.connect() as conn:
+        with self.connect("fingerprints") as conn:
             for window in windows:
                 rows, total = conn.execute(sql, (window.start, window.end)).fetchone()
                 found[window.partition_key] = Fingerprint(rows, int(total or 0))
         return found
+
+
+def _hint(error: str) -> str:
+    """What to do about the failures a source can cause on its own."""
+    if "conflict with recovery" in error:
+        return (
+            " (the hot standby cancelled the read to replay the primary's changes; the read is retried. If it "
+            "keeps happening, see hot_standby_feedback and max_standby_streaming_delay in the README)"
+        )
+    if "lock timeout" in error:
+        return " (another session holds a conflicting lock on the table, e.g. an ALTER TABLE; the read is retried)"
+    return ""
 
 
 def _describe_keys(keys: list[str]) -> str:
@@ -322,13 +379,14 @@ class SourceDay:
     postgres: PostgresResource
     columns: list[SourceColumn]
     window: DayWindow
+    run_id: str | None = None  # names the extract's session
 
     @property
     def schema(self) -> pa.Schema:
         return self.postgres.arrow_schema(self.columns)
 
     def open(self):
-        return self.postgres.stream_day(self.columns, self.window)
+        return self.postgres.stream_day(self.columns, self.window, run_id=self.run_id)
 
 
 @dataclass
@@ -357,4 +415,6 @@ class PostgresSourceIOManager(dg.ConfigurableIOManager):
         with asset_errors(f"Reading the PostgreSQL source's columns to extract {_describe_keys(keys)}"):
             windows = day_windows(keys)
             columns = self.postgres.source_columns()
-        return SourceExtract([SourceDay(self.postgres, columns, window) for window in windows])
+        return SourceExtract(
+            [SourceDay(self.postgres, columns, window, context.step_context.run_id) for window in windows]
+        )

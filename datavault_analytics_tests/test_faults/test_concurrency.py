@@ -1,11 +1,14 @@
-"""Two runs of the same day at once never interleave: each step holds the day's PostgreSQL lock (locks.py).
-(And the locks on the primary while the source is a hot standby: DATAVAULT_LOCK_DSN.)
+"""Two runs of the same day at once never interleave: each step holds the day's PostgreSQL lock
+(resources/partition_locks.py). And a hot standby as the source: the locks on the primary
+(DATAVAULT_LOCK_DSN), and a read the standby cancels to replay the primary is retried.
 
 Both runs are real processes. The first is held, by a proxy, in the middle of a step that holds the
 lock; the second is started and must wait at the lock without touching the day. Released, both finish,
 their stagings follow one another in S3 (never one inside the other), and the day is exactly
 PostgreSQL's rows.
 """
+
+import threading
 
 import psycopg
 import pytest
@@ -113,8 +116,7 @@ def test_a_run_staging_the_day_waits_while_another_is_loading_it(fault_pipeline,
 # -- a hot standby as the source -------------------------------------------------------------------
 
 
-@pytest.fixture
-def primary_and_standby(tmp_path):
+def _primary_and_standby(tmp_path, standby_settings: str = ""):
     """A PostgreSQL primary and a streaming hot standby of it (pg_basebackup -R)."""
     primary = PostgresServer(
         tmp_path / "primary", free_port(), log_path=tmp_path / "primary.log", durable=False
@@ -127,25 +129,40 @@ def primary_and_standby(tmp_path):
         standby._prepare_directories()  # an empty folder the server's OS user owns, for pg_basebackup
         standby._run(
             "pg_basebackup",
-            [
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(primary.port),
-                "-U",
-                "postgres",
-                "-D",
-                str(standby.data_dir),
-                "-R",
-                "-X",
-                "stream",
-            ],
+            ["-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D", str(standby.data_dir), "-R"]
+            + ["-X", "stream"],
         )
+        with open(standby.data_dir / "postgresql.auto.conf", "a") as conf:
+            conf.write(standby_settings)
         standby.start()
         yield primary, standby
     finally:
         standby.stop()
         primary.stop()
+
+
+@pytest.fixture
+def primary_and_standby(tmp_path):
+    yield from _primary_and_standby(tmp_path)
+
+
+@pytest.fixture
+def standby_that_cancels_reads(tmp_path):
+    """A standby that cancels a read within 200 ms when replaying the primary needs rows the read sees."""
+    yield from _primary_and_standby(
+        tmp_path, "hot_standby_feedback = off\nmax_standby_streaming_delay = '200ms'\n"
+    )
+
+
+def wait_for_replay(standby_dsn: str, rows: int) -> None:
+    def replayed() -> bool:
+        try:
+            with psycopg.connect(standby_dsn) as conn:
+                return conn.execute("SELECT count(*) FROM records").fetchone()[0] == rows
+        except (psycopg.OperationalError, psycopg.errors.UndefinedTable):  # not replayed yet
+            return False
+
+    wait_until(replayed, f"the standby to replay {rows} rows")
 
 
 def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(
@@ -155,18 +172,7 @@ def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(
     pipeline = Pipeline(primary, s3_endpoint, snowflake_server, monkeypatch)
     pipeline.seed([DAY_DATE], rows_per_day=300)
     replica_dsn = standby.dsn(pipeline.database)
-
-    def replicated() -> bool:
-        try:
-            with psycopg.connect(replica_dsn) as conn:
-                return conn.execute("SELECT count(*) FROM records").fetchone()[0] == 300
-        except (
-            psycopg.OperationalError,
-            psycopg.errors.UndefinedTable,
-        ):  # database or table not replayed yet
-            return False
-
-    wait_until(replicated, "the standby to replay the seeded rows")
+    wait_for_replay(replica_dsn, 300)
     monkeypatch.setenv("DATAVAULT_PG_DSN", replica_dsn)
     monkeypatch.setenv("DATAVAULT_LOCK_DSN", primary.dsn(pipeline.database))
     monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", "1")
@@ -187,4 +193,49 @@ def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(
 
     # Free, the day is read from the standby, in its read-only snapshot, and lands exactly.
     assert pipeline.materialize(DAY).success
+    assert_exact(pipeline)
+
+
+def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day_is_exact(
+    standby_that_cancels_reads, s3_endpoint, snowflake_server, monkeypatch
+):
+    primary, standby = standby_that_cancels_reads
+    pipeline = Pipeline(primary, s3_endpoint, snowflake_server, monkeypatch)
+    pipeline.seed([DAY_DATE], rows_per_day=20_000)
+    replica_dsn = standby.dsn(pipeline.database)
+    wait_for_replay(replica_dsn, 20_000)
+    monkeypatch.setenv("DATAVAULT_PG_DSN", replica_dsn)
+    monkeypatch.setenv("DATAVAULT_LOCK_DSN", primary.dsn(pipeline.database))
+    monkeypatch.setenv("DATAVAULT_PG_MAX_MB_PER_SECOND", "1")  # an extract of about 8 s, to conflict with
+    pipeline.resources = build_resources(Settings.from_environment("prod"))
+    outcome = {}
+    run = threading.Thread(
+        target=lambda: outcome.update(result=pipeline.materialize(DAY, raise_on_error=False))
+    )
+    run.start()
+
+    def extracting() -> bool:
+        with psycopg.connect(replica_dsn, autocommit=True) as conn:
+            return (
+                conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'datavault-analytics extract%' "
+                    "AND state = 'active'"
+                ).fetchone()[0]
+                > 0
+            )
+
+    wait_until(extracting, "the extract to be reading from the standby")
+    # On the primary, rows of the day go and VACUUM removes them: replaying that conflicts with the read.
+    with psycopg.connect(primary.dsn(pipeline.database), autocommit=True) as conn:
+        conn.execute("DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 500)")
+        conn.execute("VACUUM records")
+    run.join(timeout=180)
+
+    result = outcome["result"]
+    assert result.success
+    retried = [e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_up_for_retry]
+    assert any("conflict with recovery" in error and "hot_standby_feedback" in error for error in retried), (
+        retried
+    )
+    wait_for_replay(replica_dsn, 19_500)
     assert_exact(pipeline)
