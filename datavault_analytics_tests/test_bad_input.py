@@ -66,8 +66,13 @@ def loaded(seeded):
 # -- partition keys --------------------------------------------------------------------------------
 
 BAD_KEYS = ["2026-13-01", "2026-11-1", "20261101", "x'; DROP TABLE records; --", "2026-11-01T00:00"]
-# A day before the first partition, today (not ended yet) and a day to come.
-OUT_OF_RANGE = ["2023-12-31", TODAY.isoformat(), (TODAY + timedelta(days=2)).isoformat()]
+# A day before the first partition, and days not ended yet: tomorrow (which is still not over if the suite
+# runs past midnight UTC, when today would become a day that has ended) and a day to come.
+OUT_OF_RANGE = [
+    "2023-12-31",
+    (TODAY + timedelta(days=1)).isoformat(),
+    (TODAY + timedelta(days=3)).isoformat(),
+]
 
 
 @pytest.mark.parametrize("key", BAD_KEYS + OUT_OF_RANGE)
