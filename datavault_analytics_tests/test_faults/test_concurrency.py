@@ -165,21 +165,29 @@ def wait_for_replay(standby_dsn: str, rows: int) -> None:
     wait_until(replayed, f"the standby to replay {rows} rows")
 
 
+def reading_from_the_standby(servers, s3_endpoint, snowflake_server, monkeypatch, rows: int, **env: str):
+    """A pipeline whose source is the standby and whose locks are on the primary, with `rows` seeded and
+    replayed; `env` adds settings. Returns (pipeline, the standby's DSN, the primary's DSN)."""
+    primary, standby = servers
+    pipeline = Pipeline(primary, s3_endpoint, snowflake_server, monkeypatch)
+    pipeline.seed([DAY_DATE], rows_per_day=rows)
+    replica_dsn, primary_dsn = standby.dsn(pipeline.database), primary.dsn(pipeline.database)
+    wait_for_replay(replica_dsn, rows)
+    for name, value in {"DATAVAULT_PG_DSN": replica_dsn, "DATAVAULT_LOCK_DSN": primary_dsn, **env}.items():
+        monkeypatch.setenv(name, value)
+    pipeline.resources = build_resources(Settings.from_environment("prod"))
+    return pipeline, replica_dsn, primary_dsn
+
+
 def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(
     primary_and_standby, s3_endpoint, snowflake_server, monkeypatch
 ):
-    primary, standby = primary_and_standby
-    pipeline = Pipeline(primary, s3_endpoint, snowflake_server, monkeypatch)
-    pipeline.seed([DAY_DATE], rows_per_day=300)
-    replica_dsn = standby.dsn(pipeline.database)
-    wait_for_replay(replica_dsn, 300)
-    monkeypatch.setenv("DATAVAULT_PG_DSN", replica_dsn)
-    monkeypatch.setenv("DATAVAULT_LOCK_DSN", primary.dsn(pipeline.database))
-    monkeypatch.setenv("DATAVAULT_LOCK_WAIT_SECONDS", "1")
-    pipeline.resources = build_resources(Settings.from_environment("prod"))
+    pipeline, _, primary_dsn = reading_from_the_standby(
+        primary_and_standby, s3_endpoint, snowflake_server, monkeypatch, 300, DATAVAULT_LOCK_WAIT_SECONDS="1"
+    )
 
     # The day's lock is taken on the primary: while another run holds it there, this run waits, then says so.
-    other = PartitionLocks(dsn=primary.dsn(pipeline.database))
+    other = PartitionLocks(dsn=primary_dsn)
     with other.hold(DAY, holder="another run"):
         result = pipeline.materialize(DAY, raise_on_error=False)
     assert not result.success
@@ -199,15 +207,16 @@ def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(
 def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day_is_exact(
     standby_that_cancels_reads, s3_endpoint, snowflake_server, monkeypatch
 ):
-    primary, standby = standby_that_cancels_reads
-    pipeline = Pipeline(primary, s3_endpoint, snowflake_server, monkeypatch)
-    pipeline.seed([DAY_DATE], rows_per_day=20_000)
-    replica_dsn = standby.dsn(pipeline.database)
-    wait_for_replay(replica_dsn, 20_000)
-    monkeypatch.setenv("DATAVAULT_PG_DSN", replica_dsn)
-    monkeypatch.setenv("DATAVAULT_LOCK_DSN", primary.dsn(pipeline.database))
-    monkeypatch.setenv("DATAVAULT_PG_MAX_MB_PER_SECOND", "1")  # an extract of about 8 s, to conflict with
-    pipeline.resources = build_resources(Settings.from_environment("prod"))
+    pipeline, replica_dsn, primary_dsn = (
+        reading_from_the_standby(  # an extract of about 8 s, to conflict with
+            standby_that_cancels_reads,
+            s3_endpoint,
+            snowflake_server,
+            monkeypatch,
+            20_000,
+            DATAVAULT_PG_MAX_MB_PER_SECOND="1",
+        )
+    )
     outcome = {}
     run = threading.Thread(
         target=lambda: outcome.update(result=pipeline.materialize(DAY, raise_on_error=False))
@@ -226,7 +235,7 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
 
     wait_until(extracting, "the extract to be reading from the standby")
     # On the primary, rows of the day go and VACUUM removes them: replaying that conflicts with the read.
-    with psycopg.connect(primary.dsn(pipeline.database), autocommit=True) as conn:
+    with psycopg.connect(primary_dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 500)")
         conn.execute("VACUUM records")
     run.join(timeout=180)
