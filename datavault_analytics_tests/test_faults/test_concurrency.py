@@ -9,6 +9,7 @@ PostgreSQL's rows.
 """
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -213,8 +214,8 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
             s3_endpoint,
             snowflake_server,
             monkeypatch,
-            20_000,
-            DATAVAULT_PG_MAX_MB_PER_SECOND="1",
+            60_000,  # about 24 MB: more than the sockets buffer, so the read is still going when it conflicts
+            DATAVAULT_PG_MAX_MB_PER_SECOND="3",
         )
     )
     outcome = {}
@@ -225,19 +226,36 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
 
     def extracting() -> bool:
         with psycopg.connect(replica_dsn, autocommit=True) as conn:
-            return (
-                conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'datavault-analytics extract%' "
-                    "AND state = 'active'"
-                ).fetchone()[0]
-                > 0
-            )
+            [reading] = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
+                "AND state = 'active' AND backend_xmin IS NOT NULL AND query LIKE %s",
+                ("datavault-analytics extract%", '%FROM "public"."records"%'),
+            ).fetchone()
+            return reading > 0
 
-    wait_until(extracting, "the extract to be reading from the standby")
-    # On the primary, rows of the day go and VACUUM removes them: replaying that conflicts with the read.
-    with psycopg.connect(primary_dsn, autocommit=True) as conn:
-        conn.execute("DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 500)")
-        conn.execute("VACUUM records")
+    # Its SELECT, not the driver's catalog queries, holds the snapshot the primary's VACUUM must conflict with.
+    wait_until(extracting, "the extract's SELECT to be reading from the standby")
+    with psycopg.connect(replica_dsn, autocommit=True) as conn:
+        [first_reader] = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND application_name LIKE %s",
+            ("datavault-analytics extract%",),
+        ).fetchone()
+    # On the primary, rows of the day go and VACUUM removes them; replaying that conflicts with the read. Until
+    # the first read is gone (cancelled), so that its retry reads undisturbed.
+    deleted = 0
+    with (
+        psycopg.connect(primary_dsn, autocommit=True) as primary_conn,
+        psycopg.connect(replica_dsn, autocommit=True) as standby_conn,
+    ):
+        while standby_conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (first_reader,)
+        ).fetchone()[0]:
+            primary_conn.execute(
+                "DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 100)"
+            )
+            primary_conn.execute("VACUUM records")
+            deleted += 100
+            time.sleep(0.5)
     run.join(timeout=180)
 
     result = outcome["result"]
@@ -246,5 +264,5 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
     assert any("conflict with recovery" in error and "hot_standby_feedback" in error for error in retried), (
         retried
     )
-    wait_for_replay(replica_dsn, 19_500)
+    wait_for_replay(replica_dsn, 60_000 - deleted)
     assert_exact(pipeline)
