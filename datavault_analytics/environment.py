@@ -58,6 +58,12 @@ class Settings(BaseModel):
     retry_delay_seconds: float = 15  # DATAVAULT_RETRY_DELAY_SECONDS
     schedule_cron: str = "15 0 * * *"  # DATAVAULT_SCHEDULE_CRON
     late_row_days: int = 2  # DATAVAULT_LATE_ROW_DAYS
+    # The drift scan (drift.py, sensors.py)
+    drift_scan_seconds: int = 900  # DATAVAULT_DRIFT_SCAN_SECONDS
+    drift_hash_days_per_scan: int = 4  # DATAVAULT_DRIFT_HASH_DAYS_PER_SCAN
+    drift_max_repairs: int = 3  # DATAVAULT_DRIFT_MAX_REPAIRS: attempts in a row before a day is left alone
+    drift_runs_per_scan: int = 4  # DATAVAULT_DRIFT_RUNS_PER_SCAN
+    drift_merge_gap_days: int = 7  # DATAVAULT_DRIFT_MERGE_GAP_DAYS
     # PostgreSQL and the partition locks
     pg_sslmode: str | None = None  # DATAVAULT_PG_SSLMODE
     pg_sslrootcert: str | None = None  # DATAVAULT_PG_SSLROOTCERT
@@ -121,6 +127,11 @@ class Settings(BaseModel):
             retry_delay_seconds=env.number("DATAVAULT_RETRY_DELAY_SECONDS", 15, float),
             schedule_cron=env.text("DATAVAULT_SCHEDULE_CRON") or "15 0 * * *",
             late_row_days=env.number("DATAVAULT_LATE_ROW_DAYS", 2, int),
+            drift_scan_seconds=env.at_least("DATAVAULT_DRIFT_SCAN_SECONDS", 900, 1),
+            drift_hash_days_per_scan=env.at_least("DATAVAULT_DRIFT_HASH_DAYS_PER_SCAN", 4, 0),
+            drift_max_repairs=env.at_least("DATAVAULT_DRIFT_MAX_REPAIRS", 3, 1),
+            drift_runs_per_scan=env.at_least("DATAVAULT_DRIFT_RUNS_PER_SCAN", 4, 1),
+            drift_merge_gap_days=env.at_least("DATAVAULT_DRIFT_MERGE_GAP_DAYS", 7, 0),
             pg_sslmode=env.text("DATAVAULT_PG_SSLMODE"),
             pg_sslrootcert=env.text("DATAVAULT_PG_SSLROOTCERT"),
             pg_max_mb_per_second=env.positive_or_none("DATAVAULT_PG_MAX_MB_PER_SECOND"),
@@ -174,6 +185,12 @@ class _Reader:
         if value not in ("true", "false", "1", "0", "yes", "no"):
             raise ConfigurationError(f"{name}={value!r} is not true or false.")
         return value in ("true", "1", "yes")
+
+    def at_least(self, name: str, default: int, minimum: int) -> int:
+        value = self.number(name, default, int)
+        if value < minimum:
+            raise ConfigurationError(f"{name}={value!r} must be at least {minimum}.")
+        return value
 
     def positive_or_none(self, name: str) -> float | None:
         value = self.number(name, None, float)

@@ -46,6 +46,20 @@ class Fingerprint:
 EMPTY = Fingerprint(0, 0)
 
 
+@dataclass(frozen=True)
+class DaySummary:
+    """The drift scan's cheap tier for one day: what an index-only scan gives, on either side."""
+
+    rows: int
+    latest_update_us: int | None  # max(updated_at), microseconds since 1970-01-01 UTC; None: never updated
+
+    def __str__(self) -> str:
+        return f"{self.rows} rows, latest update {self.latest_update_us}"
+
+
+NO_ROWS = DaySummary(0, None)
+
+
 def _message(columns: Sequence[tuple[str, str]], side: int, quote) -> str:
     parts = [
         f"COALESCE({CANONICAL_FORMS[form][side].format(c=quote(name))}, '{NULL}')" for name, form in columns

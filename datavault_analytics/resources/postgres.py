@@ -21,7 +21,7 @@ from pydantic import Field
 
 from datavault_analytics.day_window import DayWindow, day_windows
 from datavault_analytics.errors import PermanentError, TransientError, asset_errors
-from datavault_analytics.fingerprint import Fingerprint, postgres_row_number
+from datavault_analytics.fingerprint import DaySummary, Fingerprint, postgres_row_number
 from datavault_analytics.identifiers import quote_postgres
 from datavault_analytics.redaction import dsn_location
 from datavault_analytics.resources.records_table import RecordsTable
@@ -319,12 +319,7 @@ class PostgresResource(dg.ConfigurableResource):
         column = quote_postgres(self.table.partition_column)
         start, end = min(w.start for w in windows), max(w.end for w in windows)
         with self.connect("observe") as conn:
-            has_updated_at = conn.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-                "AND column_name = 'updated_at'",
-                (self.table.postgres_schema.lower(), self.table.postgres_table.lower()),
-            ).fetchone()
-            latest_update = "max(updated_at)" if has_updated_at else "NULL::timestamptz"
+            latest_update = f"max({self._updated_at_or_null(conn)})"
             rows = conn.execute(
                 f"SELECT to_char(({column} AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD'), count(*), "  # noqa: S608
                 f"max({column}), {latest_update} FROM {self.qualified_table} "
@@ -337,9 +332,37 @@ class PostgresResource(dg.ConfigurableResource):
             for w in windows
         }
 
+    def day_summaries(self, first: DayWindow, last: DayWindow) -> dict[str, DaySummary]:
+        """Every day from `first` to `last` with rows: its row count and latest `updated_at`, in one statement.
+
+        One small aggregate per day (a LATERAL join over the days), each an index-only scan of
+        `(created_at) INCLUDE (updated_at)` (sql/records.sql) with no per-row expression. Days without rows
+        are left out."""
+        column = quote_postgres(self.table.partition_column)
+        with self.connect("drift scan") as conn:
+            updated = self._updated_at_or_null(conn)
+            conn.commit()  # the catalog read and the scan are each their own transaction
+            rows = conn.execute(
+                "SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.n, "  # noqa: S608
+                "(extract(epoch FROM s.u) * 1000000)::bigint FROM generate_series(%s::timestamptz, "
+                "%s::timestamptz, interval '1 day') AS d CROSS JOIN LATERAL (SELECT count(*) AS n, "
+                f"max({updated}) AS u FROM {self.qualified_table} WHERE {column} >= d AND {column} < "
+                "d + interval '1 day') AS s WHERE s.n > 0",
+                (first.start, last.start),
+            ).fetchall()
+        return {day: DaySummary(n, latest) for day, n, latest in rows}
+
+    def _updated_at_or_null(self, conn) -> str:
+        has_updated_at = conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "AND column_name = 'updated_at'",
+            (self.table.postgres_schema.lower(), self.table.postgres_table.lower()),
+        ).fetchone()
+        return "updated_at" if has_updated_at else "NULL::timestamptz"
+
     def fingerprints(self, windows: list[DayWindow], columns: list[SourceColumn]) -> dict[str, Fingerprint]:
         """Each day's fingerprint over every column (fingerprint.py): one plain aggregate per day, with no
-        sort and no grouping, which PostgreSQL may run with parallel workers. Each is one statement."""
+        sort and no grouping, which PostgreSQL may run with parallel workers. Each is its own transaction."""
         if not windows:
             return {}
         column = quote_postgres(self.table.partition_column)
@@ -352,6 +375,7 @@ class PostgresResource(dg.ConfigurableResource):
         with self.connect("fingerprints") as conn:
             for window in windows:
                 rows, total = conn.execute(sql, (window.start, window.end)).fetchone()
+                conn.commit()  # one transaction per day: no snapshot or lock is held from one day to the next
                 found[window.partition_key] = Fingerprint(rows, int(total or 0))
         return found
 

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from datavault_analytics.day_window import DayWindow
 from datavault_analytics.errors import PermanentError, TransientError
-from datavault_analytics.fingerprint import EMPTY, Fingerprint, snowflake_row_number
+from datavault_analytics.fingerprint import EMPTY, DaySummary, Fingerprint, snowflake_row_number
 from datavault_analytics.identifiers import quote_snowflake, validate_identifier
 from datavault_analytics.resources.partition_locks import PartitionLock
 from datavault_analytics.resources.records_table import RecordsTable
@@ -474,6 +474,27 @@ class SnowflakeLoader(dg.ConfigurableResource):
         except Exception as error:
             raise self._fail("Reading fingerprints from Snowflake failed", error) from None
         return {w.partition_key: found.get(w.partition_key, (EMPTY, 0)) for w in windows}
+
+    def day_summaries(self, first: DayWindow, last: DayWindow) -> dict[str, DaySummary]:
+        """Every day from `first` to `last` with rows: its row count and latest `updated_at`, one query."""
+        column = quote_snowflake(self.table.partition_column)
+        try:
+            with self.connection("datavault-analytics drift scan") as conn:
+                cursor = conn.cursor()
+                existing = self.table_columns(cursor)
+                if not existing:
+                    return {}
+                latest = 'MAX("UPDATED_AT")' if "UPDATED_AT" in existing else "NULL"
+                cursor.execute(
+                    f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, COUNT(*), "  # noqa: S608
+                    f"TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, {latest})) FROM {quote_snowflake(self.table_name)} "
+                    f"WHERE {column} >= %s AND {column} < %s GROUP BY 1",
+                    (first.start_ntz, last.end_ntz),
+                )
+                rows = cursor.fetchall()
+        except Exception as error:
+            raise self._fail("Reading the per-day summaries from Snowflake failed", error) from None
+        return {day: DaySummary(int(n), None if u is None else int(u)) for day, n, u in rows}
 
     def duplicate_ids(self, windows: list[DayWindow]) -> dict[str, tuple[int, int, str | None]]:
         """Per day: (ids that appear more than once, surplus rows, one such id). Run only for days whose

@@ -41,7 +41,7 @@ def test_pg_server_applies_records_ddl_idempotently(pg_server: PostgresServer) -
         ("created_at", "timestamp with time zone", "NO"),
         ("updated_at", "timestamp with time zone", "YES"),
     ]
-    assert sorted(indexes) == ["records_created_at_idx", "records_pkey"]
+    assert sorted(indexes) == ["records_created_at_updated_at_idx", "records_pkey"]
     assert pg_server.dsn("x") == f"postgresql://postgres@127.0.0.1:{pg_server.port}/x"
     assert pg_server.is_running()
 

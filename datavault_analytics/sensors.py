@@ -1,0 +1,212 @@
+"""The drift sensor: every DATAVAULT_DRIFT_SCAN_SECONDS, compare all of history and reload what differs.
+
+A sensor, not an AutomationCondition on the observable source: the repair needs what declarative
+automation has no words for (a cap on failed attempts per day, a batch limit per scan), and an observation
+per day per scan is what the event log must not grow by (README, "Drift"). Each scan writes events only
+for the days it content-verified, gave up on, or asked to reload; the rest is in its cursor.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
+
+import dagster as dg
+
+from datavault_analytics.assets import SNOWFLAKE_KEY, STAGE_KEY
+from datavault_analytics.checks import CONTENT_HASH
+from datavault_analytics.day_window import DayWindow, day_windows
+from datavault_analytics.drift import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    CheapTier,
+    Repair,
+    ScanState,
+    content_days,
+    days_in_flight,
+    next_content_day,
+    plan_ranges,
+)
+from datavault_analytics.environment import SETTINGS
+from datavault_analytics.errors import asset_errors
+from datavault_analytics.fingerprint import NO_ROWS
+from datavault_analytics.jobs import records_daily_job
+from datavault_analytics.partitions import daily_partitions
+from datavault_analytics.reconciliation import DayReconciliation, reconcile
+from datavault_analytics.resources.postgres import PostgresResource
+from datavault_analytics.resources.snowflake import SnowflakeLoader
+
+DRIFT_SENSOR = "datavault_drift_sensor"
+LISTED_DAYS = 20  # a log line names at most this many days, then counts the rest
+
+
+def scanned_days(late_row_days: int = SETTINGS.late_row_days) -> list[str]:
+    """Every day of history older than the daily schedule's window, which the schedule itself reloads."""
+    last = daily_partitions.get_last_partition_key()
+    if last is None:
+        return []
+    newest = (date.fromisoformat(last) - timedelta(days=late_row_days + 1)).isoformat()
+    first = daily_partitions.get_first_partition_key()
+    return (
+        daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, newest))
+        if first <= newest
+        else []
+    )
+
+
+def _listed(days: list[str]) -> str:
+    shown = ", ".join(days[:LISTED_DAYS])
+    return shown + (f" and {len(days) - LISTED_DAYS} more" if len(days) > LISTED_DAYS else "")
+
+
+def _content_evaluation(day: DayReconciliation, why: str) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=SNOWFLAKE_KEY,
+        check_name=CONTENT_HASH,
+        partition=day.day,
+        passed=day.matches,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{day.day}: content fingerprint over every column matches ({why})"
+        if day.matches
+        else f"{day.difference()} ({why}); the day is reloaded",
+        metadata={
+            "day": day.day,
+            "verified_by": "drift scan",
+            "postgres_fingerprint": str(day.postgres),
+            "snowflake_fingerprint": str(day.snowflake),
+        },
+    )
+
+
+def _given_up(day: str, why: str, attempts: int) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=SNOWFLAKE_KEY,
+        check_name=CONTENT_HASH,
+        partition=day,
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{day}: still differs from PostgreSQL after {attempts} reloads in a row ({why}). The drift "
+        "scan leaves it alone until the day changes in PostgreSQL; read the failed runs' logs, fix the cause, "
+        "then re-run the day.",
+        metadata={"day": day, "verified_by": "drift scan", "repairs_in_a_row": attempts},
+    )
+
+
+def scan_for_drift(
+    context: dg.SensorEvaluationContext,
+    postgres: PostgresResource,
+    snowflake_loader: SnowflakeLoader,
+    days: list[str],
+) -> dg.SensorResult | dg.SkipReason:
+    """One scan over `days`: both tiers, then the repair requests. The cursor carries `ScanState`."""
+    state = ScanState.from_cursor(context.cursor)
+    state.scans += 1
+    if not days:
+        return dg.SkipReason("No day is older than the daily schedule's window yet.")
+    first, last = DayWindow.for_key(days[0]), DayWindow.for_key(days[-1])
+    with (
+        asset_errors("Drift scan: row counts and latest updates per day"),
+        ThreadPoolExecutor(2, thread_name_prefix="drift-scan") as pool,
+    ):
+        source = pool.submit(postgres.day_summaries, first, last)
+        target = pool.submit(snowflake_loader.day_summaries, first, last)
+        cheap = CheapTier(source.result(), target.result(), days)
+    busy = days_in_flight(context.instance, [STAGE_KEY, SNOWFLAKE_KEY])
+
+    again, in_round = content_days(state, cheap, busy, SETTINGS.drift_hash_days_per_scan)
+    with asset_errors("Drift scan: content fingerprints"):
+        verified = (
+            reconcile(postgres, snowflake_loader, day_windows(again + in_round)) if again or in_round else []
+        )
+    events: list[dg.AssetCheckEvaluation] = []
+    for day in verified:
+        events.append(
+            _content_evaluation(day, "after its reload" if day.day in again else "in the round over history")
+        )
+        if day.matches:
+            state.content_drifted.pop(day.day, None)
+        else:
+            state.content_drifted[day.day] = "content fingerprint differs, same row count and latest update"
+    state.next_content_day = next_content_day(in_round, state)
+
+    drifted = {**{d: why for d, why in state.content_drifted.items() if d in cheap.days}, **cheap.drifted}
+    for day in list(state.repairs):
+        if day not in drifted:
+            del state.repairs[day]  # equal again: repaired, or changed back
+    wanted, left_alone = [], []
+    for day, why in sorted(drifted.items()):
+        if day in busy:
+            continue
+        source_now = str(cheap.postgres.get(day, NO_ROWS))
+        repair = state.repairs.get(day)
+        if repair is None or repair.source != source_now:
+            repair = state.repairs[day] = Repair(source=source_now)
+        if repair.attempts >= SETTINGS.drift_max_repairs:
+            if not repair.reported:
+                repair.reported = True
+                events.append(_given_up(day, why, repair.attempts))
+                context.log.error(
+                    f"Drift: {day} still differs after {repair.attempts} reloads in a row ({why}); left alone "
+                    "until it changes in PostgreSQL."
+                )
+            left_alone.append(day)
+            continue
+        wanted.append(day)
+
+    plan = plan_ranges(
+        wanted,
+        max_gap_days=SETTINGS.drift_merge_gap_days,
+        max_days_per_run=SETTINGS.backfill_days_per_run or 31,
+        max_runs=SETTINGS.drift_runs_per_scan,
+    )
+    requested = [d for d in plan.days if d in drifted]
+    for day in requested:
+        state.repairs[day].attempts += 1
+        context.log.info(f"Drift: {day} differs: {drifted[day]}.")
+    runs = [
+        dg.RunRequest(
+            run_key=f"drift-{state.scans}-{first}-{last}",
+            tags={
+                RANGE_START_TAG: first,
+                RANGE_END_TAG: last,
+                "datavault/trigger": "drift",
+                "datavault/drifted_days": str(sum(1 for d in requested if first <= d <= last)),
+            },
+        )
+        for first, last in plan.ranges
+    ]
+    summary = (
+        f"Scan {state.scans}: {len(days):,} days compared by count and latest update, {len(verified)} by content; "
+        f"{len(drifted)} differ, {len(busy & set(drifted))} of them already being loaded"
+    )
+    if plan.waiting:
+        summary += f"; {len(plan.waiting)} wait for the next scan ({_listed(plan.waiting)})"
+    if left_alone:
+        summary += f"; {len(left_alone)} left alone after {SETTINGS.drift_max_repairs} failed reloads ({_listed(left_alone)})"
+    context.log.info(summary + (f"; reloading {_listed(requested)} in {len(runs)} run(s)" if runs else ""))
+    return dg.SensorResult(
+        run_requests=runs,
+        asset_events=events,
+        cursor=state.model_dump_json(),
+        skip_reason=None if runs else summary,
+    )
+
+
+@dg.sensor(
+    name=DRIFT_SENSOR,
+    job=records_daily_job,
+    minimum_interval_seconds=SETTINGS.drift_scan_seconds,
+    # On by default in prod; locally, `dagster sensor start --start-all`.
+    default_status=dg.DefaultSensorStatus.RUNNING
+    if SETTINGS.environment == "prod"
+    else dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Compares every day of history older than the daily schedule's window, in PostgreSQL and Snowflake: "
+        f"row count and latest updated_at on every scan, the full content fingerprint of "
+        f"{SETTINGS.drift_hash_days_per_scan} days per scan in a round over history. Days that differ are "
+        "reloaded in a few range runs; a day that still differs after "
+        f"{SETTINGS.drift_max_repairs} reloads in a row is reported and left alone."
+    ),
+)
+def drift_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource, snowflake_loader: SnowflakeLoader
+):
+    return scan_for_drift(context, postgres, snowflake_loader, scanned_days())

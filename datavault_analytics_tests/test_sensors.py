@@ -1,0 +1,212 @@
+"""The drift sensor's scan, evaluated in process on the real servers; its repairs run through the real assets.
+
+test_drift_daemon.py runs the same sensor in the real daemon. Here each scan is one sensor evaluation, so
+what it finds, asks for and remembers can be checked scan by scan.
+"""
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+from dagster._core.test_utils import create_run_for_test
+
+from datavault_analytics import sensors
+from datavault_analytics.assets import SNOWFLAKE_KEY
+from datavault_analytics.checks import CONTENT_HASH
+from datavault_analytics.drift import RANGE_END_TAG, RANGE_START_TAG, ScanState, plan_ranges
+from datavault_analytics.environment import SETTINGS
+from datavault_analytics.jobs import records_daily_job
+from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
+
+DAYS = [date(2025, 3, 1) + timedelta(days=n) for n in range(6)]
+KEYS = [d.isoformat() for d in DAYS]
+
+
+class Scanner:
+    """Evaluates the drift scan over `days`, carrying its cursor from one scan to the next."""
+
+    def __init__(self, pipeline, monkeypatch, days=KEYS):
+        self.pipeline, self.monkeypatch, self.days = pipeline, monkeypatch, days
+        self.cursor: str | None = None
+
+    def scan(self, **settings) -> dg.SensorResult:
+        self.monkeypatch.setattr(sensors, "SETTINGS", SETTINGS.model_copy(update=settings))
+        resources = {k: self.pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
+        with dg.build_resources(resources) as built:
+            context = dg.build_sensor_context(instance=self.pipeline.instance, cursor=self.cursor)
+            result = sensors.scan_for_drift(context, built.postgres, built.snowflake_loader, self.days)
+        assert isinstance(result, dg.SensorResult)
+        self.cursor = result.cursor
+        return result
+
+    @property
+    def state(self) -> ScanState:
+        return ScanState.from_cursor(self.cursor)
+
+    def repair(self, result: dg.SensorResult, **overrides) -> list[bool]:
+        """Runs each requested range as the daemon would launch it: the job's assets, one run per range."""
+        saved = self.pipeline.resources
+        self.pipeline.with_resources(**overrides)
+        try:
+            return [
+                self.pipeline.materialize(
+                    r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG], raise_on_error=False
+                ).success
+                for r in result.run_requests
+            ]
+        finally:
+            self.pipeline.resources = saved
+
+
+def ranges(result: dg.SensorResult) -> list[tuple[str, str]]:
+    return [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in result.run_requests]
+
+
+def loads_per_day(pipeline) -> dict[str, int]:
+    records = pipeline.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SNOWFLAKE_KEY), limit=1000
+    ).records
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.partition_key] = counts.get(record.partition_key, 0) + 1
+    return counts
+
+
+def loaded_pipeline(pipeline, rows_per_day: int = 40):
+    pipeline.seed(DAYS, rows_per_day=rows_per_day)
+    pipeline.materialize(KEYS[0], KEYS[-1])
+    return pipeline
+
+
+def one_id(pipeline, day: str) -> str:
+    return pipeline.source_rows(day, columns="id::text")[0][0]
+
+
+def test_every_kind_of_drift_is_found_and_one_reload_makes_each_day_equal(pipeline, monkeypatch):
+    loaded_pipeline(pipeline)
+    scanner = Scanner(pipeline, monkeypatch)
+    quiet = scanner.scan(drift_hash_days_per_scan=6)
+    assert quiet.run_requests == [] and len(quiet.asset_events) == 6
+    assert all(e.passed and e.check_name == CONTENT_HASH for e in quiet.asset_events)
+
+    erased, bumped, silent, backdated = KEYS[0], KEYS[1], KEYS[2], KEYS[4]
+    pipeline.pg("DELETE FROM records WHERE id = %s", (one_id(pipeline, erased),))
+    pipeline.pg(
+        "UPDATE records SET ciphertext = ciphertext || '\\x00'::bytea, updated_at = now() WHERE id = %s",
+        (one_id(pipeline, bumped),),
+    )
+    # A re-encryption that leaves updated_at alone: only the content tier can see it.
+    pipeline.pg(
+        "UPDATE records SET nonce = '\\x0102030405060708090a0b0c'::bytea WHERE id = %s",
+        (one_id(pipeline, silent),),
+    )
+    pipeline.insert(
+        str(uuid.uuid4()), datetime.fromisoformat(backdated).replace(hour=5, tzinfo=UTC), b"\x01late"
+    )
+
+    found = scanner.scan(drift_hash_days_per_scan=6, drift_merge_gap_days=0)
+    assert ranges(found) == [(erased, silent), (backdated, backdated)]
+    # The cheap tier found three; the content tier verified the other three, and found the silent rewrite.
+    failed = [e.partition for e in found.asset_events if not e.passed]
+    assert failed == [silent]
+    assert sorted(e.partition for e in found.asset_events) == sorted([silent, KEYS[3], KEYS[5]])
+    assert set(scanner.state.repairs) == {erased, bumped, silent, backdated}
+
+    assert scanner.repair(found) == [True, True]
+    after = scanner.scan(drift_hash_days_per_scan=1, drift_merge_gap_days=0)
+    # The day found different by content is verified again first, and is equal now.
+    assert after.run_requests == []
+    assert [(e.partition, e.passed) for e in after.asset_events] == [(silent, True)]
+    assert scanner.state.repairs == {} and scanner.state.content_drifted == {}
+    assert all(day.matches for day in pipeline.reconcile(KEYS))
+    assert loads_per_day(pipeline) == {k: 2 if k in (erased, bumped, silent, backdated) else 1 for k in KEYS}
+
+    # Converged: later scans, by count and by content, ask for nothing.
+    for _ in range(3):
+        assert scanner.scan(drift_hash_days_per_scan=2).run_requests == []
+    assert loads_per_day(pipeline) == {k: 2 if k in (erased, bumped, silent, backdated) else 1 for k in KEYS}
+
+
+def test_a_quiet_scan_writes_an_event_only_per_day_it_verified_by_content(pipeline, monkeypatch):
+    loaded_pipeline(pipeline, rows_per_day=10)
+    scanner = Scanner(pipeline, monkeypatch)
+    assert scanner.scan(drift_hash_days_per_scan=0).asset_events == []
+    # Two days per scan, the least recently verified next: the round covers all six in three scans.
+    rounds = [[e.partition for e in scanner.scan(drift_hash_days_per_scan=2).asset_events] for _ in range(4)]
+    assert rounds == [KEYS[0:2], KEYS[2:4], KEYS[4:6], KEYS[0:2]]
+    assert scanner.state.repairs == {}
+
+
+def test_many_drifted_days_become_a_few_runs_and_the_rest_wait_for_the_next_scan(pipeline, monkeypatch):
+    days = [date(2025, 1, 1) + timedelta(days=n) for n in range(40)]
+    pipeline.seed(days, rows_per_day=2)  # never loaded: every day differs
+    scanner = Scanner(pipeline, monkeypatch, [d.isoformat() for d in days])
+    result = scanner.scan(drift_hash_days_per_scan=0, drift_runs_per_scan=4)
+    assert ranges(result) == [("2025-01-01", "2025-01-31"), ("2025-02-01", "2025-02-09")]
+    assert len(scanner.state.repairs) == 40
+
+    limited = scanner.scan(drift_hash_days_per_scan=0, drift_runs_per_scan=1)
+    assert ranges(limited) == [("2025-01-01", "2025-01-31")]
+
+
+def test_plan_ranges_merges_short_gaps_caps_run_length_and_defers_the_rest():
+    scattered = [(date(2025, 1, 1) + timedelta(days=10 * n)).isoformat() for n in range(20)]
+    plan = plan_ranges(scattered, max_gap_days=7, max_days_per_run=31, max_runs=4)
+    assert plan.ranges == [(d, d) for d in scattered[:4]] and plan.waiting == scattered[4:]
+    merged = plan_ranges(scattered, max_gap_days=9, max_days_per_run=31, max_runs=4)
+    assert merged.ranges[0] == ("2025-01-01", "2025-01-31") and len(merged.ranges) == 4
+    assert plan_ranges([], 7, 31, 4).ranges == []
+
+
+def test_days_being_loaded_are_not_requested_again(pipeline, monkeypatch):
+    pipeline.seed(DAYS[:3], rows_per_day=2)
+    create_run_for_test(
+        pipeline.instance,
+        job_name=records_daily_job.name,
+        status=dg.DagsterRunStatus.STARTED,
+        tags={RANGE_START_TAG: KEYS[0], RANGE_END_TAG: KEYS[1]},
+    )
+    scanner = Scanner(pipeline, monkeypatch, KEYS[:3])
+    assert ranges(scanner.scan(drift_hash_days_per_scan=0)) == [(KEYS[2], KEYS[2])]
+    assert set(scanner.state.repairs) == {KEYS[2]}
+
+
+def test_a_day_that_keeps_failing_to_reload_is_reported_once_and_left_alone_until_it_changes(
+    pipeline, monkeypatch
+):
+    loaded_pipeline(pipeline, rows_per_day=10)
+    day = KEYS[0]
+    pipeline.pg("DELETE FROM records WHERE id = %s", (one_id(pipeline, day),))
+    # Every reload fails: the stage's bucket is gone.
+    broken = S3StageIOManager(
+        stage=S3Stage(s3=pipeline.resources["s3"], stage_uri="s3://no-such-bucket-here/analytics"),
+        locks=pipeline.resources["partition_locks"],
+    )
+    scanner = Scanner(pipeline, monkeypatch, KEYS[:1])
+    for attempt in range(3):
+        result = scanner.scan(drift_hash_days_per_scan=0, drift_max_repairs=3)
+        assert ranges(result) == [(day, day)], attempt
+        assert scanner.repair(result, s3_stage_io_manager=broken) == [False]
+
+    given_up = scanner.scan(drift_hash_days_per_scan=0, drift_max_repairs=3)
+    assert given_up.run_requests == []
+    [event] = given_up.asset_events
+    assert (event.partition, event.passed, event.check_name) == (day, False, CONTENT_HASH)
+    assert "after 3 reloads in a row" in event.description
+    # Reported once; not retried, not reported again.
+    quiet = scanner.scan(drift_hash_days_per_scan=0, drift_max_repairs=3)
+    assert quiet.run_requests == [] and quiet.asset_events == []
+
+    pipeline.pg("DELETE FROM records WHERE id = %s", (one_id(pipeline, day),))
+    # Changed again in PostgreSQL: a new chance, and this time the reload works.
+    again = scanner.scan(drift_hash_days_per_scan=0, drift_max_repairs=3)
+    assert ranges(again) == [(day, day)]
+    assert scanner.repair(again) == [True]
+    assert scanner.scan(drift_hash_days_per_scan=1).run_requests == [] and scanner.state.repairs == {}
+
+
+def test_the_sensor_is_defined_with_the_configured_interval_and_stays_off_locally():
+    sensor = sensors.drift_sensor
+    assert sensor.minimum_interval_seconds == SETTINGS.drift_scan_seconds
+    assert sensor.job_name == records_daily_job.name
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
