@@ -41,6 +41,7 @@ class ScanState(BaseModel):
     """The drift sensor's cursor."""
 
     scans: int = 0
+    scan_id: str | None = None  # the latest scan's check evaluations are stored under this id
     next_content_day: str | None = None  # where the content tier's round over history goes on
     content_drifted: dict[str, str] = Field(default_factory=dict)  # day -> why, until verified equal again
     repairs: dict[str, Repair] = Field(default_factory=dict)

@@ -3,13 +3,19 @@
 A sensor, not an AutomationCondition on the observable source: the repair needs what declarative
 automation has no words for (a cap on failed attempts per day, a batch limit per scan), and an observation
 per day per scan is what the event log must not grow by (README, "Drift"). Each scan writes events only
-for the days it content-verified, gave up on, or asked to reload; the rest is in its cursor.
+for the days it content-verified or gave up on; the rest is in its cursor.
+
+Those check evaluations are written here, under an id of the scan's own, not returned in the
+SensorResult: Dagster 1.13 stores a sensor's evaluations with an empty run id, and its unique index on
+(asset_key, check_name, run_id, partition) then refuses a day's second evaluation, failing the tick.
 """
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import dagster as dg
+from dagster._core.events import DagsterEvent, DagsterEventType
 
 from datavault_analytics.assets import SNOWFLAKE_KEY, STAGE_KEY
 from datavault_analytics.checks import CONTENT_HASH
@@ -90,6 +96,21 @@ def _given_up(day: str, why: str, attempts: int) -> dg.AssetCheckEvaluation:
     )
 
 
+def record_evaluations(
+    instance: dg.DagsterInstance, scan_id: str, evaluations: list[dg.AssetCheckEvaluation]
+) -> None:
+    """Store the scan's evaluations as the UI's per-day check results, all under the scan's id."""
+    for evaluation in evaluations:
+        instance.report_dagster_event(
+            DagsterEvent(
+                event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
+                job_name=DRIFT_SENSOR,
+                event_specific_data=evaluation,
+            ),
+            run_id=scan_id,
+        )
+
+
 def scan_for_drift(
     context: dg.SensorEvaluationContext,
     postgres: PostgresResource,
@@ -99,6 +120,7 @@ def scan_for_drift(
     """One scan over `days`: both tiers, then the repair requests. The cursor carries `ScanState`."""
     state = ScanState.from_cursor(context.cursor)
     state.scans += 1
+    state.scan_id = str(uuid.uuid4())
     if not days:
         return dg.SkipReason("No day is older than the daily schedule's window yet.")
     first, last = DayWindow.for_key(days[0]), DayWindow.for_key(days[-1])
@@ -182,9 +204,9 @@ def scan_for_drift(
     if left_alone:
         summary += f"; {len(left_alone)} left alone after {SETTINGS.drift_max_repairs} failed reloads ({_listed(left_alone)})"
     context.log.info(summary + (f"; reloading {_listed(requested)} in {len(runs)} run(s)" if runs else ""))
+    record_evaluations(context.instance, state.scan_id, events)
     return dg.SensorResult(
         run_requests=runs,
-        asset_events=events,
         cursor=state.model_dump_json(),
         skip_reason=None if runs else summary,
     )

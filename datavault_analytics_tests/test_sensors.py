@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
 from dagster._core.test_utils import create_run_for_test
 
 from datavault_analytics import sensors
@@ -42,6 +43,13 @@ class Scanner:
     @property
     def state(self) -> ScanState:
         return ScanState.from_cursor(self.cursor)
+
+    def evaluations(self) -> list[dg.AssetCheckEvaluation]:
+        """The check evaluations the latest scan stored in the instance."""
+        records = self.pipeline.instance.get_records_for_run(
+            self.state.scan_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        return [r.event_log_entry.dagster_event.event_specific_data for r in records]
 
     def repair(self, result: dg.SensorResult, **overrides) -> list[bool]:
         """Runs each requested range as the daemon would launch it: the job's assets, one run per range."""
@@ -86,8 +94,8 @@ def test_every_kind_of_drift_is_found_and_one_reload_makes_each_day_equal(pipeli
     loaded_pipeline(pipeline)
     scanner = Scanner(pipeline, monkeypatch)
     quiet = scanner.scan(drift_hash_days_per_scan=6)
-    assert quiet.run_requests == [] and len(quiet.asset_events) == 6
-    assert all(e.passed and e.check_name == CONTENT_HASH for e in quiet.asset_events)
+    assert quiet.run_requests == [] and len(scanner.evaluations()) == 6
+    assert all(e.passed and e.check_name == CONTENT_HASH for e in scanner.evaluations())
 
     erased, bumped, silent, backdated = KEYS[0], KEYS[1], KEYS[2], KEYS[4]
     pipeline.pg("DELETE FROM records WHERE id = %s", (one_id(pipeline, erased),))
@@ -107,16 +115,16 @@ def test_every_kind_of_drift_is_found_and_one_reload_makes_each_day_equal(pipeli
     found = scanner.scan(drift_hash_days_per_scan=6, drift_merge_gap_days=0)
     assert ranges(found) == [(erased, silent), (backdated, backdated)]
     # The cheap tier found three; the content tier verified the other three, and found the silent rewrite.
-    failed = [e.partition for e in found.asset_events if not e.passed]
+    failed = [e.partition for e in scanner.evaluations() if not e.passed]
     assert failed == [silent]
-    assert sorted(e.partition for e in found.asset_events) == sorted([silent, KEYS[3], KEYS[5]])
+    assert sorted(e.partition for e in scanner.evaluations()) == sorted([silent, KEYS[3], KEYS[5]])
     assert set(scanner.state.repairs) == {erased, bumped, silent, backdated}
 
     assert scanner.repair(found) == [True, True]
     after = scanner.scan(drift_hash_days_per_scan=1, drift_merge_gap_days=0)
     # The day found different by content is verified again first, and is equal now.
     assert after.run_requests == []
-    assert [(e.partition, e.passed) for e in after.asset_events] == [(silent, True)]
+    assert [(e.partition, e.passed) for e in scanner.evaluations()] == [(silent, True)]
     assert scanner.state.repairs == {} and scanner.state.content_drifted == {}
     assert all(day.matches for day in pipeline.reconcile(KEYS))
     assert loads_per_day(pipeline) == {k: 2 if k in (erased, bumped, silent, backdated) else 1 for k in KEYS}
@@ -130,9 +138,13 @@ def test_every_kind_of_drift_is_found_and_one_reload_makes_each_day_equal(pipeli
 def test_a_quiet_scan_writes_an_event_only_per_day_it_verified_by_content(pipeline, monkeypatch):
     loaded_pipeline(pipeline, rows_per_day=10)
     scanner = Scanner(pipeline, monkeypatch)
-    assert scanner.scan(drift_hash_days_per_scan=0).asset_events == []
+    scanner.scan(drift_hash_days_per_scan=0)
+    assert scanner.evaluations() == []
     # Two days per scan, the least recently verified next: the round covers all six in three scans.
-    rounds = [[e.partition for e in scanner.scan(drift_hash_days_per_scan=2).asset_events] for _ in range(4)]
+    rounds = []
+    for _ in range(4):
+        scanner.scan(drift_hash_days_per_scan=2)
+        rounds.append([e.partition for e in scanner.evaluations()])
     assert rounds == [KEYS[0:2], KEYS[2:4], KEYS[4:6], KEYS[0:2]]
     assert scanner.state.repairs == {}
 
@@ -190,12 +202,12 @@ def test_a_day_that_keeps_failing_to_reload_is_reported_once_and_left_alone_unti
 
     given_up = scanner.scan(drift_hash_days_per_scan=0, drift_max_repairs=3)
     assert given_up.run_requests == []
-    [event] = given_up.asset_events
+    [event] = scanner.evaluations()
     assert (event.partition, event.passed, event.check_name) == (day, False, CONTENT_HASH)
     assert "after 3 reloads in a row" in event.description
     # Reported once; not retried, not reported again.
     quiet = scanner.scan(drift_hash_days_per_scan=0, drift_max_repairs=3)
-    assert quiet.run_requests == [] and quiet.asset_events == []
+    assert quiet.run_requests == [] and scanner.evaluations() == []
 
     pipeline.pg("DELETE FROM records WHERE id = %s", (one_id(pipeline, day),))
     # Changed again in PostgreSQL: a new chance, and this time the reload works.
