@@ -93,6 +93,27 @@ def add_pipeline_commands(subparsers: SubParsers) -> None:
     report.set_defaults(handler=report_command)
 
 
+def add_trace_command(subparsers: SubParsers) -> None:
+    trace = subparsers.add_parser(
+        "trace",
+        help="where one record is present right now: PostgreSQL, the staged files, Snowflake",
+        description="Looks the record up in PostgreSQL and in the Snowflake table, and scans the staged "
+        "Parquet files of its day (from either side, or --day; if neither knows it, every day the stage "
+        "still holds) for its id. Prints one line per place, and how long Snowflake's Time Travel keeps a "
+        "deleted row. Prints no payload.",
+    )
+    trace.add_argument("record_id", help="the record's id (a UUID)")
+    trace.add_argument(
+        "--day", type=_day, action="append", default=[], help="also scan this day's staged files (repeatable)"
+    )
+    trace.add_argument(
+        "--expect-absent",
+        action="store_true",
+        help="exit 1 if the record is present anywhere: the proof of an erasure",
+    )
+    trace.set_defaults(handler=trace_command)
+
+
 def add_snowflake_commands(subparsers: SubParsers) -> None:
     snowflake = subparsers.add_parser("snowflake", help="checks against the configured Snowflake account")
     actions = snowflake.add_subparsers(dest="snowflake_action", required=True, metavar="ACTION")
@@ -111,6 +132,7 @@ COMMAND_GROUPS: list[Callable[[SubParsers], None]] = [
     add_stack_commands,
     add_seed_commands,
     add_pipeline_commands,
+    add_trace_command,
     add_snowflake_commands,
 ]
 
@@ -212,6 +234,35 @@ def backfill_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     return _print_reconciliation(_use_configured_environment(), args.start, args.end)
+
+
+def trace_command(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    settings = _use_configured_environment()
+    from datavault_analytics.environment import build_resources
+    from datavault_analytics.errors import PermanentError, TransientError
+    from datavault_analytics.redaction import redact_known_secrets
+    from datavault_analytics.trace import InvalidRecordIdError, trace_record
+
+    resources = build_resources(settings)
+    wanted = ("postgres", "s3_stage", "snowflake_loader")
+    with dg.build_resources({k: resources[k] for k in wanted}) as built:
+        try:
+            trace = trace_record(
+                args.record_id,
+                built.postgres,
+                built.snowflake_loader,
+                built.s3_stage,
+                [d.isoformat() for d in args.day],
+            )
+        except InvalidRecordIdError as error:
+            raise CommandError(str(error)) from None
+        except (PermanentError, TransientError) as error:
+            raise CommandError(redact_known_secrets(f"tracing {args.record_id} failed: {error}")) from None
+        for line in trace.lines(built.snowflake_loader.qualified_table_name):
+            print(line)
+    return 1 if args.expect_absent and trace.places else 0
 
 
 def snowflake_preflight(args: argparse.Namespace) -> int:

@@ -89,6 +89,8 @@ class Settings(BaseModel):
     snowflake_login_timeout: int = 60  # SNOWFLAKE_LOGIN_TIMEOUT
     snowflake_storage_integration: str | None = None  # SNOWFLAKE_STORAGE_INTEGRATION
     snowflake_lock_timeout_seconds: int = 300  # DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS
+    snowflake_time_travel_days: int = 1  # DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS, when the table is created
+    snowflake_transient_table: bool = False  # DATAVAULT_SNOWFLAKE_TRANSIENT_TABLE, when the table is created
 
     @classmethod
     def from_environment(
@@ -107,6 +109,15 @@ class Settings(BaseModel):
                 f"SNOWFLAKE_PROTOCOL={protocol!r} is only allowed for an emulator on this machine "
                 f"(SNOWFLAKE_HOST=127.0.0.1 or localhost), not {host}: Snowflake is reached over TLS "
                 "(https)."
+            )
+        transient, time_travel = (
+            env.flag("DATAVAULT_SNOWFLAKE_TRANSIENT_TABLE", False),
+            env.at_least("DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS", 1, 0),
+        )
+        if transient and time_travel > 1:
+            raise ConfigurationError(
+                f"DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS={time_travel}: a TRANSIENT table "
+                "(DATAVAULT_SNOWFLAKE_TRANSIENT_TABLE) keeps at most 1 day of Time Travel; set 0 or 1."
             )
         auth = (
             "private_key_path"
@@ -157,6 +168,8 @@ class Settings(BaseModel):
             snowflake_login_timeout=env.number("SNOWFLAKE_LOGIN_TIMEOUT", 60, int),
             snowflake_storage_integration=env.text("SNOWFLAKE_STORAGE_INTEGRATION"),
             snowflake_lock_timeout_seconds=env.number("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", 300, int),
+            snowflake_time_travel_days=time_travel,
+            snowflake_transient_table=transient,
         )
 
 
@@ -322,5 +335,7 @@ def build_resources(settings: Settings = SETTINGS) -> dict:
             table=table,
             storage_integration=settings.snowflake_storage_integration,
             lock_timeout_seconds=settings.snowflake_lock_timeout_seconds,
+            time_travel_days=settings.snowflake_time_travel_days,
+            transient_table=settings.snowflake_transient_table,
         ),
     }

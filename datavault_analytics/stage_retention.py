@@ -23,7 +23,7 @@ def latest_load(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_
     return records[0].timestamp if records else None
 
 
-def _staged_days(names: list[str], dataset: str) -> list[str]:
+def staged_days(names: list[str], dataset: str) -> list[str]:
     days = []
     for name in names:
         directory, _, file = name.rpartition("/")
@@ -64,7 +64,7 @@ class StageRetention(dg.ConfigurableResource):
         storage = self.stage.storage()
         purged = []
         with self.stage.s3_errors("deleting staged files past their retention"):
-            for key in _staged_days(list(storage.sizes(f"{self.stage.dataset}/")), self.stage.dataset):
+            for key in staged_days(list(storage.sizes(f"{self.stage.dataset}/")), self.stage.dataset):
                 if key in keep or not self._expired(storage, instance, loaded_asset, key, now):
                     continue
                 with self.locks.try_hold(key, holder=f"{holder} {key}") as lock:

@@ -174,6 +174,54 @@ def test_no_secret_reaches_logs_metadata_compute_logs_errors_or_the_ui(
     assert {where: what for where, what in leaks.items() if what} == {}
 
 
+def test_no_record_id_or_payload_reaches_dagster_events_even_when_checks_and_the_drift_scan_fail(
+    pipeline, monkeypatch
+):
+    """The erasure section's promise: Dagster's event log holds no record that an erasure must remove."""
+    from datavault_analytics import checks, sensors
+    from datavault_analytics.drift import ScanState
+    from datavault_analytics.environment import SETTINGS
+
+    pipeline.seed([DAY_DATE], rows_per_day=20)
+    with dg.instance_for_test() as instance:
+        pipeline.instance = instance
+        tags = {"dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": DAY}
+        everything = [*ALL_ASSETS, checks.snowflake_records_checks]
+        assert dg.materialize(everything, resources=pipeline.resources, tags=tags, instance=instance).success
+        rows = pipeline.pg(
+            "SELECT id::text, key, encode(ciphertext, 'hex'), encode(nonce, 'hex') FROM records"
+        )
+        # A failing content verification by the drift scan, then failing checks: what might name a record.
+        pipeline.pg("UPDATE records SET nonce = '\\x00'::bytea WHERE id = %s", (rows[1][0],))
+        monkeypatch.setattr(sensors, "SETTINGS", SETTINGS.model_copy(update={"drift_hash_days_per_scan": 1}))
+        resources = {k: pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
+        with dg.build_resources(resources) as built:
+            scan = sensors.scan_for_drift(
+                dg.build_sensor_context(instance=instance), built.postgres, built.snowflake_loader, [DAY]
+            )
+        scan_ids = [ScanState.from_cursor(scan.cursor).scan_id]
+        [(duplicated,)] = pipeline.snowflake('SELECT MIN("ID") FROM "RECORDS"')
+        pipeline.snowflake('INSERT INTO "RECORDS" SELECT * FROM "RECORDS" WHERE "ID" = %s', (duplicated,))
+        only_checks = dg.AssetSelection.checks_for_assets(checks.SNOWFLAKE_KEY)
+        dg.materialize(
+            everything,
+            resources=pipeline.resources,
+            tags=tags,
+            instance=instance,
+            selection=only_checks,
+            raise_on_error=False,
+        )
+        run_ids = [r.run_id for r in instance.get_runs()]
+        events = [serialize_value(e) for run_id in [*run_ids, *scan_ids] for e in instance.all_logs(run_id)]
+    assert len(run_ids) == 2 and len(events) > 50
+    blob = "\n".join(events).lower()
+    # The scanned events hold the failures: the duplicate, the count and the content that differ.
+    assert "1 id(s) appear more than once" in blob and "drift scan" in blob
+    assert blob.count("content fingerprint differs") >= 2  # the scan's evaluation and the check's
+    found = [value for row in rows for value in row if value.lower() in blob]
+    assert found == []
+
+
 # -- PostgreSQL: a SELECT-only role, read-only transactions ------------------------------------------
 
 README_GRANTS = """

@@ -128,6 +128,19 @@ class SnowflakeLoader(dg.ConfigurableResource):
         "(Snowflake's LOCK_TIMEOUT; its default is 43,200 s) before the load fails naming that transaction.",
     )
 
+    time_travel_days: int = Field(
+        default=1,
+        ge=0,
+        le=90,
+        description="DATA_RETENTION_TIME_IN_DAYS of the table when this pipeline creates it: how long Time Travel "
+        "keeps a deleted (erased) row. Short by default; see the README's erasure section.",
+    )
+    transient_table: bool = Field(
+        default=False,
+        description="Create the table TRANSIENT: no Fail-safe (a permanent table's deleted rows stay 7 more days "
+        "there), at most 1 day of Time Travel (Settings refuses more).",
+    )
+
     @field_validator("stage_name", "storage_integration")
     @classmethod
     def _plain_identifier(cls, name: str | None, info) -> str | None:
@@ -249,7 +262,11 @@ class SnowflakeLoader(dg.ConfigurableResource):
         table = quote_snowflake(self.table_name)
         if not existing:
             definition = ", ".join(f"{quote_snowflake(c.name)} {c.snowflake_type}" for c in columns)
-            cursor.execute(f"CREATE TABLE IF NOT EXISTS {table} ({definition})")
+            kind = "TRANSIENT TABLE" if self.transient_table else "TABLE"
+            cursor.execute(
+                f"CREATE {kind} IF NOT EXISTS {table} ({definition}) "
+                f"DATA_RETENTION_TIME_IN_DAYS = {int(self.time_travel_days)}"
+            )
             return []
         self._raise_on_drift(existing, columns)
         staged = {c.name.upper(): c for c in columns}
@@ -496,14 +513,14 @@ class SnowflakeLoader(dg.ConfigurableResource):
             raise self._fail("Reading the per-day summaries from Snowflake failed", error) from None
         return {day: DaySummary(int(n), None if u is None else int(u)) for day, n, u in rows}
 
-    def duplicate_ids(self, windows: list[DayWindow]) -> dict[str, tuple[int, int, str | None]]:
-        """Per day: (ids that appear more than once, surplus rows, one such id). Run only for days whose
-        fingerprint found surplus rows: it groups by id."""
+    def duplicate_ids(self, windows: list[DayWindow]) -> dict[str, tuple[int, int]]:
+        """Per day: (ids that appear more than once, surplus rows). Run only for days whose fingerprint found
+        surplus rows: it groups by id. No id is returned: record ids stay out of Dagster's event log."""
         if not windows:
             return {}
         pk, column = quote_snowflake(self.table.primary_key), quote_snowflake(self.table.partition_column)
         sql = (
-            "SELECT day, COUNT(*), SUM(n) - COUNT(*), MIN(id) FROM ("  # noqa: S608
+            "SELECT day, COUNT(*), SUM(n) - COUNT(*) FROM ("  # noqa: S608
             f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, TO_VARCHAR({pk}) AS id, COUNT(*) AS "
             f"n FROM {quote_snowflake(self.table_name)} WHERE {column} >= %s AND {column} < %s GROUP BY 1, 2 "
             "HAVING COUNT(*) > 1) GROUP BY day"
@@ -512,7 +529,5 @@ class SnowflakeLoader(dg.ConfigurableResource):
         with self.connection("datavault-analytics duplicate ids") as conn:
             cursor = conn.cursor()
             cursor.execute(sql, (start, end))
-            found = {
-                day: (int(ids), int(surplus), example) for day, ids, surplus, example in cursor.fetchall()
-            }
-        return {w.partition_key: found.get(w.partition_key, (0, 0, None)) for w in windows}
+            found = {day: (int(ids), int(surplus)) for day, ids, surplus in cursor.fetchall()}
+        return {w.partition_key: found.get(w.partition_key, (0, 0)) for w in windows}
