@@ -98,6 +98,9 @@ def ensure_seeded(dsn: str) -> dict[str, dict]:
         if seeded:
             log("VACUUM ANALYZE records (sets hint bits and the visibility map, as on a settled table)")
             conn.execute("VACUUM ANALYZE records")
+            conn.execute(
+                "VACUUM records"
+            )  # the first pass leaves pages of just-committed rows not all-visible
             conn.execute("CHECKPOINT")
         for dataset in (DAY_1M, DAY_10M):
             day = dataset.days[0].isoformat()

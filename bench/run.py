@@ -14,6 +14,9 @@ Contenders, all reading the same rows with the same SELECT (the stage step's, fr
 - stage step at 10x: the stage step on a 10M-row day, for the growth of its memory.
 - fingerprints: the checks' content fingerprint of the 1M-row day (loaded into the Snowflake emulator
   once), on each side, as computed now and as computed before December 2026 (`--before`).
+- drift scan: the drift sensor's cheap tier (per-day row count and latest updated_at over the whole
+  history, bench/contenders/drift_scan.py) on each side, and its content tier for the 1M-row day, with the
+  PostgreSQL CPU each costs and the longest any of its transactions stayed open around its statement.
 - backfill: 30 days x 100k rows through Dagster (`dagster asset materialize --partition-range`, one
   process per run of BENCH_DAYS_PER_RUN days, default 31) from PostgreSQL to the S3 emulator to the
   Snowflake emulator (fakesnow, its own process). Its overhead is 1 - (the per-day stage and load
@@ -229,6 +232,72 @@ def run_fingerprint(
         str(snowflake_port),
     ] + (["--before"] if before else [])
     return run_process(label, command, log_name="fingerprint")
+
+
+def scanned_history() -> tuple[str, str]:
+    from datavault_analytics.sensors import scanned_days
+
+    days = scanned_days()
+    return days[0], days[-1]
+
+
+def run_drift(
+    tier: str,
+    side: str,
+    dsn: str,
+    history: tuple[str, str],
+    day: str,
+    snowflake_port: int,
+    postmaster: int | None,
+    sample: bool,
+) -> Measurement:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.contenders.drift_scan",
+        "--tier",
+        tier,
+        "--side",
+        side,
+        "--dsn",
+        dsn,
+    ]
+    command += [
+        "--first",
+        history[0],
+        "--last",
+        history[1],
+        "--day",
+        day,
+        "--snowflake-port",
+        str(snowflake_port),
+    ]
+    if postmaster and side == "postgres" and not sample:
+        command += ["--postmaster-pid", str(postmaster)]
+    if sample:
+        command.append("--sample-transactions")
+    return run_process(f"drift {tier} {side}", command, log_name="drift")
+
+
+def drift_figures(drift: dict) -> dict:
+    """Medians per tier and side, and the worst transaction figures of the sampling runs."""
+    figures = {}
+    for (tier, side, sample), reports in drift.items():
+        if sample:
+            continue
+        sampled = drift.get((tier, side, True), [])
+        figures[f"{tier} {side}"] = {
+            "rows": reports[0]["rows"],
+            "days": reports[0]["days"],
+            "seconds": median(r["seconds"] for r in reports),
+            "mrows_per_s": median(r["rows"] / r["seconds"] / 1e6 for r in reports),
+            "postgres_cpu_seconds": median(r["postgres_cpu_seconds"] for r in reports)
+            if reports[0]["postgres_cpu_seconds"] is not None
+            else None,
+            "open_before_statement_s": max((r["open_before_statement_s"] for r in sampled), default=None),
+            "idle_in_transaction_s": max((r["idle_in_transaction_s"] for r in sampled), default=None),
+        }
+    return figures
 
 
 def load_fingerprint_day(dsn: str, day: str, s3_endpoint: str, snowflake_port: int) -> None:
@@ -519,6 +588,7 @@ def main() -> None:
         select, select10 = stage_select(dsn, day), stage_select(dsn, day10)
         file_stage = WORK / "stage"
         results: dict[str, list[Measurement]] = {}
+        drift: dict[tuple, list[dict]] = {}
 
         def record(measurement: Measurement) -> None:
             results.setdefault(measurement.contender, []).append(measurement)
@@ -598,6 +668,16 @@ def main() -> None:
         if len(digests) != 1:
             raise RuntimeError(f"the two sides' fingerprints of the 1M-row day differ: {sorted(digests)}")
 
+        postmaster = server.pid() if server is not None else None
+        history = scanned_history()
+        log(f"drift scan over {history[0]} .. {history[1]} (the sensor's days), {DAY_REPEATS} rounds")
+        for round_number in range(1, DAY_REPEATS + 2):
+            sample = round_number > DAY_REPEATS  # the last round samples transactions, and is not timed
+            for tier, side in (("cheap", "postgres"), ("cheap", "snowflake"), ("content", "postgres")):
+                measured = run_drift(tier, side, dsn, history, day, snowflake_port, postmaster, sample)
+                drift.setdefault((tier, side, sample), []).append(measured.report)
+                log(f"  drift {tier} {side}{' (sampling)' if sample else ''}: {measured.report}")
+
         backfills = []
         for number in range(1, REPEATS + 1):
             log(
@@ -669,18 +749,27 @@ def main() -> None:
         )
         / file_s,
     }
+    drift_table = drift_figures(drift)
+    ratios["drift_scan_mrows_s"] = drift_table["cheap postgres"]["mrows_per_s"]
     report = render(
         table,
         ratios,
         backfills,
         hot_path,
+        drift_table,
         machine() + f"; PostgreSQL {pg_version}",
         time.monotonic() - started,
     )
     RESULTS.write_text(report)
     (WORK / "results.json").write_text(
         json.dumps(
-            {"table": table, "ratios": ratios, "backfills": backfills, "hot_path": hot_path},
+            {
+                "table": table,
+                "ratios": ratios,
+                "backfills": backfills,
+                "hot_path": hot_path,
+                "drift": drift_table,
+            },
             indent=1,
             default=str,
         )
@@ -699,12 +788,19 @@ def summary_line(ratios: dict) -> str:
         f"backfill_overhead={ratios['backfill_overhead']:.2f} "
         f"fingerprint_vs_stage={ratios['fingerprint_vs_stage']:.2f} "
         f"retrieve_p99_ratio={ratios['retrieve_p99_ratio']:.2f} ingest_ratio={ratios['ingest_ratio']:.3f} "
-        f"stage_vs_copy_10m={ratios['stage_vs_copy_10M']:.2f}"
+        f"stage_vs_copy_10m={ratios['stage_vs_copy_10M']:.2f} "
+        f"drift_scan_mrows_s={ratios['drift_scan_mrows_s']:.1f}"
     )
 
 
 def render(
-    table: dict, ratios: dict, backfills: list[dict], hot_path: dict, machine_text: str, elapsed: float
+    table: dict,
+    ratios: dict,
+    backfills: list[dict],
+    hot_path: dict,
+    drift: dict,
+    machine_text: str,
+    elapsed: float,
 ) -> str:
     def verdict(ok: bool, *timed: str) -> str:
         # A time ratio is only as good as its runs: if other work held the CPUs when either side ran, say so.
@@ -818,12 +914,52 @@ def render(
         f"| extract throttled to half speed, Retrieve p99 <= 1.2 x idle | {ratios['retrieve_p99_ratio_throttled']:.2f} x | "
         f"{'met' if ratios['retrieve_p99_ratio_throttled'] <= 1.2 else '**missed**'} |",
         "",
+        *drift_lines(drift),
+        "",
         "```",
         summary_line(ratios),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def drift_lines(drift: dict) -> list[str]:
+    cheap, content = drift["cheap postgres"], drift["content postgres"]
+    year = 365e6 / (cheap["mrows_per_s"] * 1e6)
+    worst_open = max(f["open_before_statement_s"] or 0 for f in drift.values())
+    worst_idle = max(f["idle_in_transaction_s"] or 0 for f in drift.values())
+
+    def cpu(f: dict) -> str:
+        return "-" if f["postgres_cpu_seconds"] is None else f"{f['postgres_cpu_seconds']:.2f}"
+
+    return [
+        "The drift scan (datavault_analytics/drift.py), each tier as the sensor runs it, medians of "
+        f"{DAY_REPEATS} runs. The cheap tier reads every day of the sensor's history on PostgreSQL "
+        f"({cheap['days']} days with rows) and the days loaded into the Snowflake emulator (the 1M-row day); "
+        "the content tier is one day's full fingerprint. PostgreSQL CPU is every backend's, parallel workers "
+        "included. A separate run per tier sampled pg_stat_activity every 5 ms.",
+        "",
+        "| tier | side | rows | seconds | M rows/s | PostgreSQL CPU s | open before its statement, max s | "
+        "idle in transaction, max s |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {name.split()[0]} | {name.split()[1]} | {f['rows']:,} | {f['seconds']:.3f} | "
+            f"{f['mrows_per_s']:.1f} | {cpu(f)} | {f['open_before_statement_s'] or 0:.3f} | "
+            f"{f['idle_in_transaction_s'] or 0:.3f} |"
+            for name, f in drift.items()
+        ),
+        "",
+        "| drift target | measured | |",
+        "|---|---|---|",
+        f"| cheap tier >= 10M rows/s of history on PostgreSQL (a year at 1M rows a day in < 40 s) | "
+        f"{cheap['mrows_per_s']:.1f}M rows/s (a year: {year:.0f} s) | "
+        f"{'met' if cheap['mrows_per_s'] >= 10 else '**missed**'} |",
+        f"| no transaction open longer than one statement | open {worst_open * 1000:.0f} ms before a "
+        f"statement at most (the session's SETs), idle in a transaction {worst_idle * 1000:.0f} ms at most | "
+        f"{'met' if worst_open < 0.1 and worst_idle < 0.1 else '**missed**'} |",
+        f"| content tier, one 1M-row day | {content['seconds']:.2f} s on PostgreSQL, {cpu(content)} CPU s | - |",
+    ]
 
 
 if __name__ == "__main__":
