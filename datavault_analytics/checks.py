@@ -38,8 +38,8 @@ CHECK_SPECS = [
         asset=SNOWFLAKE_KEY,
         partitions_def=daily_partitions,
         description="The day's content fingerprint over every column (the sum of each row's MD5, "
-        "fingerprint.py) is the same in Snowflake and PostgreSQL, computed in SQL on each "
-        "side.",
+        "fingerprint.py) is the same in Snowflake and PostgreSQL, computed in SQL on each side: after each "
+        "load, and again by the drift sensor in its round over history (metadata verified_by).",
     ),
     dg.AssetCheckSpec(
         NO_DUPLICATE_IDS,

@@ -12,6 +12,7 @@ remember between scans (`ScanState`) is small: where the content tier is, and th
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cached_property
 
 import dagster as dg
 from pydantic import BaseModel, Field
@@ -59,7 +60,7 @@ class CheapTier:
     snowflake: dict[str, DaySummary]
     days: list[str]
 
-    @property
+    @cached_property
     def drifted(self) -> dict[str, str]:
         """day -> what differs, for every day whose count or latest update differs."""
         found = {}

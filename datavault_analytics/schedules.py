@@ -1,7 +1,7 @@
 """The daily schedule: shortly after midnight UTC, load yesterday, and again the days before it.
 
 A row can be committed after its day ended (ingest goes through a Redis stream), so each run reloads the
-`late_row_days` days before yesterday too, as one range run; a row later than that needs a backfill.
+`late_row_days` days before yesterday too, as one range run; the drift sensor (sensors.py) covers older days.
 """
 
 from datetime import UTC, date, datetime, timedelta

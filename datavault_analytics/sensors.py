@@ -185,15 +185,15 @@ def scan_for_drift(
         context.log.info(f"Drift: {day} differs: {drifted[day]}.")
     runs = [
         dg.RunRequest(
-            run_key=f"drift-{state.scans}-{first}-{last}",
+            run_key=f"drift-{state.scans}-{start}-{end}",
             tags={
-                RANGE_START_TAG: first,
-                RANGE_END_TAG: last,
+                RANGE_START_TAG: start,
+                RANGE_END_TAG: end,
                 "datavault/trigger": "drift",
-                "datavault/drifted_days": str(sum(1 for d in requested if first <= d <= last)),
+                "datavault/drifted_days": str(sum(1 for d in requested if start <= d <= end)),
             },
         )
-        for first, last in plan.ranges
+        for start, end in plan.ranges
     ]
     summary = (
         f"Scan {state.scans}: {len(days):,} days compared by count and latest update, {len(verified)} by content; "
