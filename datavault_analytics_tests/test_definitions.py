@@ -150,6 +150,16 @@ def test_required_variables_are_documented_in_the_readme():
         assert f"`{name}`" in readme, f"{name} is not documented in README.md"
 
 
+def test_every_variable_the_settings_read_is_documented_in_the_readme():
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    source = (REPO / "datavault_analytics" / "environment.py").read_text()
+    read = set(re.findall(r'"((?:DATAVAULT|SNOWFLAKE|AWS)_[A-Z0-9_]+)"', source))
+    assert {"DATAVAULT_DRIFT_SCAN_SECONDS", "DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS"} <= read
+    assert sorted(name for name in read if f"`{name}`" not in readme) == []
+
+
 def test_dagster_loads_the_workspace_as_dagster_dev_does(tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
     clean = {
