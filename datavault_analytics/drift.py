@@ -130,19 +130,28 @@ class RepairPlan:
         return [d for first, last in self.ranges for d in _days_between(first, last)]
 
 
-def plan_ranges(days: Iterable[str], max_gap_days: int, max_days_per_run: int, max_runs: int) -> RepairPlan:
+def plan_ranges(
+    days: Iterable[str],
+    max_gap_days: int,
+    max_days_per_run: int,
+    max_runs: int,
+    avoid: Iterable[str] = (),
+) -> RepairPlan:
     """Batch drifted days into range runs, oldest first.
 
     Days at most `max_gap_days` apart share a run (reloading a few equal days costs less than a run's
-    start), a run spans at most `max_days_per_run` days, and one scan asks for at most `max_runs` runs;
-    the days beyond wait for the next scan."""
+    start), unless a day to `avoid` (being loaded, or given up on) lies between; a run spans at most
+    `max_days_per_run` days, and one scan asks for at most `max_runs` runs; the days beyond wait for the
+    next scan."""
     drifted = sorted({date.fromisoformat(d) for d in days})
+    avoided = sorted(date.fromisoformat(d) for d in avoid)
     ranges: list[list[date]] = []
     for day in drifted:
         if (
             ranges
             and (day - ranges[-1][1]).days - 1 <= max_gap_days
             and (day - ranges[-1][0]).days < max_days_per_run
+            and not any(ranges[-1][1] < a < day for a in avoided)
         ):
             ranges[-1][1] = day
         else:

@@ -132,54 +132,20 @@ def scan_for_drift(
         target = pool.submit(snowflake_loader.day_summaries, first, last)
         cheap = CheapTier(source.result(), target.result(), days)
     busy = days_in_flight(context.instance, [STAGE_KEY, SNOWFLAKE_KEY])
-
-    again, in_round = content_days(state, cheap, busy, SETTINGS.drift_hash_days_per_scan)
     with asset_errors("Drift scan: content fingerprints"):
-        verified = (
-            reconcile(postgres, snowflake_loader, day_windows(again + in_round)) if again or in_round else []
-        )
-    events: list[dg.AssetCheckEvaluation] = []
-    for day in verified:
-        events.append(
-            _content_evaluation(day, "after its reload" if day.day in again else "in the round over history")
-        )
-        if day.matches:
-            state.content_drifted.pop(day.day, None)
-        else:
-            state.content_drifted[day.day] = "content fingerprint differs, same row count and latest update"
-    state.next_content_day = next_content_day(in_round, state)
+        events = _verify_content(state, cheap, busy, postgres, snowflake_loader)
 
     drifted = {**{d: why for d, why in state.content_drifted.items() if d in cheap.days}, **cheap.drifted}
-    for day in list(state.repairs):
-        if day not in drifted:
-            del state.repairs[day]  # equal again: repaired, or changed back
-    wanted, left_alone = [], []
-    for day, why in sorted(drifted.items()):
-        if day in busy:
-            continue
-        source_now = str(cheap.postgres.get(day, NO_ROWS))
-        repair = state.repairs.get(day)
-        if repair is None or repair.source != source_now:
-            repair = state.repairs[day] = Repair(source=source_now)
-        if repair.attempts >= SETTINGS.drift_max_repairs:
-            if not repair.reported:
-                repair.reported = True
-                events.append(_given_up(day, why, repair.attempts))
-                context.log.error(
-                    f"Drift: {day} still differs after {repair.attempts} reloads in a row ({why}); left alone "
-                    "until it changes in PostgreSQL."
-                )
-            left_alone.append(day)
-            continue
-        wanted.append(day)
-
+    wanted, left_alone = _repairs_due(context, state, cheap, drifted, busy, events)
     plan = plan_ranges(
         wanted,
         max_gap_days=SETTINGS.drift_merge_gap_days,
         max_days_per_run=SETTINGS.backfill_days_per_run or 31,
         max_runs=SETTINGS.drift_runs_per_scan,
+        avoid=busy | set(left_alone),
     )
-    requested = [d for d in plan.days if d in drifted]
+    due = set(wanted)
+    requested = [d for d in plan.days if d in due]  # not the equal days a range reloads in passing
     for day in requested:
         state.repairs[day].attempts += 1
         context.log.info(f"Drift: {day} differs: {drifted[day]}.")
@@ -196,20 +162,80 @@ def scan_for_drift(
         for start, end in plan.ranges
     ]
     summary = (
-        f"Scan {state.scans}: {len(days):,} days compared by count and latest update, {len(verified)} by content; "
-        f"{len(drifted)} differ, {len(busy & set(drifted))} of them already being loaded"
+        f"Scan {state.scans}: {len(days):,} days compared by count and latest update, "
+        f"{sum(1 for e in events if e.metadata.get('repairs_in_a_row') is None)} by content; {len(drifted)} "
+        f"differ, {len(busy & set(drifted))} of them already being loaded"
     )
     if plan.waiting:
         summary += f"; {len(plan.waiting)} wait for the next scan ({_listed(plan.waiting)})"
     if left_alone:
-        summary += f"; {len(left_alone)} left alone after {SETTINGS.drift_max_repairs} failed reloads ({_listed(left_alone)})"
+        summary += (
+            f"; {len(left_alone)} left alone after {SETTINGS.drift_max_repairs} failed reloads "
+            f"({_listed(left_alone)})"
+        )
     context.log.info(summary + (f"; reloading {_listed(requested)} in {len(runs)} run(s)" if runs else ""))
     record_evaluations(context.instance, state.scan_id, events)
     return dg.SensorResult(
-        run_requests=runs,
-        cursor=state.model_dump_json(),
-        skip_reason=None if runs else summary,
+        run_requests=runs, cursor=state.model_dump_json(), skip_reason=None if runs else summary
     )
+
+
+def _verify_content(
+    state: ScanState,
+    cheap: CheapTier,
+    busy: set[str],
+    postgres: PostgresResource,
+    snowflake_loader: SnowflakeLoader,
+) -> list[dg.AssetCheckEvaluation]:
+    """The content tier: fingerprints of this scan's days, remembered in `state` until equal again."""
+    again, in_round = content_days(state, cheap, busy, SETTINGS.drift_hash_days_per_scan)
+    state.next_content_day = next_content_day(in_round, state)
+    if not again and not in_round:
+        return []
+    events = []
+    for day in reconcile(postgres, snowflake_loader, day_windows(again + in_round)):
+        why = "after its reload" if day.day in again else "in the round over history"
+        events.append(_content_evaluation(day, why))
+        if day.matches:
+            state.content_drifted.pop(day.day, None)
+        else:
+            state.content_drifted[day.day] = "content fingerprint differs, same row count and latest update"
+    return events
+
+
+def _repairs_due(
+    context: dg.SensorEvaluationContext,
+    state: ScanState,
+    cheap: CheapTier,
+    drifted: dict[str, str],
+    busy: set[str],
+    events: list[dg.AssetCheckEvaluation],
+) -> tuple[list[str], list[str]]:
+    """(days to reload now, days given up on). A day gets `drift_max_repairs` reloads in a row while its
+    PostgreSQL side stays the same; then it is reported once, into `events`, and left alone."""
+    for day in list(state.repairs):
+        if day not in drifted:
+            del state.repairs[day]  # equal again: repaired, or changed back
+    wanted, left_alone = [], []
+    for day, why in sorted(drifted.items()):
+        if day in busy:
+            continue
+        source_now = str(cheap.postgres.get(day, NO_ROWS))
+        repair = state.repairs.get(day)
+        if repair is None or repair.source != source_now:
+            repair = state.repairs[day] = Repair(source=source_now)
+        if repair.attempts < SETTINGS.drift_max_repairs:
+            wanted.append(day)
+            continue
+        left_alone.append(day)
+        if not repair.reported:
+            repair.reported = True
+            events.append(_given_up(day, why, repair.attempts))
+            context.log.error(
+                f"Drift: {day} still differs after {repair.attempts} reloads in a row ({why}); left alone "
+                "until it changes in PostgreSQL."
+            )
+    return wanted, left_alone
 
 
 @dg.sensor(

@@ -6,7 +6,7 @@ real resources through Dagster, in process.
 """
 
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import boto3
 import dagster as dg
@@ -138,6 +138,26 @@ class Pipeline:
             (window.start, window.end),
         )
 
+    def first_id(self, day: str) -> str:
+        """The id of the day's first row, in id order."""
+        return self.source_rows(day, columns="id::text")[0][0]
+
+    def drift(self, erased: str, bumped: str, silent: str, backdated: str) -> None:
+        """The four ways DataVault changes a day after its load, one per day: a row erased; a payload
+        rewritten with updated_at bumped; a nonce rewritten in place, updated_at untouched (a re-encryption
+        only the content can show); a row inserted late into a past day (a replayed ingest)."""
+        self.pg("DELETE FROM records WHERE id = %s", (self.first_id(erased),))
+        self.pg(
+            "UPDATE records SET ciphertext = ciphertext || '\\x00'::bytea, updated_at = now() WHERE id = %s",
+            (self.first_id(bumped),),
+        )
+        self.pg(
+            "UPDATE records SET nonce = '\\x0102030405060708090a0b0c'::bytea WHERE id = %s",
+            (self.first_id(silent),),
+        )
+        moment = datetime.fromisoformat(backdated).replace(hour=5, tzinfo=UTC)
+        self.insert(str(uuid.uuid4()), moment, b"\x01replayed")
+
     # -- Snowflake -------------------------------------------------------------------------------
 
     def snowflake(self, sql: str, params=None) -> list[tuple]:
@@ -174,3 +194,16 @@ class Pipeline:
     def stage_keys(self, day: str) -> list[str]:
         listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"analytics/records/dt={day}/")
         return sorted(obj["Key"] for obj in listing.get("Contents", []))
+
+
+def loads_per_day(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey = assets.SNOWFLAKE_KEY
+) -> dict[str, int]:
+    """How many times each day of the Snowflake table (or the stage) was loaded: its materializations."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key), limit=10_000
+    ).records
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.partition_key] = counts.get(record.partition_key, 0) + 1
+    return counts

@@ -13,10 +13,7 @@ README shows.
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -33,29 +30,19 @@ from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 from datavault_analytics import checks
 from datavault_analytics.assets import SNOWFLAKE_KEY, SOURCE_KEY, STAGE_KEY
 from datavault_analytics.local_stack.processes import free_port, port_answers
+from datavault_analytics_tests.dagster_processes import (
+    BIN,
+    code_server_command,
+    instance_in_postgres,
+    settled,
+    start,
+    stop,
+    wait_for,
+)
 from datavault_analytics_tests.pipeline_harness import RECORDS_COLUMNS, Pipeline
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SCHEDULE = "datavault_records_daily_schedule"
 DAYS_PER_BACKFILL_RUN = 2
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float, logs: list[Path] = ()) -> object:
-    """Poll until condition() returns something truthy; on the deadline, fail with the processes' logs."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tails = "\n".join(
-                f"--- {p.name}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-25:])
-                for p in logs
-                if p.exists()
-            )
-            raise AssertionError(f"Gave up waiting for {what} after {timeout:.0f} s.\n{tails}")
-        time.sleep(1)
 
 
 @dataclass
@@ -112,61 +99,10 @@ def report_old_load(instance: dg.DagsterInstance, partition: str, days_ago: int)
     )
 
 
-def start(command: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
-    with log.open("wb") as out:
-        # Own process group: the daemon's run workers and the servers' children stop with them.
-        return subprocess.Popen(
-            command,
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=10)
-
-
 def next_minute_cron() -> str:
     """A daily cron for the next whole minute at least 20 s away (UTC), so the daemon sees it coming."""
     at = datetime.now(UTC) + timedelta(seconds=80)
     return f"{at.minute} {at.hour} * * *"
-
-
-def settled(instance: dg.DagsterInstance) -> bool:
-    """No run queued or in progress."""
-    busy = [
-        dg.DagsterRunStatus.QUEUED,
-        dg.DagsterRunStatus.NOT_STARTED,
-        dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED,
-        dg.DagsterRunStatus.CANCELING,
-    ]
-    return not instance.get_runs(filters=dg.RunsFilter(statuses=busy))
-
-
-def code_server_command(port: int) -> list[str]:
-    """The Dockerfile's CMD, on a free port: the tests run the code location as the image does."""
-    [cmd] = [
-        json.loads(line.split(None, 1)[1])
-        for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
-        if line.startswith("CMD ")
-    ]
-    cmd[cmd.index("-p") + 1] = str(port)
-    cmd[cmd.index("-h") + 1] = "127.0.0.1"
-    return [str(BIN / cmd[0]), *cmd[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -182,14 +118,8 @@ def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
         backfill = [yesterday - timedelta(days=i) for i in (13, 12, 11, 10)]
         pipeline.seed(scheduled + backfill, rows_per_day=30)
 
-        database = f"dagster_{uuid.uuid4().hex[:8]}"
-        pg_server.create_database(database)
-        home = folder / "dagster_home"
-        home.mkdir()
-        shutil.copyfile(REPO / "datavault_analytics" / "local_stack" / "dagster.yaml", home / "dagster.yaml")
         dagster_env = {
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_PG_URL": pg_server.dsn(database).replace("postgresql://", "postgresql+psycopg2://"),
+            **instance_in_postgres(pg_server, folder),
             # The daily schedule, at the next whole minute: one tick while the test runs.
             "DATAVAULT_SCHEDULE_CRON": next_minute_cron(),
             "DATAVAULT_BACKFILL_DAYS_PER_RUN": str(DAYS_PER_BACKFILL_RUN),

@@ -38,6 +38,9 @@ print(json.dumps({
     },
     "resources": sorted(defs.resources),
     "jobs": sorted(j.name for j in defs.jobs),
+    "automation": {
+        d.name: str(d.default_status.value) for d in [*defs.schedules, *defs.sensors]
+    },
     # polars sets its allocator's variable on import; ours would be DATAVAULT_*, SNOWFLAKE_*, AWS_*, DAGSTER_*.
     "environ_changed": sorted(k for k in {*environ_before, *os.environ} if environ_before.get(k) != os.environ.get(k)
                               and k.startswith(("DATAVAULT_", "SNOWFLAKE_", "AWS_", "DAGSTER_"))),
@@ -111,11 +114,20 @@ def assert_loads_the_pipeline(result: subprocess.CompletedProcess) -> dict:
 
 
 def test_local_loads_with_no_variables_set(tmp_path):
-    assert_loads_the_pipeline(load({}, cwd=tmp_path))
+    loaded = assert_loads_the_pipeline(load({}, cwd=tmp_path))
+    # Locally the daemon starts nothing on its own: the schedule and the drift sensor are started by hand.
+    assert loaded["automation"] == {
+        "datavault_records_daily_schedule": "STOPPED",
+        "datavault_drift_sensor": "STOPPED",
+    }
 
 
 def test_prod_loads_with_dummy_variables_and_opens_no_connection(tmp_path):
-    assert_loads_the_pipeline(load(PROD_DUMMIES, cwd=tmp_path))
+    loaded = assert_loads_the_pipeline(load(PROD_DUMMIES, cwd=tmp_path))
+    assert loaded["automation"] == {
+        "datavault_records_daily_schedule": "RUNNING",
+        "datavault_drift_sensor": "RUNNING",
+    }
 
 
 @pytest.mark.parametrize("missing", ["DATAVAULT_PG_DSN", "SNOWFLAKE_ACCOUNT", "SNOWFLAKE_PASSWORD"])

@@ -6,38 +6,32 @@ interval; the sensor is started with `dagster sensor start --start-all`, as the 
 """
 
 import os
-import shutil
 import subprocess
-import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 import psycopg
 import pytest
 import yaml
 
-from datavault_analytics.assets import SNOWFLAKE_KEY
+from datavault_analytics.assets import STAGE_KEY
 from datavault_analytics.drift import ScanState
 from datavault_analytics.local_stack.processes import free_port, port_answers
 from datavault_analytics.sensors import DRIFT_SENSOR
-from datavault_analytics_tests.pipeline_harness import Pipeline
-from datavault_analytics_tests.test_daemon_and_webserver import (
+from datavault_analytics_tests.dagster_processes import (
     BIN,
-    REPO,
     code_server_command,
+    instance_in_postgres,
     settled,
     start,
     stop,
     wait_for,
 )
+from datavault_analytics_tests.pipeline_harness import Pipeline, loads_per_day
 
 DAYS = [(date(2025, 5, 1) + timedelta(days=n)).isoformat() for n in range(6)]
 ERASED, BUMPED, SILENT, BACKDATED = DAYS[0], DAYS[1], DAYS[3], DAYS[5]
 HASH_DAYS_PER_SCAN = 2
-
-
-def first_id(pipeline: Pipeline, day: str) -> str:
-    return pipeline.source_rows(day, columns="id::text")[0][0]
 
 
 @pytest.fixture(scope="module")
@@ -51,27 +45,10 @@ def drifted(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
         pipeline.seed([date.fromisoformat(d) for d in DAYS], rows_per_day=25)
         pipeline.materialize(DAYS[0], DAYS[-1])
 
-        # The four kinds of drift, each in its own day.
-        pipeline.pg("DELETE FROM records WHERE id = %s", (first_id(pipeline, ERASED),))
-        pipeline.pg(
-            "UPDATE records SET ciphertext = '\\xdeadbeef'::bytea, updated_at = now() WHERE id = %s",
-            (first_id(pipeline, BUMPED),),
-        )
-        pipeline.pg(
-            "UPDATE records SET ciphertext = '\\xfeedface'::bytea WHERE id = %s",
-            (first_id(pipeline, SILENT),),
-        )
-        moment = datetime.fromisoformat(BACKDATED).replace(hour=3, tzinfo=UTC)
-        pipeline.insert(str(uuid.uuid4()), moment, b"\x02replayed")
+        pipeline.drift(ERASED, BUMPED, SILENT, BACKDATED)
 
-        database = f"dagster_{uuid.uuid4().hex[:8]}"
-        pg_server.create_database(database)
-        home = folder / "dagster_home"
-        home.mkdir()
-        shutil.copyfile(REPO / "datavault_analytics" / "local_stack" / "dagster.yaml", home / "dagster.yaml")
         for name, value in {
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_PG_URL": pg_server.dsn(database).replace("postgresql://", "postgresql+psycopg2://"),
+            **instance_in_postgres(pg_server, folder),
             "DATAVAULT_ENV": "local",  # the sensor is off by default: started below, as a local user does
             "DATAVAULT_DRIFT_SCAN_SECONDS": "5",
             "DATAVAULT_DRIFT_HASH_DAYS_PER_SCAN": str(HASH_DAYS_PER_SCAN),
@@ -101,7 +78,7 @@ def drifted(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
             timeout=120,
         )
         assert started.returncode == 0, started.stdout + started.stderr
-        yield pipeline, instance, database, logs
+        yield pipeline, instance, os.environ["DAGSTER_PG_URL"].replace("+psycopg2", ""), logs
     finally:
         for process in reversed(processes):
             stop(process)
@@ -116,49 +93,40 @@ def scan_state(instance: dg.DagsterInstance) -> ScanState:
     return ScanState.from_cursor(data.cursor if data else None)
 
 
-def loads(instance: dg.DagsterInstance) -> dict[str, int]:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=SNOWFLAKE_KEY), limit=1000
-    ).records
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record.partition_key] = counts.get(record.partition_key, 0) + 1
-    return counts
-
-
-def event_counts(pg_server, database: str) -> dict[str, int]:
-    with psycopg.connect(pg_server.dsn(database)) as conn:
+def event_counts(dagster_dsn: str) -> dict[str, int]:
+    """Dagster's event log, counted by event type, straight from its table."""
+    with psycopg.connect(dagster_dsn) as conn:
         rows = conn.execute("SELECT dagster_event_type, count(*) FROM event_logs GROUP BY 1").fetchall()
     return {kind or "log": n for kind, n in rows}
 
 
-def test_the_daemon_converges_every_changed_day_by_content_loading_each_once_then_loads_nothing(
-    drifted, pg_server
-):
-    pipeline, instance, database, logs = drifted
+def test_the_daemon_converges_every_changed_day_by_content_loading_each_once_then_loads_nothing(drifted):
+    pipeline, instance, dagster_dsn, logs = drifted
 
     def converged():
         if not settled(instance) or not all(day.matches for day in pipeline.reconcile(DAYS)):
             return False
         state = scan_state(instance)
         # Converged once the silently rewritten day has been reloaded and verified again by content.
-        return SILENT in loads(instance) and not state.repairs and not state.content_drifted
+        return SILENT in loads_per_day(instance) and not state.repairs and not state.content_drifted
 
     wait_for(converged, "every drifted day to be reloaded and verified", 420, logs)
     changed = {ERASED, BUMPED, SILENT, BACKDATED}
-    assert loads(instance) == dict.fromkeys(sorted(changed), 1)
+    assert loads_per_day(instance) == dict.fromkeys(sorted(changed), 1)
+    assert loads_per_day(instance, STAGE_KEY) == dict.fromkeys(sorted(changed), 1)
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"datavault/trigger": "drift"}))
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
 
     # Quiet from now on: scans go on, write only their content verifications, and load nothing.
-    before_events, before_scans = event_counts(pg_server, database), scan_state(instance).scans
+    before_events, before_scans = event_counts(dagster_dsn), scan_state(instance).scans
     wait_for(lambda: scan_state(instance).scans >= before_scans + 4, "four more scans", 180, logs)
-    after_events, scans = event_counts(pg_server, database), scan_state(instance).scans - before_scans
+    after_events, scans = event_counts(dagster_dsn), scan_state(instance).scans - before_scans
     grown = {k: after_events.get(k, 0) - before_events.get(k, 0) for k in after_events}
     grown = {k: n for k, n in grown.items() if n}
     # The freshness daemon may record the table's state changing once; the scans write only evaluations.
     assert set(grown) <= {"ASSET_CHECK_EVALUATION", "FRESHNESS_STATE_CHANGE"}, grown
     assert grown.get("FRESHNESS_STATE_CHANGE", 0) <= 1
     assert scans <= grown.get("ASSET_CHECK_EVALUATION", 0) <= HASH_DAYS_PER_SCAN * (scans + 1)
-    assert loads(instance) == dict.fromkeys(sorted(changed), 1)
+    assert loads_per_day(instance) == dict.fromkeys(sorted(changed), 1)
+    assert loads_per_day(instance, STAGE_KEY) == dict.fromkeys(sorted(changed), 1)
     assert all(day.matches for day in pipeline.reconcile(DAYS))

@@ -4,20 +4,19 @@ test_drift_daemon.py runs the same sensor in the real daemon. Here each scan is 
 what it finds, asks for and remembers can be checked scan by scan.
 """
 
-import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.test_utils import create_run_for_test
 
 from datavault_analytics import sensors
-from datavault_analytics.assets import SNOWFLAKE_KEY
 from datavault_analytics.checks import CONTENT_HASH
 from datavault_analytics.drift import RANGE_END_TAG, RANGE_START_TAG, ScanState, plan_ranges
 from datavault_analytics.environment import SETTINGS
 from datavault_analytics.jobs import records_daily_job
 from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
+from datavault_analytics_tests.pipeline_harness import loads_per_day
 
 DAYS = [date(2025, 3, 1) + timedelta(days=n) for n in range(6)]
 KEYS = [d.isoformat() for d in DAYS]
@@ -70,24 +69,10 @@ def ranges(result: dg.SensorResult) -> list[tuple[str, str]]:
     return [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in result.run_requests]
 
 
-def loads_per_day(pipeline) -> dict[str, int]:
-    records = pipeline.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=SNOWFLAKE_KEY), limit=1000
-    ).records
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record.partition_key] = counts.get(record.partition_key, 0) + 1
-    return counts
-
-
 def loaded_pipeline(pipeline, rows_per_day: int = 40):
     pipeline.seed(DAYS, rows_per_day=rows_per_day)
     pipeline.materialize(KEYS[0], KEYS[-1])
     return pipeline
-
-
-def one_id(pipeline, day: str) -> str:
-    return pipeline.source_rows(day, columns="id::text")[0][0]
 
 
 def test_every_kind_of_drift_is_found_and_one_reload_makes_each_day_equal(pipeline, monkeypatch):
@@ -98,19 +83,7 @@ def test_every_kind_of_drift_is_found_and_one_reload_makes_each_day_equal(pipeli
     assert all(e.passed and e.check_name == CONTENT_HASH for e in scanner.evaluations())
 
     erased, bumped, silent, backdated = KEYS[0], KEYS[1], KEYS[2], KEYS[4]
-    pipeline.pg("DELETE FROM records WHERE id = %s", (one_id(pipeline, erased),))
-    pipeline.pg(
-        "UPDATE records SET ciphertext = ciphertext || '\\x00'::bytea, updated_at = now() WHERE id = %s",
-        (one_id(pipeline, bumped),),
-    )
-    # A re-encryption that leaves updated_at alone: only the content tier can see it.
-    pipeline.pg(
-        "UPDATE records SET nonce = '\\x0102030405060708090a0b0c'::bytea WHERE id = %s",
-        (one_id(pipeline, silent),),
-    )
-    pipeline.insert(
-        str(uuid.uuid4()), datetime.fromisoformat(backdated).replace(hour=5, tzinfo=UTC), b"\x01late"
-    )
+    pipeline.drift(erased, bumped, silent, backdated)
 
     found = scanner.scan(drift_hash_days_per_scan=6, drift_merge_gap_days=0)
     assert ranges(found) == [(erased, silent), (backdated, backdated)]
@@ -127,12 +100,16 @@ def test_every_kind_of_drift_is_found_and_one_reload_makes_each_day_equal(pipeli
     assert [(e.partition, e.passed) for e in scanner.evaluations()] == [(silent, True)]
     assert scanner.state.repairs == {} and scanner.state.content_drifted == {}
     assert all(day.matches for day in pipeline.reconcile(KEYS))
-    assert loads_per_day(pipeline) == {k: 2 if k in (erased, bumped, silent, backdated) else 1 for k in KEYS}
+    assert loads_per_day(pipeline.instance) == {
+        k: 2 if k in (erased, bumped, silent, backdated) else 1 for k in KEYS
+    }
 
     # Converged: later scans, by count and by content, ask for nothing.
     for _ in range(3):
         assert scanner.scan(drift_hash_days_per_scan=2).run_requests == []
-    assert loads_per_day(pipeline) == {k: 2 if k in (erased, bumped, silent, backdated) else 1 for k in KEYS}
+    assert loads_per_day(pipeline.instance) == {
+        k: 2 if k in (erased, bumped, silent, backdated) else 1 for k in KEYS
+    }
 
 
 def test_a_quiet_scan_writes_an_event_only_per_day_it_verified_by_content(pipeline, monkeypatch):
@@ -168,6 +145,9 @@ def test_plan_ranges_merges_short_gaps_caps_run_length_and_defers_the_rest():
     merged = plan_ranges(scattered, max_gap_days=9, max_days_per_run=31, max_runs=4)
     assert merged.ranges[0] == ("2025-01-01", "2025-01-31") and len(merged.ranges) == 4
     assert plan_ranges([], 7, 31, 4).ranges == []
+    # A day being loaded, or given up on, is never reloaded as a gap between two drifted days.
+    around = plan_ranges(["2025-01-01", "2025-01-04"], 7, 31, 4, avoid=["2025-01-02"])
+    assert around.ranges == [("2025-01-01", "2025-01-01"), ("2025-01-04", "2025-01-04")]
 
 
 def test_days_being_loaded_are_not_requested_again(pipeline, monkeypatch):
@@ -188,7 +168,7 @@ def test_a_day_that_keeps_failing_to_reload_is_reported_once_and_left_alone_unti
 ):
     loaded_pipeline(pipeline, rows_per_day=10)
     day = KEYS[0]
-    pipeline.pg("DELETE FROM records WHERE id = %s", (one_id(pipeline, day),))
+    pipeline.pg("DELETE FROM records WHERE id = %s", (pipeline.first_id(day),))
     # Every reload fails: the stage's bucket is gone.
     broken = S3StageIOManager(
         stage=S3Stage(s3=pipeline.resources["s3"], stage_uri="s3://no-such-bucket-here/analytics"),
@@ -209,7 +189,7 @@ def test_a_day_that_keeps_failing_to_reload_is_reported_once_and_left_alone_unti
     quiet = scanner.scan(drift_hash_days_per_scan=0, drift_max_repairs=3)
     assert quiet.run_requests == [] and scanner.evaluations() == []
 
-    pipeline.pg("DELETE FROM records WHERE id = %s", (one_id(pipeline, day),))
+    pipeline.pg("DELETE FROM records WHERE id = %s", (pipeline.first_id(day),))
     # Changed again in PostgreSQL: a new chance, and this time the reload works.
     again = scanner.scan(drift_hash_days_per_scan=0, drift_max_repairs=3)
     assert ranges(again) == [(day, day)]

@@ -24,10 +24,12 @@ from datavault_analytics.resources.postgres import PostgresResource
 from datavault_analytics.resources.stage_manifest import staged_columns
 
 CLOCK = os.sysconf("SC_CLK_TCK")
+# A statement that began after its transaction did ran after another statement of that transaction.
+# COMMIT and ROLLBACK are left out: they end a transaction, whatever ran in it.
 SAMPLE = (
-    "SELECT max(extract(epoch FROM query_start - xact_start)) FILTER (WHERE state = 'active'), "
-    "max(extract(epoch FROM now() - state_change)) FILTER (WHERE state = 'idle in transaction') "
-    "FROM pg_stat_activity WHERE application_name LIKE 'datavault-analytics %'"
+    "SELECT max(extract(epoch FROM query_start - xact_start)) FILTER (WHERE state = 'active' AND query !~* "
+    "'^\\s*(COMMIT|ROLLBACK)'), max(extract(epoch FROM now() - state_change)) FILTER (WHERE state = "
+    "'idle in transaction') FROM pg_stat_activity WHERE application_name LIKE 'datavault-analytics %'"
 )
 
 

@@ -1,0 +1,99 @@
+"""Dagster's own processes for the end-to-end tests: an instance stored in the test cluster, the code
+server as the image runs it, the daemon and the webserver, each started and stopped as a process group."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def instance_in_postgres(pg_server, folder: Path) -> dict[str, str]:
+    """A new Dagster instance (the local stack's dagster.yaml) in its own database: its variables."""
+    database = f"dagster_{uuid.uuid4().hex[:8]}"
+    pg_server.create_database(database)
+    home = folder / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO / "datavault_analytics" / "local_stack" / "dagster.yaml", home / "dagster.yaml")
+    return {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_URL": pg_server.dsn(database).replace("postgresql://", "postgresql+psycopg2://"),
+    }
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float, logs: list[Path] = ()) -> object:
+    """Poll until condition() returns something truthy; on the deadline, fail with the processes' logs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tails = "\n".join(
+                f"--- {p.name}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-25:])
+                for p in logs
+                if p.exists()
+            )
+            raise AssertionError(f"Gave up waiting for {what} after {timeout:.0f} s.\n{tails}")
+        time.sleep(1)
+
+
+def start(command: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        # Own process group: the daemon's run workers and the servers' children stop with them.
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+
+
+def settled(instance: dg.DagsterInstance) -> bool:
+    """No run queued or in progress."""
+    busy = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
+    return not instance.get_runs(filters=dg.RunsFilter(statuses=busy))
+
+
+def code_server_command(port: int) -> list[str]:
+    """The Dockerfile's CMD, on a free port: the tests run the code location as the image does."""
+    [cmd] = [
+        json.loads(line.split(None, 1)[1])
+        for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
+        if line.startswith("CMD ")
+    ]
+    cmd[cmd.index("-p") + 1] = str(port)
+    cmd[cmd.index("-h") + 1] = "127.0.0.1"
+    return [str(BIN / cmd[0]), *cmd[1:]]
