@@ -18,10 +18,8 @@ import dagster as dg
 from pydantic import BaseModel, Field
 
 from datavault_analytics.fingerprint import NO_ROWS, DaySummary
+from datavault_analytics.partitions import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-PARTITION_TAG = "dagster/partition"
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,

@@ -7,6 +7,11 @@ from datavault_analytics.environment import SETTINGS
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=SETTINGS.start_date, timezone="UTC")
 
+# The run tags by which Dagster names a run's day, or its range of days.
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
 
 def check_in_partitions(partition_keys: list[str] | tuple[str, ...]) -> None:
     """Raise InvalidPartitionKeyError unless every key is a day of the partitions: none before the first,

@@ -10,12 +10,10 @@ import dagster as dg
 
 from datavault_analytics.environment import SETTINGS
 from datavault_analytics.jobs import records_daily_job
-from datavault_analytics.partitions import daily_partitions
+from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG, daily_partitions
 
 SCHEDULE_CRON = SETTINGS.schedule_cron
 LATE_ROW_DAYS = SETTINGS.late_row_days
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def daily_run_request(

@@ -21,8 +21,6 @@ from datavault_analytics.assets import SNOWFLAKE_KEY, STAGE_KEY
 from datavault_analytics.checks import CONTENT_HASH
 from datavault_analytics.day_window import DayWindow, day_windows
 from datavault_analytics.drift import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
     CheapTier,
     Repair,
     ScanState,
@@ -35,7 +33,7 @@ from datavault_analytics.environment import SETTINGS
 from datavault_analytics.errors import asset_errors
 from datavault_analytics.fingerprint import NO_ROWS
 from datavault_analytics.jobs import records_daily_job
-from datavault_analytics.partitions import daily_partitions
+from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG, daily_partitions
 from datavault_analytics.reconciliation import DayReconciliation, reconcile
 from datavault_analytics.resources.postgres import PostgresResource
 from datavault_analytics.resources.snowflake import SnowflakeLoader

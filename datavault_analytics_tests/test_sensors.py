@@ -12,9 +12,10 @@ from dagster._core.test_utils import create_run_for_test
 
 from datavault_analytics import sensors
 from datavault_analytics.checks import CONTENT_HASH
-from datavault_analytics.drift import RANGE_END_TAG, RANGE_START_TAG, ScanState, plan_ranges
+from datavault_analytics.drift import ScanState, plan_ranges
 from datavault_analytics.environment import SETTINGS
 from datavault_analytics.jobs import records_daily_job
+from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
 from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
 from datavault_analytics_tests.pipeline_harness import loads_per_day
 

@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 
 from datavault_analytics import cli, sensors
-from datavault_analytics.drift import RANGE_END_TAG, RANGE_START_TAG
 from datavault_analytics.environment import SETTINGS, ConfigurationError, Settings
+from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
 from datavault_analytics.resources.snowflake import SnowflakeLoader
 from datavault_analytics.trace import trace_record
 
