@@ -245,7 +245,10 @@ def trace_command(args: argparse.Namespace) -> int:
     from datavault_analytics.redaction import redact_known_secrets
     from datavault_analytics.trace import InvalidRecordIdError, trace_record
 
-    resources = build_resources(settings)
+    try:
+        resources = build_resources(settings)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     wanted = ("postgres", "s3_stage", "snowflake_loader")
     with dg.build_resources({k: resources[k] for k in wanted}) as built:
         try:

@@ -13,7 +13,7 @@ import polars as pl
 from datavault_analytics.day_window import DayWindow
 from datavault_analytics.identifiers import quote_postgres, quote_snowflake
 from datavault_analytics.resources.postgres import PostgresResource
-from datavault_analytics.resources.s3_stage import S3Stage
+from datavault_analytics.resources.s3_stage import S3Stage, StageUnavailableError
 from datavault_analytics.resources.snowflake import SnowflakeLoader
 from datavault_analytics.resources.stage_manifest import MANIFEST_NAME, day_directory
 from datavault_analytics.stage_retention import staged_days
@@ -143,4 +143,7 @@ def _file_holds(stage: S3Stage, uri: str, column: str, record_id: str) -> bool:
         scan = pl.scan_parquet(uri.removeprefix("file://"))
     else:
         scan = pl.scan_parquet(uri, storage_options=stage.polars_storage_options())
-    return scan.filter(pl.col(column).cast(pl.String) == record_id).select(pl.len()).collect().item() > 0
+    try:
+        return scan.filter(pl.col(column).cast(pl.String) == record_id).select(pl.len()).collect().item() > 0
+    except (OSError, pl.exceptions.PolarsError) as error:
+        raise StageUnavailableError(f"Reading the staged file {uri} failed: {error}") from None

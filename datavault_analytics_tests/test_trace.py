@@ -99,3 +99,16 @@ def test_a_transient_table_refuses_more_than_a_day_of_time_travel():
         "local", {"DATAVAULT_SNOWFLAKE_TRANSIENT_TABLE": "yes", "DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS": "0"}
     )
     assert (settings.snowflake_transient_table, settings.snowflake_time_travel_days) == (True, 0)
+
+
+def test_trace_with_the_stage_unreachable_fails_in_one_line_naming_s3(pipeline, monkeypatch, capsys):
+    from datavault_analytics.local_stack.processes import free_port
+
+    pipeline.seed([DAY], rows_per_day=3)
+    [(record_id,)] = pipeline.pg("SELECT id::text FROM records LIMIT 1")
+    monkeypatch.setenv("DATAVAULT_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    code, out = run_trace(capsys, record_id)
+    assert code == 1
+    [line] = out.strip().splitlines()
+    assert line.startswith(f"datavault-analytics: error: tracing {record_id} failed: S3 is unreachable")
