@@ -10,6 +10,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from datavault_analytics.local_stack.errors import LocalStackError
@@ -237,20 +238,11 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def trace_command(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    settings = _use_configured_environment()
-    from datavault_analytics.environment import build_resources
     from datavault_analytics.errors import PermanentError, TransientError
     from datavault_analytics.redaction import redact_known_secrets
     from datavault_analytics.trace import InvalidRecordIdError, trace_record
 
-    try:
-        resources = build_resources(settings)
-    except ValueError as error:
-        raise CommandError(str(error)) from None
-    wanted = ("postgres", "s3_stage", "snowflake_loader")
-    with dg.build_resources({k: resources[k] for k in wanted}) as built:
+    with _configured_resources("postgres", "s3_stage", "snowflake_loader") as built:
         try:
             trace = trace_record(
                 args.record_id,
@@ -269,17 +261,9 @@ def trace_command(args: argparse.Namespace) -> int:
 
 
 def snowflake_preflight(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    settings = _use_configured_environment()
-    from datavault_analytics.environment import build_resources
     from datavault_analytics.preflight import Preflight
 
-    try:
-        resources = build_resources(settings)
-    except ValueError as error:
-        raise CommandError(str(error)) from None
-    with dg.build_resources({k: resources[k] for k in ("s3_stage", "snowflake_loader")}) as built:
+    with _configured_resources("s3_stage", "snowflake_loader") as built:
         preflight = Preflight(built.snowflake_loader, built.s3_stage)
         for result in preflight.run():
             print(result.line(), flush=True)
@@ -289,6 +273,23 @@ def snowflake_preflight(args: argparse.Namespace) -> int:
         else "preflight FAILED: fix the lines marked FAIL, then run it again"
     )
     return 0 if preflight.passed else 1
+
+
+@contextmanager
+def _configured_resources(*keys: str):
+    """The named resources of the configured environment, initialized; a setting that cannot work is a
+    CommandError."""
+    import dagster as dg
+
+    settings = _use_configured_environment()
+    from datavault_analytics.environment import build_resources
+
+    try:
+        resources = build_resources(settings)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    with dg.build_resources({k: resources[k] for k in keys}) as built:
+        yield built
 
 
 def _use_configured_environment():
