@@ -15,6 +15,11 @@ from datavault_analytics.environment import SETTINGS
 from datavault_analytics.errors import PermanentError, TransientError, asset_errors
 from datavault_analytics.metadata import materialization_metadata
 from datavault_analytics.partitions import check_in_partitions, daily_partitions
+from datavault_analytics.reconciliation import (
+    SourceFingerprintReader,
+    SourceFingerprints,
+    source_fingerprints_meanwhile,
+)
 from datavault_analytics.redaction import redact_known_secrets
 from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import PostgresResource, SourceExtract
@@ -25,6 +30,7 @@ from datavault_analytics.stage_retention import StageRetention
 SOURCE_KEY = dg.AssetKey(["postgres", "datavault", "records"])
 STAGE_KEY = dg.AssetKey(["s3", "datavault", "records"])
 SNOWFLAKE_KEY = dg.AssetKey(["snowflake", "datavault", "records"])
+SOURCE_FINGERPRINTS = "postgres_fingerprints"  # the load's metadata: PostgreSQL's side of the checks
 
 GROUP = "datavault"
 OWNERS = ["team:data-platform"]
@@ -170,13 +176,19 @@ def snowflake_records(
     context: dg.AssetExecutionContext,
     staged: list[StagedPartition],
     snowflake_loader: SnowflakeLoader,
+    postgres: PostgresResource,
     partition_locks: PartitionLocks,
     stage_retention: StageRetention,
 ) -> dg.MaterializeResult:
-    """Loads each staged day under its lock: the load and a re-staging of the same day never interleave."""
+    """Loads each staged day under its lock: the load and a re-staging of the same day never interleave.
+
+    Meanwhile, PostgreSQL's fingerprints of the days are read for the checks (reconciliation.py)."""
     started, run = time.monotonic(), context.run.run_id
     results: list[LoadResult] = []
-    with asset_errors("Loading into Snowflake"):
+    with (
+        asset_errors("Loading into Snowflake"),
+        source_fingerprints_meanwhile(postgres, day_windows([m.partition_key for m in staged])) as reader,
+    ):
         check_in_partitions(context.partition_keys)
         for number, manifest in enumerate(staged, start=1):
             key = manifest.partition_key
@@ -191,6 +203,8 @@ def snowflake_records(
                 f"Loaded {key} ({number}/{len(staged)} days): {result.rows_loaded:,} rows from "
                 f"{result.files_loaded} file(s), replacing {result.rows_deleted:,}, in {result.seconds:.2f}s"
             )
+    source_read = _source_fingerprints(context, reader, loaded_at=time.monotonic())
+    read_metadata = {SOURCE_FINGERPRINTS: dg.MetadataValue.json(source_read.to_json())} if source_read else {}
     _purge_expired_stagings(context, stage_retention, keep=frozenset(m.partition_key for m in staged))
     return dg.MaterializeResult(
         metadata=materialization_metadata(
@@ -210,9 +224,30 @@ def snowflake_records(
                 "dagster/table_name": snowflake_loader.qualified_table_name,
                 "rows_replaced": sum(r.rows_deleted for r in results),
                 "files_loaded": sum(r.files_loaded for r in results),
+                **read_metadata,
             },
         )
     )
+
+
+def _source_fingerprints(
+    context: dg.AssetExecutionContext, reader: SourceFingerprintReader, loaded_at: float
+) -> SourceFingerprints | None:
+    """What the reader found; if it failed, the load stands and the checks read PostgreSQL themselves."""
+    try:
+        read = reader.result()
+    except Exception as error:  # noqa: BLE001 - any failure here only moves the read to the checks
+        context.log.warning(
+            redact_known_secrets(
+                f"Could not read PostgreSQL's fingerprints while loading (the checks read them): {error}"
+            )
+        )
+        return None
+    context.log.info(
+        f"Read PostgreSQL's fingerprints of {len(read.days)} day(s) for the checks while loading; waited "
+        f"{time.monotonic() - loaded_at:.2f}s for them after the last load"
+    )
+    return read
 
 
 def _purge_expired_stagings(

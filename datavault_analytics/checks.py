@@ -2,6 +2,7 @@
 
 Row count and content fingerprint (PostgreSQL against Snowflake, both in SQL), no duplicate ids, and the
 staged manifest against the load. Each evaluation names its day and how late after the day it was loaded.
+In a run that loaded the day, PostgreSQL's side was read by the load, while Snowflake loaded (assets.py).
 """
 
 from collections.abc import Iterator
@@ -10,16 +11,16 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from datavault_analytics.assets import SNOWFLAKE_KEY
+from datavault_analytics.assets import SNOWFLAKE_KEY, SOURCE_FINGERPRINTS
 from datavault_analytics.day_window import DayWindow, day_windows
 from datavault_analytics.errors import asset_errors
 from datavault_analytics.partitions import daily_partitions
-from datavault_analytics.reconciliation import DayReconciliation, reconcile
+from datavault_analytics.reconciliation import DayReconciliation, SourceFingerprints, reconcile
 from datavault_analytics.resources.postgres import PostgresResource
 from datavault_analytics.resources.s3_stage import S3Stage
 from datavault_analytics.resources.snowflake import SnowflakeLoader
 from datavault_analytics.resources.stage_manifest import StagedPartition, StageError
-from datavault_analytics.stage_retention import StageRetention, latest_load
+from datavault_analytics.stage_retention import StageRetention, latest_load_record
 
 ROW_COUNT = "row_count_matches_postgres"
 CONTENT_HASH = "content_hash_matches_postgres"
@@ -81,6 +82,24 @@ def _evaluation(
     )
 
 
+def read_by_this_run(loads: dict[str, dg.EventLogRecord | None], run_id: str) -> SourceFingerprints | None:
+    """PostgreSQL's fingerprints that this run's load read, for the days it loaded. A checks-only run, or a
+    later one, reads PostgreSQL itself: it checks against the source as it is now."""
+    found: SourceFingerprints | None = None
+    for day, record in loads.items():
+        if record is None or record.run_id != run_id:
+            continue
+        entry = record.asset_materialization.metadata.get(SOURCE_FINGERPRINTS)
+        read = SourceFingerprints.from_json(entry.value) if entry is not None else None
+        if read is None or day not in read.days:
+            continue
+        if found is None:
+            found = SourceFingerprints(read.columns)
+        if read.columns == found.columns:
+            found.days[day] = read.days[day]
+    return found
+
+
 def evaluate_day(
     day: DayReconciliation,
     duplicates: tuple[int, int],
@@ -98,9 +117,12 @@ def evaluate_day(
     if loaded_at is not None:
         lateness["last_loaded_at"] = dg.MetadataValue.timestamp(loaded_at)
         lateness["hours_after_day_end"] = round((loaded_at - window.end.timestamp()) / 3600, 2)
-    counts = {**lateness, "postgres_rows": day.postgres_rows, "snowflake_rows": day.snowflake_rows}
+    read_by = "by the load, while Snowflake loaded" if day.postgres_read_by_load else "by the check"
+    read = {"postgres_read": read_by}
+    counts = {**lateness, **read, "postgres_rows": day.postgres_rows, "snowflake_rows": day.snowflake_rows}
     hashes = {
         **lateness,
+        **read,
         "postgres_fingerprint": str(day.postgres),
         "snowflake_fingerprint": str(day.snowflake),
     }
@@ -215,6 +237,8 @@ def snowflake_records_checks(
     op_context = context.op_execution_context
     keys = list(op_context.partition_keys)
     windows = day_windows(keys)
+    loads = {key: latest_load_record(context.instance, SNOWFLAKE_KEY, key) for key in keys}
+    source_read = read_by_this_run(loads, context.run.run_id)
     # The manifests are small S3 reads, one day each: read them all at once, while the fingerprints run.
     with (
         asset_errors("Reconciling Snowflake with PostgreSQL"),
@@ -222,7 +246,7 @@ def snowflake_records_checks(
     ):
         storage = s3_stage.storage()
         manifests = pool.map(lambda key: _manifest_or_error(s3_stage, storage, key), keys)
-        days = reconcile(postgres, snowflake_loader, windows)
+        days = reconcile(postgres, snowflake_loader, windows, source_read=source_read)
         # The fingerprint's scan counted surplus rows; only days that have some are grouped by id.
         duplicates = {d.day: (0, 0) for d in days}
         duplicates |= snowflake_loader.duplicate_ids(
@@ -233,9 +257,13 @@ def snowflake_records_checks(
     failed = []
     for day in days:
         manifest = manifest_of[day.day]
-        loaded_at = latest_load(context.instance, SNOWFLAKE_KEY, day.day)
+        load = loads[day.day]
         for evaluation in evaluate_day(
-            day, duplicates[day.day], manifest, loaded_at, stage_retention.retention_hours
+            day,
+            duplicates[day.day],
+            manifest,
+            load.timestamp if load else None,
+            stage_retention.retention_hours,
         ):
             if evaluation.check_name in selected:
                 if not evaluation.passed:

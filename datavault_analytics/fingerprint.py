@@ -42,6 +42,12 @@ class Fingerprint:
     def __str__(self) -> str:
         return f"{self.rows}:{self.total % 2**128:032x}"
 
+    @classmethod
+    def parse(cls, text: str) -> "Fingerprint":
+        """The inverse of str()."""
+        rows, total = text.split(":")
+        return cls(int(rows), int(total, 16))
+
 
 EMPTY = Fingerprint(0, 0)
 

@@ -1,7 +1,10 @@
 """Per-day reconciliation between PostgreSQL and Snowflake: row counts and content fingerprints, both in SQL."""
 
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from datavault_analytics.day_window import DayWindow
 from datavault_analytics.fingerprint import Fingerprint
@@ -18,6 +21,7 @@ class DayReconciliation:
     surplus_rows: int = 0  # Snowflake rows beyond one per primary key
     staged_files: int | None = None
     staged_bytes: int | None = None
+    postgres_read_by_load: bool = False  # PostgreSQL's side came from the load, not read just now
 
     @property
     def postgres_rows(self) -> int:
@@ -44,20 +48,95 @@ class DayReconciliation:
         return f"{self.day}: " + "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class SourceFingerprints:
+    """PostgreSQL's fingerprints of some days, with the columns they cover (a new column voids them)."""
+
+    columns: tuple[str, ...]
+    days: dict[str, Fingerprint] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"columns": list(self.columns), "days": {day: str(f) for day, f in self.days.items()}}
+
+    @classmethod
+    def from_json(cls, value: object) -> "SourceFingerprints | None":
+        try:
+            return cls(tuple(value["columns"]), {d: Fingerprint.parse(f) for d, f in value["days"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # written by another version: the checks read PostgreSQL themselves
+
+
+@dataclass
+class SourceFingerprintReader:
+    """Reads PostgreSQL's fingerprints of the days in a thread, one transaction per day, while the caller
+    does something else; `stop()` ends it after the current day."""
+
+    postgres: PostgresResource
+    windows: list[DayWindow]
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="postgres-fingerprints")
+    )
+    _result: Future | None = None
+
+    def start(self) -> "SourceFingerprintReader":
+        self._result = self._pool.submit(self._read)
+        return self
+
+    def _read(self) -> SourceFingerprints:
+        columns = self.postgres.source_columns()
+        read = SourceFingerprints(tuple(c.name for c in columns))
+        for window in self.windows:
+            if self._stop.is_set():
+                break
+            read.days.update(self.postgres.fingerprints([window], columns))
+        return read
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def result(self) -> SourceFingerprints:
+        """Waits for the last day; raises what the read raised."""
+        try:
+            return self._result.result()
+        finally:
+            self._pool.shutdown(wait=False)
+
+
+@contextmanager
+def source_fingerprints_meanwhile(
+    postgres: PostgresResource, windows: list[DayWindow]
+) -> Iterator[SourceFingerprintReader]:
+    """PostgreSQL's side of the checks, read while the caller loads Snowflake: a COPY runs on the
+    warehouse, which leaves PostgreSQL's reads free to overlap it. Stopped if the caller fails."""
+    reader = SourceFingerprintReader(postgres, windows).start()
+    try:
+        yield reader
+    except BaseException:
+        reader.stop()
+        raise
+
+
 def reconcile(
     postgres: PostgresResource,
     snowflake: SnowflakeLoader,
     windows: list[DayWindow],
     staged: dict[str, tuple[int, int]] | None = None,
+    source_read: SourceFingerprints | None = None,
 ) -> list[DayReconciliation]:
     """Compare each day on both sides, over every source column; both queries run at once.
 
-    `staged` optionally maps day -> (files, bytes) for the report."""
+    `staged` optionally maps day -> (files, bytes) for the report. `source_read`: PostgreSQL's fingerprints
+    of some of the days, already read (by the load, while Snowflake loaded); only the other days are read,
+    and only if they cover the source's columns of now."""
     columns = postgres.source_columns()
+    known = source_read.days if source_read and source_read.columns == tuple(c.name for c in columns) else {}
+    unread = [w for w in windows if w.partition_key not in known]
     with ThreadPoolExecutor(2, thread_name_prefix="fingerprints") as pool:
-        source = pool.submit(postgres.fingerprints, windows, columns)
+        source = pool.submit(postgres.fingerprints, unread, columns)
         target = pool.submit(snowflake.fingerprints, windows, staged_columns(columns))
-        source, target = source.result(), target.result()
+        source, target = {**known, **source.result()}, target.result()
     staged = staged or {}
     return [
         DayReconciliation(
@@ -65,6 +144,7 @@ def reconcile(
             source[w.partition_key],
             *target[w.partition_key],
             *staged.get(w.partition_key, (None, None)),
+            postgres_read_by_load=w.partition_key in known,
         )
         for w in windows
     ]

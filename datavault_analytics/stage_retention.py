@@ -15,12 +15,20 @@ from datavault_analytics.resources.s3_stage import S3Stage
 from datavault_analytics.resources.stage_manifest import MANIFEST_NAME, StageError, day_directory
 
 
-def latest_load(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_key: str) -> float | None:
-    """When `partition_key` was last loaded (its latest materialization of `asset_key`), as a timestamp."""
+def latest_load_record(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_key: str
+) -> dg.EventLogRecord | None:
+    """The latest materialization of `asset_key` for `partition_key`, if any."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition_key]), limit=1
     ).records
-    return records[0].timestamp if records else None
+    return records[0] if records else None
+
+
+def latest_load(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_key: str) -> float | None:
+    """When `partition_key` was last loaded (its latest materialization of `asset_key`), as a timestamp."""
+    record = latest_load_record(instance, asset_key, partition_key)
+    return record.timestamp if record else None
 
 
 def staged_days(names: list[str], dataset: str) -> list[str]:

@@ -183,11 +183,13 @@ class Pipeline:
         )
         return [tuple(bytes(v) if isinstance(v, bytearray) else v for v in row) for row in rows]
 
-    def reconcile(self, days: list[str]):
-        with dg.build_resources(
-            {k: self.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
-        ) as r:
-            return reconcile(r.postgres, r.snowflake_loader, day_windows(days))
+    def reconcile(self, days: list[str], source_read=None):
+        with self.configured("postgres", "snowflake", "snowflake_loader") as r:
+            return reconcile(r.postgres, r.snowflake_loader, day_windows(days), source_read=source_read)
+
+    def configured(self, *keys: str):
+        """The pipeline's resources `keys`, with their environment variables resolved."""
+        return dg.build_resources({k: self.resources[k] for k in keys})
 
     # -- S3 --------------------------------------------------------------------------------------
 

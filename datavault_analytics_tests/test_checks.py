@@ -1,13 +1,18 @@
 """The per-day asset checks on the Snowflake table, on real PostgreSQL, S3 (moto) and Snowflake (fakesnow)."""
 
+import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
 
 from datavault_analytics import assets, checks
+from datavault_analytics.day_window import day_windows
 from datavault_analytics.fingerprint import Fingerprint
+from datavault_analytics.reconciliation import SourceFingerprintReader, SourceFingerprints
+from datavault_analytics.resources.postgres import PostgresResource
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
@@ -159,3 +164,94 @@ def test_a_day_whose_stage_was_purged_after_retention_passes_the_manifest_check_
 
     assert purged.passed and "purged 72 h after the load" in purged.description
     assert not recent.passed and "no stage manifest" in recent.description
+
+
+def content_hashes(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == checks.CONTENT_HASH
+    }
+
+
+def test_a_loading_run_checks_against_the_fingerprints_its_load_read_from_postgres(pipeline, instance):
+    pipeline.seed([date.fromisoformat(d) for d in DAYS[:2]], rows_per_day=25)
+
+    result = run(pipeline, instance, DAYS[0], DAYS[1])
+
+    hashes = content_hashes(result)
+    assert all(e.passed for e in hashes.values())
+    assert {e.metadata["postgres_read"].value for e in hashes.values()} == {
+        "by the load, while Snowflake loaded"
+    }
+    [load] = [
+        m
+        for m in result.get_asset_materialization_events()
+        if m.partition == DAYS[0] and m.asset_key == assets.SNOWFLAKE_KEY
+    ]
+    stored = load.materialization.metadata[assets.SOURCE_FINGERPRINTS].value
+    with pipeline.configured("postgres") as r:
+        assert stored["columns"] == [c.name for c in r.postgres.source_columns()]
+    assert stored["days"] == {d.day: str(d.postgres) for d in pipeline.reconcile(DAYS[:2])}
+    # A checks-only run compares with PostgreSQL as it is now, read by the check.
+    again = only_checks(pipeline, instance, DAYS[0])
+    assert again[checks.CONTENT_HASH].metadata["postgres_read"].value == "by the check"
+
+
+def test_a_source_change_after_the_load_is_caught_by_the_next_checks_run(pipeline, instance):
+    pipeline.seed([date.fromisoformat(DAYS[0])], rows_per_day=20)
+    assert run(pipeline, instance, DAYS[0]).success
+    pipeline.pg("UPDATE records SET nonce = '\\x00'::bytea WHERE id = %s", (pipeline.first_id(DAYS[0]),))
+
+    result = only_checks(pipeline, instance, DAYS[0])
+
+    assert result[checks.ROW_COUNT].passed
+    assert not result[checks.CONTENT_HASH].passed
+
+
+def test_fingerprints_read_over_other_columns_are_not_used(pipeline):
+    pipeline.seed([date.fromisoformat(DAYS[0])], rows_per_day=10)
+    pipeline.materialize(DAYS[0])
+    with pipeline.configured("postgres") as r:
+        columns = tuple(c.name for c in r.postgres.source_columns())
+    wrong = {DAYS[0]: Fingerprint(10, 12345)}
+
+    def matches(read) -> bool:
+        [day] = pipeline.reconcile([DAYS[0]], source_read=read)
+        return day.matches
+
+    assert not matches(SourceFingerprints(columns, wrong))  # what the load read is what is compared
+    assert matches(SourceFingerprints(columns[:-1], wrong))  # a column since added: PostgreSQL is read again
+    assert matches(None)
+
+
+def test_postgres_failing_during_the_load_leaves_the_load_standing_and_the_checks_read_it(pipeline, instance):
+    pipeline.seed([date.fromisoformat(DAYS[0])], rows_per_day=15)
+    assert run(pipeline, instance, DAYS[0], selection=dg.AssetSelection.assets(assets.STAGE_KEY)).success
+    good = pipeline.resources["postgres"]
+    pipeline.with_resources(postgres=PostgresResource(dsn="postgresql://nobody@127.0.0.1:1/none"))
+
+    loaded = run(
+        pipeline, instance, DAYS[0], selection=dg.AssetSelection.assets(assets.SNOWFLAKE_KEY).without_checks()
+    )
+
+    assert loaded.success
+    [load] = loaded.get_asset_materialization_events()
+    assert assets.SOURCE_FINGERPRINTS not in load.materialization.metadata
+    warnings = [
+        e.message for e in instance.all_logs(loaded.run_id) if e.level == logging.WARNING and e.message
+    ]
+    assert any(
+        "Could not read PostgreSQL's fingerprints while loading (the checks read them)" in w for w in warnings
+    )
+    pipeline.with_resources(postgres=good)
+    assert all(e.passed for e in only_checks(pipeline, instance, DAYS[0]).values())
+
+
+def test_the_fingerprint_reader_stops_after_the_current_day(pipeline):
+    pipeline.seed([date.fromisoformat(d) for d in DAYS], rows_per_day=5)
+    with pipeline.configured("postgres") as r:
+        stopped = SourceFingerprintReader(r.postgres, day_windows(DAYS))
+        stopped.stop()  # before it starts: it reads the columns, then no day
+        stopped._pool = ThreadPoolExecutor(1)
+        assert stopped.start().result().days == {}
+        read = SourceFingerprintReader(r.postgres, day_windows(DAYS)).start().result()
+    assert read.days == {d.day: d.postgres for d in pipeline.reconcile(DAYS)}
