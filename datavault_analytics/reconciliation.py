@@ -69,18 +69,17 @@ class SourceFingerprints:
 @dataclass
 class SourceFingerprintReader:
     """Reads PostgreSQL's fingerprints of the days in a thread, one transaction per day, while the caller
-    does something else; `stop()` ends it after the current day."""
+    does something else; after `stop()` it reads no further day."""
 
     postgres: PostgresResource
     windows: list[DayWindow]
     _stop: threading.Event = field(default_factory=threading.Event)
-    _pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="postgres-fingerprints")
-    )
     _result: Future | None = None
 
     def start(self) -> "SourceFingerprintReader":
-        self._result = self._pool.submit(self._read)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="postgres-fingerprints")
+        self._result = pool.submit(self._read)
+        pool.shutdown(wait=False)  # its one thread ends with the read
         return self
 
     def _read(self) -> SourceFingerprints:
@@ -94,14 +93,10 @@ class SourceFingerprintReader:
 
     def stop(self) -> None:
         self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def result(self) -> SourceFingerprints:
-        """Waits for the last day; raises what the read raised."""
-        try:
-            return self._result.result()
-        finally:
-            self._pool.shutdown(wait=False)
+        """Waits for the read to end; raises what it raised."""
+        return self._result.result()
 
 
 @contextmanager

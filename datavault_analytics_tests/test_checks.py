@@ -2,7 +2,6 @@
 
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -251,7 +250,6 @@ def test_the_fingerprint_reader_stops_after_the_current_day(pipeline):
     with pipeline.configured("postgres") as r:
         stopped = SourceFingerprintReader(r.postgres, day_windows(DAYS))
         stopped.stop()  # before it starts: it reads the columns, then no day
-        stopped._pool = ThreadPoolExecutor(1)
         assert stopped.start().result().days == {}
         read = SourceFingerprintReader(r.postgres, day_windows(DAYS)).start().result()
     assert read.days == {d.day: d.postgres for d in pipeline.reconcile(DAYS)}
