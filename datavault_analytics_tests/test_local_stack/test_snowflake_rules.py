@@ -178,11 +178,14 @@ def test_a_delete_waiting_for_a_lock_goes_ahead_once_the_holder_commits(snowflak
         copy(holder, "t", PARQUET_FILE_FORMAT)
         run(holder, "BEGIN")
         run(holder, "DELETE FROM t WHERE id = 1")
-        threading.Timer(1.0, lambda: run(holder, "COMMIT")).start()
         with connect(snowflake_server, stage.schema, LOCK_TIMEOUT=30) as waiter:
-            started = time.monotonic()
-            run(waiter, "DELETE FROM t WHERE id = 2")
-            assert time.monotonic() - started >= 0.9  # it waited for the COMMIT
+            deleting = threading.Thread(target=run, args=(waiter, "DELETE FROM t WHERE id = 2"))
+            deleting.start()
+            deleting.join(timeout=1.0)
+            assert deleting.is_alive()  # it waits for the holder's lock
+            run(holder, "COMMIT")
+            deleting.join(timeout=30)
+            assert not deleting.is_alive()
             assert run(waiter, "SELECT id FROM t") == [(3,)]
 
 
