@@ -542,6 +542,9 @@ def run_hot_path(dsn: str, day: str, s3_endpoint: str, snowflake_port: int) -> d
     ]
     with psycopg.connect(dsn, autocommit=True) as conn:  # the workload's own rows go again
         conn.execute("DELETE FROM records WHERE owner_id = %s", (HOT_PATH_OWNER,))
+        # and their dead tuples, so that the next run starts on a settled table (see ensure_seeded)
+        conn.execute("VACUUM records")
+        conn.execute("VACUUM records")
     return phases
 
 
