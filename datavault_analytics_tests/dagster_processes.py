@@ -13,6 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import yaml
+
+from datavault_analytics.local_stack.processes import free_port, port_answers
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -97,3 +100,21 @@ def code_server_command(port: int) -> list[str]:
     cmd[cmd.index("-p") + 1] = str(port)
     cmd[cmd.index("-h") + 1] = "127.0.0.1"
     return [str(BIN / cmd[0]), *cmd[1:]]
+
+
+def serve_code_location(folder: Path, env: dict, log: Path, location_name: str) -> subprocess.Popen:
+    """The code server on a free port, once it answers, and `folder/workspace.yaml` pointing at it."""
+    port = free_port()
+    process = start(code_server_command(port), log, env, folder)
+    try:
+        wait_for(lambda: port_answers(port), "the code server", 120, [log])
+    except BaseException:
+        stop(process)
+        raise
+    workspace = {"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": location_name}}
+    (folder / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [workspace]}))
+    return process
+
+
+def daemon_command() -> list[str]:
+    return [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]

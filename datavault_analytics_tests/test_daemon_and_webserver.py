@@ -23,7 +23,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
@@ -32,8 +31,9 @@ from datavault_analytics.assets import SNOWFLAKE_KEY, SOURCE_KEY, STAGE_KEY
 from datavault_analytics.local_stack.processes import free_port, port_answers
 from datavault_analytics_tests.dagster_processes import (
     BIN,
-    code_server_command,
+    daemon_command,
     instance_in_postgres,
+    serve_code_location,
     settled,
     start,
     stop,
@@ -133,25 +133,9 @@ def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
         # Before today's run, the table's latest load is days old: the daemon must find it failing.
         report_old_load(instance, str(scheduled[0]), days_ago=3)
 
-        grpc_port, webserver_port = free_port(), free_port()
+        webserver_port = free_port()
         logs = [folder / "code-server.log", folder / "webserver.log", folder / "daemon.log"]
-        processes.append(start(code_server_command(grpc_port), logs[0], env, folder))
-        wait_for(lambda: port_answers(grpc_port), "the code server", 120, logs)
-        (folder / "workspace.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "load_from": [
-                        {
-                            "grpc_server": {
-                                "host": "127.0.0.1",
-                                "port": grpc_port,
-                                "location_name": "datavault_analytics",
-                            }
-                        }
-                    ]
-                }
-            )
-        )
+        processes.append(serve_code_location(folder, env, logs[0], "datavault_analytics"))
         processes.append(
             start(
                 [
@@ -168,9 +152,7 @@ def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
                 folder,
             )
         )
-        processes.append(
-            start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], logs[2], env, folder)
-        )
+        processes.append(start(daemon_command(), logs[2], env, folder))
         deployment = Deployment(
             pipeline,
             instance,

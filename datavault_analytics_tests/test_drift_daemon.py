@@ -12,16 +12,15 @@ from datetime import date, timedelta
 import dagster as dg
 import psycopg
 import pytest
-import yaml
 
 from datavault_analytics.assets import STAGE_KEY
 from datavault_analytics.drift import ScanState
-from datavault_analytics.local_stack.processes import free_port, port_answers
 from datavault_analytics.sensors import DRIFT_SENSOR
 from datavault_analytics_tests.dagster_processes import (
     BIN,
-    code_server_command,
+    daemon_command,
     instance_in_postgres,
+    serve_code_location,
     settled,
     start,
     stop,
@@ -58,17 +57,9 @@ def drifted(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
             patch.setenv(name, value)
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         instance = dg.DagsterInstance.get()
-        port = free_port()
         logs = [folder / "code-server.log", folder / "daemon.log"]
-        processes.append(start(code_server_command(port), logs[0], env, folder))
-        wait_for(lambda: port_answers(port), "the code server", 120, logs)
-        workspace = {
-            "load_from": [{"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": "dv"}}]
-        }
-        (folder / "workspace.yaml").write_text(yaml.safe_dump(workspace))
-        processes.append(
-            start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], logs[1], env, folder)
-        )
+        processes.append(serve_code_location(folder, env, logs[0], "dv"))
+        processes.append(start(daemon_command(), logs[1], env, folder))
         started = subprocess.run(
             [str(BIN / "dagster"), "sensor", "start", "--start-all", "-w", "workspace.yaml"],
             cwd=folder,
