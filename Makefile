@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 DAYS   ?= 7
 ROWS_PER_DAY ?= 2000
 
-.PHONY: install demo dev down test lint bench backfill screenshot clean
+.PHONY: install demo dev down test lint bench backfill screenshot clean soak
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,3 +59,9 @@ bench: install
 
 clean: down
 	rm -rf .datavault
+
+## The fault soak (soak/): the whole system under a workload and a seeded nemesis, then checked for safety
+## and liveness. make soak [SEED=S] [MINUTES=M]; the last line is the `soak:` summary.
+MINUTES ?= 3
+soak: install
+	$(BIN)/python -m soak.run --minutes $(MINUTES) $(if $(SEED),--seed $(SEED),)

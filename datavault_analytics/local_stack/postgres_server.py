@@ -155,6 +155,13 @@ class PostgresServer:
             # SIGINT is PostgreSQL's own "fast shutdown" signal, used when pg_ctl cannot do it.
             terminate_pid(pid, timeout=timeout, first_signal=signal.SIGINT)
 
+    def crash(self, timeout: float = 60.0) -> None:
+        """Stop as a crash does (`pg_ctl stop -m immediate`): sessions cut, recovery at the next start."""
+        if self.pid() is not None:
+            self._run(
+                "pg_ctl", ["stop", "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", str(int(timeout))]
+            )
+
     def create_database(self, name: str) -> None:
         """Create database name unless it exists."""
         import psycopg

@@ -360,17 +360,21 @@ class PostgresResource(dg.ConfigurableResource):
         ).fetchone()
         return "updated_at" if has_updated_at else "NULL::timestamptz"
 
+    def fingerprint_sql(self, columns: list[SourceColumn]) -> str:
+        """One day's fingerprint over `columns` (rows, sum), for the parameters (window start, window end)."""
+        column = quote_postgres(self.table.partition_column)
+        number = postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)
+        return (
+            f"SELECT count(*), sum({number}) FROM {self.qualified_table} "  # noqa: S608
+            f"WHERE {column} >= %s AND {column} < %s"
+        )
+
     def fingerprints(self, windows: list[DayWindow], columns: list[SourceColumn]) -> dict[str, Fingerprint]:
         """Each day's fingerprint over every column (fingerprint.py): one plain aggregate per day, with no
         sort and no grouping, which PostgreSQL may run with parallel workers. Each is its own transaction."""
         if not windows:
             return {}
-        column = quote_postgres(self.table.partition_column)
-        number = postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)
-        sql = (
-            f"SELECT count(*), sum({number}) FROM {self.qualified_table} "  # noqa: S608
-            f"WHERE {column} >= %s AND {column} < %s"
-        )
+        sql = self.fingerprint_sql(columns)
         found = {}
         with self.connect("fingerprints") as conn:
             for window in windows:
