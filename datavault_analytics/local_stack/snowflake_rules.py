@@ -9,6 +9,7 @@ import gzip
 import json
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,10 +52,20 @@ RULES = {
     "transaction stays open (docs: sql-reference/transactions)",
     "session-parameters": "ALTER SESSION SET/UNSET and SHOW PARAMETERS for the parameters above "
     "(docs: sql-reference/parameters)",
+    "query-in-progress": "a statement still running after QUERY_IN_PROGRESS_SECONDS is answered 'query in "
+    "progress' (code 333333) with a result URL the client polls; a request sent again with the same requestId "
+    "is the same query, never a second execution (snowflake-connector-python: network.py, "
+    "QUERY_IN_PROGRESS_CODE, retryCount)",
     "temporary-tables": "a TEMPORARY table is the session's own and is dropped when the session ends; kept "
     "as a plain table here, since fakesnow's COPY cannot see DuckDB's temp catalog "
     "(docs: user-guide/tables-temp-transient)",
 }
+
+# Snowflake answers a query request within about 45 s, with the result or "in progress"; the connector gives
+# up on a request after 60 s and sends it again, so an emulator that answers later never answers at all.
+QUERY_IN_PROGRESS_SECONDS = 45.0
+QUERY_IN_PROGRESS_CODE = "333333"
+KEEP_ANSWERS_SECONDS = 600.0  # how long a finished query's answer is kept for a retried request
 
 _IDENT = r'(?:"[^"]+"|[A-Za-z_][\w$]*)'
 _NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT}){{0,2}}"
@@ -174,12 +185,21 @@ def _options(text: str) -> dict[str, str]:
 class StrictSnowflake:
     """fakesnow's server app with Snowflake's rules in front; one per FakeSnow instance."""
 
-    def __init__(self, fake_snow: Any, s3_filesystem: Any = None, lock_poll_seconds: float = 0.05):
+    def __init__(
+        self,
+        fake_snow: Any,
+        s3_filesystem: Any = None,
+        lock_poll_seconds: float = 0.05,
+        in_progress_seconds: float = QUERY_IN_PROGRESS_SECONDS,
+    ):
         _null_preserving_timestamps()
         self.fake_snow = fake_snow
         self.s3_filesystem = s3_filesystem
         self.lock_poll_seconds = lock_poll_seconds
+        self.in_progress_seconds = in_progress_seconds
         self.sessions: dict[str, Session] = {}
+        self.queries: dict[str, asyncio.Task] = {}  # our query id -> the statement's execution
+        self.requests: dict[tuple[str, str], str] = {}  # (session token, requestId) -> our query id
         self.table_locks: dict[str, Transaction] = {}
         self._next_session = 1
         self._macro_catalogs: set[str] = set()
@@ -188,6 +208,7 @@ class StrictSnowflake:
                 Route("/session/v1/login-request", self.login_request, methods=["POST"]),
                 Route("/session", self.session_request, methods=["POST"]),
                 Route("/queries/v1/query-request", self.query_request, methods=["POST"]),
+                Route("/queries/{query_id}/result", self.query_result, methods=["GET"]),
                 *[
                     r
                     for r in fakesnow_server.routes
@@ -233,6 +254,50 @@ class StrictSnowflake:
     # -- statements ----------------------------------------------------------------------------------
 
     async def query_request(self, request: Request) -> Response:
+        """One statement, answered within `in_progress_seconds`: its result, or "in progress" with a URL to
+        poll. A request sent again (same requestId, after a timeout or a reset) joins the same execution."""
+        token = _token(request)
+        await request.body()  # read now: the execution may outlive this HTTP request
+        key = (token, request.query_params.get("requestId") or uuid.uuid4().hex)
+        query_id = self.requests.get(key)
+        if query_id is None or query_id not in self.queries:
+            query_id = str(uuid.uuid4())
+            self.requests[key] = query_id
+            self.queries[query_id] = asyncio.ensure_future(self._execute(request))
+            self.queries[query_id].add_done_callback(lambda _: self._forget_later(key, query_id))
+        return await self._answer(query_id)
+
+    async def query_result(self, request: Request) -> Response:
+        """GET /queries/<id>/result: the client's poll of a statement answered "in progress"."""
+        query_id = request.path_params["query_id"]
+        if query_id not in self.queries:
+            return _error_response(SnowflakeError(2003, "02000", f"Query {query_id} does not exist."))
+        return await self._answer(query_id)
+
+    async def _answer(self, query_id: str) -> Response:
+        execution = self.queries[query_id]
+        # asyncio.wait, not wait_for: a client that hangs up must not cancel the statement.
+        done, _ = await asyncio.wait({execution}, timeout=self.in_progress_seconds)
+        if done:
+            return execution.result()
+        return JSONResponse(
+            {
+                "code": QUERY_IN_PROGRESS_CODE,
+                "data": {"queryId": query_id, "getResultUrl": f"/queries/{query_id}/result"},
+                "message": "Query execution in progress.",
+                "success": True,
+            }
+        )
+
+    def _forget_later(self, key: tuple[str, str], query_id: str) -> None:
+        def forget() -> None:
+            self.queries.pop(query_id, None)
+            if self.requests.get(key) == query_id:
+                del self.requests[key]
+
+        asyncio.get_running_loop().call_later(KEEP_ANSWERS_SECONDS, forget)
+
+    async def _execute(self, request: Request) -> Response:
         session = self.sessions.get(_token(request))
         if session is None:
             return await fakesnow_server.query_request(request)

@@ -219,3 +219,55 @@ def test_a_temporary_table_is_gone_when_its_session_ends(snowflake_server, stage
         assert run(conn, "SELECT COUNT(*) FROM scratch") == [(1,)]
     with connect(snowflake_server, stage.schema) as conn:
         assert [r for r in run(conn, "SHOW TABLES") if r[1] == "SCRATCH"] == []
+
+
+def test_a_lock_wait_longer_than_a_request_is_answered_in_progress_and_still_fails_at_lock_timeout(
+    snowflake_server, stage, monkeypatch
+):
+    """The connector gives up on a request after 60 s and sends it again; were each retry a new statement,
+    a lock wait would start over every minute and never reach LOCK_TIMEOUT (it did: a load hung 30 min)."""
+    from datavault_analytics_tests.test_faults.faultkit import HttpProxy
+
+    monkeypatch.setattr(snowflake_server.rules, "in_progress_seconds", 0.5)
+    with prepare(snowflake_server, stage, "CREATE TABLE t (id INT)", pa.table({"id": [1, 2, 3]})) as holder:
+        copy(holder, "t", PARQUET_FILE_FORMAT)
+        run(holder, "BEGIN")
+        run(holder, "DELETE FROM t WHERE id = 1")
+        with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as proxy:
+            args = {**snowflake_server.connection_args("RULES", stage.schema), "port": proxy.port}
+            args["session_parameters"] = {**args["session_parameters"], "LOCK_TIMEOUT": 3}
+            with snowflake.connector.connect(**args) as waiter:
+                started = time.monotonic()
+                with pytest.raises(snowflake.connector.errors.ProgrammingError) as e:
+                    run(waiter, "DELETE FROM t WHERE id = 2")
+                assert e.value.errno == 625 and 3 <= time.monotonic() - started < 20
+        polls = [r for r in proxy.requests if r.method == "GET" and r.path.endswith("/result")]
+        assert len(polls) >= 2  # answered "in progress", then polled until the lock wait ended
+        run(holder, "ROLLBACK")
+
+
+def test_a_request_sent_again_with_its_request_id_runs_once(snowflake_server, stage):
+    """A retried request (a reset mid-answer, a timeout) must not run its statement twice: a COPY would load
+    its rows twice."""
+    import json
+    import urllib.request
+
+    with connect(snowflake_server, stage.schema) as conn:
+        run(conn, "CREATE TABLE t (id INT)")
+        token = conn.rest.token
+
+        def send(request_id: str) -> dict:
+            request = urllib.request.Request(
+                f"http://{snowflake_server.host}:{snowflake_server.port}/queries/v1/query-request"
+                f"?requestId={request_id}",
+                data=json.dumps({"sqlText": "INSERT INTO t VALUES (1)", "asyncExec": False}).encode(),
+                headers={"Authorization": f'Snowflake Token="{token}"', "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+
+        first = str(uuid.uuid4())
+        assert send(first)["success"] and send(first)["success"]
+        assert run(conn, "SELECT COUNT(*) FROM t") == [(1,)]
+        assert send(str(uuid.uuid4()))["success"]  # another request id is another statement
+        assert run(conn, "SELECT COUNT(*) FROM t") == [(2,)]
