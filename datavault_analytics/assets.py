@@ -7,6 +7,7 @@ it and hands `snowflake_records` the days' manifests; `snowflake_records` calls 
 import time
 import warnings
 from datetime import timedelta
+from functools import partial
 
 import dagster as dg
 
@@ -193,8 +194,15 @@ def snowflake_records(
         for number, manifest in enumerate(staged, start=1):
             key = manifest.partition_key
             with partition_locks.hold(key, holder=f"load {key} run {run[:8]}") as lock:
-                result = snowflake_loader.load_partition(manifest, lock=lock, run_id=run)
+                result = snowflake_loader.load_partition(
+                    manifest, lock=lock, run_id=run, finished_runs=partial(_finished_runs, context.instance)
+                )
             results.append(result)
+            for ended in result.ended:
+                context.log.warning(
+                    f"Ended Snowflake transaction {ended.transaction_id} ({ended.name}), left open by run "
+                    f"{ended.run_id}, which has finished: it held {snowflake_loader.table_name}'s lock."
+                )
             if result.columns_added:
                 context.log.warning(
                     f"Added new column(s) {result.columns_added} to {snowflake_loader.table_name}."
@@ -228,6 +236,12 @@ def snowflake_records(
             },
         )
     )
+
+
+def _finished_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> set[str]:
+    """Which of these runs Dagster has as finished (a killed run is, once run monitoring has seen it)."""
+    finished = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+    return {r.run_id for r in instance.get_runs(filters=dg.RunsFilter(run_ids=run_ids, statuses=finished))}
 
 
 def _source_fingerprints(

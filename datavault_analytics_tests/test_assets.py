@@ -168,15 +168,15 @@ def test_copy_names_a_days_files_in_batches_within_one_transaction(pipeline, sno
 
 
 def proxy_run_id(statements: list[str]) -> str:
-    """The run id's first 8 characters, upper case, as the load's QUERY_TAG names it."""
+    """The run id, upper case without dashes, as the load's QUERY_TAG names it."""
     import re
 
     [tag] = {
         m.group(1)
         for s in statements
-        if (m := re.search(r"QUERY_TAG = 'datavault-analytics load \S+ run (\w{8})", s))
+        if (m := re.search(r"QUERY_TAG = 'datavault-analytics load \S+ run ([\w-]{36})", s))
     }
-    return tag.upper()
+    return tag.replace("-", "").upper()
 
 
 def test_a_new_nullable_column_flows_through_on_its_own(pipeline):

@@ -6,7 +6,8 @@ the session parameters (`session_parameters`). docs/snowflake-load.md walks thro
 
 import re
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ _S3_STAGE_URL = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/[A-Za-z0-9._\-/=]*)
 PARQUET_FILE_FORMAT = "TYPE=PARQUET BINARY_AS_TEXT=FALSE USE_LOGICAL_TYPE=TRUE"
 SNOWFLAKE_LOCK_TIMEOUT_ERROR = 625  # "Statement ... has locked table ... in transaction N ..."
 _BLOCKING_TRANSACTION = re.compile(r"in transaction (\d+)")
+_LOAD_TRANSACTION = re.compile(r"DATAVAULT_LOAD_\d{8}_([0-9A-F]{32})")  # _transaction_name's, with the run id
 _ROLLED_BACK = "the transaction was rolled back; the day's previous rows are unchanged"
 
 
@@ -77,6 +79,15 @@ class SnowflakeLockTimeoutError(PermanentError, SnowflakeLoadError):
 
 
 @dataclass(frozen=True)
+class AbandonedTransaction:
+    """A load transaction whose run has finished: nobody will ever commit it, and it holds the table's lock."""
+
+    transaction_id: int
+    name: str
+    run_id: str
+
+
+@dataclass(frozen=True)
 class LoadResult:
     partition_key: str
     rows_deleted: int
@@ -84,6 +95,7 @@ class LoadResult:
     files_loaded: int
     columns_added: list[str]
     seconds: float
+    ended: list[AbandonedTransaction]
 
 
 def _sql_string(value: str) -> str:
@@ -310,13 +322,19 @@ class SnowflakeLoader(dg.ConfigurableResource):
         return sum(int(r.get("rows_loaded") or 0) for r in results)
 
     def load_partition(
-        self, staged: StagedPartition, lock: PartitionLock | None = None, run_id: str | None = None
+        self,
+        staged: StagedPartition,
+        lock: PartitionLock | None = None,
+        run_id: str | None = None,
+        finished_runs: Callable[[list[str]], set[str]] | None = None,
     ) -> LoadResult:
         """Replace the day's rows with exactly the staged files' rows, in one transaction.
 
         `lock` (the day's PartitionLock) is checked just before COMMIT: a lost lock rolls the day back.
         The session's QUERY_TAG and the transaction's name carry the day and `run_id`, so a transaction
         left open by a killed run is easy to tell apart in SHOW TRANSACTIONS and the query history.
+        `finished_runs` (which of these run ids have finished) lets the load end such a transaction first,
+        instead of waiting LOCK_TIMEOUT for it: Snowflake keeps it, and the table's lock, for 4 idle hours.
         """
         started = time.monotonic()
         key = staged.partition_key
@@ -331,17 +349,49 @@ class SnowflakeLoader(dg.ConfigurableResource):
             ):
                 self.ensure_stage(cursor)
                 added = self.sync_table(cursor, staged.columns)
+            ended = self.end_abandoned_transactions(cursor, finished_runs) if finished_runs else []
             deleted, loaded = self._replace_day(cursor, staged, lock, self._transaction_name(key, run_id))
         return LoadResult(
-            key, deleted, loaded, len(staged.files), added, round(time.monotonic() - started, 3)
+            key, deleted, loaded, len(staged.files), added, round(time.monotonic() - started, 3), ended
         )
 
     @staticmethod
     def _transaction_name(partition_key: str, run_id: str | None) -> str:
-        run = (run_id or "")[:8]
+        run = (run_id or "").replace("-", "")
         return f"DATAVAULT_LOAD_{partition_key.replace('-', '')}" + (
             f"_{run.upper()}" if run.isalnum() else ""
         )
+
+    def end_abandoned_transactions(
+        self, cursor, finished_runs: Callable[[list[str]], set[str]]
+    ) -> list[AbandonedTransaction]:
+        """SYSTEM$ABORT_TRANSACTION for every load transaction (this user's, as SHOW TRANSACTIONS lists them)
+        whose run `finished_runs` says has finished. Best effort: if Snowflake refuses, the load goes on and
+        a transaction still in the way makes it wait LOCK_TIMEOUT, then fail naming it."""
+        try:
+            cursor.execute("SHOW TRANSACTIONS")
+            columns = [d[0].lower() for d in cursor.description]
+            found = [dict(zip(columns, row, strict=False)) for row in cursor.fetchall()]
+        except Exception:  # a convenience: the lock timeout's message still names the blocker
+            return []
+        candidates = {}
+        for row in found:
+            if match := _LOAD_TRANSACTION.fullmatch(str(row.get("name") or "")):
+                run_id = str(uuid.UUID(match.group(1).lower()))
+                candidates[int(row["id"])] = AbandonedTransaction(int(row["id"]), str(row["name"]), run_id)
+        if not candidates:
+            return []
+        finished = finished_runs(sorted({t.run_id for t in candidates.values()}))
+        ended = []
+        for transaction in candidates.values():
+            if transaction.run_id not in finished:
+                continue
+            try:
+                cursor.execute(f"SELECT SYSTEM$ABORT_TRANSACTION({transaction.transaction_id})")
+                ended.append(transaction)
+            except Exception:  # ended meanwhile, or not ours to end
+                pass
+        return ended
 
     def _replace_day(
         self, cursor, staged: StagedPartition, lock: PartitionLock | None, name: str

@@ -9,6 +9,7 @@ Snowflake. The test then SIGKILLs the process: no clean-up runs, exactly as when
 
 import re
 import time
+import uuid
 
 from datavault_analytics import assets
 from datavault_analytics.day_window import DayWindow
@@ -162,3 +163,89 @@ def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake
     pipeline.snowflake(abort)
     assert pipeline.snowflake("SHOW TRANSACTIONS") == []
     assert_rerun_is_exact(pipeline)
+
+
+def test_the_next_load_ends_a_killed_runs_transaction_once_dagster_has_the_run_as_failed(
+    fault_pipeline, start_run, snowflake_server, monkeypatch
+):
+    """A run killed inside its COPY transaction, on an instance whose run monitoring sees dead workers
+    (LocalRunLauncher): once the run is marked failed, as the daemon does, the next load ends the dead
+    transaction itself instead of waiting LOCK_TIMEOUT, and loads the day exactly."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.launcher import WorkerStatus
+
+    from datavault_analytics.run_launcher import LocalRunLauncher
+
+    pipeline = fault_pipeline
+    before = loaded_then_changed(pipeline, ROWS)
+    with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
+        gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"), when="response")
+        run = start_run(pipeline, DAY, snowflake=snowflake)
+        wait_until(gate.arrived.is_set, "the COPY inside the day's transaction", process=run)
+        run.kill()
+        gate.release(forward=False)
+    assert_old_contents_intact(pipeline, before)
+    [(_, _, _, name, *_)] = pipeline.snowflake("SHOW TRANSACTIONS")
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(start_run.home))) as instance:
+        [killed] = instance.get_runs()
+        assert killed.status == dg.DagsterRunStatus.STARTED  # nothing else noticed the SIGKILL
+        assert name == f"DATAVAULT_LOAD_{DAY.replace('-', '')}_{killed.run_id.replace('-', '').upper()}"
+        launcher = LocalRunLauncher()
+        launcher.register_instance(instance)
+        health = launcher.check_run_worker_health(killed)
+        assert health.status == WorkerStatus.FAILED, health
+        instance.report_run_failed(killed, health.msg)  # what run monitoring does with that answer
+
+        monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "120")
+        started = time.monotonic()
+        result = dg.materialize(
+            [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records],
+            resources=build_resources(Settings.from_environment("prod")),
+            selection=[assets.STAGE_KEY, assets.SNOWFLAKE_KEY],
+            partition_key=DAY,
+            instance=instance,
+        )
+        assert result.success and time.monotonic() - started < 60  # never waited for the dead transaction
+        warnings = [
+            e.user_message
+            for e in instance.all_logs(result.run_id)
+            if e.level >= 30 and "Ended Snowflake transaction" in e.user_message
+        ]
+        assert len(warnings) == 1 and name in warnings[0] and killed.run_id in warnings[0]
+    assert pipeline.snowflake("SHOW TRANSACTIONS") == []
+    assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+
+
+def test_a_transaction_of_a_run_still_running_is_left_alone(fault_pipeline, snowflake_server):
+    """Only finished runs' transactions are ended: a live run's is its own, even while it blocks ours."""
+    import dagster as dg
+    import snowflake.connector
+
+    from datavault_analytics.resources.snowflake import SnowflakeLoader
+
+    pipeline = fault_pipeline
+    loaded_then_changed(pipeline, 50)
+    live, finished = str(uuid.uuid4()), str(uuid.uuid4())
+    args = snowflake_server.connection_args(pipeline.sf_database, pipeline.sf_schema)
+    holders = [
+        snowflake.connector.connect(**{**args, "user": pipeline.env["SNOWFLAKE_USER"]}) for _ in range(2)
+    ]
+    for conn, run_id in zip(holders, (live, finished), strict=True):
+        conn.cursor().execute(f"BEGIN TRANSACTION NAME {SnowflakeLoader._transaction_name(DAY, run_id)}")
+    asked: list[str] = []
+
+    def finished_runs(run_ids: list[str]) -> set[str]:
+        asked.extend(run_ids)
+        return {finished}
+
+    with dg.build_resources({"loader": pipeline.resources["snowflake_loader"]}) as built:
+        with built.loader.connection() as conn:
+            ended = built.loader.end_abandoned_transactions(conn.cursor(), finished_runs)
+    assert sorted(asked) == sorted([live, finished])
+    assert [t.run_id for t in ended] == [finished]
+    names = [row[3] for row in pipeline.snowflake("SHOW TRANSACTIONS")]
+    assert names == [SnowflakeLoader._transaction_name(DAY, live)]
+    for conn in holders:
+        conn.close()
