@@ -37,23 +37,37 @@ from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG, daily
 from datavault_analytics.reconciliation import DayReconciliation, reconcile
 from datavault_analytics.resources.postgres import PostgresResource
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.schedules import records_daily_schedule
 
 DRIFT_SENSOR = "datavault_drift_sensor"
 LISTED_DAYS = 20  # a log line names at most this many days, then counts the rest
 
 
-def scanned_days(late_row_days: int = SETTINGS.late_row_days) -> list[str]:
-    """Every day of history older than the daily schedule's window, which the schedule itself reloads."""
+def scanned_days(
+    instance: dg.DagsterInstance | None = None, late_row_days: int = SETTINGS.late_row_days
+) -> list[str]:
+    """Every day of history the daily schedule is done with: the days older than its window, and the days
+    of its latest run once that run has ended. A failed scheduled run is repaired here, since its run retry
+    may never be launched (a code server down at that moment is enough)."""
     last = daily_partitions.get_last_partition_key()
     if last is None:
         return []
     newest = (date.fromisoformat(last) - timedelta(days=late_row_days + 1)).isoformat()
+    if instance is not None:
+        newest = max(newest, _last_day_of_ended_scheduled_run(instance) or newest)
     first = daily_partitions.get_first_partition_key()
     return (
         daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, newest))
         if first <= newest
         else []
     )
+
+
+def _last_day_of_ended_scheduled_run(instance: dg.DagsterInstance) -> str | None:
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(tags={"dagster/schedule_name": records_daily_schedule.name}), limit=1
+    )
+    return runs[0].tags.get(RANGE_END_TAG) if runs and runs[0].is_finished else None
 
 
 def _listed(days: list[str]) -> str:
@@ -255,4 +269,4 @@ def _repairs_due(
 def drift_sensor(
     context: dg.SensorEvaluationContext, postgres: PostgresResource, snowflake_loader: SnowflakeLoader
 ):
-    return scan_for_drift(context, postgres, snowflake_loader, scanned_days())
+    return scan_for_drift(context, postgres, snowflake_loader, scanned_days(context.instance))

@@ -203,3 +203,27 @@ def test_the_sensor_is_defined_with_the_configured_interval_and_stays_off_locall
     assert sensor.minimum_interval_seconds == SETTINGS.drift_scan_seconds
     assert sensor.job_name == records_daily_job.name
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_the_days_of_the_schedules_latest_run_are_scanned_once_that_run_has_ended(pipeline):
+    """A scheduled run that failed is repaired by the drift sensor: its run retry may never be launched."""
+    from datavault_analytics.partitions import daily_partitions
+    from datavault_analytics.schedules import records_daily_schedule
+
+    instance = pipeline.instance
+    yesterday = daily_partitions.get_last_partition_key()
+    window = [(date.fromisoformat(yesterday) - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    assert not set(window) & set(sensors.scanned_days(instance, late_row_days=2))  # the schedule's, for now
+
+    tags = {
+        "dagster/schedule_name": records_daily_schedule.name,
+        RANGE_START_TAG: window[0],
+        RANGE_END_TAG: window[-1],
+    }
+    run = create_run_for_test(
+        instance, job_name=records_daily_job.name, tags=tags, status=dg.DagsterRunStatus.STARTED
+    )
+    assert not set(window) & set(sensors.scanned_days(instance, late_row_days=2))  # still loading them
+    instance.report_run_failed(instance.get_run_by_id(run.run_id), "killed")
+    scanned = sensors.scanned_days(instance, late_row_days=2)
+    assert scanned[-3:] == window and len(scanned) == len(set(scanned))

@@ -14,7 +14,8 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -29,7 +30,6 @@ from soak.workload import Engineer, SourceWriter, history_days
 HISTORY_DAYS = (
     16  # days of data; the newest LATE_ROW_DAYS + 1 are the daily schedule's, the rest the drift sensor's
 )
-LATE_ROW_DAYS = 2  # the shipped default (DATAVAULT_LATE_ROW_DAYS)
 ROWS_PER_DAY = 40
 CONVERGE_WITHIN_SECONDS = 300  # liveness: after the final heal, everything settles within this
 
@@ -46,23 +46,30 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     root = Path(tempfile.mkdtemp(prefix=f"datavault-soak-{seed}-"))
+    if args.keep:
+        print(f"soak: the soak's folder (logs, data) stays at {root}", flush=True)
     try:
         return soak(seed, args.minutes, root)
     finally:
-        if args.keep:
-            print(f"soak: kept {root}", flush=True)
-        else:
+        if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Outcome:
+    runs: int = 0
+    failed: int = 0
+    retried: int = 0
+    converged_s: float | None = None
+    violations: list[str] = field(default_factory=list)
 
 
 def soak(seed: int, minutes: float, root: Path) -> int:
     rng = random.Random(f"workload-{seed}")
-    today = datetime.now(UTC).date()
-    days = history_days(today, HISTORY_DAYS)
-    drift_days = days[: -(LATE_ROW_DAYS + 1)]  # what the drift sensor scans; the rest is the schedule's
+    days = history_days(datetime.now(UTC).date(), HISTORY_DAYS)
     canary = f"canary-{secrets.token_hex(12)}"
     system = System(root, canary, first_day=days[0])
-    nemesis = None
+    outcome, nemesis = Outcome(), None
     try:
         started = time.monotonic()
         system.start()
@@ -70,10 +77,8 @@ def soak(seed: int, minutes: float, root: Path) -> int:
         os.environ.update(system.checker_env())  # the checker's resources read their secrets from here
         resources = build_resources(Settings.from_environment(environ=system.checker_env()))
         with dg.build_resources({k: resources[k] for k in ("postgres", "snowflake_loader")}) as checked:
-            seed_records(
-                system.source_dsn, [datetime.fromisoformat(d).date() for d in days], ROWS_PER_DAY, seed=seed
-            )
-            writer = SourceWriter(system.source_dsn, checked.postgres, drift_days, rng)
+            seed_records(system.source_dsn, [date.fromisoformat(d) for d in days], ROWS_PER_DAY, seed=seed)
+            writer = SourceWriter(system.source_dsn, checked.postgres, days, rng)
             writer.record_current(days)
             checker = Checker(checked.postgres, checked.snowflake_loader, writer, days)
             instance = dg.DagsterInstance.get()
@@ -82,53 +87,59 @@ def soak(seed: int, minutes: float, root: Path) -> int:
                 system.pipeline_env(),
                 root,
                 system.logs,
-                drift_days,
+                days,
                 random.Random(f"engineer-{seed}"),
             )
             nemesis = Nemesis(system, instance, engineer.running_cli)
             plan = schedule(seed, minutes * 60)
             print(f"soak: {len(plan)} faults planned over {minutes:g} min", flush=True)
+            _run_with_faults(nemesis, plan, minutes, checker, writer, engineer)
 
-            stop_at = time.monotonic() + minutes * 60
-            checker.start_sampling()
-            workers = [
-                threading.Thread(
-                    target=_every, args=(2.0, stop_at, writer.step, nemesis.say, "workload"), daemon=True
-                ),
-                threading.Thread(
-                    target=_every, args=(25.0, stop_at, engineer.act, nemesis.say, "engineer"), daemon=True
-                ),
-            ]
-            for worker in workers:
-                worker.start()
-            nemesis.run(plan, stop_at)
-            nemesis.final_heal()
-            for worker in workers:
-                worker.join(60)
             healed = time.monotonic()
             engineer.wait_for_cli(CONVERGE_WITHIN_SECONDS)
             waited = time.monotonic() - healed
-            converged = checker.wait_for_convergence(instance, drift_days, CONVERGE_WITHIN_SECONDS - waited)
-            converged = None if converged is None else waited + converged  # seconds from the final heal
+            converged = checker.wait_for_convergence(instance, days, CONVERGE_WITHIN_SECONDS - waited)
+            outcome.converged_s = None if converged is None else waited + converged  # from the final heal
             checker.sample()
-            checker.scan_for_secret(canary, [root], system.dagster_dsn)
             checker.stop_sampling()
+            checker.scan_for_secret(canary, [root], system.dagster_dsn)
             runs = instance.get_runs()
-            failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
-            retried = [r for r in runs if "dagster/retry_number" in r.tags]
+            outcome.runs = len(runs)
+            outcome.failed = sum(r.status == dg.DagsterRunStatus.FAILURE for r in runs)
+            outcome.retried = sum("dagster/retry_number" in r.tags for r in runs)
+            outcome.violations = checker.violations
             print(
-                f"soak: workload {dict(writer.done)} ({writer.failed} failed), engineer {dict(engineer.launched)}, "
-                f"{checker.samples} safety samples",
+                f"soak: workload {dict(writer.done)} ({writer.failed} failed), engineer "
+                f"{dict(engineer.launched)}, {checker.samples} safety samples",
                 flush=True,
             )
             instance.dispose()
-        system.stop()
-        return _summary(seed, minutes, nemesis, runs, failed, retried, checker, converged)
     finally:
         system.stop()
         left = system.leftovers()
         if left:
-            print("soak: processes left behind: " + "; ".join(left), flush=True)
+            outcome.violations.append("processes left behind: " + "; ".join(left))
+    return _summary(seed, minutes, nemesis, outcome)
+
+
+def _run_with_faults(nemesis, plan, minutes, checker, writer, engineer) -> None:
+    """The workload, the engineer and the checker's sampling while the nemesis acts; then its final heal."""
+    stop_at = time.monotonic() + minutes * 60
+    checker.start_sampling()
+    workers = [
+        threading.Thread(
+            target=_every, args=(2.0, stop_at, writer.step, nemesis.say, "workload"), daemon=True
+        ),
+        threading.Thread(
+            target=_every, args=(25.0, stop_at, engineer.act, nemesis.say, "engineer"), daemon=True
+        ),
+    ]
+    for worker in workers:
+        worker.start()
+    nemesis.run(plan, stop_at)
+    nemesis.final_heal()
+    for worker in workers:
+        worker.join(60)
 
 
 def _every(seconds: float, stop_at: float, action, say, name: str) -> None:
@@ -140,20 +151,23 @@ def _every(seconds: float, stop_at: float, action, say, name: str) -> None:
         time.sleep(seconds)
 
 
-def _summary(seed, minutes, nemesis, runs, failed, retried, checker, converged) -> int:
-    print("soak: faults:", flush=True)
-    for line in nemesis.log:
-        if " inject " in line or "heal" in line:
-            print("  " + line, flush=True)
-    for violation in checker.violations:
+def _summary(seed: int, minutes: float, nemesis: Nemesis | None, outcome: Outcome) -> int:
+    injected = nemesis.injected if nemesis else []
+    if nemesis:
+        print("soak: faults:", flush=True)
+        for line in nemesis.log:
+            if " inject " in line or "heal" in line:
+                print("  " + line, flush=True)
+    for violation in outcome.violations:
         print(f"soak: VIOLATION {violation}", flush=True)
+    converged = "never" if outcome.converged_s is None else f"{outcome.converged_s:.0f}"
     print(
-        f"soak: seed={seed} minutes={minutes:g} faults={len(nemesis.injected)} kinds={len(set(nemesis.injected))} "
-        f"runs={len(runs)} failed={len(failed)} retried={len(retried)} violations={len(checker.violations)} "
-        f"converged_s={'never' if converged is None else f'{converged:.0f}'}",
+        f"soak: seed={seed} minutes={minutes:g} faults={len(injected)} kinds={len(set(injected))} "
+        f"runs={outcome.runs} failed={outcome.failed} retried={outcome.retried} "
+        f"violations={len(outcome.violations)} converged_s={converged}",
         flush=True,
     )
-    return 1 if checker.violations else 0
+    return 1 if outcome.violations or outcome.converged_s is None else 0
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ def assert_limits(
         {"key": "dagster/backfill", "limit": backfill_runs}
     ]
     assert instance.run_monitoring_enabled and instance.run_retries_enabled
+    # A run dequeued while the code server is down is queued again, not failed (the soak found runs lost so).
+    assert instance.run_coordinator.max_user_code_failure_retries >= 5
+    # A killed run's pool slots are given back after it ends; unset or 0, they stay claimed for ever.
+    assert instance.run_monitoring_settings.get("free_slots_after_run_end_seconds", 0) > 0
     assert not instance.run_retries_retry_on_asset_or_op_failure
     assert instance.freshness_enabled
     assert {"SCHEDULER", "QUEUED_RUN_COORDINATOR", "MONITORING", "FRESHNESS_DAEMON"} <= set(
@@ -117,6 +121,10 @@ def test_the_local_stack_instance_loads_with_the_same_switches_and_smaller_limit
     try:
         assert_limits(instance, pool_limit=2, max_runs=4, backfill_runs=2)
         assert instance.get_runs() == []
+        # One machine: the launcher that sees a dead run worker, and the runtime limit as a last resort.
+        assert type(instance.run_launcher).__name__ == "LocalRunLauncher"
+        assert instance.run_launcher.supports_check_run_worker_health
+        assert instance.run_monitoring_max_runtime_seconds > 0
     finally:
         instance.dispose()
 
