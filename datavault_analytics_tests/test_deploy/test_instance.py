@@ -50,7 +50,7 @@ def assert_limits(
     ]
     assert instance.run_monitoring_enabled and instance.run_retries_enabled
     # A run dequeued while the code server is down is queued again, not failed (the soak found runs lost so).
-    assert instance.run_coordinator.max_user_code_failure_retries >= 5
+    assert concurrency.run_queue_config.max_user_code_failure_retries >= 5
     # A killed run's pool slots are given back after it ends; unset or 0, they stay claimed for ever.
     assert instance.run_monitoring_settings.get("free_slots_after_run_end_seconds", 0) > 0
     assert not instance.run_retries_retry_on_asset_or_op_failure
