@@ -107,6 +107,9 @@ def soak(seed: int, minutes: float, root: Path) -> int:
             outcome.runs = len(runs)
             outcome.failed = sum(r.status == dg.DagsterRunStatus.FAILURE for r in runs)
             outcome.retried = sum("dagster/retry_number" in r.tags for r in runs)
+            for run in runs:
+                if run.status == dg.DagsterRunStatus.FAILURE:
+                    print(f"soak: failed run {_describe(run)}", flush=True)
             outcome.violations = checker.violations
             print(
                 f"soak: workload {dict(writer.done)} ({writer.failed} failed), engineer "
@@ -140,6 +143,23 @@ def _run_with_faults(nemesis, plan, minutes, checker, writer, engineer) -> None:
     nemesis.final_heal()
     for worker in workers:
         worker.join(60)
+
+
+def _describe(run: dg.DagsterRun) -> str:
+    """A failed run in one line: what launched it, why it failed, and whether Dagster retries it."""
+    tags = run.tags
+    trigger = (
+        tags.get("datavault/trigger")
+        or ("backfill " + tags["dagster/backfill"] if "dagster/backfill" in tags else None)
+        or ("retry of " + run.parent_run_id[:8] if run.parent_run_id else None)
+        or "dg launch"
+    )
+    days = f"{tags.get('dagster/asset_partition_range_start') or tags.get('dagster/partition')}.."
+    days += tags.get("dagster/asset_partition_range_end", "")
+    return (
+        f"{run.run_id[:8]} ({trigger}, {days}): reason {tags.get('dagster/failure_reason', '-')}, "
+        f"will retry {tags.get('dagster/will_retry', '-')}"
+    )
 
 
 def _every(seconds: float, stop_at: float, action, say, name: str) -> None:
