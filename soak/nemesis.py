@@ -5,11 +5,13 @@ the same offsets. Which run worker or engineer's process a kill hits is picked a
 random number drawn from the same seed, among the processes alive then.
 """
 
+import os
 import random
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -48,6 +50,16 @@ KINDS = [
     FaultKind("disk full (TMPDIR)", "disk", (3, 15)),
 ]
 BY_NAME = {k.name: k for k in KINDS}
+NETWORK_FAULTS = {  # kind -> (which proxy, its mode)
+    f"{side} {name}": (side.lower(), mode)
+    for side in ("S3", "Snowflake")
+    for name, mode in (
+        ("reset mid-body", "reset"),
+        ("HTTP 503", "http503"),
+        ("blackhole", "blackhole"),
+        ("latency", "latency"),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,11 @@ class Nemesis:
         while time.monotonic() < stop_at:
             now = time.monotonic() - self._started
             while pending and pending[0].at <= now:
-                self._inject(pending.pop(0))
+                fault = pending.pop(0)
+                try:
+                    self._inject(fault)
+                except Exception as error:  # a fault that cannot be applied now is logged, never fatal
+                    self.say(f"inject {fault.kind}: could not ({type(error).__name__}: {str(error)[:200]})")
             self._heal_due(now)
             time.sleep(0.2)
 
@@ -118,8 +134,6 @@ class Nemesis:
         system.restart_code_server()
         for pid in self._worker_pids() + [p.pid for p in self.engineer_processes()]:
             try:
-                import os
-
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
@@ -144,21 +158,9 @@ class Nemesis:
 
     def _inject(self, fault: PlannedFault) -> None:
         system, kind = self.system, fault.kind
-        proxies = {"S3": system.s3_proxy, "Snowflake": system.snowflake_proxy}
-        if kind.startswith(("S3 ", "Snowflake ")) and kind.split(" ", 1)[1] in (
-            "reset mid-body",
-            "HTTP 503",
-            "blackhole",
-            "latency",
-        ):
-            side, mode = kind.split(" ", 1)
-            proxy = proxies[side]
-            mode = {
-                "reset mid-body": "reset",
-                "HTTP 503": "http503",
-                "blackhole": "blackhole",
-                "latency": "latency",
-            }[mode]
+        if kind in NETWORK_FAULTS:
+            side, mode = NETWORK_FAULTS[kind]
+            proxy = system.s3_proxy if side == "s3" else system.snowflake_proxy
             proxy.inject(mode, latency_seconds=0.2 + fault.pick)
             self._record(fault, f"for {fault.heal_after:g} s")
             self._later(fault, kind, proxy.heal)
@@ -176,11 +178,11 @@ class Nemesis:
         elif kind in ("kill run worker", "pause run worker"):
             pids = self._worker_pids()
             if pids:
-                self._signal_one(fault, pids, "run worker")
+                self._signal_one(fault, pids)
         elif kind in ("kill engineer's process", "pause engineer's process"):
             pids = [p.pid for p in self.engineer_processes()] + self._dg_launch_pids()
             if pids:
-                self._signal_one(fault, sorted(set(pids)), "engineer's process")
+                self._signal_one(fault, sorted(set(pids)))
         elif kind == "restart PostgreSQL":
             system.crash_source()
             self._record(fault, f"down for {fault.heal_after:g} s")
@@ -206,9 +208,7 @@ class Nemesis:
         self.injected.append(fault.kind)
         self.say(f"inject {fault.kind} ({detail})")
 
-    def _signal_one(self, fault: PlannedFault, pids: list[int], what: str) -> None:
-        import os
-
+    def _signal_one(self, fault: PlannedFault, pids: list[int]) -> None:
         pid = pids[int(fault.pick * len(pids)) % len(pids)]
         number = signal.SIGKILL if fault.kind.startswith("kill") else signal.SIGSTOP
         try:
@@ -235,29 +235,17 @@ class Nemesis:
         return sorted(pids)
 
     def _dg_launch_pids(self) -> list[int]:
-        from pathlib import Path
-
+        """The engineer's `dg launch` processes (started by `datavault-analytics backfill`) of this soak."""
         found = []
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if (
-                    len(cmdline) > 2
-                    and cmdline[0].endswith(b"/dg")
-                    and cmdline[1] == b"launch"
-                    or (len(cmdline) > 2 and cmdline[1].endswith(b"/dg") and cmdline[2] == b"launch")
-                ):
-                    if str(self.system.root).encode() in b" ".join(cmdline) or self._in_root(entry):
-                        found.append(int(entry.name))
+            if not entry.name.isdigit():
+                continue
+            try:
+                words = (entry / "cmdline").read_bytes().split(b"\0")
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            launches = any(w.endswith(b"/dg") for w in words[:2]) and b"launch" in words[1:3]
+            if launches and cwd.startswith(str(self.system.root)):
+                found.append(int(entry.name))
         return found
-
-    def _in_root(self, entry) -> bool:
-        import os
-
-        try:
-            return os.readlink(entry / "cwd").startswith(str(self.system.root))
-        except OSError:
-            return False

@@ -65,7 +65,7 @@ RULES = {
 # up on a request after 60 s and sends it again, so an emulator that answers later never answers at all.
 QUERY_IN_PROGRESS_SECONDS = 45.0
 QUERY_IN_PROGRESS_CODE = "333333"
-KEEP_ANSWERS_SECONDS = 600.0  # how long a finished query's answer is kept for a retried request
+KEEP_ANSWERS_SECONDS = 300.0  # how long a finished query's answer is kept for a request sent again
 
 _IDENT = r'(?:"[^"]+"|[A-Za-z_][\w$]*)'
 _NAME = rf"{_IDENT}(?:\s*\.\s*{_IDENT}){{0,2}}"
