@@ -26,6 +26,7 @@ import psycopg
 from datavault_analytics.day_window import DayWindow
 from datavault_analytics.fingerprint import EMPTY, Fingerprint
 from datavault_analytics.resources.postgres import PostgresResource
+from soak.system import Process
 
 OPERATIONS = ("late_row", "erasure", "reencrypt_bumped", "reencrypt_silent", "backdated_insert", "new_row")
 ASSET_KEYS = [{"path": ["s3", "datavault", "records"]}, {"path": ["snowflake", "datavault", "records"]}]
@@ -171,17 +172,9 @@ class Engineer:
         return f"UI backfill {days[0]}..{days[-1]}: {result.get('backfillId') or result}"
 
     def _cli_backfill(self, days: list[str]) -> str:
+        command = ["datavault-analytics", "backfill", days[0], days[-1], "--days-per-run", "2"]
         log = self.logs / f"cli-backfill-{len(self.cli_processes)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                ["datavault-analytics", "backfill", days[0], days[-1], "--days-per-run", "2"],
-                env=self.env,
-                cwd=self.cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        process = Process("engineer", command, self.env, log, self.cwd).start().popen
         self.cli_processes.append(process)
         self.launched["cli"] += 1
         return f"CLI backfill {days[0]}..{days[-1]} (pid {process.pid})"

@@ -116,11 +116,11 @@ def test_killed_after_staging_before_the_copy(fault_pipeline, start_run, snowfla
     assert_rerun_is_exact(pipeline)
 
 
-def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake_server, monkeypatch):
-    pipeline = fault_pipeline
+def killed_inside_the_copy_transaction(pipeline, start_run, snowflake_server) -> list[tuple]:
+    """Load version A, change the day, then SIGKILL a run once Snowflake has run the DELETE and the COPY in
+    the day's transaction (the run never hears back). Version A, as still seen by every other session."""
     before = loaded_then_changed(pipeline, ROWS)
     with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
-        # Snowflake has run the DELETE and the COPY in the day's transaction; the run never hears back.
         gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"), when="response")
         run = start_run(pipeline, DAY, snowflake=snowflake)
         wait_until(gate.arrived.is_set, "the COPY inside the day's transaction", process=run)
@@ -128,9 +128,14 @@ def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake
         assert statements[-3:] == ["BEGIN", "DELETE", "COPY"]
         run.kill()
         gate.release(forward=False)
-
     # Uncommitted: every other session still sees the day exactly as it was.
     assert_old_contents_intact(pipeline, before)
+    return before
+
+
+def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake_server, monkeypatch):
+    pipeline = fault_pipeline
+    before = killed_inside_the_copy_transaction(pipeline, start_run, snowflake_server)
 
     # The dead run's transaction keeps the table's lock, as in Snowflake (which ends it after 4 idle hours).
     # A re-run waits LOCK_TIMEOUT for it, then fails at once, not retried, naming it and how to end it.
@@ -178,14 +183,7 @@ def test_the_next_load_ends_a_killed_runs_transaction_once_dagster_has_the_run_a
     from datavault_analytics.run_launcher import LocalRunLauncher
 
     pipeline = fault_pipeline
-    before = loaded_then_changed(pipeline, ROWS)
-    with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
-        gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"), when="response")
-        run = start_run(pipeline, DAY, snowflake=snowflake)
-        wait_until(gate.arrived.is_set, "the COPY inside the day's transaction", process=run)
-        run.kill()
-        gate.release(forward=False)
-    assert_old_contents_intact(pipeline, before)
+    killed_inside_the_copy_transaction(pipeline, start_run, snowflake_server)
     [(_, _, _, name, *_)] = pipeline.snowflake("SHOW TRANSACTIONS")
 
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(start_run.home))) as instance:
