@@ -10,6 +10,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the soak's folder (logs, data) afterwards")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
+    signal.signal(signal.SIGTERM, _interrupted)  # a SIGTERM (`timeout`, CI) tears down like Ctrl-C
     print(
         f"soak: seed={seed} minutes={args.minutes:g} (replay: make soak SEED={seed} MINUTES={args.minutes:g})",
         flush=True,
@@ -118,6 +120,9 @@ def soak(seed: int, minutes: float, root: Path) -> int:
             )
             instance.dispose()
     finally:
+        # Whatever ended the soak (an error, Ctrl-C, a SIGTERM), tear down everything, undisturbed.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         system.stop()
         left = system.leftovers()
         if left:
@@ -160,6 +165,10 @@ def _describe(run: dg.DagsterRun) -> str:
         f"{run.run_id[:8]} ({trigger}, {days}): reason {tags.get('dagster/failure_reason', '-')}, "
         f"will retry {tags.get('dagster/will_retry', '-')}"
     )
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _every(seconds: float, stop_at: float, action, say, name: str) -> None:

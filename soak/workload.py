@@ -151,7 +151,8 @@ class Engineer:
         first = self.rng.randrange(len(self.days))
         last = min(len(self.days) - 1, first + self.rng.randrange(4))
         days = self.days[first : last + 1]
-        if self.rng.random() < 0.5:
+        # An engineer waits for their terminal's backfill before starting another one there.
+        if self.rng.random() < 0.5 or self.running_cli():
             return self._graphql_backfill(days)
         return self._cli_backfill(days)
 
