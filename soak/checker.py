@@ -109,9 +109,15 @@ class Checker:
     def unsettled(self, instance: dg.DagsterInstance, covered: list[str]) -> list[str]:
         """What still keeps the system from having converged; empty once it has."""
         left = []
-        runs = instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED_RUNS))
+        runs = instance.get_run_records(filters=dg.RunsFilter(statuses=UNFINISHED_RUNS))
         if runs:
-            left.append(f"{len(runs)} run(s) " + ", ".join(sorted({r.status.value for r in runs})))
+            now = time.time()
+            named = "; ".join(
+                f"{r.dagster_run.run_id[:8]} {r.dagster_run.status.value} for "
+                f"{now - (r.update_timestamp.timestamp()):.0f} s ({r.dagster_run.tags.get('datavault/trigger') or r.dagster_run.tags.get('dagster/backfill') or 'dg launch'})"
+                for r in runs[:5]
+            )
+            left.append(f"{len(runs)} run(s) unfinished: {named}")
         backfills = [b for b in instance.get_backfills() if b.status.value in ("REQUESTED", "CANCELING")]
         if backfills:
             left.append(f"{len(backfills)} backfill(s) still running")
