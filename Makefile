@@ -44,8 +44,11 @@ screenshot: install
 down: install
 	$(BIN)/datavault-analytics stack down
 
+## Every test but the soak over 3 processes (most of a test waits on servers and Dagster processes), then the
+## soak alone: it measures liveness, so nothing else may load the machine while it runs.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile -m "not soak"
+	$(BIN)/python -m pytest -m soak
 
 lint: install
 	$(BIN)/ruff check .

@@ -98,6 +98,12 @@ def soak(seed: int, minutes: float, root: Path) -> int:
             _run_with_faults(nemesis, plan, minutes, checker, writer, engineer)
 
             healed = time.monotonic()
+            # The workload ends with the faults: the every-minute schedule stops, so that what is left
+            # to converge is the system's own repair, which must then go quiet.
+            try:
+                print(f"soak: schedules stopped: {', '.join(system.stop_schedules())}", flush=True)
+            except Exception as error:
+                checker.violations.append(f"could not stop the schedules after the final heal: {error}")
             engineer.wait_for_cli(CONVERGE_WITHIN_SECONDS)
             waited = time.monotonic() - healed
             converged = checker.wait_for_convergence(instance, days, CONVERGE_WITHIN_SECONDS - waited)

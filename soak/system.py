@@ -243,18 +243,29 @@ class System:
         ).start()
         self._wait(lambda: port_answers(self.webserver_port), "the webserver", 120)
         for kind in ("sensor", "schedule"):
-            started = subprocess.run(
-                [str(BIN / "dagster"), kind, "start", "--start-all", "-w", "workspace.yaml"],
-                cwd=self.root,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-            if started.returncode != 0:
-                raise RuntimeError(
-                    f"dagster {kind} start --start-all failed: {started.stdout}{started.stderr}"
-                )
+            self._dagster(kind, "start", "--start-all")
+
+    def stop_schedules(self) -> list[str]:
+        """Stop every running schedule: after the final heal, the system must drain, not keep launching."""
+        listed = self._dagster("schedule", "list", "--running", "--name")
+        names = [line.strip() for line in listed.splitlines() if line.strip() and " " not in line.strip()]
+        for name in names:
+            self._dagster("schedule", "stop", name)
+        return names
+
+    def _dagster(self, *args: str) -> str:
+        """One `dagster` CLI command against the workspace, through the webserver's environment."""
+        done = subprocess.run(
+            [str(BIN / "dagster"), *args, "-w", "workspace.yaml"],
+            cwd=self.root,
+            env=self.webserver.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"dagster {' '.join(args)} failed: {done.stdout}{done.stderr}")
+        return done.stdout
 
     @property
     def s3_direct(self) -> str:
