@@ -40,7 +40,7 @@ class ConfigurationError(ValueError):
 
 
 class Settings(BaseModel):
-    """Every setting a user may change, with its environment variable (README, "Configuration")."""
+    """Every setting a user may change, with its environment variable (docs/configuration.md)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -290,7 +290,7 @@ def build_resources(settings: Settings = SETTINGS) -> dict:
         raise ConfigurationError(
             "DATAVAULT_ENV=prod needs these environment variables, which are unset: "
             + ", ".join(settings.missing_variables)
-            + ". See the README's 'Configuration' section."
+            + ". See docs/configuration.md."
         )
     table = RecordsTable()
     postgres = PostgresResource(

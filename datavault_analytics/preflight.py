@@ -277,8 +277,8 @@ class Preflight:
             f"microsecond either side of midnight, NULL, non-ASCII) loaded exactly; fingerprint {found}"
             if found == expected and not differences
             else f"loaded {found}, wrote {expected}; values that differ: {differences[:6] or 'none'}",
-            "the session's TIMEZONE or the COPY's Parquet options are not in force; see the README's "
-            "'Snowflake behaviours the loader relies on'",
+            "the session's TIMEZONE or the COPY's Parquet options are not in force; see "
+            "docs/snowflake-behaviours.md",
         )
 
 

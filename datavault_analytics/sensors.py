@@ -2,7 +2,7 @@
 
 A sensor, not an AutomationCondition on the observable source: the repair needs what declarative
 automation has no words for (a cap on failed attempts per day, a batch limit per scan), and an observation
-per day per scan is what the event log must not grow by (README, "Drift"). Each scan writes events only
+per day per scan is what the event log must not grow by (docs/drift.md). Each scan writes events only
 for the days it content-verified or gave up on; the rest is in its cursor.
 
 Those check evaluations are written here, under an id of the scan's own, not returned in the

@@ -1,6 +1,6 @@
 """Where one record is present right now: PostgreSQL, the staged Parquet files, the Snowflake table.
 
-`datavault-analytics trace RECORD_ID` prints it, so an operator can prove an erasure (README, "Where an
+`datavault-analytics trace RECORD_ID` prints it, so an operator can prove an erasure (docs/erasure.md, "Where an
 erased record still lives"). The days whose staged files are scanned come from PostgreSQL and Snowflake,
 from --day, or, when neither knows the record, from every day the stage still holds.
 """

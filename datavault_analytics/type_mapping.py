@@ -1,6 +1,6 @@
 """How each PostgreSQL column type travels: the SQL that reads it, its Arrow/Parquet type, its Snowflake type.
 
-The one place the mapping is written down (the README's "How types travel" says why each is chosen); a
+The one place the mapping is written down (docs/data-path.md, "How types travel", says why each is chosen); a
 column whose type is not here fails the extract before anything is written.
 """
 

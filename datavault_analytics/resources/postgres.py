@@ -1,7 +1,7 @@
 """PostgreSQL, DataVault's source of truth: read-only, each day streamed as Arrow with ADBC.
 
 `PostgresResource` reads; `PostgresSourceIOManager` hands the stage one lazy stream per day. The role needs
-only SELECT (README, "Security"); each day is one read-only REPEATABLE READ transaction.
+only SELECT (docs/reliability.md, "Security"); each day is one read-only REPEATABLE READ transaction.
 """
 
 import queue
@@ -107,7 +107,7 @@ class PostgresResource(dg.ConfigurableResource):
         default=None,
         gt=0,
         description="Pace each extract to at most this many MB (10^6 bytes of Arrow data) a second. Unset: full "
-        "speed, right for a replica; set it when the source is DataVault's primary (README, 'DataVault's "
+        "speed, right for a replica; set it when the source is DataVault's primary (docs/source-database.md, 'DataVault's "
         "own database').",
     )
     sslmode: str | None = Field(
@@ -389,7 +389,7 @@ def _hint(error: str) -> str:
     if "conflict with recovery" in error:
         return (
             " (the hot standby cancelled the read to replay the primary's changes; the read is retried. If it "
-            "keeps happening, see hot_standby_feedback and max_standby_streaming_delay in the README)"
+            "keeps happening, see hot_standby_feedback and max_standby_streaming_delay in docs/source-database.md)"
         )
     if "lock timeout" in error:
         return " (another session holds a conflicting lock on the table, e.g. an ALTER TABLE; the read is retried)"

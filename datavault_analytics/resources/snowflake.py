@@ -145,7 +145,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
         ge=0,
         le=90,
         description="DATA_RETENTION_TIME_IN_DAYS of the table when this pipeline creates it: how long Time Travel "
-        "keeps a deleted (erased) row. Short by default; see the README's erasure section.",
+        "keeps a deleted (erased) row. Short by default; see docs/erasure.md.",
     )
     transient_table: bool = Field(
         default=False,

@@ -179,7 +179,7 @@ def test_every_daemon_key_the_values_set_exists_in_the_pinned_chart():
 
 def test_the_chart_version_is_pinned_where_a_user_installs_it():
     values_text = (REPO / "deploy" / "helm" / "values.yaml").read_text()
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "deploying.md").read_text()
     dagster_pin = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"][0]
     assert (
         f">={CHART_VERSION}," in dagster_pin
