@@ -271,9 +271,10 @@ def md5_floor(dsn: str, day: str) -> dict:
 
 
 def scanned_history() -> tuple[str, str]:
+    from datavault_analytics.components.datavault_table import configured_table
     from datavault_analytics.sensors import scanned_days
 
-    days = scanned_days()
+    days = scanned_days(configured_table("records"))
     return days[0], days[-1]
 
 

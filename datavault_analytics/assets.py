@@ -1,7 +1,9 @@
-"""The three daily-partitioned assets: PostgreSQL source -> S3 Parquet stage -> Snowflake table.
+"""A table's three daily-partitioned assets: PostgreSQL source -> S3 Parquet stage -> Snowflake table.
 
-Three hops: the source IO manager hands `s3_stage_records` a lazy stream per day; the stage IO manager writes
-it and hands `snowflake_records` the days' manifests; `snowflake_records` calls the loader once per day.
+Three hops: the source IO manager hands the stage asset a lazy stream per day; the stage IO manager writes
+it and hands the Snowflake asset the days' manifests; the Snowflake asset calls the loader once per day.
+Every asset carries its table in its metadata (`table_metadata`), which is how the shared IO managers and
+resources know which table they work on.
 """
 
 import time
@@ -11,11 +13,11 @@ from functools import partial
 
 import dagster as dg
 
-from datavault_analytics.day_window import DayWindow, day_windows
+from datavault_analytics.day_window import day_windows
 from datavault_analytics.environment import SETTINGS
 from datavault_analytics.errors import PermanentError, TransientError, asset_errors
 from datavault_analytics.metadata import materialization_metadata
-from datavault_analytics.partitions import check_in_partitions, daily_partitions
+from datavault_analytics.partitions import check_in_partitions
 from datavault_analytics.reconciliation import (
     SourceFingerprintReader,
     SourceFingerprints,
@@ -26,15 +28,12 @@ from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import PostgresResource, SourceExtract
 from datavault_analytics.resources.snowflake import LoadResult, SnowflakeLoader, SnowflakeLoadError
 from datavault_analytics.resources.stage_manifest import StagedPartition, staged_columns
+from datavault_analytics.resources.table_spec import table_metadata
 from datavault_analytics.stage_retention import StageRetention
+from datavault_analytics.table_pipeline import TablePipeline
 
-SOURCE_KEY = dg.AssetKey(["postgres", "datavault", "records"])
-STAGE_KEY = dg.AssetKey(["s3", "datavault", "records"])
-SNOWFLAKE_KEY = dg.AssetKey(["snowflake", "datavault", "records"])
 SOURCE_FINGERPRINTS = "postgres_fingerprints"  # the load's metadata: PostgreSQL's side of the checks
 
-GROUP = "datavault"
-OWNERS = ["team:data-platform"]
 # A range of days runs as one run by default (what `dg launch --partition-range` requires); a deployment sets
 # DATAVAULT_BACKFILL_DAYS_PER_RUN (31 in deploy/helm/values.yaml) so a UI backfill fans out across pods.
 BACKFILL_POLICY = (
@@ -49,19 +48,6 @@ RETRY_POLICY = dg.RetryPolicy(
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
 )
-RECORDS_SCHEMA = dg.TableSchema(
-    columns=[
-        dg.TableColumn("id", "uuid -> VARCHAR(36)", description="Record id; primary key."),
-        dg.TableColumn("owner_id", "bigint -> NUMBER(19,0)"),
-        dg.TableColumn("key", "text -> VARCHAR"),
-        dg.TableColumn(
-            "ciphertext", "bytea -> BINARY", description="AES-GCM ciphertext, never decrypted here."
-        ),
-        dg.TableColumn("nonce", "bytea -> BINARY"),
-        dg.TableColumn("created_at", "timestamptz -> TIMESTAMP_NTZ (UTC)", description="Partition column."),
-        dg.TableColumn("updated_at", "timestamptz -> TIMESTAMP_NTZ (UTC)"),
-    ]
-)
 
 # Per-day observations with metadata need `observable_source_asset` (ObserveResult has no partition yet);
 # converting it, Dagster itself reads a deprecated property. Only that internal warning is silenced.
@@ -70,127 +56,169 @@ warnings.filterwarnings(
 )
 
 
-def _observed_windows() -> list[DayWindow]:
-    count = daily_partitions.get_num_partitions()
-    keys = daily_partitions.get_partition_keys_between_indexes(max(0, count - SETTINGS.observed_days), count)
-    return day_windows(keys)
+def build_table_assets(pipeline: TablePipeline) -> list[dg.AssetsDefinition]:
+    """The table's source, stage and Snowflake assets."""
+    return [_source_asset(pipeline), _stage_asset(pipeline), _snowflake_asset(pipeline)]
 
 
-@dg.observable_source_asset(
-    key=SOURCE_KEY,
-    partitions_def=daily_partitions,
-    io_manager_key="postgres_io_manager",
-    group_name=GROUP,
-    description=(
-        "DataVault's `records` table in PostgreSQL, written by the DataVault backend (ingest -> Redis "
-        f"Stream -> backend). Observing it records each of the last {SETTINGS.observed_days} days' row count "
-        "and latest created_at, so a change in the source shows as a new data version."
-    ),
-    tags={"dagster/kind/postgres": ""},
-    metadata={"dagster/column_schema": RECORDS_SCHEMA, "dagster/table_name": "datavault.public.records"},
-)
-def postgres_records(
-    context: dg.OpExecutionContext, postgres: PostgresResource
-) -> dg.DataVersionsByPartition:
-    """One observation per recent day, carrying its data version and what is there."""
-    with asset_errors("Observing the PostgreSQL source"):
-        stats = postgres.day_stats(_observed_windows())
-    for day, stat in stats.items():
-        latest = stat["latest"].isoformat() if stat["latest"] else None
-        latest_update = stat["latest_update"].isoformat() if stat["latest_update"] else None
-        context.log_event(
-            dg.AssetObservation(
-                asset_key=SOURCE_KEY,
-                partition=day,
-                tags={"dagster/data_version": f"rows={stat['rows']};latest={latest};updated={latest_update}"},
-                metadata={
-                    "dagster/row_count": stat["rows"],
-                    "latest_created_at": latest or "none",
-                    "latest_updated_at": latest_update or "none",
-                },
-            )
-        )
-    # The observations above carry the versions together with their metadata.
-    return dg.DataVersionsByPartition({})
+def _source_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
+    spec, partitions = pipeline.spec, pipeline.partitions
 
-
-@dg.asset(
-    key=STAGE_KEY,
-    ins={"source": dg.AssetIn(key=SOURCE_KEY)},
-    partitions_def=daily_partitions,
-    io_manager_key="s3_stage_io_manager",
-    backfill_policy=BACKFILL_POLICY,
-    retry_policy=RETRY_POLICY,
-    pool="datavault_postgres",
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"s3", "parquet"},
-    description=(
-        "The day's rows as Parquet files in the S3 stage, at "
-        "s3://<bucket>/<prefix>/records/dt=<day>/part-NNNNN-<staging>.parquet, with a _manifest.json "
-        "written last. Ciphertext is copied byte for byte."
-    ),
-    metadata={"dagster/column_schema": RECORDS_SCHEMA},
-)
-def s3_stage_records(
-    context: dg.AssetExecutionContext, source: SourceExtract, snowflake_loader: SnowflakeLoader
-) -> SourceExtract:
-    """Hands the days' streams to the stage IO manager, once they can be loaded: the keys are days of the
-    partitions, and the Snowflake table can take the source's columns. Nothing is read here."""
-    with asset_errors("Checking the days and the Snowflake table before staging"):
-        check_in_partitions(context.partition_keys)
-        if source.days:
-            try:
-                snowflake_loader.check_compatible(staged_columns(source.days[0].columns))
-            except SnowflakeLoadError as error:
-                if isinstance(error, PermanentError):
-                    raise
-                context.log.warning(
-                    redact_known_secrets(
-                        f"Staging without checking Snowflake's columns first (the load checks them): {error}"
-                    )
+    @dg.observable_source_asset(
+        key=pipeline.source_key,
+        partitions_def=partitions,
+        io_manager_key="postgres_io_manager",
+        group_name=pipeline.group,
+        description=(
+            f"DataVault's `{spec.source_name}` table in PostgreSQL, written by the DataVault backend. "
+            + (f"{pipeline.description} " if pipeline.description else "")
+            + f"Observing it records each of the last {SETTINGS.observed_days} days' row count and latest "
+            f"{spec.partition_column}, so a change in the source shows as a new data version."
+        ),
+        tags={"dagster/kind/postgres": ""},
+        metadata={
+            "dagster/table_name": f"datavault.{spec.source_name}",
+            **table_metadata(spec),
+        },
+    )
+    def source(context: dg.OpExecutionContext, postgres: PostgresResource) -> dg.DataVersionsByPartition:
+        """One observation per recent day, carrying its data version and what is there."""
+        count = partitions.get_num_partitions()
+        keys = partitions.get_partition_keys_between_indexes(max(0, count - SETTINGS.observed_days), count)
+        with asset_errors("Observing the PostgreSQL source"):
+            stats = postgres.for_table(spec).day_stats(day_windows(keys))
+        for day, stat in stats.items():
+            latest = stat["latest"].isoformat() if stat["latest"] else None
+            latest_update = stat["latest_update"].isoformat() if stat["latest_update"] else None
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=pipeline.source_key,
+                    partition=day,
+                    tags={
+                        "dagster/data_version": f"rows={stat['rows']};latest={latest};updated={latest_update}"
+                    },
+                    metadata={
+                        "dagster/row_count": stat["rows"],
+                        f"latest_{spec.partition_column}": latest or "none",
+                        "latest_updated_at": latest_update or "none",
+                    },
                 )
+            )
+        # The observations above carry the versions together with their metadata.
+        return dg.DataVersionsByPartition({})
+
     return source
 
 
-@dg.asset(
-    key=SNOWFLAKE_KEY,
-    ins={"staged": dg.AssetIn(key=STAGE_KEY)},
-    partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
-    retry_policy=RETRY_POLICY,
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"snowflake"},
-    description=(
-        "DataVault records in Snowflake, loaded with COPY INTO from exactly the staged files. Each day is "
-        "replaced in one transaction, so re-running a day never duplicates or loses rows."
-    ),
-    metadata={"dagster/column_schema": RECORDS_SCHEMA},
-    freshness_policy=dg.FreshnessPolicy.cron(
-        deadline_cron=SETTINGS.freshness_deadline_cron,
-        timezone="UTC",
-        lower_bound_delta=timedelta(hours=SETTINGS.freshness_window_hours),
-    ),
-)
-def snowflake_records(
+def _stage_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
+    spec = pipeline.spec
+
+    @dg.asset(
+        key=pipeline.stage_key,
+        ins={"source": dg.AssetIn(key=pipeline.source_key)},
+        partitions_def=pipeline.partitions,
+        io_manager_key="s3_stage_io_manager",
+        backfill_policy=BACKFILL_POLICY,
+        retry_policy=RETRY_POLICY,
+        pool="datavault_postgres",
+        group_name=pipeline.group,
+        owners=list(pipeline.owners),
+        kinds={"s3", "parquet"},
+        description=(
+            f"The day's rows of {spec.source_name} as Parquet files in the S3 stage, at "
+            f"s3://<bucket>/<prefix>/{spec.name}/dt=<day>/part-NNNNN-<staging>.parquet, with a _manifest.json "
+            "written last. Binary columns (ciphertext) are copied byte for byte."
+        ),
+        metadata=table_metadata(spec),
+    )
+    def stage(
+        context: dg.AssetExecutionContext, source: SourceExtract, snowflake_loader: SnowflakeLoader
+    ) -> SourceExtract:
+        """Hands the days' streams to the stage IO manager, once they can be loaded: the keys are days of the
+        partitions, and the Snowflake table can take the source's columns. Nothing is read here."""
+        loader = snowflake_loader.for_table(spec)
+        with asset_errors("Checking the days and the Snowflake table before staging"):
+            check_in_partitions(pipeline.partitions, context.partition_keys)
+            if source.days:
+                try:
+                    loader.check_compatible(staged_columns(source.days[0].columns))
+                except SnowflakeLoadError as error:
+                    if isinstance(error, PermanentError):
+                        raise
+                    context.log.warning(
+                        redact_known_secrets(
+                            f"Staging without checking Snowflake's columns first (the load checks them): {error}"
+                        )
+                    )
+        return source
+
+    return stage
+
+
+def _snowflake_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
+    spec = pipeline.spec
+
+    @dg.asset(
+        key=pipeline.snowflake_key,
+        ins={"staged": dg.AssetIn(key=pipeline.stage_key)},
+        partitions_def=pipeline.partitions,
+        backfill_policy=BACKFILL_POLICY,
+        retry_policy=RETRY_POLICY,
+        group_name=pipeline.group,
+        owners=list(pipeline.owners),
+        kinds={"snowflake"},
+        description=(
+            f"{spec.source_name} in Snowflake ({spec.snowflake_table}), loaded with COPY INTO from exactly the "
+            "staged files. Each day is replaced in one transaction, so re-running a day never duplicates or "
+            "loses rows."
+        ),
+        metadata=table_metadata(spec),
+        freshness_policy=dg.FreshnessPolicy.cron(
+            deadline_cron=pipeline.freshness_deadline_cron,
+            timezone="UTC",
+            lower_bound_delta=timedelta(hours=pipeline.freshness_window_hours),
+        ),
+    )
+    def load(
+        context: dg.AssetExecutionContext,
+        staged: list[StagedPartition],
+        snowflake_loader: SnowflakeLoader,
+        postgres: PostgresResource,
+        partition_locks: PartitionLocks,
+        stage_retention: StageRetention,
+    ) -> dg.MaterializeResult:
+        """Loads each staged day under its lock: the load and a re-staging of the same day never interleave.
+
+        Meanwhile, PostgreSQL's fingerprints of the days are read for the checks (reconciliation.py)."""
+        return load_days(
+            context,
+            pipeline,
+            staged,
+            snowflake_loader.for_table(spec),
+            postgres.for_table(spec),
+            partition_locks.for_table(spec),
+            stage_retention.for_table(spec),
+        )
+
+    return load
+
+
+def load_days(
     context: dg.AssetExecutionContext,
+    pipeline: TablePipeline,
     staged: list[StagedPartition],
     snowflake_loader: SnowflakeLoader,
     postgres: PostgresResource,
     partition_locks: PartitionLocks,
     stage_retention: StageRetention,
 ) -> dg.MaterializeResult:
-    """Loads each staged day under its lock: the load and a re-staging of the same day never interleave.
-
-    Meanwhile, PostgreSQL's fingerprints of the days are read for the checks (reconciliation.py)."""
     started, run = time.monotonic(), context.run.run_id
     results: list[LoadResult] = []
     with (
         asset_errors("Loading into Snowflake"),
         source_fingerprints_meanwhile(postgres, day_windows([m.partition_key for m in staged])) as reader,
     ):
-        check_in_partitions(context.partition_keys)
+        check_in_partitions(pipeline.partitions, context.partition_keys)
         for number, manifest in enumerate(staged, start=1):
             key = manifest.partition_key
             with partition_locks.hold(key, holder=f"load {key} run {run[:8]}") as lock:
@@ -213,7 +241,9 @@ def snowflake_records(
             )
     source_read = _source_fingerprints(context, reader, loaded_at=time.monotonic())
     read_metadata = {SOURCE_FINGERPRINTS: dg.MetadataValue.json(source_read.to_json())} if source_read else {}
-    _purge_expired_stagings(context, stage_retention, keep=frozenset(m.partition_key for m in staged))
+    _purge_expired_stagings(
+        context, pipeline, stage_retention, keep=frozenset(m.partition_key for m in staged)
+    )
     return dg.MaterializeResult(
         metadata=materialization_metadata(
             staged,
@@ -265,12 +295,15 @@ def _source_fingerprints(
 
 
 def _purge_expired_stagings(
-    context: dg.AssetExecutionContext, retention: StageRetention, keep: frozenset[str]
+    context: dg.AssetExecutionContext,
+    pipeline: TablePipeline,
+    retention: StageRetention,
+    keep: frozenset[str],
 ) -> None:
     """The load is done whatever happens here: a failure is a warning, and the next load tries again."""
     try:
         purged = retention.purge_expired(
-            context.instance, SNOWFLAKE_KEY, keep=keep, holder=f"purge run {context.run.run_id[:8]}"
+            context.instance, pipeline.snowflake_key, keep=keep, holder=f"purge run {context.run.run_id[:8]}"
         )
     except (TransientError, PermanentError) as error:
         context.log.warning(

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from datavault_analytics.assets import SNOWFLAKE_KEY, STAGE_KEY
 from datavault_analytics.day_window import day_windows
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.reconciliation import DayReconciliation, reconcile
 from datavault_analytics.resources.stage_manifest import StageError
+from datavault_analytics.table_pipeline import TablePipeline
 
 _LOADED = re.compile(r"Loaded (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows")
 _STAGED = re.compile(r"Staged (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows")
@@ -40,15 +40,21 @@ def _chunks(days: list[date], size: int) -> list[list[date]]:
 
 
 def materialize_range(
-    first: date, last: date, *, days_per_run: int = 31, log_dir: Path, say: Callable[[str], None] = print
+    table: TablePipeline,
+    first: date,
+    last: date,
+    *,
+    days_per_run: int = 31,
+    log_dir: Path,
+    say: Callable[[str], None] = print,
 ) -> None:
-    """Materialize the stage and Snowflake assets for [first, last], one Dagster run per chunk."""
+    """Materialize the table's stage and Snowflake assets for [first, last], one Dagster run per chunk."""
     days = days_between(first, last)
     log_dir.mkdir(parents=True, exist_ok=True)
-    selection = ",".join(key.to_user_string() for key in (STAGE_KEY, SNOWFLAKE_KEY))
+    selection = ",".join(key.to_user_string() for key in (table.stage_key, table.snowflake_key))
     done, rows, started = 0, 0, time.monotonic()
     for chunk in _chunks(days, days_per_run):
-        log_path = log_dir / f"materialize-{chunk[0]}-{chunk[-1]}.log"
+        log_path = log_dir / f"materialize-{table.name}-{chunk[0]}-{chunk[-1]}.log"
         command = [
             str(Path(sys.executable).with_name("dg")),
             "launch",
@@ -59,7 +65,7 @@ def materialize_range(
             "--partition-range",
             f"{chunk[0]}...{chunk[-1]}",
         ]
-        say(f"run {chunk[0]} .. {chunk[-1]} ({len(chunk)} days), log: {log_path}")
+        say(f"{table.name}: run {chunk[0]} .. {chunk[-1]} ({len(chunk)} days), log: {log_path}")
         with open(log_path, "w") as log:
             # `dg launch` takes a range only from single-run assets; this command chunks the range itself.
             env = {**os.environ, "DATAVAULT_BACKFILL_DAYS_PER_RUN": "0"}
@@ -89,17 +95,25 @@ def materialize_range(
             raise BackfillError(f"The run for {chunk[0]} .. {chunk[-1]} failed ({detail}). Log: {log_path}")
 
 
-def reconciliation(settings: Settings, first: date, last: date) -> list[DayReconciliation]:
+def reconciliation(
+    settings: Settings, table: TablePipeline, first: date, last: date
+) -> list[DayReconciliation]:
     """Per-day counts and hashes on both sides, with the staged files and bytes from the manifests."""
     keys = [d.isoformat() for d in days_between(first, last)]
     resources = build_resources(settings)
     with dg.build_resources({k: resources[k] for k in ("postgres", "s3_stage", "snowflake_loader")}) as r:
+        stage = r.s3_stage.for_table(table.spec)
         staged: dict[str, tuple[int, int]] = {}
-        storage = r.s3_stage.storage()
+        storage = stage.storage()
         for key in keys:
             try:
-                manifest = r.s3_stage.read_manifest(storage, key)
+                manifest = stage.read_manifest(storage, key)
                 staged[key] = (len(manifest.files), manifest.bytes)
             except StageError:
                 pass
-        return reconcile(r.postgres, r.snowflake_loader, day_windows(keys), staged)
+        return reconcile(
+            r.postgres.for_table(table.spec),
+            r.snowflake_loader.for_table(table.spec),
+            day_windows(keys),
+            staged,
+        )

@@ -1,4 +1,4 @@
-"""Asset checks on the Snowflake table, one result per daily partition, evaluated together after every load.
+"""Asset checks on a table's Snowflake asset, one result per daily partition, evaluated together after every load.
 
 Row count and content fingerprint (PostgreSQL against Snowflake, both in SQL), no duplicate ids, and the
 staged manifest against the load. Each evaluation names its day and how late after the day it was loaded.
@@ -11,51 +11,55 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from datavault_analytics.assets import SNOWFLAKE_KEY, SOURCE_FINGERPRINTS
+from datavault_analytics.assets import SOURCE_FINGERPRINTS
 from datavault_analytics.day_window import DayWindow, day_windows
 from datavault_analytics.errors import asset_errors
-from datavault_analytics.partitions import daily_partitions
 from datavault_analytics.reconciliation import DayReconciliation, SourceFingerprints, reconcile
 from datavault_analytics.resources.postgres import PostgresResource
 from datavault_analytics.resources.s3_stage import S3Stage
 from datavault_analytics.resources.snowflake import SnowflakeLoader
 from datavault_analytics.resources.stage_manifest import StagedPartition, StageError
 from datavault_analytics.stage_retention import StageRetention, latest_load_record
+from datavault_analytics.table_pipeline import TablePipeline
 
 ROW_COUNT = "row_count_matches_postgres"
 CONTENT_HASH = "content_hash_matches_postgres"
 NO_DUPLICATE_IDS = "no_duplicate_ids"
 MANIFEST_MATCHES_LOAD = "staged_manifest_matches_load"
 
-CHECK_SPECS = [
-    dg.AssetCheckSpec(
-        ROW_COUNT,
-        asset=SNOWFLAKE_KEY,
-        partitions_def=daily_partitions,
-        description="The day's row count in Snowflake equals PostgreSQL's (count(*) on each side).",
-    ),
-    dg.AssetCheckSpec(
-        CONTENT_HASH,
-        asset=SNOWFLAKE_KEY,
-        partitions_def=daily_partitions,
-        description="The day's content fingerprint over every column (the sum of each row's MD5, "
-        "fingerprint.py) is the same in Snowflake and PostgreSQL, computed in SQL on each side: after each "
-        "load, and again by the drift sensor in its round over history (metadata verified_by).",
-    ),
-    dg.AssetCheckSpec(
-        NO_DUPLICATE_IDS,
-        asset=SNOWFLAKE_KEY,
-        partitions_def=daily_partitions,
-        description="No id appears more than once in Snowflake for the day.",
-    ),
-    dg.AssetCheckSpec(
-        MANIFEST_MATCHES_LOAD,
-        asset=SNOWFLAKE_KEY,
-        partitions_def=daily_partitions,
-        description="The day's stage manifest lists files that are all present at their sizes, "
-        "its rows equal the rows Snowflake holds, and it predates the last load.",
-    ),
-]
+
+def check_specs(pipeline: TablePipeline) -> list[dg.AssetCheckSpec]:
+    """The four per-day checks of the table's Snowflake asset."""
+    key, partitions, pk = pipeline.snowflake_key, pipeline.partitions, pipeline.spec.primary_key
+    return [
+        dg.AssetCheckSpec(
+            ROW_COUNT,
+            asset=key,
+            partitions_def=partitions,
+            description="The day's row count in Snowflake equals PostgreSQL's (count(*) on each side).",
+        ),
+        dg.AssetCheckSpec(
+            CONTENT_HASH,
+            asset=key,
+            partitions_def=partitions,
+            description="The day's content fingerprint over every column (the sum of each row's MD5, "
+            "fingerprint.py) is the same in Snowflake and PostgreSQL, computed in SQL on each side: after each "
+            "load, and again by the drift sensor in its round over history (metadata verified_by).",
+        ),
+        dg.AssetCheckSpec(
+            NO_DUPLICATE_IDS,
+            asset=key,
+            partitions_def=partitions,
+            description=f"No {pk} appears more than once in Snowflake for the day.",
+        ),
+        dg.AssetCheckSpec(
+            MANIFEST_MATCHES_LOAD,
+            asset=key,
+            partitions_def=partitions,
+            description="The day's stage manifest lists files that are all present at their sizes, "
+            "its rows equal the rows Snowflake holds, and it predates the last load.",
+        ),
+    ]
 
 
 MANIFEST_READERS = 8
@@ -69,10 +73,10 @@ def _manifest_or_error(stage: S3Stage, storage, key: str) -> StagedPartition | S
 
 
 def _evaluation(
-    name: str, day: str, passed: bool, description: str, metadata: dict
+    asset_key: dg.AssetKey, name: str, day: str, passed: bool, description: str, metadata: dict
 ) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
-        asset_key=SNOWFLAKE_KEY,
+        asset_key=asset_key,
         check_name=name,
         passed=passed,
         partition=day,
@@ -101,6 +105,7 @@ def read_by_this_run(loads: dict[str, dg.EventLogRecord | None], run_id: str) ->
 
 
 def evaluate_day(
+    asset_key: dg.AssetKey,
     day: DayReconciliation,
     duplicates: tuple[int, int],
     manifest: StagedPartition | StageError,
@@ -131,6 +136,7 @@ def evaluate_day(
     same_hash = day.matches
     evaluations = [
         _evaluation(
+            asset_key,
             ROW_COUNT,
             day.day,
             same_count,
@@ -141,6 +147,7 @@ def evaluate_day(
             counts,
         ),
         _evaluation(
+            asset_key,
             CONTENT_HASH,
             day.day,
             same_hash,
@@ -156,6 +163,7 @@ def evaluate_day(
     ids, surplus = duplicates
     evaluations.append(
         _evaluation(
+            asset_key,
             NO_DUPLICATE_IDS,
             day.day,
             ids == 0,
@@ -175,6 +183,8 @@ def evaluate_day(
         )
         evaluations.append(
             _evaluation(
+                asset_key,
+                asset_key,
                 MANIFEST_MATCHES_LOAD,
                 day.day,
                 purged,
@@ -199,6 +209,7 @@ def evaluate_day(
         )
     evaluations.append(
         _evaluation(
+            asset_key,
             MANIFEST_MATCHES_LOAD,
             day.day,
             not problems,
@@ -221,14 +232,38 @@ def evaluate_day(
     return evaluations
 
 
-@dg.multi_asset_check(
-    specs=CHECK_SPECS,
-    can_subset=True,
-    name="snowflake_records_checks",
-    description="Per-day reconciliation of the Snowflake table with PostgreSQL and the stage.",
-)
-def snowflake_records_checks(
+def build_table_checks(pipeline: TablePipeline) -> dg.AssetChecksDefinition:
+    """The table's checks, evaluated together over the days of a run."""
+
+    @dg.multi_asset_check(
+        specs=check_specs(pipeline),
+        can_subset=True,
+        name=pipeline.checks_name,
+        description=f"Per-day reconciliation of {pipeline.spec.snowflake_table} with PostgreSQL and the stage.",
+    )
+    def checks(
+        context: dg.AssetCheckExecutionContext,
+        postgres: PostgresResource,
+        snowflake_loader: SnowflakeLoader,
+        s3_stage: S3Stage,
+        stage_retention: StageRetention,
+    ) -> Iterator:
+        spec = pipeline.spec
+        yield from run_checks(
+            context,
+            pipeline.snowflake_key,
+            postgres.for_table(spec),
+            snowflake_loader.for_table(spec),
+            s3_stage.for_table(spec),
+            stage_retention.for_table(spec),
+        )
+
+    return checks
+
+
+def run_checks(
     context: dg.AssetCheckExecutionContext,
+    asset_key: dg.AssetKey,
     postgres: PostgresResource,
     snowflake_loader: SnowflakeLoader,
     s3_stage: S3Stage,
@@ -237,7 +272,7 @@ def snowflake_records_checks(
     op_context = context.op_execution_context
     keys = list(op_context.partition_keys)
     windows = day_windows(keys)
-    loads = {key: latest_load_record(context.instance, SNOWFLAKE_KEY, key) for key in keys}
+    loads = {key: latest_load_record(context.instance, asset_key, key) for key in keys}
     source_read = read_by_this_run(loads, context.run.run_id)
     # The manifests are small S3 reads, one day each: read them all at once, while the fingerprints run.
     with (
@@ -259,6 +294,7 @@ def snowflake_records_checks(
         manifest = manifest_of[day.day]
         load = loads[day.day]
         for evaluation in evaluate_day(
+            asset_key,
             day,
             duplicates[day.day],
             manifest,

@@ -48,7 +48,7 @@ def add_stack_commands(subparsers: SubParsers) -> None:
 def add_seed_commands(subparsers: SubParsers) -> None:
     seed = subparsers.add_parser(
         "seed",
-        help="append realistic encrypted rows to DataVault's records table",
+        help="append realistic rows to DataVault's tables: encrypted records, and their retrieval log",
         description="Appends rows for the last N full UTC days, ending yesterday. Payloads are encrypted "
         "with a key made for this run and never kept.",
     )
@@ -72,6 +72,7 @@ def add_pipeline_commands(subparsers: SubParsers) -> None:
         "matches.",
     )
     demo.add_argument("--days", type=_positive_int, default=7)
+    _add_tables_option(demo)
     demo.set_defaults(handler=demo_command)
 
     backfill = subparsers.add_parser(
@@ -84,6 +85,7 @@ def add_pipeline_commands(subparsers: SubParsers) -> None:
     backfill.add_argument("start", type=_day, help="first day, YYYY-MM-DD")
     backfill.add_argument("end", type=_day, help="last day, YYYY-MM-DD (inclusive)")
     backfill.add_argument("--days-per-run", type=_positive_int, default=31)
+    _add_tables_option(backfill)
     backfill.set_defaults(handler=backfill_command)
 
     report = subparsers.add_parser(
@@ -91,6 +93,7 @@ def add_pipeline_commands(subparsers: SubParsers) -> None:
     )
     report.add_argument("start", type=_day)
     report.add_argument("end", type=_day)
+    _add_tables_option(report)
     report.set_defaults(handler=report_command)
 
 
@@ -112,13 +115,16 @@ def add_trace_command(subparsers: SubParsers) -> None:
         action="store_true",
         help="exit 1 if the record is present anywhere: the proof of an erasure",
     )
+    trace.add_argument(
+        "--table", default="records", help="the configured table to look in (default: records)"
+    )
     trace.set_defaults(handler=trace_command)
 
 
 def add_snowflake_commands(subparsers: SubParsers) -> None:
     snowflake = subparsers.add_parser("snowflake", help="checks against the configured Snowflake account")
     actions = snowflake.add_subparsers(dest="snowflake_action", required=True, metavar="ACTION")
-    actions.add_parser(
+    preflight = actions.add_parser(
         "preflight",
         help="prove, without touching the target table, that a load will be exact",
         description="Checks the connection, role, warehouse, database and schema, the session parameters, the "
@@ -126,7 +132,22 @@ def add_snowflake_commands(subparsers: SubParsers) -> None:
         "production COPY into a TEMPORARY table and compares it. One line per check; exit 1 if any fails. "
         "Run it "
         "before the first load on a real account.",
-    ).set_defaults(handler=snowflake_preflight)
+    )
+    preflight.add_argument(
+        "--table", default="records", help="the configured table whose target is checked (default: records)"
+    )
+    preflight.set_defaults(handler=snowflake_preflight)
+
+
+def _add_tables_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        default=[],
+        metavar="TABLE",
+        help="a configured table (datavault_analytics/defs/<TABLE>/defs.yaml); repeatable; default: every table",
+    )
 
 
 COMMAND_GROUPS: list[Callable[[SubParsers], None]] = [
@@ -198,7 +219,7 @@ def stack_env(args: argparse.Namespace) -> int:
 def seed_command(args: argparse.Namespace) -> int:
     import psycopg
 
-    from datavault_analytics.local_stack.seed import seed_records
+    from datavault_analytics.local_stack.seed import seed_records, seed_retrieval_log
     from datavault_analytics.local_stack.stack import local_environment
     from datavault_analytics.redaction import dsn_location
 
@@ -210,15 +231,20 @@ def seed_command(args: argparse.Namespace) -> int:
     where = f"PostgreSQL at {dsn_location(dsn)}"
     started = time.monotonic()
     try:
-        result = seed_records(dsn, args.days, args.rows_per_day, seed=args.seed)
+        results = {
+            "records": seed_records(dsn, args.days, args.rows_per_day, seed=args.seed),
+            "retrieval_log": seed_retrieval_log(dsn, args.days, args.rows_per_day, seed=args.seed),
+        }
     except psycopg.Error as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CommandError(f"seeding {where} failed: {first_line}{hint}") from error
-    days = sorted(result.rows_per_day)
-    print(
-        f"seeded {result.total_rows:,} rows ({args.rows_per_day:,} per day, {days[0]} to {days[-1]} UTC) "
-        f"into {where} in {time.monotonic() - started:.1f} s"
-    )
+    for table, result in results.items():
+        days = sorted(result.rows_per_day)
+        print(
+            f"seeded {result.total_rows:,} rows into {table} ({args.rows_per_day:,} per day, {days[0]} to "
+            f"{days[-1]} UTC) at {where}"
+        )
+    print(f"seeded in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -226,15 +252,26 @@ def demo_command(args: argparse.Namespace) -> int:
     from datavault_analytics.local_stack.seed import last_full_days
 
     days = last_full_days(args.days)
-    return _backfill_and_report(days[0], days[-1], days_per_run=31)
+    return _backfill_and_report(_tables(args.tables), days[0], days[-1], days_per_run=31)
 
 
 def backfill_command(args: argparse.Namespace) -> int:
-    return _backfill_and_report(args.start, args.end, days_per_run=args.days_per_run)
+    return _backfill_and_report(_tables(args.tables), args.start, args.end, days_per_run=args.days_per_run)
 
 
 def report_command(args: argparse.Namespace) -> int:
-    return _print_reconciliation(_use_configured_environment(), args.start, args.end)
+    return _print_reconciliation(_use_configured_environment(), _tables(args.tables), args.start, args.end)
+
+
+def _tables(names: list[str]) -> list:
+    """The configured tables named (default: all), each as its TablePipeline; an unknown name is an error."""
+    from datavault_analytics.components.datavault_table import configured_table, configured_tables
+
+    _use_configured_environment()  # the tables' YAML reads the environment's settings too
+    try:
+        return [configured_table(name) for name in (names or configured_tables())]
+    except ValueError as error:
+        raise CommandError(str(error)) from None
 
 
 def trace_command(args: argparse.Namespace) -> int:
@@ -242,20 +279,22 @@ def trace_command(args: argparse.Namespace) -> int:
     from datavault_analytics.redaction import redact_known_secrets
     from datavault_analytics.trace import InvalidRecordIdError, trace_record
 
+    [table] = _tables([args.table])
     with _configured_resources("postgres", "s3_stage", "snowflake_loader") as built:
+        loader = built.snowflake_loader.for_table(table.spec)
         try:
             trace = trace_record(
                 args.record_id,
-                built.postgres,
-                built.snowflake_loader,
-                built.s3_stage,
+                built.postgres.for_table(table.spec),
+                loader,
+                built.s3_stage.for_table(table.spec),
                 [d.isoformat() for d in args.day],
             )
         except InvalidRecordIdError as error:
             raise CommandError(str(error)) from None
         except (PermanentError, TransientError) as error:
             raise CommandError(redact_known_secrets(f"tracing {args.record_id} failed: {error}")) from None
-        for line in trace.lines(built.snowflake_loader.qualified_table_name):
+        for line in trace.lines(loader.qualified_table_name):
             print(line)
     return 1 if args.expect_absent and trace.places else 0
 
@@ -263,8 +302,11 @@ def trace_command(args: argparse.Namespace) -> int:
 def snowflake_preflight(args: argparse.Namespace) -> int:
     from datavault_analytics.preflight import Preflight
 
+    [table] = _tables([args.table])
     with _configured_resources("s3_stage", "snowflake_loader") as built:
-        preflight = Preflight(built.snowflake_loader, built.s3_stage)
+        preflight = Preflight(
+            built.snowflake_loader.for_table(table.spec), built.s3_stage.for_table(table.spec)
+        )
         for result in preflight.run():
             print(result.line(), flush=True)
     print(
@@ -314,30 +356,38 @@ def _use_configured_environment():
     return settings
 
 
-def _backfill_and_report(first, last, days_per_run: int) -> int:
+def _backfill_and_report(tables: list, first, last, days_per_run: int) -> int:
     settings = _use_configured_environment()
     from datavault_analytics.backfill import BackfillError, materialize_range
 
-    started = time.monotonic()
-    try:
-        materialize_range(first, last, days_per_run=days_per_run, log_dir=Path.cwd() / ".datavault" / "logs")
-    except (BackfillError, ValueError) as error:
-        raise CommandError(str(error)) from None
-    print(f"materialized {first} .. {last} in {time.monotonic() - started:.1f} s")
-    return _print_reconciliation(settings, first, last)
+    for table in tables:
+        started = time.monotonic()
+        try:
+            materialize_range(
+                table, first, last, days_per_run=days_per_run, log_dir=Path.cwd() / ".datavault" / "logs"
+            )
+        except (BackfillError, ValueError) as error:
+            raise CommandError(str(error)) from None
+        print(f"materialized {table.name} {first} .. {last} in {time.monotonic() - started:.1f} s")
+    return _print_reconciliation(settings, tables, first, last)
 
 
-def _print_reconciliation(settings, first, last) -> int:
+def _print_reconciliation(settings, tables: list, first, last) -> int:
+    """One row per (table, day); exit 1 if any day of any table differs."""
     from datavault_analytics.backfill import reconciliation
     from datavault_analytics.reconciliation import render_table
 
-    days = reconciliation(settings, first, last)
-    print(render_table(days))
-    mismatched = [d for d in days if not d.matches]
-    for day in mismatched:
-        print(f"MISMATCH {day.difference()}", file=sys.stderr)
-    print(f"{len(days) - len(mismatched)} of {len(days)} days match")
-    return 1 if mismatched else 0
+    total = matching = 0
+    for table in tables:
+        days = reconciliation(settings, table, first, last)
+        print(f"{table.name} ({table.spec.source_name} -> {table.spec.snowflake_table}):")
+        print(render_table(days))
+        mismatched = [d for d in days if not d.matches]
+        for day in mismatched:
+            print(f"MISMATCH {table.name} {day.difference()}", file=sys.stderr)
+        total, matching = total + len(days), matching + len(days) - len(mismatched)
+    print(f"{matching} of {total} days match" + (f" across {len(tables)} tables" if len(tables) > 1 else ""))
+    return 1 if matching < total else 0
 
 
 def _day(text: str):

@@ -1,21 +1,21 @@
-"""The code location: assembles the assets, checks, job, schedule, sensor and the environment's resources."""
+"""The code location: every table under defs/ (one DataVaultTable each) and the shared resources."""
+
+from pathlib import Path
 
 import dagster as dg
 
-from datavault_analytics import assets
-from datavault_analytics.checks import snowflake_records_checks
-from datavault_analytics.environment import SETTINGS, build_resources
-from datavault_analytics.jobs import records_daily_job
-from datavault_analytics.schedules import records_daily_schedule
-from datavault_analytics.sensors import drift_sensor
+import datavault_analytics.defs
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets]),
-    asset_checks=[snowflake_records_checks],
-    jobs=[records_daily_job],
-    schedules=[records_daily_schedule],
-    sensors=[drift_sensor],
-    resources=build_resources(SETTINGS),
+# The defs folder is found through its module, not through pyproject.toml (what `dg.load_from_defs_folder`
+# looks for): the production image installs the package into site-packages, where there is no project file.
+tables = dg.ComponentTree(
+    defs_module=datavault_analytics.defs,
+    project_root=Path(__file__).parent.parent,
+    code_location_name="datavault_analytics",
+)
+
+defs = dg.Definitions.merge(
+    tables.build_defs(),
     # A run's two steps are sequential; one process per run saves a Python start-up per step.
-    executor=dg.in_process_executor,
+    dg.Definitions(executor=dg.in_process_executor),
 )

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict
 
 from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import PostgresResource, PostgresSourceIOManager
-from datavault_analytics.resources.records_table import RecordsTable
 from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.resources.table_spec import TableSpec
 from datavault_analytics.stage_retention import StageRetention
 
 ENVIRONMENTS = ("local", "prod")
@@ -48,22 +48,11 @@ class Settings(BaseModel):
     missing_variables: tuple[
         str, ...
     ] = ()  # what prod requires and the environment lacks (build_resources refuses)
-    # Partitions, assets and the schedule
-    start_date: str = "2024-01-01"  # DATAVAULT_START_DATE
+    # Shared by every table; per-table settings are in each table's defs.yaml
     observed_days: int = 7  # DATAVAULT_OBSERVED_DAYS
     backfill_days_per_run: int = 0  # DATAVAULT_BACKFILL_DAYS_PER_RUN; 0: a range is one run
-    freshness_deadline_cron: str = "0 6 * * *"  # DATAVAULT_FRESHNESS_DEADLINE_CRON
-    freshness_window_hours: float = 6  # DATAVAULT_FRESHNESS_WINDOW_HOURS
     max_retries: int = 3  # DATAVAULT_MAX_RETRIES
     retry_delay_seconds: float = 15  # DATAVAULT_RETRY_DELAY_SECONDS
-    schedule_cron: str = "15 0 * * *"  # DATAVAULT_SCHEDULE_CRON
-    late_row_days: int = 2  # DATAVAULT_LATE_ROW_DAYS
-    # The drift scan (drift.py, sensors.py)
-    drift_scan_seconds: int = 900  # DATAVAULT_DRIFT_SCAN_SECONDS
-    drift_hash_days_per_scan: int = 4  # DATAVAULT_DRIFT_HASH_DAYS_PER_SCAN
-    drift_max_repairs: int = 3  # DATAVAULT_DRIFT_MAX_REPAIRS: attempts in a row before a day is left alone
-    drift_runs_per_scan: int = 4  # DATAVAULT_DRIFT_RUNS_PER_SCAN
-    drift_merge_gap_days: int = 7  # DATAVAULT_DRIFT_MERGE_GAP_DAYS
     # PostgreSQL and the partition locks
     pg_sslmode: str | None = None  # DATAVAULT_PG_SSLMODE
     pg_sslrootcert: str | None = None  # DATAVAULT_PG_SSLROOTCERT
@@ -129,20 +118,10 @@ class Settings(BaseModel):
         return cls(
             environment=name,
             missing_variables=env.missing_required() if name == "prod" else (),
-            start_date=env.text("DATAVAULT_START_DATE") or "2024-01-01",
             observed_days=env.number("DATAVAULT_OBSERVED_DAYS", 7, int),
             backfill_days_per_run=env.number("DATAVAULT_BACKFILL_DAYS_PER_RUN", 0, int),
-            freshness_deadline_cron=env.text("DATAVAULT_FRESHNESS_DEADLINE_CRON") or "0 6 * * *",
-            freshness_window_hours=env.number("DATAVAULT_FRESHNESS_WINDOW_HOURS", 6, float),
             max_retries=env.number("DATAVAULT_MAX_RETRIES", 3, int),
             retry_delay_seconds=env.number("DATAVAULT_RETRY_DELAY_SECONDS", 15, float),
-            schedule_cron=env.text("DATAVAULT_SCHEDULE_CRON") or "15 0 * * *",
-            late_row_days=env.number("DATAVAULT_LATE_ROW_DAYS", 2, int),
-            drift_scan_seconds=env.at_least("DATAVAULT_DRIFT_SCAN_SECONDS", 900, 1),
-            drift_hash_days_per_scan=env.at_least("DATAVAULT_DRIFT_HASH_DAYS_PER_SCAN", 4, 0),
-            drift_max_repairs=env.at_least("DATAVAULT_DRIFT_MAX_REPAIRS", 3, 1),
-            drift_runs_per_scan=env.at_least("DATAVAULT_DRIFT_RUNS_PER_SCAN", 4, 1),
-            drift_merge_gap_days=env.at_least("DATAVAULT_DRIFT_MERGE_GAP_DAYS", 7, 0),
             pg_sslmode=env.text("DATAVAULT_PG_SSLMODE"),
             pg_sslrootcert=env.text("DATAVAULT_PG_SSLROOTCERT"),
             pg_max_mb_per_second=env.positive_or_none("DATAVAULT_PG_MAX_MB_PER_SECOND"),
@@ -292,7 +271,8 @@ def build_resources(settings: Settings = SETTINGS) -> dict:
             + ", ".join(settings.missing_variables)
             + ". See docs/configuration.md."
         )
-    table = RecordsTable()
+    # Each table's assets bind these to their table (`for_table`).
+    table = TableSpec()
     postgres = PostgresResource(
         dsn=dg.EnvVar("DATAVAULT_PG_DSN"),
         table=table,

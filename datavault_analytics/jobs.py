@@ -1,11 +1,13 @@
-"""The main job: stage and load a day (or a range of days) of DataVault records."""
+"""A table's daily job: stage and load a day (or a range of days), then its checks."""
 
 import dagster as dg
 
-from datavault_analytics.assets import SNOWFLAKE_KEY, STAGE_KEY
+from datavault_analytics.table_pipeline import TablePipeline
 
-records_daily_job = dg.define_asset_job(
-    name="datavault_records_daily",
-    selection=dg.AssetSelection.assets(STAGE_KEY, SNOWFLAKE_KEY),
-    description="PostgreSQL -> S3 Parquet stage -> Snowflake for the selected day(s).",
-)
+
+def build_table_job(pipeline: TablePipeline):
+    return dg.define_asset_job(
+        name=pipeline.job_name,
+        selection=dg.AssetSelection.assets(pipeline.stage_key, pipeline.snowflake_key),
+        description=f"PostgreSQL -> S3 Parquet stage -> Snowflake for the selected day(s) of {pipeline.spec.source_name}.",
+    )

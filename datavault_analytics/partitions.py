@@ -1,11 +1,8 @@
-"""Daily partitions: one per UTC day of `created_at`, from the configured first day."""
+"""Daily partitions: one per UTC day of a table's partition column, from the table's first day."""
 
 import dagster as dg
 
 from datavault_analytics.day_window import DayWindow, InvalidPartitionKeyError
-from datavault_analytics.environment import SETTINGS
-
-daily_partitions = dg.DailyPartitionsDefinition(start_date=SETTINGS.start_date, timezone="UTC")
 
 # The run tags by which Dagster names a run's day, or its range of days.
 PARTITION_TAG = "dagster/partition"
@@ -13,15 +10,21 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def check_in_partitions(partition_keys: list[str] | tuple[str, ...]) -> None:
+def daily_partitions(start_date: str) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC")
+
+
+def check_in_partitions(
+    partitions: dg.DailyPartitionsDefinition, partition_keys: list[str] | tuple[str, ...]
+) -> None:
     """Raise InvalidPartitionKeyError unless every key is a day of the partitions: none before the first,
     none that has not ended yet. Dagster refuses such a key on its own, but not in a range, where it
     would hand the assets no days at all and record the future day as done."""
-    first, last = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()
+    first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
     for key in partition_keys:
         DayWindow.for_key(key)
         if first is None or last is None or not first <= key <= last:
             raise InvalidPartitionKeyError(
                 f"Partition key {key!r} is outside this pipeline's partitions ({first} .. {last}): a day is "
-                "extracted once it has ended, and none before DATAVAULT_START_DATE."
+                "extracted once it has ended, and none before the table's start_date."
             )

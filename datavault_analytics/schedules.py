@@ -1,4 +1,4 @@
-"""The daily schedule: shortly after midnight UTC, load yesterday, and again the days before it.
+"""A table's daily schedule: shortly after midnight UTC, load yesterday, and again the days before it.
 
 A row can be committed after its day ended (ingest goes through a Redis stream), so each run reloads the
 `late_row_days` days before yesterday too, as one range run; the drift sensor (sensors.py) covers older days.
@@ -9,19 +9,15 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from datavault_analytics.environment import SETTINGS
-from datavault_analytics.jobs import records_daily_job
-from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG, daily_partitions
-
-SCHEDULE_CRON = SETTINGS.schedule_cron
-LATE_ROW_DAYS = SETTINGS.late_row_days
+from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
+from datavault_analytics.table_pipeline import TablePipeline
 
 
 def daily_run_request(
-    scheduled_at: datetime, late_row_days: int = LATE_ROW_DAYS
+    scheduled_at: datetime, first_day: date, late_row_days: int
 ) -> dg.RunRequest | dg.SkipReason:
     """The run for the tick at `scheduled_at`: yesterday (UTC) and the `late_row_days` days before it."""
     yesterday = scheduled_at.astimezone(UTC).date() - timedelta(days=1)
-    first_day = date.fromisoformat(daily_partitions.start.strftime("%Y-%m-%d"))
     if yesterday < first_day:
         return dg.SkipReason(f"{yesterday} is before the first partition ({first_day}).")
     first = max(first_day, yesterday - timedelta(days=max(0, late_row_days)))
@@ -37,16 +33,22 @@ def daily_run_request(
     )
 
 
-@dg.schedule(
-    name="datavault_records_daily_schedule",
-    cron_schedule=SCHEDULE_CRON,
-    execution_timezone="UTC",
-    job=records_daily_job,
-    # Running by default in prod; started from the UI locally.
-    default_status=dg.DefaultScheduleStatus.RUNNING
-    if SETTINGS.environment == "prod"
-    else dg.DefaultScheduleStatus.STOPPED,
-    description=f"Loads yesterday (UTC) and reloads the {LATE_ROW_DAYS} days before it, for rows committed late.",
-)
-def records_daily_schedule(context: dg.ScheduleEvaluationContext):
-    return daily_run_request(context.scheduled_execution_time)
+def build_table_schedule(pipeline: TablePipeline, job) -> dg.ScheduleDefinition:
+    first_day = date.fromisoformat(pipeline.partitions.start.strftime("%Y-%m-%d"))
+
+    @dg.schedule(
+        name=pipeline.schedule_name,
+        cron_schedule=pipeline.schedule_cron,
+        execution_timezone="UTC",
+        job=job,
+        # Running by default in prod; started from the UI locally.
+        default_status=dg.DefaultScheduleStatus.RUNNING
+        if SETTINGS.environment == "prod"
+        else dg.DefaultScheduleStatus.STOPPED,
+        description=f"Loads yesterday (UTC) of {pipeline.spec.source_name} and reloads the "
+        f"{pipeline.late_row_days} days before it, for rows committed late.",
+    )
+    def daily(context: dg.ScheduleEvaluationContext):
+        return daily_run_request(context.scheduled_execution_time, first_day, pipeline.late_row_days)
+
+    return daily

@@ -1,4 +1,4 @@
-"""The drift sensor: every DATAVAULT_DRIFT_SCAN_SECONDS, compare all of history and reload what differs.
+"""A table's drift sensor: every `drift.scan_seconds`, compare all of history and reload what differs.
 
 A sensor, not an AutomationCondition on the observable source: the repair needs what declarative
 automation has no words for (a cap on failed attempts per day, a batch limit per scan), and an observation
@@ -17,7 +17,6 @@ from datetime import date, timedelta
 import dagster as dg
 from dagster._core.events import DagsterEvent, DagsterEventType
 
-from datavault_analytics.assets import SNOWFLAKE_KEY, STAGE_KEY
 from datavault_analytics.checks import CONTENT_HASH
 from datavault_analytics.day_window import DayWindow, day_windows
 from datavault_analytics.drift import (
@@ -32,40 +31,35 @@ from datavault_analytics.drift import (
 from datavault_analytics.environment import SETTINGS
 from datavault_analytics.errors import asset_errors
 from datavault_analytics.fingerprint import NO_ROWS
-from datavault_analytics.jobs import records_daily_job
-from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG, daily_partitions
+from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
 from datavault_analytics.reconciliation import DayReconciliation, reconcile
 from datavault_analytics.resources.postgres import PostgresResource
 from datavault_analytics.resources.snowflake import SnowflakeLoader
-from datavault_analytics.schedules import records_daily_schedule
+from datavault_analytics.table_pipeline import TablePipeline
 
-DRIFT_SENSOR = "datavault_drift_sensor"
 LISTED_DAYS = 20  # a log line names at most this many days, then counts the rest
 
 
-def scanned_days(
-    instance: dg.DagsterInstance | None = None, late_row_days: int = SETTINGS.late_row_days
-) -> list[str]:
+def scanned_days(pipeline: TablePipeline, instance: dg.DagsterInstance | None = None) -> list[str]:
     """Every day of history the daily schedule is done with: the days older than its window, and the days
     of its latest run once that run has ended. A failed scheduled run is repaired here, since its run retry
     may never be launched (a code server down at that moment is enough)."""
-    last = daily_partitions.get_last_partition_key()
+    partitions = pipeline.partitions
+    last = partitions.get_last_partition_key()
     if last is None:
         return []
-    newest = (date.fromisoformat(last) - timedelta(days=late_row_days + 1)).isoformat()
+    newest = (date.fromisoformat(last) - timedelta(days=pipeline.late_row_days + 1)).isoformat()
     if instance is not None:
-        newest = max(newest, _last_day_of_ended_scheduled_run(instance) or newest)
-    first = daily_partitions.get_first_partition_key()
+        newest = max(newest, _last_day_of_ended_scheduled_run(pipeline, instance) or newest)
+    first = partitions.get_first_partition_key()
     return (
-        daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, newest))
-        if first <= newest
-        else []
+        partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, newest)) if first <= newest else []
     )
 
 
-def _last_day_of_ended_scheduled_run(instance: dg.DagsterInstance) -> str | None:
+def _last_day_of_ended_scheduled_run(pipeline: TablePipeline, instance: dg.DagsterInstance) -> str | None:
     runs = instance.get_runs(
-        filters=dg.RunsFilter(tags={"dagster/schedule_name": records_daily_schedule.name}), limit=1
+        filters=dg.RunsFilter(tags={"dagster/schedule_name": pipeline.schedule_name}), limit=1
     )
     return runs[0].tags.get(RANGE_END_TAG) if runs and runs[0].is_finished else None
 
@@ -75,9 +69,9 @@ def _listed(days: list[str]) -> str:
     return shown + (f" and {len(days) - LISTED_DAYS} more" if len(days) > LISTED_DAYS else "")
 
 
-def _content_evaluation(day: DayReconciliation, why: str) -> dg.AssetCheckEvaluation:
+def _content_evaluation(asset_key: dg.AssetKey, day: DayReconciliation, why: str) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
-        asset_key=SNOWFLAKE_KEY,
+        asset_key=asset_key,
         check_name=CONTENT_HASH,
         partition=day.day,
         passed=day.matches,
@@ -94,9 +88,9 @@ def _content_evaluation(day: DayReconciliation, why: str) -> dg.AssetCheckEvalua
     )
 
 
-def _given_up(day: str, why: str, attempts: int) -> dg.AssetCheckEvaluation:
+def _given_up(asset_key: dg.AssetKey, day: str, why: str, attempts: int) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
-        asset_key=SNOWFLAKE_KEY,
+        asset_key=asset_key,
         check_name=CONTENT_HASH,
         partition=day,
         passed=False,
@@ -109,14 +103,14 @@ def _given_up(day: str, why: str, attempts: int) -> dg.AssetCheckEvaluation:
 
 
 def record_evaluations(
-    instance: dg.DagsterInstance, scan_id: str, evaluations: list[dg.AssetCheckEvaluation]
+    instance: dg.DagsterInstance, sensor_name: str, scan_id: str, evaluations: list[dg.AssetCheckEvaluation]
 ) -> None:
     """Store the scan's evaluations as the UI's per-day check results, all under the scan's id."""
     for evaluation in evaluations:
         instance.report_dagster_event(
             DagsterEvent(
                 event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
-                job_name=DRIFT_SENSOR,
+                job_name=sensor_name,
                 event_specific_data=evaluation,
             ),
             run_id=scan_id,
@@ -125,6 +119,7 @@ def record_evaluations(
 
 def scan_for_drift(
     context: dg.SensorEvaluationContext,
+    pipeline: TablePipeline,
     postgres: PostgresResource,
     snowflake_loader: SnowflakeLoader,
     days: list[str],
@@ -143,17 +138,18 @@ def scan_for_drift(
         source = pool.submit(postgres.day_summaries, first, last)
         target = pool.submit(snowflake_loader.day_summaries, first, last)
         cheap = CheapTier(source.result(), target.result(), days)
-    busy = days_in_flight(context.instance, [STAGE_KEY, SNOWFLAKE_KEY])
+    busy = days_in_flight(context.instance, [pipeline.stage_key, pipeline.snowflake_key])
+    drift = pipeline.drift
     with asset_errors("Drift scan: content fingerprints"):
-        events = _verify_content(state, cheap, busy, postgres, snowflake_loader)
+        events = _verify_content(pipeline, state, cheap, busy, postgres, snowflake_loader)
 
     drifted = {**{d: why for d, why in state.content_drifted.items() if d in cheap.days}, **cheap.drifted}
-    wanted, left_alone = _repairs_due(context, state, cheap, drifted, busy, events)
+    wanted, left_alone = _repairs_due(context, pipeline, state, cheap, drifted, busy, events)
     plan = plan_ranges(
         wanted,
-        max_gap_days=SETTINGS.drift_merge_gap_days,
+        max_gap_days=drift.merge_gap_days,
         max_days_per_run=SETTINGS.backfill_days_per_run or 31,
-        max_runs=SETTINGS.drift_runs_per_scan,
+        max_runs=drift.runs_per_scan,
         avoid=busy | set(left_alone),
     )
     due = set(wanted)
@@ -182,17 +178,17 @@ def scan_for_drift(
         summary += f"; {len(plan.waiting)} wait for the next scan ({_listed(plan.waiting)})"
     if left_alone:
         summary += (
-            f"; {len(left_alone)} left alone after {SETTINGS.drift_max_repairs} failed reloads "
-            f"({_listed(left_alone)})"
+            f"; {len(left_alone)} left alone after {drift.max_repairs} failed reloads ({_listed(left_alone)})"
         )
     context.log.info(summary + (f"; reloading {_listed(requested)} in {len(runs)} run(s)" if runs else ""))
-    record_evaluations(context.instance, state.scan_id, events)
+    record_evaluations(context.instance, pipeline.drift_sensor_name, state.scan_id, events)
     return dg.SensorResult(
         run_requests=runs, cursor=state.model_dump_json(), skip_reason=None if runs else summary
     )
 
 
 def _verify_content(
+    pipeline: TablePipeline,
     state: ScanState,
     cheap: CheapTier,
     busy: set[str],
@@ -200,14 +196,14 @@ def _verify_content(
     snowflake_loader: SnowflakeLoader,
 ) -> list[dg.AssetCheckEvaluation]:
     """The content tier: fingerprints of this scan's days, remembered in `state` until equal again."""
-    again, in_round = content_days(state, cheap, busy, SETTINGS.drift_hash_days_per_scan)
+    again, in_round = content_days(state, cheap, busy, pipeline.drift.hash_days_per_scan)
     state.next_content_day = next_content_day(in_round, state)
     if not again and not in_round:
         return []
     events = []
     for day in reconcile(postgres, snowflake_loader, day_windows(again + in_round)):
         why = "after its reload" if day.day in again else "in the round over history"
-        events.append(_content_evaluation(day, why))
+        events.append(_content_evaluation(pipeline.snowflake_key, day, why))
         if day.matches:
             state.content_drifted.pop(day.day, None)
         else:
@@ -217,6 +213,7 @@ def _verify_content(
 
 def _repairs_due(
     context: dg.SensorEvaluationContext,
+    pipeline: TablePipeline,
     state: ScanState,
     cheap: CheapTier,
     drifted: dict[str, str],
@@ -236,13 +233,13 @@ def _repairs_due(
         repair = state.repairs.get(day)
         if repair is None or repair.source != source_now:
             repair = state.repairs[day] = Repair(source=source_now)
-        if repair.attempts < SETTINGS.drift_max_repairs:
+        if repair.attempts < pipeline.drift.max_repairs:
             wanted.append(day)
             continue
         left_alone.append(day)
         if not repair.reported:
             repair.reported = True
-            events.append(_given_up(day, why, repair.attempts))
+            events.append(_given_up(pipeline.snowflake_key, day, why, repair.attempts))
             context.log.error(
                 f"Drift: {day} still differs after {repair.attempts} reloads in a row ({why}); left alone "
                 "until it changes in PostgreSQL."
@@ -250,23 +247,35 @@ def _repairs_due(
     return wanted, left_alone
 
 
-@dg.sensor(
-    name=DRIFT_SENSOR,
-    job=records_daily_job,
-    minimum_interval_seconds=SETTINGS.drift_scan_seconds,
-    # On by default in prod; locally, `dagster sensor start --start-all`.
-    default_status=dg.DefaultSensorStatus.RUNNING
-    if SETTINGS.environment == "prod"
-    else dg.DefaultSensorStatus.STOPPED,
-    description=(
-        "Compares every day of history older than the daily schedule's window, in PostgreSQL and Snowflake: "
-        f"row count and latest updated_at on every scan, the full content fingerprint of "
-        f"{SETTINGS.drift_hash_days_per_scan} days per scan in a round over history. Days that differ are "
-        "reloaded in a few range runs; a day that still differs after "
-        f"{SETTINGS.drift_max_repairs} reloads in a row is reported and left alone."
-    ),
-)
-def drift_sensor(
-    context: dg.SensorEvaluationContext, postgres: PostgresResource, snowflake_loader: SnowflakeLoader
-):
-    return scan_for_drift(context, postgres, snowflake_loader, scanned_days(context.instance))
+def build_drift_sensor(pipeline: TablePipeline, job) -> dg.SensorDefinition:
+    drift, spec = pipeline.drift, pipeline.spec
+    updated = f"and latest {spec.updated_at_column} " if spec.updated_at_column else ""
+
+    @dg.sensor(
+        name=pipeline.drift_sensor_name,
+        job=job,
+        minimum_interval_seconds=drift.scan_seconds,
+        # On by default in prod; locally, `dagster sensor start --start-all`.
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if SETTINGS.environment == "prod"
+        else dg.DefaultSensorStatus.STOPPED,
+        description=(
+            f"Compares every day of {spec.source_name} older than the daily schedule's window, in PostgreSQL "
+            f"and Snowflake: row count {updated}on every scan, the full content fingerprint of "
+            f"{drift.hash_days_per_scan} days per scan in a round over history. Days that differ are reloaded "
+            f"in a few range runs; a day that still differs after {drift.max_repairs} reloads in a row is "
+            "reported and left alone."
+        ),
+    )
+    def drift_sensor(
+        context: dg.SensorEvaluationContext, postgres: PostgresResource, snowflake_loader: SnowflakeLoader
+    ):
+        return scan_for_drift(
+            context,
+            pipeline,
+            postgres.for_table(spec),
+            snowflake_loader.for_table(spec),
+            scanned_days(pipeline, context.instance),
+        )
+
+    return drift_sensor

@@ -13,6 +13,7 @@ from datavault_analytics.day_window import DayWindow
 from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.s3_stage import S3Stage
 from datavault_analytics.resources.stage_manifest import MANIFEST_NAME, StageError, day_directory
+from datavault_analytics.resources.table_spec import TableSpec
 
 
 def latest_load_record(
@@ -54,6 +55,12 @@ class StageRetention(dg.ConfigurableResource):
         description="A loaded day's staged files are deleted by the first load that runs this many hours after the "
         "day was loaded (0: by the next load). None keeps them (an S3 lifecycle rule can expire them).",
     )
+
+    def for_table(self, table: TableSpec) -> "StageRetention":
+        """Retention of `table`'s folder of the stage, under `table`'s day locks."""
+        return self.model_copy(
+            update={"stage": self.stage.for_table(table), "locks": self.locks.for_table(table)}
+        )
 
     def purge_expired(
         self,

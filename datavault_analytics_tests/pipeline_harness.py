@@ -12,24 +12,27 @@ import boto3
 import dagster as dg
 import psycopg
 
-from datavault_analytics import assets
+from datavault_analytics.assets import build_table_assets
 from datavault_analytics.day_window import day_windows
 from datavault_analytics.environment import Settings, build_resources
-from datavault_analytics.local_stack.seed import RECORDS_SQL, seed_records
+from datavault_analytics.local_stack.seed import SOURCE_DDL, seed_records, seed_retrieval_log
 from datavault_analytics.reconciliation import reconcile
+from datavault_analytics.table_pipeline import TablePipeline
+from datavault_analytics_tests import records
 
-ALL_ASSETS = [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records]
+ALL_ASSETS = records.ALL_ASSETS
 # The columns of DataVault's records table (datavault_analytics/sql/records.sql), in catalog order.
 RECORDS_COLUMNS = ["id", "owner_id", "key", "ciphertext", "nonce", "created_at", "updated_at"]
 SNOWFLAKE_PASSWORD = "sf-pass-" + uuid.uuid4().hex[:8]
 
 
 def create_source_database(pg_server, name: str) -> str:
-    """A new database in the test cluster holding DataVault's empty `records` table; returns its DSN."""
+    """A new database in the test cluster holding DataVault's empty tables; returns its DSN."""
     pg_server.create_database(name)
     dsn = pg_server.dsn(name)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(RECORDS_SQL.read_text())
+        for ddl in SOURCE_DDL:
+            conn.execute(ddl.read_text())
     return dsn
 
 
@@ -84,17 +87,20 @@ class Pipeline:
         last: str | None = None,
         *,
         raise_on_error: bool = True,
-        selection=(assets.STAGE_KEY, assets.SNOWFLAKE_KEY),
+        selection=None,
+        table: TablePipeline | None = None,
     ) -> dg.ExecuteInProcessResult:
-        """Materialize the stage and Snowflake assets for one day, or the range [first, last] in one run."""
+        """Materialize the stage and Snowflake assets of `table` (default: records) for one day, or the range
+        [first, last] in one run."""
         tags = {
             "dagster/asset_partition_range_start": first,
             "dagster/asset_partition_range_end": last or first,
         }
+        table = table or records.RECORDS
         return dg.materialize(
-            ALL_ASSETS,
+            build_table_assets(table),
             resources=self.resources,
-            selection=list(selection),
+            selection=list(selection or (table.stage_key, table.snowflake_key)),
             tags=tags,
             raise_on_error=raise_on_error,
             instance=self.instance,
@@ -108,6 +114,9 @@ class Pipeline:
 
     def seed(self, days: list[date], rows_per_day: int, seed: int = 7):
         return seed_records(self.dsn, days, rows_per_day, seed=seed)
+
+    def seed_retrievals(self, days: list[date], rows_per_day: int, seed: int = 7):
+        return seed_retrieval_log(self.dsn, days, rows_per_day, seed=seed)
 
     def pg(self, sql: str, params=None) -> list[tuple]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -183,9 +192,15 @@ class Pipeline:
         )
         return [tuple(bytes(v) if isinstance(v, bytearray) else v for v in row) for row in rows]
 
-    def reconcile(self, days: list[str], source_read=None):
+    def reconcile(self, days: list[str], source_read=None, table: TablePipeline | None = None):
+        spec = (table or records.RECORDS).spec
         with self.configured("postgres", "snowflake", "snowflake_loader") as r:
-            return reconcile(r.postgres, r.snowflake_loader, day_windows(days), source_read=source_read)
+            return reconcile(
+                r.postgres.for_table(spec),
+                r.snowflake_loader.for_table(spec),
+                day_windows(days),
+                source_read=source_read,
+            )
 
     def configured(self, *keys: str):
         """The pipeline's resources `keys`, with their environment variables resolved."""
@@ -199,7 +214,7 @@ class Pipeline:
 
 
 def loads_per_day(
-    instance: dg.DagsterInstance, asset_key: dg.AssetKey = assets.SNOWFLAKE_KEY
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey = records.SNOWFLAKE_KEY
 ) -> dict[str, int]:
     """How many times each day of the Snowflake table (or the stage) was loaded: its materializations."""
     records = instance.fetch_materializations(

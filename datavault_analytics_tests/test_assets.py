@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow.parquet as pq
 
-from datavault_analytics import assets
 from datavault_analytics.environment import SETTINGS, Settings, build_resources
 from datavault_analytics.resources.s3_stage import S3StageIOManager
+from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import RECORDS_COLUMNS
 
 
@@ -218,7 +218,7 @@ def test_analysts_can_read_the_stage_as_a_lazy_polars_frame(pipeline):
     pipeline.seed([DAY_DATE], rows_per_day=25)
     assert pipeline.materialize(DAY).success
 
-    @dg.asset(partitions_def=assets.daily_partitions, ins={"staged": dg.AssetIn(key=assets.STAGE_KEY)})
+    @dg.asset(partitions_def=records.PARTITIONS, ins={"staged": dg.AssetIn(key=records.STAGE_KEY)})
     def owners_per_day(staged: pl.LazyFrame) -> None:
         frame = staged.select(
             pl.len().alias("rows"), pl.col("ciphertext").bin.size().min().alias("smallest")
@@ -235,14 +235,14 @@ def test_analysts_can_read_the_stage_as_a_lazy_polars_frame(pipeline):
 
 
 def pipeline_assets():
-    return [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records]
+    return records.ALL_ASSETS
 
 
 def test_staged_files_are_parquet_with_the_source_schema_and_zstd_outside_the_payload(pipeline):
     import pyarrow.fs as pafs
 
     pipeline.seed([DAY_DATE], rows_per_day=10)
-    assert pipeline.materialize(DAY, selection=[assets.STAGE_KEY]).success
+    assert pipeline.materialize(DAY, selection=[records.STAGE_KEY]).success
     fs = pafs.S3FileSystem(
         endpoint_override=pipeline.s3_endpoint.removeprefix("http://"),
         scheme="http",
@@ -279,7 +279,7 @@ def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_c
     pipeline.seed([yesterday], rows_per_day=15)
     latest, latest_update = pipeline.pg("SELECT max(created_at), max(updated_at) FROM records")[0]
 
-    result = dg.materialize(pipeline_assets(), resources=pipeline.resources, selection=[assets.SOURCE_KEY])
+    result = dg.materialize(pipeline_assets(), resources=pipeline.resources, selection=[records.SOURCE_KEY])
 
     observations = {
         event.event_specific_data.asset_observation.partition: event.event_specific_data.asset_observation
@@ -300,7 +300,7 @@ def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_c
 def test_an_empty_day_reads_as_an_empty_lazy_frame_with_the_staged_columns(pipeline):
     import polars as pl
 
-    assert pipeline.materialize(DAY, selection=[assets.STAGE_KEY]).success
+    assert pipeline.materialize(DAY, selection=[records.STAGE_KEY]).success
     import dagster as dg
 
     with dg.build_resources({"s3_stage": pipeline.resources["s3_stage"]}) as r:

@@ -11,7 +11,7 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-from datavault_analytics.assets import SNOWFLAKE_KEY, STAGE_KEY
+from datavault_analytics_tests.records import SNOWFLAKE_KEY, STAGE_KEY
 
 BIN = Path(sys.executable).parent
 DAYS = [date(2026, 10, 1) + timedelta(days=i) for i in range(4)]

@@ -4,6 +4,7 @@ Each case runs the real assets against the real servers and then checks that S3 
 were: nothing staged, nothing loaded, no earlier staging or load disturbed.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -17,13 +18,14 @@ import pytest
 from dagster_aws.s3 import S3Resource
 from dagster_snowflake import SnowflakeResource
 
-from datavault_analytics import assets
 from datavault_analytics.day_window import DayWindow, InvalidPartitionKeyError
-from datavault_analytics.resources.postgres import PostgresResource, PostgresSourceIOManager
-from datavault_analytics.resources.records_table import RecordsTable
 from datavault_analytics.resources.s3_stage import S3Stage
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.resources.table_spec import TableSpec
+from datavault_analytics.table_pipeline import TablePipeline
+from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS
+from datavault_analytics_tests.records import RECORDS
 
 DAY = "2026-11-01"
 DAY_DATE = date(2026, 11, 1)
@@ -81,7 +83,7 @@ def test_a_bad_partition_key_is_refused_before_the_run_starts(seeded, key):
         dg.materialize(
             ALL_ASSETS,
             resources=seeded.resources,
-            selection=[assets.STAGE_KEY, assets.SNOWFLAKE_KEY],
+            selection=[records.STAGE_KEY, records.SNOWFLAKE_KEY],
             partition_key=key,
         )
     assert written(seeded) == ([], None)
@@ -140,18 +142,9 @@ def test_the_dagster_cli_refuses_a_bad_partition_key(seeded):
 HOSTILE = 'records"; DROP TABLE records; --'
 
 
-def _with_table(pipeline, **settings) -> dict:
-    """The pipeline's resources with the table's shape changed, on both sides."""
-    table = RecordsTable(**settings)
-    postgres = PostgresResource(dsn=pipeline.dsn, table=table)
-    loader = SnowflakeLoader(
-        snowflake=pipeline.resources["snowflake"], stage=pipeline.resources["s3_stage"], table=table
-    )
-    return {
-        "postgres": postgres,
-        "postgres_io_manager": PostgresSourceIOManager(postgres=postgres),
-        "snowflake_loader": loader,
-    }
+def _with_table(**settings) -> TablePipeline:
+    """records' pipeline with the table's shape changed, as a mistaken defs.yaml would give it."""
+    return dataclasses.replace(RECORDS, spec=TableSpec(**settings))
 
 
 def _loader(**settings) -> SnowflakeLoader:
@@ -164,11 +157,11 @@ def _loader(**settings) -> SnowflakeLoader:
 @pytest.mark.parametrize(
     ("make", "setting", "value", "expected"),
     [
-        (RecordsTable, "postgres_table", HOSTILE, "records_table.postgres_table="),
-        (RecordsTable, "postgres_schema", "public;", "records_table.postgres_schema="),
-        (RecordsTable, "partition_column", "created_at' OR '1'='1", "records_table.partition_column="),
-        (RecordsTable, "payload_column", "ciphertext)--", "records_table.payload_column="),
-        (RecordsTable, "snowflake_table", 'RECORDS" CASCADE; --', "records_table.snowflake_table="),
+        (TableSpec, "postgres_table", HOSTILE, "postgres_table="),
+        (TableSpec, "postgres_schema", "public;", "postgres_schema="),
+        (TableSpec, "partition_column", "created_at' OR '1'='1", "partition_column="),
+        (TableSpec, "payload_column", "ciphertext)--", "payload_column="),
+        (TableSpec, "snowflake_table", 'RECORDS" CASCADE; --', "snowflake_table="),
         (
             _loader,
             "stage_name",
@@ -203,13 +196,16 @@ def test_a_hostile_identifier_in_config_is_refused_when_the_resources_are_built(
         (
             "partition_column",
             "no_such_column",
-            "records_table.partition_column='no_such_column' is not a column",
+            "partition_column='no_such_column' is not a column of public.records",
         ),
+        ("updated_at_column", "modified_at", "updated_at_column='modified_at' is not a column of public.records"),
     ],
 )
 def test_an_unknown_table_or_column_fails_before_anything_is_written(seeded, setting, value, expected):
-    seeded.with_resources(**_with_table(seeded, **{setting: value}))
-    message = failed_without_retry(seeded.materialize(DAY, raise_on_error=False))
+    """Also a column the table's defs.yaml names and a migration dropped, e.g. updated_at_column."""
+    message = failed_without_retry(
+        seeded.materialize(DAY, raise_on_error=False, table=_with_table(**{setting: value}))
+    )
     assert expected in message
     assert written(seeded) == ([], None)
     assert seeded.pg("SELECT count(*) FROM records") == [(40,)]  # nothing ran against the source either
@@ -244,8 +240,8 @@ def test_a_column_type_without_a_mapping_fails_before_anything_is_written(seeded
             "type integer)",
         ),
         (
-            "ALTER TABLE records DROP COLUMN updated_at",
-            "Column(s) UPDATED_AT of Snowflake table RECORDS are no longer in the PostgreSQL source",
+            "ALTER TABLE records DROP COLUMN key",
+            "Column(s) KEY of Snowflake table RECORDS are no longer in the PostgreSQL source",
         ),
     ],
 )
@@ -269,11 +265,11 @@ def test_a_snowflake_table_that_differs_from_the_source_fails_before_staging(see
 
 def test_a_snowflake_table_changed_after_staging_fails_the_load_and_keeps_its_rows(loaded):
     loaded.pg("UPDATE records SET ciphertext = ciphertext || '\\x00'::bytea")
-    assert loaded.materialize(DAY, selection=[assets.STAGE_KEY]).success
+    assert loaded.materialize(DAY, selection=[records.STAGE_KEY]).success
     loaded.snowflake('ALTER TABLE "RECORDS" ADD COLUMN "EXTRA" VARCHAR')
     before = written(loaded)
     message = failed_without_retry(
-        loaded.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False)
+        loaded.materialize(DAY, selection=[records.SNOWFLAKE_KEY], raise_on_error=False)
     )
     assert "Column(s) EXTRA of Snowflake table RECORDS are no longer in the PostgreSQL source" in message
     assert "Loading into Snowflake" in message
@@ -310,7 +306,7 @@ def test_a_missing_or_broken_manifest_fails_the_load_and_keeps_the_day(loaded, c
     _corrupt(loaded, corruption(_manifest(loaded)))
     before = written(loaded)
     message = failed_without_retry(
-        loaded.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False)
+        loaded.materialize(DAY, selection=[records.SNOWFLAKE_KEY], raise_on_error=False)
     )
     assert expected in message
     assert "Reading the stage manifests" in message

@@ -7,11 +7,13 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pytest
 
-from datavault_analytics import assets, checks
+from datavault_analytics import checks
+from datavault_analytics.assets import SOURCE_FINGERPRINTS
 from datavault_analytics.day_window import day_windows
 from datavault_analytics.fingerprint import Fingerprint
 from datavault_analytics.reconciliation import SourceFingerprintReader, SourceFingerprints
 from datavault_analytics.resources.postgres import PostgresResource
+from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
@@ -26,9 +28,9 @@ def instance():
 def run(pipeline, instance, first: str, last: str | None = None, selection=None) -> dg.ExecuteInProcessResult:
     """Materialize (with the checks) or only check the range [first, last] in one run, on one instance."""
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first}
-    selection = selection or dg.AssetSelection.assets(assets.STAGE_KEY, assets.SNOWFLAKE_KEY)
+    selection = selection or dg.AssetSelection.assets(records.STAGE_KEY, records.SNOWFLAKE_KEY)
     return dg.materialize(
-        [*ALL_ASSETS, checks.snowflake_records_checks],
+        [*ALL_ASSETS, records.CHECKS],
         resources=pipeline.resources,
         selection=selection,
         tags=tags,
@@ -37,7 +39,9 @@ def run(pipeline, instance, first: str, last: str | None = None, selection=None)
 
 
 def only_checks(pipeline, instance, day: str) -> dict[str, dg.AssetCheckEvaluation]:
-    result = run(pipeline, instance, day, selection=dg.AssetSelection.checks_for_assets(assets.SNOWFLAKE_KEY))
+    result = run(
+        pipeline, instance, day, selection=dg.AssetSelection.checks_for_assets(records.SNOWFLAKE_KEY)
+    )
     evaluations = result.get_asset_check_evaluations()
     assert {e.partition for e in evaluations} == {day}
     return {e.check_name: e for e in evaluations}
@@ -50,7 +54,7 @@ def test_a_range_run_records_every_check_for_every_day_and_all_pass(pipeline, in
 
     evaluations = result.get_asset_check_evaluations()
     assert sorted((e.partition, e.check_name) for e in evaluations) == sorted(
-        (day, spec.name) for day in DAYS for spec in checks.CHECK_SPECS
+        (day, spec.name) for day in DAYS for spec in records.CHECK_SPECS
     )
     assert all(e.passed for e in evaluations), [e.description for e in evaluations if not e.passed]
     row_counts = {e.partition: e for e in evaluations if e.check_name == checks.ROW_COUNT}
@@ -62,9 +66,9 @@ def test_a_range_run_records_every_check_for_every_day_and_all_pass(pipeline, in
     assert abs(late - expected) < 0.5
     # The checks' results are stored per partition, as the UI reads them.
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [dg.AssetCheckKey(assets.SNOWFLAKE_KEY, checks.CONTENT_HASH)]
+        [dg.AssetCheckKey(records.SNOWFLAKE_KEY, checks.CONTENT_HASH)]
     )
-    assert record[dg.AssetCheckKey(assets.SNOWFLAKE_KEY, checks.CONTENT_HASH)].partition in DAYS
+    assert record[dg.AssetCheckKey(records.SNOWFLAKE_KEY, checks.CONTENT_HASH)].partition in DAYS
 
 
 def test_a_row_missing_from_snowflake_fails_the_count_and_hash_for_that_day_only(pipeline, instance):
@@ -125,7 +129,7 @@ def test_a_day_restaged_after_its_load_fails_the_manifest_check_until_it_is_load
     assert run(pipeline, instance, DAYS[0]).success
     pipeline.insert(str(uuid.uuid4()), datetime(2026, 11, 1, 23, tzinfo=UTC), b"late row")
     # Only the stage is re-materialized: its manifest no longer describes what Snowflake holds.
-    assert run(pipeline, instance, DAYS[0], selection=dg.AssetSelection.assets(assets.STAGE_KEY)).success
+    assert run(pipeline, instance, DAYS[0], selection=dg.AssetSelection.assets(records.STAGE_KEY)).success
 
     stale = only_checks(pipeline, instance, DAYS[0])
     assert not stale[checks.MANIFEST_MATCHES_LOAD].passed
@@ -149,7 +153,9 @@ def test_a_day_never_staged_fails_the_manifest_check_with_the_stage_error(pipeli
 def test_lateness_is_measured_from_the_end_of_the_day():
     day = checks.DayReconciliation("2026-11-01", Fingerprint(1, 7), Fingerprint(1, 7))
     loaded_at = (datetime(2026, 11, 2, tzinfo=UTC) + timedelta(hours=3, minutes=30)).timestamp()
-    [count, *_] = checks.evaluate_day(day, (0, 0), checks.StageError("no manifest"), loaded_at)
+    [count, *_] = checks.evaluate_day(
+        records.SNOWFLAKE_KEY, day, (0, 0), checks.StageError("no manifest"), loaded_at
+    )
     assert count.metadata["hours_after_day_end"].value == 3.5
 
 
@@ -158,8 +164,12 @@ def test_a_day_whose_stage_was_purged_after_retention_passes_the_manifest_check_
     missing = checks.StageError("Partition 2026-11-01 has no stage manifest")
     loaded_at = datetime.now(UTC) - timedelta(hours=80)
 
-    [*_, purged] = checks.evaluate_day(day, (0, 0), missing, loaded_at.timestamp(), retention_hours=72)
-    [*_, recent] = checks.evaluate_day(day, (0, 0), missing, loaded_at.timestamp() + 10 * 3600, 72)
+    [*_, purged] = checks.evaluate_day(
+        records.SNOWFLAKE_KEY, day, (0, 0), missing, loaded_at.timestamp(), retention_hours=72
+    )
+    [*_, recent] = checks.evaluate_day(
+        records.SNOWFLAKE_KEY, day, (0, 0), missing, loaded_at.timestamp() + 10 * 3600, 72
+    )
 
     assert purged.passed and "purged 72 h after the load" in purged.description
     assert not recent.passed and "no stage manifest" in recent.description
@@ -184,9 +194,9 @@ def test_a_loading_run_checks_against_the_fingerprints_its_load_read_from_postgr
     [load] = [
         m
         for m in result.get_asset_materialization_events()
-        if m.partition == DAYS[0] and m.asset_key == assets.SNOWFLAKE_KEY
+        if m.partition == DAYS[0] and m.asset_key == records.SNOWFLAKE_KEY
     ]
-    stored = load.materialization.metadata[assets.SOURCE_FINGERPRINTS].value
+    stored = load.materialization.metadata[SOURCE_FINGERPRINTS].value
     with pipeline.configured("postgres") as r:
         assert stored["columns"] == [c.name for c in r.postgres.source_columns()]
     assert stored["days"] == {d.day: str(d.postgres) for d in pipeline.reconcile(DAYS[:2])}
@@ -224,17 +234,20 @@ def test_fingerprints_read_over_other_columns_are_not_used(pipeline):
 
 def test_postgres_failing_during_the_load_leaves_the_load_standing_and_the_checks_read_it(pipeline, instance):
     pipeline.seed([date.fromisoformat(DAYS[0])], rows_per_day=15)
-    assert run(pipeline, instance, DAYS[0], selection=dg.AssetSelection.assets(assets.STAGE_KEY)).success
+    assert run(pipeline, instance, DAYS[0], selection=dg.AssetSelection.assets(records.STAGE_KEY)).success
     good = pipeline.resources["postgres"]
     pipeline.with_resources(postgres=PostgresResource(dsn="postgresql://nobody@127.0.0.1:1/none"))
 
     loaded = run(
-        pipeline, instance, DAYS[0], selection=dg.AssetSelection.assets(assets.SNOWFLAKE_KEY).without_checks()
+        pipeline,
+        instance,
+        DAYS[0],
+        selection=dg.AssetSelection.assets(records.SNOWFLAKE_KEY).without_checks(),
     )
 
     assert loaded.success
     [load] = loaded.get_asset_materialization_events()
-    assert assets.SOURCE_FINGERPRINTS not in load.materialization.metadata
+    assert SOURCE_FINGERPRINTS not in load.materialization.metadata
     warnings = [
         e.message for e in instance.all_logs(loaded.run_id) if e.level == logging.WARNING and e.message
     ]

@@ -26,9 +26,8 @@ import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
-from datavault_analytics import checks
-from datavault_analytics.assets import SNOWFLAKE_KEY, SOURCE_KEY, STAGE_KEY
 from datavault_analytics.local_stack.processes import free_port, port_answers
+from datavault_analytics_tests import records
 from datavault_analytics_tests.dagster_processes import (
     BIN,
     daemon_command,
@@ -40,6 +39,7 @@ from datavault_analytics_tests.dagster_processes import (
     wait_for,
 )
 from datavault_analytics_tests.pipeline_harness import RECORDS_COLUMNS, Pipeline
+from datavault_analytics_tests.records import SNOWFLAKE_KEY, SOURCE_KEY, STAGE_KEY
 
 SCHEDULE = "datavault_records_daily_schedule"
 DAYS_PER_BACKFILL_RUN = 2
@@ -248,7 +248,7 @@ def test_the_asset_graph_shows_lineage_kinds_owners_group_descriptions_and_the_t
         "timezone": "UTC",
     }
     assert sorted(c["name"] for c in table["assetChecksOrError"]["checks"]) == sorted(
-        s.name for s in checks.CHECK_SPECS
+        s.name for s in records.CHECK_SPECS
     )
 
 
@@ -276,7 +276,7 @@ def test_the_daemon_finds_the_table_late_then_its_schedule_tick_loads_yesterday_
 
 def test_the_ui_shows_every_check_passing_for_every_day_of_the_scheduled_run(deployment):
     run = deployment.scheduled_run()
-    for spec in checks.CHECK_SPECS:
+    for spec in records.CHECK_SPECS:
         for day in deployment.scheduled_days:
             [execution] = [
                 e

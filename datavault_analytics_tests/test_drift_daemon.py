@@ -13,9 +13,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from datavault_analytics.assets import STAGE_KEY
 from datavault_analytics.drift import ScanState
-from datavault_analytics.sensors import DRIFT_SENSOR
 from datavault_analytics_tests.dagster_processes import (
     BIN,
     daemon_command,
@@ -27,6 +25,7 @@ from datavault_analytics_tests.dagster_processes import (
     wait_for,
 )
 from datavault_analytics_tests.pipeline_harness import Pipeline, loads_per_day
+from datavault_analytics_tests.records import DRIFT_SENSOR, STAGE_KEY
 
 DAYS = [(date(2025, 5, 1) + timedelta(days=n)).isoformat() for n in range(6)]
 ERASED, BUMPED, SILENT, BACKDATED = DAYS[0], DAYS[1], DAYS[3], DAYS[5]
@@ -79,7 +78,7 @@ def drifted(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
 
 
 def scan_state(instance: dg.DagsterInstance) -> ScanState:
-    [state] = [s for s in instance.all_instigator_state() if s.name == DRIFT_SENSOR]
+    [state] = [s for s in instance.all_instigator_state() if s.name == DRIFT_SENSOR.name]
     data = state.instigator_data
     return ScanState.from_cursor(data.cursor if data else None)
 

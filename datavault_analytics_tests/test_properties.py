@@ -30,14 +30,15 @@ from datavault_analytics.identifiers import (
     quote_snowflake,
     validate_identifier,
 )
-from datavault_analytics.partitions import check_in_partitions, daily_partitions
+from datavault_analytics.partitions import check_in_partitions
 from datavault_analytics.redaction import redact
 from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import PostgresResource, SourceDay
-from datavault_analytics.resources.records_table import RecordsTable
 from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.resources.table_spec import TableSpec
 from datavault_analytics_tests.pipeline_harness import create_source_database
+from datavault_analytics_tests.records import PARTITIONS
 
 # No example database in the repository; every run draws afresh (and reports the seed of a failure).
 settings.register_profile("datavault", database=None, deadline=None, print_blob=True)
@@ -135,11 +136,11 @@ def test_a_name_is_accepted_exactly_when_it_is_a_plain_identifier(name):
 
 @given(
     name=hostile_names,
-    setting=st.sampled_from(sorted(RecordsTable.model_fields)),
+    setting=st.sampled_from(sorted(TableSpec.model_fields)),
 )
 def test_a_hostile_name_in_the_table_settings_is_refused(name, setting):
     with pytest.raises(ValueError, match=re.escape(f"records_table.{setting}=")):
-        RecordsTable(**{setting: name})
+        TableSpec(**{setting: name})
 
 
 @given(name=hostile_names, setting=st.sampled_from(["stage_name", "storage_integration"]))
@@ -180,13 +181,13 @@ def _not_a_date(key: str) -> bool:
 
 @given(st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)))
 def test_a_day_is_a_partition_exactly_between_the_first_day_and_the_last_ended_one(day):
-    first = date.fromisoformat(daily_partitions.get_first_partition_key())
+    first = date.fromisoformat(PARTITIONS.get_first_partition_key())
     ended = datetime.now(UTC).date() - timedelta(days=1)
     if first <= day <= ended:
-        check_in_partitions([day.isoformat()])
+        check_in_partitions(PARTITIONS, [day.isoformat()])
     elif day < first or day > ended + timedelta(days=1):  # (near midnight, the last day may move on)
         with pytest.raises(InvalidPartitionKeyError, match="outside this pipeline's partitions"):
-            check_in_partitions([day.isoformat()])
+            check_in_partitions(PARTITIONS, [day.isoformat()])
 
 
 # -- secrets -----------------------------------------------------------------------------------------

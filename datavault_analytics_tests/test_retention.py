@@ -11,8 +11,8 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pytest
 
-from datavault_analytics import assets
 from datavault_analytics.environment import Settings, build_resources
+from datavault_analytics_tests import records
 
 DAY, NEXT = "2026-11-01", "2026-11-02"
 
@@ -45,7 +45,7 @@ def retention_and_locks(pipeline):
 
 
 def purge(retention, pipeline, now):
-    return retention.purge_expired(pipeline.instance, assets.SNOWFLAKE_KEY, holder="test purge", now=now)
+    return retention.purge_expired(pipeline.instance, records.SNOWFLAKE_KEY, holder="test purge", now=now)
 
 
 def test_with_no_retention_a_day_is_deleted_by_the_next_load(retention):
@@ -62,7 +62,7 @@ def test_with_no_retention_a_day_is_deleted_by_the_next_load(retention):
     assert staged(pipeline, NEXT) == ["_manifest.json", "part-00000.parquet"]
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)  # the load itself is untouched
     # Loading the deleted day again says what to do; staging it again works.
-    again = pipeline.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False)
+    again = pipeline.materialize(DAY, selection=[records.SNOWFLAKE_KEY], raise_on_error=False)
     assert not again.success
     assert any(
         f"Partition {DAY} has no stage manifest" in e.step_failure_data.error.to_string()
@@ -92,7 +92,7 @@ def test_a_day_another_run_holds_or_restaged_since_its_load_is_kept(retention):
     pipeline = retention("1")
     assert pipeline.materialize(DAY).success
     assert pipeline.materialize(NEXT).success
-    assert pipeline.materialize(NEXT, selection=[assets.STAGE_KEY]).success  # re-staged, not loaded yet
+    assert pipeline.materialize(NEXT, selection=[records.STAGE_KEY]).success  # re-staged, not loaded yet
     later = datetime.now(UTC) + timedelta(hours=2)
 
     with retention_and_locks(pipeline) as (stage_retention, locks):

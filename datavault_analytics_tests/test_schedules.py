@@ -13,14 +13,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from datavault_analytics.partitions import daily_partitions
+from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
 from datavault_analytics.resources.postgres import PostgresResource, PostgresSourceIOManager
-from datavault_analytics.schedules import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    daily_run_request,
-    records_daily_schedule,
-)
+from datavault_analytics.schedules import daily_run_request
+from datavault_analytics_tests.records import PARTITIONS
+from datavault_analytics_tests.records import SCHEDULE as records_daily_schedule
 
 
 def tick(day: date, hour: int = 0, minute: int = 15) -> datetime:
@@ -40,10 +37,10 @@ def test_the_tick_after_midnight_asks_for_yesterday_and_the_two_days_before_it()
 
 
 def test_the_range_never_starts_before_the_first_partition():
-    first = date.fromisoformat(daily_partitions.start.strftime("%Y-%m-%d"))
+    first = date.fromisoformat(PARTITIONS.start.strftime("%Y-%m-%d"))
 
-    request = daily_run_request(tick(first + timedelta(days=2)), late_row_days=5)
-    skipped = daily_run_request(tick(first))
+    request = daily_run_request(tick(first + timedelta(days=2)), first, late_row_days=5)
+    skipped = daily_run_request(tick(first), first, late_row_days=2)
 
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
         str(first),
@@ -54,10 +51,11 @@ def test_the_range_never_starts_before_the_first_partition():
 
 def test_time_and_late_days_are_configurable_and_prod_runs_the_schedule_by_default(tmp_path):
     probe = (
-        "import json; from datavault_analytics.schedules import records_daily_schedule as s, "
-        "daily_run_request as r;from datetime import datetime, UTC; q = r(datetime(2026, 11, 24, 1, 30, "
-        "tzinfo=UTC));print(json.dumps([s.cron_schedule, s.default_status.value, "
-        "q.tags['dagster/asset_partition_range_start']]))"
+        "import json; import dagster as dg; from datavault_analytics.components.datavault_table import "
+        "build_table_definitions as b, configured_table as c; [s] = b(c('records')).schedules; "
+        "from datetime import datetime, UTC; q = s.evaluate_tick(dg.build_schedule_context(scheduled_execution_time="
+        "datetime(2026, 11, 24, 1, 30, tzinfo=UTC))).run_requests[0]; print(json.dumps([s.cron_schedule, "
+        "s.default_status.value, q.tags['dagster/asset_partition_range_start']]))"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "DAGSTER_"))}
 
@@ -86,7 +84,9 @@ def test_a_row_committed_after_its_day_was_loaded_lands_with_the_next_daily_run_
     pipeline.seed(days, rows_per_day=50)
 
     def run_tick(day: date) -> None:
-        request = daily_run_request(tick(day))
+        request = records_daily_schedule.evaluate_tick(
+            dg.build_schedule_context(scheduled_execution_time=tick(day))
+        ).run_requests[0]
         assert pipeline.materialize(request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]).success
 
     run_tick(date(2026, 11, 4))  # loads 11-01 .. 11-03

@@ -13,6 +13,7 @@
 """
 
 import base64
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -40,6 +41,7 @@ from datavault_analytics.environment import ConfigurationError, Settings, build_
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
 from datavault_analytics.resources.stage_storage import S3StageStorage, StageLocation
+from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS, Pipeline
 from datavault_analytics_tests.test_faults.faultkit import HttpProxy, RunProcess, dagster_home
 
@@ -178,31 +180,35 @@ def test_no_record_id_or_payload_reaches_dagster_events_even_when_checks_and_the
     pipeline, monkeypatch
 ):
     """The erasure section's promise: Dagster's event log holds no record that an erasure must remove."""
-    from datavault_analytics import checks, sensors
+    from datavault_analytics import sensors
     from datavault_analytics.drift import ScanState
-    from datavault_analytics.environment import SETTINGS
+    from datavault_analytics.table_pipeline import DriftSettings
 
     pipeline.seed([DAY_DATE], rows_per_day=20)
     with dg.instance_for_test() as instance:
         pipeline.instance = instance
         tags = {"dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": DAY}
-        everything = [*ALL_ASSETS, checks.snowflake_records_checks]
+        everything = [*ALL_ASSETS, records.CHECKS]
         assert dg.materialize(everything, resources=pipeline.resources, tags=tags, instance=instance).success
         rows = pipeline.pg(
             "SELECT id::text, key, encode(ciphertext, 'hex'), encode(nonce, 'hex') FROM records"
         )
         # A failing content verification by the drift scan, then failing checks: what might name a record.
         pipeline.pg("UPDATE records SET nonce = '\\x00'::bytea WHERE id = %s", (rows[1][0],))
-        monkeypatch.setattr(sensors, "SETTINGS", SETTINGS.model_copy(update={"drift_hash_days_per_scan": 1}))
+        table = dataclasses.replace(records.RECORDS, drift=DriftSettings(hash_days_per_scan=1))
         resources = {k: pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
         with dg.build_resources(resources) as built:
             scan = sensors.scan_for_drift(
-                dg.build_sensor_context(instance=instance), built.postgres, built.snowflake_loader, [DAY]
+                dg.build_sensor_context(instance=instance),
+                table,
+                built.postgres,
+                built.snowflake_loader,
+                [DAY],
             )
         scan_ids = [ScanState.from_cursor(scan.cursor).scan_id]
         [(duplicated,)] = pipeline.snowflake('SELECT MIN("ID") FROM "RECORDS"')
         pipeline.snowflake('INSERT INTO "RECORDS" SELECT * FROM "RECORDS" WHERE "ID" = %s', (duplicated,))
-        only_checks = dg.AssetSelection.checks_for_assets(checks.SNOWFLAKE_KEY)
+        only_checks = dg.AssetSelection.checks_for_assets(records.SNOWFLAKE_KEY)
         dg.materialize(
             everything,
             resources=pipeline.resources,

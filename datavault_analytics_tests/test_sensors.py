@@ -4,6 +4,7 @@ test_drift_daemon.py runs the same sensor in the real daemon. Here each scan is 
 what it finds, asks for and remembers can be checked scan by scan.
 """
 
+import dataclasses
 from datetime import date, timedelta
 
 import dagster as dg
@@ -14,10 +15,11 @@ from datavault_analytics import sensors
 from datavault_analytics.checks import CONTENT_HASH
 from datavault_analytics.drift import ScanState, plan_ranges
 from datavault_analytics.environment import SETTINGS
-from datavault_analytics.jobs import records_daily_job
 from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
 from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
+from datavault_analytics.table_pipeline import DriftSettings
 from datavault_analytics_tests.pipeline_harness import loads_per_day
+from datavault_analytics_tests.records import DRIFT_SENSOR, JOB, PARTITIONS, RECORDS, SCHEDULE
 
 DAYS = [date(2025, 3, 1) + timedelta(days=n) for n in range(6)]
 KEYS = [d.isoformat() for d in DAYS]
@@ -31,11 +33,15 @@ class Scanner:
         self.cursor: str | None = None
 
     def scan(self, **settings) -> dg.SensorResult:
-        self.monkeypatch.setattr(sensors, "SETTINGS", SETTINGS.model_copy(update=settings))
+        """One scan; `drift_X=` sets the table's drift setting X, any other name the shared setting."""
+        drift = {name.removeprefix("drift_"): v for name, v in settings.items() if name.startswith("drift_")}
+        shared = {name: v for name, v in settings.items() if not name.startswith("drift_")}
+        self.monkeypatch.setattr(sensors, "SETTINGS", SETTINGS.model_copy(update=shared))
+        table = dataclasses.replace(RECORDS, drift=DriftSettings(**drift))
         resources = {k: self.pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
         with dg.build_resources(resources) as built:
             context = dg.build_sensor_context(instance=self.pipeline.instance, cursor=self.cursor)
-            result = sensors.scan_for_drift(context, built.postgres, built.snowflake_loader, self.days)
+            result = sensors.scan_for_drift(context, table, built.postgres, built.snowflake_loader, self.days)
         assert isinstance(result, dg.SensorResult)
         self.cursor = result.cursor
         return result
@@ -155,7 +161,7 @@ def test_days_being_loaded_are_not_requested_again(pipeline, monkeypatch):
     pipeline.seed(DAYS[:3], rows_per_day=2)
     create_run_for_test(
         pipeline.instance,
-        job_name=records_daily_job.name,
+        job_name=JOB.name,
         status=dg.DagsterRunStatus.STARTED,
         tags={RANGE_START_TAG: KEYS[0], RANGE_END_TAG: KEYS[1]},
     )
@@ -199,31 +205,27 @@ def test_a_day_that_keeps_failing_to_reload_is_reported_once_and_left_alone_unti
 
 
 def test_the_sensor_is_defined_with_the_configured_interval_and_stays_off_locally():
-    sensor = sensors.drift_sensor
-    assert sensor.minimum_interval_seconds == SETTINGS.drift_scan_seconds
-    assert sensor.job_name == records_daily_job.name
+    sensor = DRIFT_SENSOR
+    assert sensor.name == "datavault_records_drift_sensor"
+    assert sensor.minimum_interval_seconds == RECORDS.drift.scan_seconds == 900
+    assert sensor.job_name == JOB.name
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
 
 def test_the_days_of_the_schedules_latest_run_are_scanned_once_that_run_has_ended(pipeline):
     """A scheduled run that failed is repaired by the drift sensor: its run retry may never be launched."""
-    from datavault_analytics.partitions import daily_partitions
-    from datavault_analytics.schedules import records_daily_schedule
-
     instance = pipeline.instance
-    yesterday = daily_partitions.get_last_partition_key()
+    yesterday = PARTITIONS.get_last_partition_key()
     window = [(date.fromisoformat(yesterday) - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
-    assert not set(window) & set(sensors.scanned_days(instance, late_row_days=2))  # the schedule's, for now
+    assert not set(window) & set(sensors.scanned_days(RECORDS, instance))  # the schedule's, for now
 
     tags = {
-        "dagster/schedule_name": records_daily_schedule.name,
+        "dagster/schedule_name": SCHEDULE.name,
         RANGE_START_TAG: window[0],
         RANGE_END_TAG: window[-1],
     }
-    run = create_run_for_test(
-        instance, job_name=records_daily_job.name, tags=tags, status=dg.DagsterRunStatus.STARTED
-    )
-    assert not set(window) & set(sensors.scanned_days(instance, late_row_days=2))  # still loading them
+    run = create_run_for_test(instance, job_name=JOB.name, tags=tags, status=dg.DagsterRunStatus.STARTED)
+    assert not set(window) & set(sensors.scanned_days(RECORDS, instance))  # still loading them
     instance.report_run_failed(instance.get_run_by_id(run.run_id), "killed")
-    scanned = sensors.scanned_days(instance, late_row_days=2)
+    scanned = sensors.scanned_days(RECORDS, instance)
     assert scanned[-3:] == window and len(scanned) == len(set(scanned))

@@ -3,16 +3,19 @@
 The README's section "Where an erased record still lives" is what these tests hold to.
 """
 
+import dataclasses
 from datetime import date
 
 import dagster as dg
 import pytest
 
 from datavault_analytics import cli, sensors
-from datavault_analytics.environment import SETTINGS, ConfigurationError, Settings
+from datavault_analytics.environment import ConfigurationError, Settings
 from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.table_pipeline import DriftSettings
 from datavault_analytics.trace import trace_record
+from datavault_analytics_tests.records import RECORDS
 
 DAY = date(2025, 4, 2)
 
@@ -51,11 +54,13 @@ def test_an_erased_record_is_traced_out_of_postgres_then_out_of_snowflake_and_th
     erased = trace(pipeline, record_id)
     assert erased.postgres_day is None and erased.snowflake_days and erased.staged_files
 
-    monkeypatch.setattr(sensors, "SETTINGS", SETTINGS.model_copy(update={"drift_hash_days_per_scan": 0}))
+    table = dataclasses.replace(RECORDS, drift=DriftSettings(hash_days_per_scan=0))
     resources = {k: pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
     with dg.build_resources(resources) as built:
         context = dg.build_sensor_context(instance=pipeline.instance)
-        scan = sensors.scan_for_drift(context, built.postgres, built.snowflake_loader, [DAY.isoformat()])
+        scan = sensors.scan_for_drift(
+            context, table, built.postgres, built.snowflake_loader, [DAY.isoformat()]
+        )
     [request] = scan.run_requests
     pipeline.materialize(request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG])
 

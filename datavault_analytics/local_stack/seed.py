@@ -18,6 +18,18 @@ if TYPE_CHECKING:
     import psycopg
 
 RECORDS_SQL = Path(__file__).resolve().parent.parent / "sql" / "records.sql"
+RETRIEVAL_LOG_SQL = Path(__file__).resolve().parent.parent / "sql" / "retrieval_log.sql"
+# DataVault's DDL, every table the demo ships (datavault_analytics/defs/).
+SOURCE_DDL = (RECORDS_SQL, RETRIEVAL_LOG_SQL)
+RETRIEVAL_LOG_COLUMNS = (
+    "record_id",
+    "requested_by",
+    "found",
+    "client",
+    "error_code",
+    "latency_ms",
+    "retrieved_at",
+)
 RECORD_COLUMNS = ("id", "owner_id", "key", "ciphertext", "nonce", "created_at", "updated_at")
 RECORD_POSTGRES_TYPES = ("uuid", "int8", "text", "bytea", "bytea", "timestamptz", "timestamptz")
 
@@ -112,9 +124,10 @@ def generate_records(
 _DOCUMENT_OVERHEAD = len(b'{"id":"') + 36 + len(b'","body":"') + len(b'"}')
 
 
-def ensure_records_table(conn: "psycopg.Connection") -> None:
-    """Apply records.sql (idempotent) on a psycopg connection."""
-    conn.execute(RECORDS_SQL.read_text())
+def ensure_source_tables(conn: "psycopg.Connection") -> None:
+    """Apply DataVault's DDL (idempotent) on a psycopg connection."""
+    for ddl in SOURCE_DDL:
+        conn.execute(ddl.read_text())
 
 
 def seed_records(
@@ -136,9 +149,52 @@ def seed_records(
     day_list = last_full_days(days) if isinstance(days, int) else sorted(set(days))
     copy_sql = f"copy public.records ({', '.join(RECORD_COLUMNS)}) from stdin (format binary)"
     with psycopg.connect(dsn, connect_timeout=10) as conn:
-        ensure_records_table(conn)
+        ensure_source_tables(conn)
         with conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
             copy.set_types(list(RECORD_POSTGRES_TYPES))
             for record in generate_records(day_list, rows_per_day, seed=seed, now=now):
                 copy.write_row(record)
+    return SeedResult(rows_per_day={day: rows_per_day for day in day_list})
+
+
+def generate_retrievals(days: Iterable[date], rows_per_day: int, seed: int | None = None) -> Iterator[tuple]:
+    """Rows for `retrieval_log`, day by day: found and missed lookups, JSON client details (some with
+    non-ASCII text), NULL error codes and latencies where a real log has them."""
+    import json
+
+    rng = random.Random(seed if seed is not None else secrets.randbits(128))
+    agents = ["datavault-cli/2.4", "backend-sync/1.9", "portal/7.0 (Zürich)", "batch-export/0.3 ☃"]
+    for day in days:
+        day_start = datetime.combine(day, time(0), tzinfo=UTC)
+        offsets = day_edge_offsets(rng, min(4, rows_per_day))
+        offsets += [rng.randrange(MICROSECONDS_PER_DAY) for _ in range(rows_per_day - len(offsets))]
+        for offset in sorted(offsets):
+            found = rng.random() < 0.9
+            client = {"agent": rng.choice(agents), "ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.7"}
+            if rng.random() < 0.3:
+                client["region"] = rng.choice(["eu-central-1", "us-east-1"])
+            yield (
+                uuid.UUID(int=rng.getrandbits(128), version=4),
+                f"service-{rng.randrange(40)}",
+                found,
+                json.dumps(client, ensure_ascii=False),
+                None if found else rng.choice(["NOT_FOUND", "ERASED", "DENIED"]),
+                None if rng.random() < 0.05 else round(rng.uniform(0.2, 40.0), 3),
+                day_start + timedelta(microseconds=offset),
+            )
+
+
+def seed_retrieval_log(
+    dsn: str, days: int | Iterable[date], rows_per_day: int, seed: int | None = None
+) -> SeedResult:
+    """Append rows_per_day retrievals for each day to `retrieval_log` (created if missing) at dsn."""
+    import psycopg
+
+    day_list = last_full_days(days) if isinstance(days, int) else sorted(set(days))
+    copy_sql = f"copy public.retrieval_log ({', '.join(RETRIEVAL_LOG_COLUMNS)}) from stdin"
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        ensure_source_tables(conn)
+        with conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            for row in generate_retrievals(day_list, rows_per_day, seed=seed):
+                copy.write_row(row)
     return SeedResult(rows_per_day={day: rows_per_day for day in day_list})

@@ -272,9 +272,10 @@ def stack_up(root: Path | None = None, timeout: float = 90.0) -> list[PartStatus
 
     postgres.create_database(SOURCE_DATABASE)
     postgres.create_database(DAGSTER_DATABASE)
-    from datavault_analytics.local_stack.seed import RECORDS_SQL
+    from datavault_analytics.local_stack.seed import SOURCE_DDL
 
-    postgres.execute_sql_file(SOURCE_DATABASE, RECORDS_SQL)
+    for ddl in SOURCE_DDL:
+        postgres.execute_sql_file(SOURCE_DATABASE, ddl)
     ensure_bucket(s3_endpoint, STAGE_BUCKET)
     shutil.copyfile(DAGSTER_YAML_TEMPLATE, paths.dagster_home / "dagster.yaml")
     state["started_at"] = {"utc": datetime.now(UTC).isoformat(timespec="seconds")}

@@ -16,7 +16,7 @@ from pydantic import Field
 from datavault_analytics.errors import TransientError
 from datavault_analytics.redaction import dsn_location
 from datavault_analytics.resources.postgres import with_tls
-from datavault_analytics.resources.records_table import RecordsTable
+from datavault_analytics.resources.table_spec import TableSpec
 
 _EPOCH = date(1970, 1, 1)
 
@@ -140,7 +140,11 @@ class PartitionLocks(dg.ConfigurableResource):
     wait_seconds: float = Field(
         default=1800, description="How long a step waits for another run of the same day to release its lock."
     )
-    table: RecordsTable = Field(default_factory=RecordsTable, description="The table whose days are locked.")
+    table: TableSpec = Field(default_factory=TableSpec, description="The table whose days are locked.")
+
+    def for_table(self, table: TableSpec) -> "PartitionLocks":
+        """The locks of `table`'s days: another table's day is another lock."""
+        return self.model_copy(update={"table": table})
 
     @property
     def _dsn(self) -> str:

@@ -24,7 +24,7 @@ from datavault_analytics.errors import PermanentError, TransientError, asset_err
 from datavault_analytics.fingerprint import DaySummary, Fingerprint, postgres_row_number
 from datavault_analytics.identifiers import quote_postgres
 from datavault_analytics.redaction import dsn_location
-from datavault_analytics.resources.records_table import RecordsTable
+from datavault_analytics.resources.table_spec import TableSpec, table_of
 from datavault_analytics.type_mapping import TypeMapping, mapping_for
 
 
@@ -82,9 +82,7 @@ class PostgresResource(dg.ConfigurableResource):
     dsn: str = Field(
         description="libpq URI of DataVault's database, e.g. postgresql://user:pass@host:5432/datavault."
     )
-    table: RecordsTable = Field(
-        default_factory=RecordsTable, description="The source table and its key columns."
-    )
+    table: TableSpec = Field(default_factory=TableSpec, description="The source table and its key columns.")
     batch_size_hint_bytes: int = Field(
         default=4 * 1024 * 1024,
         description="Approximate size of each Arrow record batch ADBC returns; with the prefetch queue, the "
@@ -118,6 +116,10 @@ class PostgresResource(dg.ConfigurableResource):
     sslrootcert: str | None = Field(
         default=None, description="CA certificate file that verifies the server, for verify-ca / verify-full."
     )
+
+    def for_table(self, table: TableSpec) -> "PostgresResource":
+        """This database, reading `table`: the shared resource, bound to one table's assets."""
+        return self.model_copy(update={"table": table})
 
     @property
     def qualified_table(self) -> str:
@@ -184,8 +186,8 @@ class PostgresResource(dg.ConfigurableResource):
         if not rows:
             raise SourceSchemaError(
                 f"Source table {self.table.source_name} does not exist or has no columns visible to this "
-                f"role (PostgreSQL at {self.location}). Check records_table.postgres_schema / postgres_table "
-                "and the role's GRANTs."
+                f"role (PostgreSQL at {self.location}). Check the table's `table` "
+                "in its defs.yaml and the role's GRANTs."
             )
         for name, _, _ in rows:
             if not _SOURCE_COLUMN.fullmatch(name):
@@ -199,12 +201,19 @@ class PostgresResource(dg.ConfigurableResource):
             for name, pg_type, nullable in rows
         ]
         names = {c.name for c in columns}
-        for setting in ("partition_column", "primary_key", "payload_column"):
-            if getattr(self.table, setting).lower() not in names:
+        for setting, column in self.table.required_columns().items():
+            if column.lower() not in names:
                 raise SourceSchemaError(
-                    f"records_table.{setting}={getattr(self.table, setting)!r} is not a column of "
-                    f"{self.table.source_name}."
+                    f"{setting}={column!r} is not a column of {self.table.source_name} (PostgreSQL at "
+                    f"{self.location}); its columns are {', '.join(sorted(names))}. Fix the table's defs.yaml."
                 )
+        partition = next(c for c in columns if c.name == self.table.partition_column.lower())
+        if partition.postgres_type not in ("timestamp with time zone", "timestamp without time zone"):
+            raise SourceSchemaError(
+                f"partition_column={self.table.partition_column!r} of {self.table.source_name} is "
+                f"{partition.postgres_type}; it must be a timestamptz or timestamp column (its UTC day is the "
+                "partition). Fix the table's defs.yaml."
+            )
         return columns
 
     def arrow_schema(self, columns: list[SourceColumn]) -> pa.Schema:
@@ -353,12 +362,16 @@ class PostgresResource(dg.ConfigurableResource):
         return {day: DaySummary(n, latest) for day, n, latest in rows}
 
     def _updated_at_or_null(self, conn) -> str:
-        has_updated_at = conn.execute(
+        """The configured updated-at column if the table has it now, else NULL (a count-only cheap tier)."""
+        column = self.table.updated_at_column
+        if column is None:
+            return "NULL::timestamptz"
+        has_it = conn.execute(
             "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-            "AND column_name = 'updated_at'",
-            (self.table.postgres_schema.lower(), self.table.postgres_table.lower()),
+            "AND column_name = %s",
+            (self.table.postgres_schema.lower(), self.table.postgres_table.lower(), column.lower()),
         ).fetchone()
-        return "updated_at" if has_updated_at else "NULL::timestamptz"
+        return quote_postgres(column) if has_it else "NULL::timestamptz"
 
     def fingerprint_sql(self, columns: list[SourceColumn]) -> str:
         """One day's fingerprint over `columns` (rows, sum), for the parameters (window start, window end)."""
@@ -441,8 +454,11 @@ class PostgresSourceIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> SourceExtract:
         keys = context.asset_partition_keys
         with asset_errors(f"Reading the PostgreSQL source's columns to extract {_describe_keys(keys)}"):
+            postgres = self.postgres.for_table(
+                table_of(context.upstream_output.definition_metadata, context.asset_key)
+            )
             windows = day_windows(keys)
-            columns = self.postgres.source_columns()
+            columns = postgres.source_columns()
         return SourceExtract(
-            [SourceDay(self.postgres, columns, window, context.step_context.run_id) for window in windows]
+            [SourceDay(postgres, columns, window, context.step_context.run_id) for window in windows]
         )

@@ -38,6 +38,7 @@ from datavault_analytics.resources.stage_storage import (
     StageLocation,
     StageStorage,
 )
+from datavault_analytics.resources.table_spec import TableSpec, table_of
 from datavault_analytics.type_mapping import TYPE_MAPPINGS
 
 # S3 answers that no retry changes: the settings (credentials, bucket, encryption key) must be fixed first.
@@ -81,6 +82,10 @@ class S3Stage(dg.ConfigurableResource):
     @classmethod
     def _plain_identifier(cls, name: str) -> str:
         return validate_identifier(name, "s3_stage.dataset")
+
+    def for_table(self, table: TableSpec) -> "S3Stage":
+        """The stage's folder for `table`: <stage_uri>/<table name>/dt=<day>/."""
+        return self.model_copy(update={"dataset": table.name})
 
     @property
     def location(self) -> StageLocation:
@@ -262,9 +267,18 @@ class S3StageIOManager(dg.ConfigurableIOManager):
         )
         return manifest
 
+    def for_table(self, table: TableSpec) -> "S3StageIOManager":
+        """This IO manager on `table`'s folder of the stage and `table`'s day locks."""
+        return self.model_copy(
+            update={"stage": self.stage.for_table(table), "locks": self.locks.for_table(table)}
+        )
+
     def handle_output(self, context: dg.OutputContext, obj: SourceExtract) -> None:
         if not isinstance(obj, SourceExtract):
             raise TypeError(f"The S3 stage stores a SourceExtract from PostgreSQL, got {type(obj).__name__}.")
+        self.for_table(table_of(context.definition_metadata, context.asset_key))._stage_days(context, obj)
+
+    def _stage_days(self, context: dg.OutputContext, obj: SourceExtract) -> None:
         manifests: list[StagedPartition] = []
         started = time.monotonic()
         with asset_errors(f"Staging to {self.stage.stage_uri}"):
@@ -306,9 +320,10 @@ class S3StageIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> list[StagedPartition] | pl.LazyFrame:
+        stage = self.stage.for_table(table_of(context.upstream_output.definition_metadata, context.asset_key))
         with asset_errors("Reading the stage manifests"):
-            storage = self.stage.storage()
-            manifests = [self.stage.read_manifest(storage, key) for key in context.asset_partition_keys]
+            storage = stage.storage()
+            manifests = [stage.read_manifest(storage, key) for key in context.asset_partition_keys]
         if context.dagster_type.typing_type is pl.LazyFrame:
-            return self.stage.scan(manifests)
+            return stage.scan(manifests)
         return manifests

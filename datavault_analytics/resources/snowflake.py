@@ -20,9 +20,9 @@ from datavault_analytics.errors import PermanentError, TransientError
 from datavault_analytics.fingerprint import EMPTY, DaySummary, Fingerprint, snowflake_row_number
 from datavault_analytics.identifiers import quote_snowflake, validate_identifier
 from datavault_analytics.resources.partition_locks import PartitionLock
-from datavault_analytics.resources.records_table import RecordsTable
 from datavault_analytics.resources.s3_stage import S3Stage
 from datavault_analytics.resources.stage_manifest import StagedColumn, StagedPartition
+from datavault_analytics.resources.table_spec import TableSpec
 from datavault_analytics.type_mapping import TYPE_MAPPINGS, snowflake_type_signature
 
 MAX_FILES_PER_COPY = 1000  # Snowflake's limit for one FILES=(...) list
@@ -123,9 +123,7 @@ class SnowflakeLoader(dg.ConfigurableResource):
 
     snowflake: dg.ResourceDependency[SnowflakeResource]
     stage: dg.ResourceDependency[S3Stage]
-    table: RecordsTable = Field(
-        default_factory=RecordsTable, description="The target table and its key columns."
-    )
+    table: TableSpec = Field(default_factory=TableSpec, description="The target table and its key columns.")
     stage_name: str = Field(
         default="DATAVAULT_STAGE", description="External stage object over the stage URI."
     )
@@ -157,6 +155,10 @@ class SnowflakeLoader(dg.ConfigurableResource):
     @classmethod
     def _plain_identifier(cls, name: str | None, info) -> str | None:
         return None if name is None else validate_identifier(name, f"snowflake.{info.field_name}")
+
+    def for_table(self, table: TableSpec) -> "SnowflakeLoader":
+        """The loader of `table`, from its folder of the stage."""
+        return self.model_copy(update={"table": table, "stage": self.stage.for_table(table)})
 
     @property
     def table_name(self) -> str:
@@ -551,7 +553,8 @@ class SnowflakeLoader(dg.ConfigurableResource):
                 existing = self.table_columns(cursor)
                 if not existing:
                     return {}
-                latest = 'MAX("UPDATED_AT")' if "UPDATED_AT" in existing else "NULL"
+                updated_at = (self.table.updated_at_column or "").upper()
+                latest = f"MAX({quote_snowflake(updated_at)})" if updated_at in existing else "NULL"
                 cursor.execute(
                     f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, COUNT(*), "  # noqa: S608
                     f"TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, {latest})) FROM {quote_snowflake(self.table_name)} "

@@ -13,14 +13,14 @@ import sys
 
 import dagster as dg
 
-from datavault_analytics import assets
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.resources.s3_stage import S3StageIOManager
+from datavault_analytics_tests import records
 
 SELECTIONS = {
-    "both": [assets.STAGE_KEY, assets.SNOWFLAKE_KEY],
-    "stage": [assets.STAGE_KEY],
-    "load": [assets.SNOWFLAKE_KEY],
+    "both": [records.STAGE_KEY, records.SNOWFLAKE_KEY],
+    "stage": [records.STAGE_KEY],
+    "load": [records.SNOWFLAKE_KEY],
 }
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             row_group_rows=args.row_group_rows,
         )
     result = dg.materialize(
-        [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records],
+        records.ALL_ASSETS,
         resources=resources,
         selection=SELECTIONS[args.select],
         partition_key=args.partition,

@@ -11,9 +11,9 @@ import re
 import time
 import uuid
 
-from datavault_analytics import assets
 from datavault_analytics.day_window import DayWindow
 from datavault_analytics.environment import Settings, build_resources
+from datavault_analytics_tests import records
 from datavault_analytics_tests.test_faults.conftest import DAY, loaded_then_changed, partition_lock_key
 from datavault_analytics_tests.test_faults.faultkit import (
     HttpProxy,
@@ -39,7 +39,7 @@ def assert_old_contents_intact(pipeline, before: list[tuple]) -> None:
 
 def assert_stage_without_manifest_is_never_loaded(pipeline, before: list[tuple]) -> None:
     assert MANIFEST not in pipeline.stage_keys(DAY)
-    result = pipeline.materialize(DAY, selection=[assets.SNOWFLAKE_KEY], raise_on_error=False)
+    result = pipeline.materialize(DAY, selection=[records.SNOWFLAKE_KEY], raise_on_error=False)
     assert not result.success
     [message] = failure_messages(result)
     assert f"Partition {DAY} has no stage manifest" in message
@@ -111,7 +111,7 @@ def test_killed_after_staging_before_the_copy(fault_pipeline, start_run, snowfla
 
     assert_old_contents_intact(pipeline, before)
     # The stage is complete and verified: loading it alone gives exactly PostgreSQL's rows.
-    assert pipeline.materialize(DAY, selection=[assets.SNOWFLAKE_KEY]).success
+    assert pipeline.materialize(DAY, selection=[records.SNOWFLAKE_KEY]).success
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
     assert_rerun_is_exact(pipeline)
 
@@ -199,9 +199,9 @@ def test_the_next_load_ends_a_killed_runs_transaction_once_dagster_has_the_run_a
         monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "120")
         started = time.monotonic()
         result = dg.materialize(
-            [assets.postgres_records, assets.s3_stage_records, assets.snowflake_records],
+            records.ALL_ASSETS,
             resources=build_resources(Settings.from_environment("prod")),
-            selection=[assets.STAGE_KEY, assets.SNOWFLAKE_KEY],
+            selection=[records.STAGE_KEY, records.SNOWFLAKE_KEY],
             partition_key=DAY,
             instance=instance,
         )

@@ -11,11 +11,11 @@ and asked for a retry.
 import dagster as dg
 import pytest
 
-from datavault_analytics import assets
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
 from datavault_analytics.local_stack.s3_server import S3Server
+from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import Pipeline
 from datavault_analytics_tests.test_faults.conftest import (
     DAY,
@@ -105,7 +105,7 @@ def test_s3_down_while_staging_and_while_loading(pg_server, snowflake_server, mo
 
         # The day is staged again by a stage-only run; S3 goes down before the load reads its manifest.
         change_the_day(pipeline)
-        assert pipeline.materialize(DAY, selection=[assets.STAGE_KEY]).success
+        assert pipeline.materialize(DAY, selection=[records.STAGE_KEY]).success
         s3.stop()
         loading = start_run(pipeline, DAY, "--select", "load", env=RETRYING)
         wait_for_a_retry(loading)

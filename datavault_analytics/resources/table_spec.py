@@ -1,0 +1,91 @@
+"""A table's shape, declared once and shared by both sides: PostgreSQL's source and Snowflake's copy.
+
+Each table's `defs.yaml` (components/datavault_table.py) makes one; the shared resources are bound to it with
+their `for_table`. The defaults describe DataVault's `records` table, the one every deployment has.
+"""
+
+from collections.abc import Mapping
+
+import dagster as dg
+from pydantic import Field, field_validator
+
+from datavault_analytics.identifiers import quote_postgres, validate_identifier
+
+
+class TableSpec(dg.Config):
+    """Where a table is on each side, and which of its columns the pipeline relies on."""
+
+    postgres_schema: str = Field(default="public", description="Schema of the source table in PostgreSQL.")
+    postgres_table: str = Field(default="records", description="Source table in PostgreSQL.")
+    snowflake_table: str = Field(
+        default="RECORDS", description="Target table, in the Snowflake connection's schema."
+    )
+    partition_column: str = Field(
+        default="created_at", description="timestamptz column whose UTC day is the partition."
+    )
+    primary_key: str = Field(default="id", description="Primary key column, used for reconciliation.")
+    updated_at_column: str | None = Field(
+        default="updated_at",
+        description="Column bumped when a row changes; the drift scan's cheap tier compares its latest "
+        "value per day. None: the cheap tier compares row counts only.",
+    )
+    payload_column: str | None = Field(
+        default="ciphertext", description="Encrypted payload column, which must exist; None: no payload."
+    )
+
+    @field_validator(
+        "postgres_schema",
+        "postgres_table",
+        "snowflake_table",
+        "partition_column",
+        "primary_key",
+        "updated_at_column",
+        "payload_column",
+    )
+    @classmethod
+    def _plain_identifier(cls, name: str | None, info) -> str | None:
+        return None if name is None else validate_identifier(name, info.field_name)
+
+    @property
+    def name(self) -> str:
+        """The source table's name: the last part of its asset keys, and its folder in the stage."""
+        return self.postgres_table.lower()
+
+    @property
+    def source_name(self) -> str:
+        """schema.table, for messages and the lock scope."""
+        return f"{self.postgres_schema}.{self.postgres_table}"
+
+    @property
+    def qualified_postgres(self) -> str:
+        return f"{quote_postgres(self.postgres_schema)}.{quote_postgres(self.postgres_table)}"
+
+    def required_columns(self) -> dict[str, str]:
+        """setting -> column, for every column this spec names."""
+        named = {
+            "partition_column": self.partition_column,
+            "primary_key": self.primary_key,
+            "updated_at_column": self.updated_at_column,
+            "payload_column": self.payload_column,
+        }
+        return {setting: column for setting, column in named.items() if column is not None}
+
+
+# Each asset carries its table in its definition metadata, so the shared IO managers know which table an
+# input or output is without a registry of tables.
+TABLE_METADATA_KEY = "datavault/table"
+
+
+def table_metadata(table: TableSpec) -> dict:
+    return {TABLE_METADATA_KEY: dg.MetadataValue.json(table.model_dump())}
+
+
+def table_of(metadata: Mapping, asset_key: dg.AssetKey | None = None) -> TableSpec:
+    """The table recorded in an asset's definition metadata."""
+    entry = metadata.get(TABLE_METADATA_KEY)
+    if entry is None:
+        raise ValueError(
+            f"Asset {asset_key.to_user_string() if asset_key else '?'} has no {TABLE_METADATA_KEY!r} metadata: "
+            "only a DataVaultTable component's assets can use DataVault's IO managers."
+        )
+    return TableSpec(**(entry.value if isinstance(entry, dg.JsonMetadataValue) else entry))

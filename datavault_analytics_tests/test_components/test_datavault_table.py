@@ -1,0 +1,290 @@
+"""The DataVaultTable component: a table is one defs.yaml, and `records` keeps every name it had.
+
+The loads run the real assets and checks on the session's real servers (PostgreSQL, moto, fakesnow).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster.components.testing import create_defs_folder_sandbox
+
+from datavault_analytics.assets import build_table_assets
+from datavault_analytics.checks import build_table_checks
+from datavault_analytics.components import DataVaultTable
+from datavault_analytics.components.datavault_table import configured_table, configured_tables
+from datavault_analytics.resources.table_spec import TableSpec
+from datavault_analytics.table_pipeline import TablePipeline
+from datavault_analytics_tests.test_bad_input import failed_without_retry
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DAYS = [date(2025, 5, 1) + timedelta(days=i) for i in range(3)]
+KEYS = [d.isoformat() for d in DAYS]
+
+
+def load_with_checks(pipeline, table: TablePipeline, first: str, last: str) -> dg.ExecuteInProcessResult:
+    """The table's stage and Snowflake assets and its checks for [first, last], in one run."""
+    return dg.materialize(
+        [*build_table_assets(table), build_table_checks(table)],
+        resources=pipeline.resources,
+        selection=dg.AssetSelection.assets(table.stage_key, table.snowflake_key),
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        instance=pipeline.instance,
+        raise_on_error=False,
+    )
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:
+    return {
+        (e.partition, e.check_name): e.passed
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+# -- the contract -------------------------------------------------------------------------------
+
+
+def test_records_keeps_every_name_an_existing_deployment_has():
+    records = configured_table("records")
+    assert [k.path for k in (records.source_key, records.stage_key, records.snowflake_key)] == [
+        ["postgres", "datavault", "records"],
+        ["s3", "datavault", "records"],
+        ["snowflake", "datavault", "records"],
+    ]
+    assert (records.job_name, records.schedule_name) == (
+        "datavault_records_daily",
+        "datavault_records_daily_schedule",
+    )
+    assert records.checks_name == "snowflake_records_checks"
+    assert (
+        records.spec.snowflake_table == "RECORDS" and records.spec.name == "records"
+    )  # stage: <prefix>/records/
+    assert records.spec.updated_at_column == "updated_at" and records.start_date == "2024-01-01"
+
+
+def test_the_demo_ships_two_tables_whose_names_never_collide():
+    assert configured_tables() == ["records", "retrieval_log"]
+    from datavault_analytics.definitions import defs
+
+    names = [j.name for j in defs.resolve_all_job_defs()] + [s.name for s in [*defs.schedules, *defs.sensors]]
+    assert len(names) == len(set(names))
+    log = configured_table("retrieval_log")
+    assert log.spec.snowflake_table == "RETRIEVAL_LOG" and log.spec.updated_at_column is None
+    assert defs.resolve_assets_def(log.snowflake_key).partitions_def.start.year == 2024
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"partition_column": "created_at", "primary_key": ["id"]}, "table"),  # required, missing
+        ({"table": "records", "partition_column": "c", "primary_key": ["id"]}, "schema-qualified"),
+        ({"table": "public.t", "partition_column": "c", "primary_key": ["a", "b"]}, "exactly one column"),
+        (
+            {"table": "public.t", "partition_column": "c", "primary_key": ["id"], "start_date": "2026-13-01"},
+            "YYYY-MM-DD",
+        ),
+        (
+            {
+                "table": "public.t",
+                "partition_column": "c",
+                "primary_key": ["id"],
+                "drift": {"max_repairs": 0},
+            },
+            "at least 1",
+        ),
+        ({"table": "public.t", "partition_column": "c", "primary_key": ["id"], "sheduel": {}}, "sheduel"),
+        ({"table": "public.t", "partition_column": "c", "primary_key": "id"}, "primary_key"),
+        ({"table": "public.t; drop", "partition_column": "c", "primary_key": ["id"]}, "plain SQL identifier"),
+    ],
+)
+def test_a_yaml_mistake_is_refused_naming_the_field(attributes, expected):
+    with pytest.raises(Exception, match=expected):  # pydantic's ValidationError, or ours for identifiers
+        DataVaultTable.resolve_from_dict(attributes).pipeline()
+
+
+def test_dg_check_defs_names_the_file_and_the_field_of_a_mistake(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(
+        REPO / "datavault_analytics",
+        project / "datavault_analytics",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    env = {**os.environ, "PYTHONPATH": str(project)}
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "dg"), "check", "defs"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    ok = check()
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    broken = project / "datavault_analytics" / "defs" / "retrieval_log" / "defs.yaml"
+    broken.write_text(
+        broken.read_text().replace("partition_column: retrieved_at", "partition_colum: retrieved_at")
+    )
+    failed = check()
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "retrieval_log/defs.yaml" in output and "partition_colum" in output
+
+
+def test_dg_lists_and_scaffolds_the_component(tmp_path):
+    listed = subprocess.run(
+        [str(BIN / "dg"), "list", "components"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert "datavault_analytics.components.DataVaultTable" in listed.stdout, listed.stderr[-2000:]
+
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(component_cls=DataVaultTable, defs_path="audit_events")
+        written = yaml.safe_load((path / "defs.yaml").read_text())
+        assert written["type"].startswith("datavault_analytics.components.")
+        assert written["type"].endswith(".DataVaultTable")
+        assert written["attributes"]["table"] == "public.audit_events"
+        with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
+            assert isinstance(component, DataVaultTable)
+            keys = {
+                key.to_user_string()
+                for asset in defs.assets
+                for key in (asset.keys if isinstance(asset, dg.AssetsDefinition) else [asset.key])
+            }
+            assert keys == {f"{system}/datavault/audit_events" for system in ("postgres", "s3", "snowflake")}
+            assert [j.name for j in defs.jobs] == ["datavault_audit_events_daily"]
+
+
+# -- every table gets the whole pipeline ---------------------------------------------------------
+
+
+def test_the_retrieval_log_loads_exactly_and_again_without_duplicates(pipeline):
+    """A bigint key, jsonb, boolean, nullable text and float columns, no binary and no updated_at."""
+    log = configured_table("retrieval_log")
+    pipeline.seed(DAYS, rows_per_day=30)
+    pipeline.seed_retrievals(DAYS, rows_per_day=60)
+
+    for _ in range(2):  # the second run replaces each day
+        result = load_with_checks(pipeline, log, KEYS[0], KEYS[-1])
+        assert result.success
+        assert check_results(result) == {
+            (k, c.name): True for k in KEYS for c in build_table_checks(log).check_specs
+        }
+
+    rows = pipeline.snowflake('SELECT COUNT(*), COUNT(DISTINCT "ID") FROM "RETRIEVAL_LOG"')
+    assert rows == [(180, 180)]
+    assert (
+        pipeline.snowflake('SELECT COUNT(*) FROM "RETRIEVAL_LOG" WHERE "ERROR_CODE" IS NULL')[0][0]
+        == (pipeline.pg("SELECT count(*) FROM retrieval_log WHERE error_code IS NULL")[0][0])
+    )
+    days = pipeline.reconcile(KEYS, table=log)
+    assert [d.matches for d in days] == [True, True, True] and [d.snowflake_rows for d in days] == [
+        60,
+        60,
+        60,
+    ]
+    staged = pipeline.s3.list_objects_v2(Bucket=pipeline.bucket, Prefix="analytics/retrieval_log/dt=")
+    assert {o["Key"].split("/")[2] for o in staged["Contents"]} == {f"dt={k}" for k in KEYS}
+
+
+def test_a_table_added_by_yaml_alone_loads_with_its_checks_passing(pipeline):
+    """A third shape, from a defs.yaml in a fresh defs folder: integer key, timestamp without time zone,
+    smallint, date and text columns."""
+    pipeline.pg("CREATE SCHEMA audit")
+    pipeline.pg(
+        "CREATE TABLE audit.key_rotations (rotation integer PRIMARY KEY, owner_id bigint NOT NULL, "
+        "algorithm text, key_version smallint NOT NULL, valid_from date, rotated_at timestamp NOT NULL)"
+    )
+    pipeline.pg(
+        "INSERT INTO audit.key_rotations SELECT n, n * 7, CASE WHEN n % 3 = 0 THEN NULL ELSE 'AES-256-GCM' END, "
+        "n % 5, DATE '2025-05-01', TIMESTAMP '2025-05-01 00:00:00' + n * INTERVAL '37 minutes' FROM "
+        "generate_series(0, 100) AS n"
+    )
+    attributes = {
+        "table": "audit.key_rotations",
+        "partition_column": "rotated_at",
+        "primary_key": ["rotation"],
+        "start_date": "2025-04-01",
+    }
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(
+            component_cls=DataVaultTable,
+            defs_path="key_rotations",
+            defs_yaml_contents={
+                "type": "datavault_analytics.components.DataVaultTable",
+                "attributes": attributes,
+            },
+        )
+        with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
+            table = component.pipeline()
+            result = dg.materialize(
+                [*defs.assets, *defs.asset_checks],
+                resources=pipeline.resources,
+                selection=dg.AssetSelection.assets(table.stage_key, table.snowflake_key),
+                tags={
+                    "dagster/asset_partition_range_start": "2025-05-01",
+                    "dagster/asset_partition_range_end": "2025-05-03",
+                },
+                instance=pipeline.instance,
+            )
+    assert result.success and set(check_results(result).values()) == {True}
+    assert len(check_results(result)) == 3 * 4
+    days = pipeline.reconcile(["2025-05-01", "2025-05-02", "2025-05-03"], table=table)
+    assert [d.snowflake_rows for d in days] == [39, 39, 23] and all(d.matches for d in days)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            {"postgres_table": "retrieval_log", "partition_column": "found", "primary_key": "id"},
+            "partition_column='found' of public.retrieval_log is boolean; it must be a timestamptz or timestamp",
+        ),
+        (
+            {"postgres_table": "retrieval_log", "partition_column": "retrieved_at", "primary_key": "log_id"},
+            "primary_key='log_id' is not a column of public.retrieval_log",
+        ),
+        (
+            {"postgres_table": "retrieval_logs", "partition_column": "retrieved_at", "primary_key": "id"},
+            "Source table public.retrieval_logs does not exist",
+        ),
+    ],
+)
+def test_a_table_or_column_postgresql_lacks_fails_the_first_run_before_anything_is_written(
+    pipeline, spec, expected
+):
+    pipeline.seed_retrievals(DAYS[:1], rows_per_day=5)
+    table = TablePipeline(
+        spec=TableSpec(**spec, snowflake_table="RETRIEVAL_LOG", updated_at_column=None, payload_column=None)
+    )
+    message = failed_without_retry(pipeline.materialize(KEYS[0], raise_on_error=False, table=table))
+    assert expected in message
+    assert pipeline.s3.list_objects_v2(Bucket=pipeline.bucket).get("KeyCount", 0) == 0
+    assert pipeline.snowflake("SHOW TABLES LIKE 'RETRIEVAL_LOG'") == []
+
+
+def test_one_tables_day_lock_says_nothing_about_anothers(pipeline):
+    """The stage and load of retrieval_log's day run while records' same day is locked by another run."""
+    log = configured_table("retrieval_log")
+    pipeline.seed_retrievals(DAYS[:1], rows_per_day=10)
+    with pipeline.configured("partition_locks") as built:
+        records_locks = built.partition_locks.for_table(configured_table("records").spec)
+        with records_locks.hold(KEYS[0], holder="another run of records") as held:
+            assert held is not None
+            started = time.monotonic()
+            assert pipeline.materialize(KEYS[0], table=log).success
+            assert time.monotonic() - started < 60  # it never waited out the lock (wait_seconds: 1800)
+            # ... and records' own day is still taken: the same table waits.
+            with records_locks.try_hold(KEYS[0], holder="probe") as probe:
+                assert probe is None
+    assert pipeline.reconcile(KEYS[:1], table=log)[0].matches
