@@ -763,6 +763,7 @@ def main() -> None:
         if server is not None:
             server.stop()
 
+    defs_load = run_defs_load()
     one_day_bytes, ten_day_bytes = sizes[day]["bytes"], sizes[day10]["bytes"]
     table = {
         name: summarize(
@@ -802,6 +803,9 @@ def main() -> None:
         )
         / file_s,
     }
+    ratios["defs_load_50_vs_1"] = defs_load[50]["total_seconds"] / defs_load[1]["total_seconds"]
+    ratios["defs_build_50_vs_1"] = defs_load[50]["build_seconds"] / defs_load[1]["build_seconds"]
+    ratios["defs_load"] = defs_load
     drift_table = drift_figures(drift)
     ratios["drift_scan_mrows_s"] = drift_table["cheap postgres"]["mrows_per_s"]
     report = render(
@@ -844,7 +848,8 @@ def summary_line(ratios: dict) -> str:
         f"fingerprint_vs_stage={ratios['fingerprint_vs_stage']:.2f} "
         f"retrieve_p99_ratio={ratios['retrieve_p99_ratio']:.2f} ingest_ratio={ratios['ingest_ratio']:.3f} "
         f"stage_vs_copy_10m={ratios['stage_vs_copy_10M']:.2f} "
-        f"drift_scan_mrows_s={ratios['drift_scan_mrows_s']:.1f}"
+        f"drift_scan_mrows_s={ratios['drift_scan_mrows_s']:.1f} "
+        f"defs_load_50_vs_1={ratios['defs_load_50_vs_1']:.2f}"
     )
 
 
@@ -978,12 +983,66 @@ def render(
         "",
         *drift_lines(drift),
         "",
+        *defs_load_lines(ratios),
+        "",
         "```",
         summary_line(ratios),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+DEFS_LOAD_TABLES = (1, 10, 50)
+DEFS_LOAD_REPEATS = 3
+
+
+def run_defs_load() -> dict[int, dict]:
+    """Median seconds to load the code location with 1, 10 and 50 tables, each in a fresh process,
+    the sizes interleaved so that the machine's noise falls on all of them alike."""
+    runs: dict[int, list[dict]] = {n: [] for n in DEFS_LOAD_TABLES}
+    for round_number in range(1, DEFS_LOAD_REPEATS + 1):
+        for tables in DEFS_LOAD_TABLES:
+            result = subprocess.run(
+                [sys.executable, "-m", "bench.contenders.defs_load", "--tables", str(tables)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[tables].append(json.loads(result.stdout.strip().splitlines()[-1]))
+        log(
+            f"code location load, round {round_number}/{DEFS_LOAD_REPEATS}: "
+            + ", ".join(f"{n} tables {runs[n][-1]['total_seconds']:.1f} s" for n in DEFS_LOAD_TABLES)
+        )
+    return {
+        n: {
+            key: median(r[key] for r in results)
+            for key in ("import_seconds", "build_seconds", "total_seconds")
+        }
+        for n, results in runs.items()
+    }
+
+
+def defs_load_lines(ratios: dict) -> list[str]:
+    load = ratios["defs_load"]
+    return [
+        "## The code location with many tables",
+        "",
+        "Loading the code location in a fresh process, as a code server does, with N generated tables "
+        "(`bench/contenders/defs_load.py`; medians of 3):",
+        "",
+        "| tables | import s | build and resolve s | total s |",
+        "|---|---|---|---|",
+        *(
+            f"| {n} | {f['import_seconds']:.2f} | {f['build_seconds']:.2f} | {f['total_seconds']:.2f} |"
+            for n, f in load.items()
+        ),
+        "",
+        f"defs_load_50_vs_1 = {ratios['defs_load_50_vs_1']:.2f} (goal: at most 3; "
+        f"{'met' if ratios['defs_load_50_vs_1'] <= 3 else '**missed**'}). Building the definitions alone grows "
+        f"{ratios['defs_build_50_vs_1']:.1f} x from 1 to 50 tables; the imports (Dagster, dagster-snowflake's "
+        "snowflake.core) are paid once, whatever the number of tables.",
+    ]
 
 
 def drift_lines(drift: dict) -> list[str]:

@@ -184,7 +184,6 @@ def evaluate_day(
         evaluations.append(
             _evaluation(
                 asset_key,
-                asset_key,
                 MANIFEST_MATCHES_LOAD,
                 day.day,
                 purged,

@@ -1,6 +1,6 @@
 """Drift: finding the days of history where Snowflake no longer equals PostgreSQL, and planning their repair.
 
-One scan (the drift sensor, sensors.py, every DATAVAULT_DRIFT_SCAN_SECONDS) has two tiers:
+One scan (a table's drift sensor, sensors.py, every `drift.scan_seconds`) has two tiers:
 - cheap, every day of history: row count and latest `updated_at` per day on both sides, one statement each;
   this finds erasures, backdated rows and updates that bump `updated_at`;
 - content, a few days per scan, the least recently verified first: the full fingerprint over every column

@@ -67,8 +67,10 @@ def test_the_backfill_command_shows_days_done_and_rows_per_second_then_the_recon
     pipeline, tmp_path
 ):
     pipeline.seed(DAYS, rows_per_day=25)
+    pipeline.seed_retrievals(DAYS, rows_per_day=10)
 
-    # Also where a deployment sets multi-run backfills for the UI: the command chunks the range itself.
+    # Every configured table by default. Also where a deployment sets multi-run backfills for the UI: the
+    # command chunks the range itself.
     result = run(
         [str(BIN / "datavault-analytics"), "backfill", str(DAYS[0]), str(DAYS[-1]), "--days-per-run", "2"],
         tmp_path,
@@ -77,19 +79,41 @@ def test_the_backfill_command_shows_days_done_and_rows_per_second_then_the_recon
 
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    runs = [line for line in lines if line.startswith("run ")]
-    assert [r.split(" (")[0] for r in runs] == [f"run {DAYS[0]} .. {DAYS[1]}", f"run {DAYS[2]} .. {DAYS[3]}"]
+    runs = [line.split(" (")[0] for line in lines if ": run " in line]
+    assert runs == [
+        f"{table}: run {first} .. {last}"
+        for table in ("records", "retrieval_log")
+        for first, last in ((DAYS[0], DAYS[1]), (DAYS[2], DAYS[3]))
+    ]
     progress = [
         re.search(r"\[(\d)/4 days\] loaded (\S+): 25 rows \(([\d,]+) rows/s overall\)", line)
         for line in lines
-        if "days] loaded" in line
+        if "days] loaded" in line and ": 25 rows" in line
     ]
     assert [(m[1], m[2]) for m in progress] == [(str(i), str(d)) for i, d in enumerate(DAYS, start=1)]
+    assert len(re.findall(r"days\] loaded \S+: 10 rows", result.stdout)) == 4  # retrieval_log's days
     assert all(int(m[3].replace(",", "")) > 0 for m in progress)
     table = lines[lines.index(next(line for line in lines if line.startswith("day "))) :]
     assert [row.split()[0] for row in table[2:6]] == [str(d) for d in DAYS]
     assert all(row.split()[-1] == "match" for row in table[2:6])
-    assert lines[-1] == "4 of 4 days match"
+    assert lines.index("retrieval_log (public.retrieval_log -> RETRIEVAL_LOG):") > lines.index(table[0])
+    assert lines[-1] == "8 of 8 days match across 2 tables"
+    assert pipeline.snowflake('SELECT COUNT(*) FROM "RETRIEVAL_LOG"') == [(40,)]
+
+
+def test_the_report_takes_a_table_and_refuses_one_that_is_not_configured(pipeline, tmp_path):
+    pipeline.seed_retrievals(DAYS[:1], rows_per_day=10)
+    report = [str(BIN / "datavault-analytics"), "report", str(DAYS[0]), str(DAYS[0])]
+
+    unloaded = run([*report, "--table", "retrieval_log"], tmp_path)
+    assert unloaded.returncode == 1 and "MISMATCH retrieval_log" in unloaded.stderr
+    assert "records" not in unloaded.stdout and unloaded.stdout.splitlines()[-1] == "0 of 1 days match"
+
+    unknown = run([*report, "--table", "retrievals"], tmp_path)
+    assert unknown.returncode == 1
+    assert (
+        "No table 'retrievals' is configured" in unknown.stderr and "records, retrieval_log" in unknown.stderr
+    )
 
 
 def test_the_backfill_command_refuses_a_range_that_ends_before_it_starts(pipeline, tmp_path):

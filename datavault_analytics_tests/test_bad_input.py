@@ -198,7 +198,11 @@ def test_a_hostile_identifier_in_config_is_refused_when_the_resources_are_built(
             "no_such_column",
             "partition_column='no_such_column' is not a column of public.records",
         ),
-        ("updated_at_column", "modified_at", "updated_at_column='modified_at' is not a column of public.records"),
+        (
+            "updated_at_column",
+            "modified_at",
+            "updated_at_column='modified_at' is not a column of public.records",
+        ),
     ],
 )
 def test_an_unknown_table_or_column_fails_before_anything_is_written(seeded, setting, value, expected):

@@ -23,7 +23,7 @@ import yaml
 from datavault_analytics.local_stack.credentials import LOCAL_S3_CREDENTIALS
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port, port_answers
-from datavault_analytics.local_stack.seed import RECORDS_SQL
+from datavault_analytics.local_stack.seed import SOURCE_DDL
 from datavault_analytics.local_stack.stack import (
     SNOWFLAKE_SETTINGS,
     STAGE_BUCKET,
@@ -172,7 +172,8 @@ class System:
         for server, database in ((self.source, "datavault"), (self.dagster_db, "dagster")):
             server.start()
             server.create_database(database)
-        self.source.execute_sql_file("datavault", RECORDS_SQL)
+        for ddl in SOURCE_DDL:  # every table the code location has; the workload writes to records
+            self.source.execute_sql_file("datavault", ddl)
 
         s3_port, snowflake_port = free_port(), free_port()
         self.moto = Process(

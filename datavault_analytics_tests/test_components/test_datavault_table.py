@@ -43,10 +43,7 @@ def load_with_checks(pipeline, table: TablePipeline, first: str, last: str) -> d
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:
-    return {
-        (e.partition, e.check_name): e.passed
-        for e in result.get_asset_check_evaluations()
-    }
+    return {(e.partition, e.check_name): e.passed for e in result.get_asset_check_evaluations()}
 
 
 # -- the contract -------------------------------------------------------------------------------
