@@ -110,26 +110,33 @@ def _source_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
     return source
 
 
+def _materialized_asset_args(pipeline: TablePipeline) -> dict:
+    """What the stage and Snowflake assets share: partitions, policies, ownership and the table."""
+    return {
+        "partitions_def": pipeline.partitions,
+        "backfill_policy": BACKFILL_POLICY,
+        "retry_policy": RETRY_POLICY,
+        "group_name": pipeline.group,
+        "owners": list(pipeline.owners),
+        "metadata": table_metadata(pipeline.spec),
+    }
+
+
 def _stage_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
     spec = pipeline.spec
 
     @dg.asset(
         key=pipeline.stage_key,
         ins={"source": dg.AssetIn(key=pipeline.source_key)},
-        partitions_def=pipeline.partitions,
         io_manager_key="s3_stage_io_manager",
-        backfill_policy=BACKFILL_POLICY,
-        retry_policy=RETRY_POLICY,
         pool="datavault_postgres",
-        group_name=pipeline.group,
-        owners=list(pipeline.owners),
         kinds={"s3", "parquet"},
         description=(
             f"The day's rows of {spec.source_name} as Parquet files in the S3 stage, at "
             f"s3://<bucket>/<prefix>/{spec.name}/dt=<day>/part-NNNNN-<staging>.parquet, with a _manifest.json "
             "written last. Binary columns (ciphertext) are copied byte for byte."
         ),
-        metadata=table_metadata(spec),
+        **_materialized_asset_args(pipeline),
     )
     def stage(
         context: dg.AssetExecutionContext, source: SourceExtract, snowflake_loader: SnowflakeLoader
@@ -161,18 +168,13 @@ def _snowflake_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
     @dg.asset(
         key=pipeline.snowflake_key,
         ins={"staged": dg.AssetIn(key=pipeline.stage_key)},
-        partitions_def=pipeline.partitions,
-        backfill_policy=BACKFILL_POLICY,
-        retry_policy=RETRY_POLICY,
-        group_name=pipeline.group,
-        owners=list(pipeline.owners),
         kinds={"snowflake"},
         description=(
             f"{spec.source_name} in Snowflake ({spec.snowflake_table}), loaded with COPY INTO from exactly the "
             "staged files. Each day is replaced in one transaction, so re-running a day never duplicates or "
             "loses rows."
         ),
-        metadata=table_metadata(spec),
+        **_materialized_asset_args(pipeline),
         freshness_policy=dg.FreshnessPolicy.cron(
             deadline_cron=pipeline.freshness_deadline_cron,
             timezone="UTC",
