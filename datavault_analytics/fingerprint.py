@@ -5,6 +5,7 @@ PostgreSQL, Snowflake and Python compute it from the same canonical text of ever
 """
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,9 +30,54 @@ CANONICAL_FORMS: dict[str, tuple[str, str]] = {
         "(extract(epoch from {c}) * 1000000)::bigint::text",
         "TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, {c}))",
     ),
-    # Each side's shortest text of the value: equal for ordinary values, not proven for every float.
-    "float": ("{c}::text", "TO_VARCHAR({c})"),
+    "float": (),  # filled in below: exact integers, not each side's printed text of the value
 }
+
+# A float's printed text differs between engines (PostgreSQL prints 12, the emulator 12.0; a REAL column
+# prints 0.1 in PostgreSQL but its widened value 0.100000001490116 in Snowflake). So a finite non-zero
+# float is written as M p E, the integers with |x| = M * 2^E and 2^52 <= M < 2^53, found with arithmetic
+# that IEEE 754 makes exact on both sides: dividing by a power of two and casting an integral double.
+# LN only guesses the exponent; the CASE corrects a guess that is off by one. -0 reads as 0.
+FLOAT_MANTISSA = 2**52
+
+
+def _float_form(
+    x: str, ln2: str, power: str, to_int: str, to_text: str, nan: str, inf: str, minus_inf: str
+) -> str:
+    magnitude = f"ABS({x})"
+    guess = f"GREATEST(-1074, LEAST(1023, {to_int.format(f'FLOOR(LN({magnitude}) / {ln2})')}))"
+    scaled = f"{magnitude} / {power.format(guess)}"
+    exponent = f"({guess} + CASE WHEN {scaled} >= 2 THEN 1 WHEN {scaled} < 1 THEN -1 ELSE 0 END)"
+    mantissa = to_text.format(to_int.format(f"{magnitude} / {power.format(exponent)} * {FLOAT_MANTISSA}"))
+    return (
+        f"CASE WHEN {x} = 0 THEN '0' WHEN {x} = {nan} THEN 'nan' WHEN {x} = {inf} THEN 'inf' "
+        f"WHEN {x} = {minus_inf} THEN '-inf' ELSE CASE WHEN {x} < 0 THEN '-' ELSE '' END || {mantissa} || 'p' || "
+        f"{to_text.format(f'{exponent} - 52')} END"
+    )
+
+
+CANONICAL_FORMS["float"] = (
+    _float_form(
+        "({c})::float8",  # a real is widened exactly, as Parquet's float32 is in Snowflake
+        ln2="ln(2::float8)",
+        power="power(2::float8, {})",
+        to_int="({})::bigint",
+        to_text="({})::text",
+        nan="'NaN'::float8",
+        inf="'Infinity'::float8",
+        minus_inf="'-Infinity'::float8",
+    ),
+    _float_form(
+        "{c}",
+        ln2="LN(2)",
+        power="POWER(2, {})",
+        to_int="({})::NUMBER(38, 0)",
+        to_text="TO_VARCHAR({})",
+        nan="'NaN'::FLOAT",
+        inf="'inf'::FLOAT",
+        minus_inf="'-inf'::FLOAT",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -101,9 +147,22 @@ def canonical_text(value: object, form: str) -> str:
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
         return str((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    if form == "float":
+        return _float_text(float(value))
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
+
+
+def _float_text(x: float) -> str:
+    if x == 0:
+        return "0"
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    fraction, exponent = math.frexp(abs(x))  # abs(x) = fraction * 2^exponent, 0.5 <= fraction < 1
+    return f"{'-' if x < 0 else ''}{int(fraction * 2 * FLOAT_MANTISSA)}p{exponent - 53}"
 
 
 def row_number(row: Mapping[str, object], columns: Sequence[tuple[str, str]]) -> int:

@@ -2,6 +2,7 @@
 table, that a load will be exact, by sending a canary file of awkward rows through the production path.
 """
 
+import math
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,7 +22,8 @@ from datavault_analytics.resources.stage_manifest import staged_columns
 from datavault_analytics.type_mapping import mapping_for
 
 PREFLIGHT_FOLDER = "_preflight"
-# DataVault's records table as PostgreSQL types it: the canary has its columns.
+# DataVault's records table as PostgreSQL types it, and a float and a boolean (other tables have them): the
+# canary has these columns.
 CANARY_COLUMNS = [
     ("id", "uuid", False),
     ("owner_id", "bigint", False),
@@ -30,7 +32,11 @@ CANARY_COLUMNS = [
     ("nonce", "bytea", False),
     ("created_at", "timestamp with time zone", False),
     ("updated_at", "timestamp with time zone", True),
+    ("latency_ms", "double precision", True),
+    ("found", "boolean", True),
 ]
+# Floats that engines print differently (integral, exponent notation, subnormal, the largest, specials).
+CANARY_FLOATS = [12.0, 0.1, 1e20, 5e-324, 1.7976931348623157e308, float("nan"), -2.5e-300]
 MIDNIGHT = datetime(2026, 11, 2, tzinfo=UTC)
 
 
@@ -64,7 +70,7 @@ def canary_rows() -> list[dict]:
         }
 
     microsecond = timedelta(microseconds=1)
-    return [
+    rows = [
         row(1, b"\x00nul\x00", MIDNIGHT - microsecond, MIDNIGHT),
         row(2, b"\xff\xfe\xfd", MIDNIGHT, MIDNIGHT + microsecond),
         row(3, b"\xc3\x28\xa0\xa1 invalid utf-8 \xe2\x82", MIDNIGHT + microsecond),
@@ -74,6 +80,13 @@ def canary_rows() -> list[dict]:
             6, b"0123456789abcdef", MIDNIGHT - timedelta(hours=9), None
         ),  # valid hex: mis-loaded, never an error
     ]
+    for n, canary in enumerate(rows):
+        canary["latency_ms"] = CANARY_FLOATS[n] if n < len(CANARY_FLOATS) - 1 else None
+        canary["found"] = None if n == 0 else n % 2 == 0
+    rows.append(
+        row(7, b"\x01", MIDNIGHT + timedelta(hours=7)) | {"latency_ms": CANARY_FLOATS[-1], "found": True}
+    )
+    return rows
 
 
 def _source_columns() -> list[SourceColumn]:
@@ -274,7 +287,8 @@ class Preflight:
             "round trip",
             found == expected and not differences,
             f"{len(rows)} awkward rows (NUL, 0xFF, invalid UTF-8, empty and 1 MB payloads, timestamps a "
-            f"microsecond either side of midnight, NULL, non-ASCII) loaded exactly; fingerprint {found}"
+            f"microsecond either side of midnight, NULL, non-ASCII, floats any engine prints its own way) "
+            f"loaded exactly; fingerprint {found}"
             if found == expected and not differences
             else f"loaded {found}, wrote {expected}; values that differ: {differences[:6] or 'none'}",
             "the session's TIMEZONE or the COPY's Parquet options are not in force; see "
@@ -287,6 +301,8 @@ def _plain(row) -> list:
 
 
 def _comparable(value):
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"  # NaN equals nothing, itself included
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     return value

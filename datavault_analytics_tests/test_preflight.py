@@ -32,7 +32,7 @@ def test_the_preflight_passes_on_the_local_stack_and_leaves_nothing_behind(pipel
         assert " ok " in line(lines, check), line(lines, check)
     assert "role LOADER, warehouse WH, DATAVAULT." in line(lines, "connection")
     assert "TIMEZONE=UTC, LOCK_TIMEOUT=300" in line(lines, "session parameters")
-    assert "6 awkward rows" in line(lines, "round trip") and "loaded exactly" in line(lines, "round trip")
+    assert "7 awkward rows" in line(lines, "round trip") and "loaded exactly" in line(lines, "round trip")
     assert lines[-1] == "preflight passed: loads into this account will be exact"
     # Without touching the target table: it was not created; the canary file and table are gone.
     assert pipeline.snowflake("SHOW TABLES") == []
