@@ -76,6 +76,7 @@ class Settings(BaseModel):
     snowflake_auth: Literal["password", "private_key", "private_key_path"] = "password"
     snowflake_private_key_has_password: bool = False  # SNOWFLAKE_PRIVATE_KEY_PASSWORD is set
     snowflake_login_timeout: int = 60  # SNOWFLAKE_LOGIN_TIMEOUT
+    snowflake_statement_timeout_seconds: int = 3600  # DATAVAULT_SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS
     snowflake_storage_integration: str | None = None  # SNOWFLAKE_STORAGE_INTEGRATION
     snowflake_lock_timeout_seconds: int = 300  # DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS
     snowflake_time_travel_days: int = 1  # DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS, when the table is created
@@ -145,6 +146,9 @@ class Settings(BaseModel):
             snowflake_private_key_has_password=auth != "password"
             and bool(env.text("SNOWFLAKE_PRIVATE_KEY_PASSWORD")),
             snowflake_login_timeout=env.number("SNOWFLAKE_LOGIN_TIMEOUT", 60, int),
+            snowflake_statement_timeout_seconds=env.number(
+                "DATAVAULT_SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS", 3600, int
+            ),
             snowflake_storage_integration=env.text("SNOWFLAKE_STORAGE_INTEGRATION"),
             snowflake_lock_timeout_seconds=env.number("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", 300, int),
             snowflake_time_travel_days=time_travel,
@@ -252,6 +256,9 @@ def _snowflake_resource(settings: Settings) -> SnowflakeResource:
         # Pass the field by its alias: `schema_=` is accepted here but dropped when a run resolves config.
         schema=dg.EnvVar("SNOWFLAKE_SCHEMA"),
         login_timeout=settings.snowflake_login_timeout,
+        # The connector re-sends a statement that got no answer or an HTTP error, by default forever: a run
+        # would hang, holding its load transaction. This bounds every statement, its retries included.
+        network_timeout=settings.snowflake_statement_timeout_seconds,
         additional_snowflake_connection_args={
             **emulator,
             # TLS is always on (https); OCSP checks fail open unless SNOWFLAKE_OCSP_FAIL_OPEN=false.

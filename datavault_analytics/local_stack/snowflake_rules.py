@@ -311,6 +311,12 @@ class StrictSnowflake:
             return await after(response) if after else response
         except SnowflakeError as error:
             return _error_response(error)
+        except Exception as error:  # noqa: BLE001 - Snowflake answers a statement's failure as a SQL error
+            # Never HTTP 500: the connector re-sends a query that got one, with the same request id, until
+            # its network_timeout (by default forever), and the request joins this same failed execution.
+            return _error_response(
+                SnowflakeError(603, "XX000", f"SQL execution internal error: {type(error).__name__}: {error}")
+            )
 
     async def _before(self, session: Session, sql: str):
         """(SQL to run, a coroutine taking the response) for one statement, or raise its Snowflake error."""
@@ -568,7 +574,11 @@ class StrictSnowflake:
             return
         url = self._stage_url(connection, source.group(1)).rstrip("/") + (source.group(2) or "/")
         for name in _STRING.findall(files.group(1)):
-            with self.s3_filesystem.open(url.rstrip("/") + "/" + name, "rb") as handle:
+            try:
+                handle = self.s3_filesystem.open(url.rstrip("/") + "/" + name, "rb")
+            except OSError as error:  # S3 down, or the file gone: Snowflake fails the COPY with this
+                raise SnowflakeError(91003, "22000", f"Failure using stage area. Cause: [{error}]") from None
+            with handle:
                 parquet = pq.ParquetFile(handle)
                 strings = [i for i, f in enumerate(parquet.schema_arrow) if pa.types.is_string(f.type)]
                 for group in range(parquet.num_row_groups):

@@ -8,6 +8,9 @@ is a process of its own with up to 6 retries; the test starts the server again o
 and asked for a retry.
 """
 
+import threading
+import time
+
 import dagster as dg
 import pytest
 
@@ -24,6 +27,7 @@ from datavault_analytics_tests.test_faults.conftest import (
     change_the_day,
 )
 from datavault_analytics_tests.test_faults.faultkit import SnowflakeProcess, run_events, wait_until
+from soak.proxy import FaultProxy
 
 RETRYING = {
     "DATAVAULT_MAX_RETRIES": "6",
@@ -148,3 +152,41 @@ def test_snowflake_down(tmp_path, pg_server, s3_endpoint, monkeypatch, start_run
         assert_exact(pipeline)
     finally:
         snowflake.stop()
+
+
+def test_a_snowflake_statement_that_gets_no_answer_fails_after_the_statement_timeout(
+    pg_server, s3_endpoint, snowflake_server, monkeypatch
+):
+    """The connector re-sends a statement that got no answer (or an HTTP 500), by default forever: a load
+    would hang holding its day's transaction. DATAVAULT_SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS ends it."""
+    proxy = FaultProxy("snowflake", snowflake_server.port).start()
+    try:
+        pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, monkeypatch)
+        monkeypatch.setenv("SNOWFLAKE_PORT", str(proxy.port))
+        monkeypatch.setenv("DATAVAULT_SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS", "4")
+        resources = build_resources(Settings.from_environment("prod"))
+        outcome: dict = {}
+
+        def statement(cursor) -> None:
+            started = time.monotonic()
+            try:
+                cursor.execute("SELECT 2")
+            except Exception as error:  # noqa: BLE001 - the outcome is asserted below
+                outcome["error"] = error
+            outcome["seconds"] = time.monotonic() - started
+
+        with dg.build_resources({"snowflake": resources["snowflake"]}) as built:
+            with built.snowflake.get_connection() as conn:
+                cursor = conn.cursor()
+                assert cursor.execute("SELECT 1").fetchall() == [(1,)]
+                proxy.inject("blackhole")
+                waiting = threading.Thread(target=statement, args=(cursor,), daemon=True)
+                waiting.start()
+                waiting.join(60)
+                proxy.heal()  # lets a statement that is still waiting end, if the timeout did not work
+                waiting.join(30)
+        assert "seconds" in outcome and outcome["seconds"] < 60, "the statement waited for its answer"
+        assert "error" in outcome and outcome["seconds"] >= 3, outcome
+        assert pipeline.snowflake("SELECT 3") == [(3,)]
+    finally:
+        proxy.stop()

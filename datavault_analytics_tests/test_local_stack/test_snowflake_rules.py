@@ -271,3 +271,20 @@ def test_a_request_sent_again_with_its_request_id_runs_once(snowflake_server, st
         assert run(conn, "SELECT COUNT(*) FROM t") == [(1,)]
         assert send(str(uuid.uuid4()))["success"]  # another request id is another statement
         assert run(conn, "SELECT COUNT(*) FROM t") == [(2,)]
+
+
+def test_a_copy_whose_staged_file_cannot_be_read_fails_as_a_sql_error_not_an_http_error(
+    snowflake_server, stage
+):
+    """An HTTP 500 would make the connector send the COPY again, joining the same failed execution, until
+    its network_timeout: by default forever, with the day's transaction open (soak seed 20)."""
+    table = pa.table({"id": [1], "note": ["x"]})
+    with prepare(snowflake_server, stage, "CREATE TABLE t (id INT, note VARCHAR)", table) as conn:
+        conn._network_timeout = 30  # without the rule, the test fails here instead of hanging
+        started = time.monotonic()
+        with pytest.raises(
+            snowflake.connector.errors.ProgrammingError, match="Failure using stage area"
+        ) as e:
+            copy(conn, "t", PARQUET_FILE_FORMAT, files=("part-0.parquet", "gone.parquet"))
+        assert e.value.errno == 91003 and time.monotonic() - started < 20
+        assert run(conn, "SELECT COUNT(*) FROM t") == [(0,)]
