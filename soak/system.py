@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LOCAL_INSTANCE = REPO / "datavault_analytics" / "local_stack" / "dagster.yaml"
 TMPFS_MB = 24
+ORPHAN_GRACE_SECONDS = 45.0  # an orphaned gRPC code server exits 30 s after its parent (its heartbeat timeout)
 # The shipped local instance, with the daemon's loops shortened so that minutes of soak see what hours
 # of production would: the nemesis acts every few seconds.
 INSTANCE_OVERRIDES = {
@@ -428,8 +429,16 @@ class System:
             subprocess.run(["umount", "-l", str(self.tmp)], capture_output=True)
             self.tmpfs_mounted = False
 
-    def leftovers(self) -> list[str]:
-        """Processes still running from this soak's folder (none, once stopped)."""
+    def leftovers(self, grace_seconds: float = ORPHAN_GRACE_SECONDS) -> list[str]:
+        """Processes still running from this soak's folder `grace_seconds` after the stop (none, once
+        stopped). A gRPC code server whose parent was killed (an engineer's `dg launch`) is orphaned and
+        exits once its heartbeat has been missing for 30 s (Dagster's --heartbeat-timeout): so the wait."""
+        deadline = time.monotonic() + grace_seconds
+        while (found := self._running()) and time.monotonic() < deadline:
+            time.sleep(1)
+        return found
+
+    def _running(self) -> list[str]:
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
