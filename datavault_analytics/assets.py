@@ -25,7 +25,7 @@ from datavault_analytics.reconciliation import (
 )
 from datavault_analytics.redaction import redact_known_secrets
 from datavault_analytics.resources.partition_locks import PartitionLocks
-from datavault_analytics.resources.postgres import PostgresResource, SourceExtract
+from datavault_analytics.resources.postgres import POSTGRES_POOL, PostgresResource, SourceExtract
 from datavault_analytics.resources.snowflake import LoadResult, SnowflakeLoader, SnowflakeLoadError
 from datavault_analytics.resources.stage_manifest import StagedPartition, staged_columns
 from datavault_analytics.resources.table_spec import table_metadata
@@ -129,7 +129,7 @@ def _stage_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
         key=pipeline.stage_key,
         ins={"source": dg.AssetIn(key=pipeline.source_key)},
         io_manager_key="s3_stage_io_manager",
-        pool="datavault_postgres",
+        pool=POSTGRES_POOL,
         kinds={"s3", "parquet"},
         description=(
             f"The day's rows of {spec.source_name} as Parquet files in the S3 stage, at "

@@ -1,6 +1,7 @@
 """Drift: finding the days of history where Snowflake no longer equals PostgreSQL, and planning their repair.
 
-One scan (a table's drift sensor, sensors.py, every `drift.scan_seconds`) has two tiers:
+One scan (a run of the table's drift scan job, launched by its drift sensor every `drift.scan_seconds`;
+sensors.py) has two tiers:
 - cheap, every day of history: row count and latest `updated_at` per day on both sides, one statement each;
   this finds erasures, backdated rows and updates that bump `updated_at`;
 - content, a few days per scan, the least recently verified first: the full fingerprint over every column
@@ -40,7 +41,11 @@ class ScanState(BaseModel):
     """The drift sensor's cursor."""
 
     scans: int = 0
-    scan_id: str | None = None  # the latest scan's check evaluations are stored under this id
+    scan_run_key: str | None = None  # the scan run the sensor launched and waits for
+    scan_requested_at: float | None = None  # when it was requested (seconds since the epoch)
+    last_scan_at: float | None = (
+        None  # when the latest scan was requested; the next is due scan_seconds later
+    )
     next_content_day: str | None = None  # where the content tier's round over history goes on
     content_drifted: dict[str, str] = Field(default_factory=dict)  # day -> why, until verified equal again
     repairs: dict[str, Repair] = Field(default_factory=dict)

@@ -50,6 +50,7 @@ class Settings(BaseModel):
     ] = ()  # what prod requires and the environment lacks (build_resources refuses)
     # Shared by every table; per-table settings are in each table's defs.yaml
     observed_days: int = 7  # DATAVAULT_OBSERVED_DAYS
+    drift_budget_seconds_per_hour: float = 180  # DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR, all tables' scans
     backfill_days_per_run: int = 0  # DATAVAULT_BACKFILL_DAYS_PER_RUN; 0: a range is one run
     max_retries: int = 3  # DATAVAULT_MAX_RETRIES
     retry_delay_seconds: float = 15  # DATAVAULT_RETRY_DELAY_SECONDS
@@ -120,6 +121,7 @@ class Settings(BaseModel):
             environment=name,
             missing_variables=env.missing_required() if name == "prod" else (),
             observed_days=env.number("DATAVAULT_OBSERVED_DAYS", 7, int),
+            drift_budget_seconds_per_hour=env.number("DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR", 180, float),
             backfill_days_per_run=env.number("DATAVAULT_BACKFILL_DAYS_PER_RUN", 0, int),
             max_retries=env.number("DATAVAULT_MAX_RETRIES", 3, int),
             retry_delay_seconds=env.number("DATAVAULT_RETRY_DELAY_SECONDS", 15, float),

@@ -76,5 +76,9 @@ class TablePipeline:
         return f"datavault_{self.name}_drift_sensor"
 
     @property
+    def drift_scan_job_name(self) -> str:
+        return f"datavault_{self.name}_drift_scan"
+
+    @property
     def checks_name(self) -> str:
         return f"snowflake_{self.name}_checks"

@@ -5,7 +5,7 @@ from datavault_analytics.checks import build_table_checks, check_specs
 from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.jobs import build_table_job
 from datavault_analytics.schedules import build_table_schedule
-from datavault_analytics.sensors import build_drift_sensor
+from datavault_analytics.sensors import build_drift_scan_job, build_drift_sensor
 
 RECORDS = configured_table("records")
 SOURCE_KEY, STAGE_KEY, SNOWFLAKE_KEY = RECORDS.source_key, RECORDS.stage_key, RECORDS.snowflake_key
@@ -15,4 +15,5 @@ CHECKS = build_table_checks(RECORDS)
 CHECK_SPECS = check_specs(RECORDS)
 JOB = build_table_job(RECORDS)
 SCHEDULE = build_table_schedule(RECORDS, JOB)
-DRIFT_SENSOR = build_drift_sensor(RECORDS, JOB)
+DRIFT_SCAN_JOB = build_drift_scan_job(RECORDS)
+DRIFT_SENSOR = build_drift_sensor(RECORDS, JOB, DRIFT_SCAN_JOB)

@@ -180,8 +180,7 @@ def test_no_record_id_or_payload_reaches_dagster_events_even_when_checks_and_the
     pipeline, monkeypatch
 ):
     """The erasure section's promise: Dagster's event log holds no record that an erasure must remove."""
-    from datavault_analytics import sensors
-    from datavault_analytics.drift import ScanState
+    from datavault_analytics.sensors import build_drift_scan_job
     from datavault_analytics.table_pipeline import DriftSettings
 
     pipeline.seed([DAY_DATE], rows_per_day=20)
@@ -195,17 +194,12 @@ def test_no_record_id_or_payload_reaches_dagster_events_even_when_checks_and_the
         )
         # A failing content verification by the drift scan, then failing checks: what might name a record.
         pipeline.pg("UPDATE records SET nonce = '\\x00'::bytea WHERE id = %s", (rows[1][0],))
+        # The scan job over all of history, in process: its run holds the scan's evaluations.
         table = dataclasses.replace(records.RECORDS, drift=DriftSettings(hash_days_per_scan=1))
-        resources = {k: pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
-        with dg.build_resources(resources) as built:
-            scan = sensors.scan_for_drift(
-                dg.build_sensor_context(instance=instance),
-                table,
-                built.postgres,
-                built.snowflake_loader,
-                [DAY],
-            )
-        scan_ids = [ScanState.from_cursor(scan.cursor).scan_id]
+        scan = build_drift_scan_job(table).execute_in_process(
+            instance=instance, resources=pipeline.resources, raise_on_error=False
+        )
+        assert scan.success
         [(duplicated,)] = pipeline.snowflake('SELECT MIN("ID") FROM "RECORDS"')
         pipeline.snowflake('INSERT INTO "RECORDS" SELECT * FROM "RECORDS" WHERE "ID" = %s', (duplicated,))
         only_checks = dg.AssetSelection.checks_for_assets(records.SNOWFLAKE_KEY)
@@ -218,8 +212,8 @@ def test_no_record_id_or_payload_reaches_dagster_events_even_when_checks_and_the
             raise_on_error=False,
         )
         run_ids = [r.run_id for r in instance.get_runs()]
-        events = [serialize_value(e) for run_id in [*run_ids, *scan_ids] for e in instance.all_logs(run_id)]
-    assert len(run_ids) == 2 and len(events) > 50
+        events = [serialize_value(e) for run_id in run_ids for e in instance.all_logs(run_id)]
+    assert len(run_ids) == 3 and len(events) > 50
     blob = "\n".join(events).lower()
     # The scanned events hold the failures: the duplicate, the count and the content that differ.
     assert "1 id(s) appear more than once" in blob and "drift scan" in blob

@@ -8,7 +8,6 @@ import dataclasses
 from datetime import date, timedelta
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 from dagster._core.test_utils import create_run_for_test
 
 from datavault_analytics import sensors
@@ -16,23 +15,25 @@ from datavault_analytics.checks import CONTENT_HASH
 from datavault_analytics.drift import ScanState, plan_ranges
 from datavault_analytics.environment import SETTINGS
 from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
+from datavault_analytics.resources.postgres import PostgresResource
 from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
 from datavault_analytics.table_pipeline import DriftSettings
 from datavault_analytics_tests.pipeline_harness import loads_per_day
-from datavault_analytics_tests.records import DRIFT_SENSOR, JOB, PARTITIONS, RECORDS, SCHEDULE
+from datavault_analytics_tests.records import DRIFT_SCAN_JOB, DRIFT_SENSOR, JOB, PARTITIONS, RECORDS, SCHEDULE
 
 DAYS = [date(2025, 3, 1) + timedelta(days=n) for n in range(6)]
 KEYS = [d.isoformat() for d in DAYS]
 
 
 class Scanner:
-    """Evaluates the drift scan over `days`, carrying its cursor from one scan to the next."""
+    """Evaluates the drift scan over `days` as its scan run does, carrying the state from scan to scan."""
 
     def __init__(self, pipeline, monkeypatch, days=KEYS):
         self.pipeline, self.monkeypatch, self.days = pipeline, monkeypatch, days
         self.cursor: str | None = None
+        self.latest: sensors.ScanOutcome | None = None
 
-    def scan(self, **settings) -> dg.SensorResult:
+    def scan(self, **settings) -> sensors.ScanOutcome:
         """One scan; `drift_X=` sets the table's drift setting X, any other name the shared setting."""
         drift = {name.removeprefix("drift_"): v for name, v in settings.items() if name.startswith("drift_")}
         shared = {name: v for name, v in settings.items() if not name.startswith("drift_")}
@@ -40,24 +41,26 @@ class Scanner:
         table = dataclasses.replace(RECORDS, drift=DriftSettings(**drift))
         resources = {k: self.pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
         with dg.build_resources(resources) as built:
-            context = dg.build_sensor_context(instance=self.pipeline.instance, cursor=self.cursor)
-            result = sensors.scan_for_drift(context, table, built.postgres, built.snowflake_loader, self.days)
-        assert isinstance(result, dg.SensorResult)
-        self.cursor = result.cursor
-        return result
+            self.latest = sensors.scan_for_drift(
+                self.pipeline.instance,
+                table,
+                built.postgres,
+                built.snowflake_loader,
+                self.days,
+                ScanState.from_cursor(self.cursor),
+            )
+        self.cursor = self.latest.cursor
+        return self.latest
 
     @property
     def state(self) -> ScanState:
         return ScanState.from_cursor(self.cursor)
 
     def evaluations(self) -> list[dg.AssetCheckEvaluation]:
-        """The check evaluations the latest scan stored in the instance."""
-        records = self.pipeline.instance.get_records_for_run(
-            self.state.scan_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
-        ).records
-        return [r.event_log_entry.dagster_event.event_specific_data for r in records]
+        """The check evaluations the latest scan reports (its run logs them)."""
+        return self.latest.evaluations
 
-    def repair(self, result: dg.SensorResult, **overrides) -> list[bool]:
+    def repair(self, result: sensors.ScanOutcome, **overrides) -> list[bool]:
         """Runs each requested range as the daemon would launch it: the job's assets, one run per range."""
         saved = self.pipeline.resources
         self.pipeline.with_resources(**overrides)
@@ -72,7 +75,7 @@ class Scanner:
             self.pipeline.resources = saved
 
 
-def ranges(result: dg.SensorResult) -> list[tuple[str, str]]:
+def ranges(result: sensors.ScanOutcome) -> list[tuple[str, str]]:
     return [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in result.run_requests]
 
 
@@ -204,11 +207,11 @@ def test_a_day_that_keeps_failing_to_reload_is_reported_once_and_left_alone_unti
     assert scanner.scan(drift_hash_days_per_scan=1).run_requests == [] and scanner.state.repairs == {}
 
 
-def test_the_sensor_is_defined_with_the_configured_interval_and_stays_off_locally():
+def test_the_sensor_is_defined_to_launch_scans_and_repairs_and_stays_off_locally():
     sensor = DRIFT_SENSOR
     assert sensor.name == "datavault_records_drift_sensor"
-    assert sensor.minimum_interval_seconds == RECORDS.drift.scan_seconds == 900
-    assert sensor.job_name == JOB.name
+    assert RECORDS.drift.scan_seconds == 900 and sensor.minimum_interval_seconds == 30
+    assert {j.name for j in sensor.jobs} == {JOB.name, "datavault_records_drift_scan"}
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
 
@@ -229,3 +232,120 @@ def test_the_days_of_the_schedules_latest_run_are_scanned_once_that_run_has_ende
     instance.report_run_failed(instance.get_run_by_id(run.run_id), "killed")
     scanned = sensors.scanned_days(RECORDS, instance)
     assert scanned[-3:] == window and len(scanned) == len(set(scanned))
+
+
+# -- the sensor decides, the scan run measures -------------------------------------------------------
+
+
+def tick(pipeline, cursor: str | None, sensor=DRIFT_SENSOR) -> dg.SensorResult:
+    """One evaluation of the drift sensor itself, on the pipeline's instance."""
+    result = sensor(dg.build_sensor_context(instance=pipeline.instance, cursor=cursor))
+    assert isinstance(result, dg.SensorResult), result
+    return result
+
+
+def reason(result: dg.SensorResult) -> str:
+    return result.skip_reason.skip_message if result.skip_reason else ""
+
+
+def launch(pipeline, request: dg.RunRequest, scan_job=DRIFT_SCAN_JOB) -> dg.ExecuteInProcessResult:
+    """Runs a requested scan as the daemon would launch it: its job, its config, its run key."""
+    return scan_job.execute_in_process(
+        run_config=request.run_config,
+        resources=pipeline.resources,
+        instance=pipeline.instance,
+        tags={**request.tags, "dagster/run_key": request.run_key},
+        raise_on_error=False,
+    )
+
+
+def test_the_sensor_launches_a_scan_run_then_the_repairs_it_found(pipeline, monkeypatch):
+    monkeypatch.setattr(sensors, "scanned_days", lambda table, instance=None: KEYS)
+    loaded_pipeline(pipeline, rows_per_day=10)
+    pipeline.pg("DELETE FROM records WHERE id = %s", (pipeline.first_id(KEYS[2]),))
+
+    # The sensor reads only Dagster's instance: it takes no resource, so a tick cannot reach DataVault.
+    assert DRIFT_SENSOR.required_resource_keys == set()
+    first = tick(pipeline, None)
+    [scan_request] = first.run_requests
+    assert (
+        scan_request.job_name == DRIFT_SCAN_JOB.name
+        and scan_request.tags["datavault/trigger"] == "drift-scan"
+    )
+    waiting = tick(pipeline, first.cursor)  # its run was not launched yet
+    assert waiting.run_requests == [] and "Waiting for the scan run" in reason(waiting)
+
+    scan = launch(pipeline, scan_request)
+    assert scan.success
+    # The scan run holds the evaluations and an observation of the source with its findings.
+    evaluations = [
+        e.event_specific_data for e in scan.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert evaluations and all(e.check_name == CONTENT_HASH for e in evaluations)
+    [observation] = scan.asset_observations_for_node(f"scan_{RECORDS.name}_for_drift")
+    assert observation.asset_key == RECORDS.source_key and "1 differ" in observation.description
+    seconds = float(pipeline.instance.get_run_by_id(scan.run_id).tags[sensors.SCAN_SECONDS_TAG])
+    assert 0 < seconds < 120
+
+    repaired = tick(pipeline, waiting.cursor)
+    [repair] = repaired.run_requests
+    assert repair.job_name == JOB.name
+    assert (repair.tags[RANGE_START_TAG], repair.tags[RANGE_END_TAG]) == (KEYS[2], KEYS[2])
+    assert ScanState.from_cursor(repaired.cursor).scans == 1
+    assert set(ScanState.from_cursor(repaired.cursor).repairs) == {KEYS[2]}
+
+    # The next scan is not due for scan_seconds (900): the following ticks launch nothing.
+    quiet = tick(pipeline, repaired.cursor)
+    assert quiet.run_requests == [] and "not due" in reason(quiet)
+
+
+def test_a_failed_scan_run_is_reported_and_the_next_scan_starts_when_due(pipeline, monkeypatch):
+    monkeypatch.setattr(sensors, "scanned_days", lambda table, instance=None: KEYS)
+    first = tick(pipeline, None)
+    [scan_request] = first.run_requests
+    broken = PostgresResource(dsn="postgresql://nobody@127.0.0.1:9/x")
+    with monkeypatch.context() as patch:
+        patch.setitem(pipeline.resources, "postgres", broken)
+        assert not launch(pipeline, scan_request).success
+    after = tick(pipeline, first.cursor)
+    assert after.run_requests == [] and "ended FAILURE" in reason(after)
+    state = ScanState.from_cursor(after.cursor)
+    assert state.scan_run_key is None and state.scans == 0
+    state.last_scan_at -= RECORDS.drift.scan_seconds  # time passes
+    [again] = tick(pipeline, state.model_dump_json()).run_requests
+    assert again.job_name == DRIFT_SCAN_JOB.name and again.run_key != scan_request.run_key
+
+
+def test_every_tables_scans_share_one_budget(pipeline, monkeypatch):
+    """A scan starts only while the scans of all tables took less than the budget in the past hour."""
+    from datavault_analytics.components.datavault_table import configured_table
+    from datavault_analytics.jobs import build_table_job
+
+    monkeypatch.setattr(sensors, "scanned_days", lambda table, instance=None: KEYS)
+    log = configured_table("retrieval_log")
+    log_scan = sensors.build_drift_scan_job(log)
+    log_sensor = sensors.build_drift_sensor(log, build_table_job(log), log_scan)
+    pipeline.seed_retrievals(DAYS, rows_per_day=5)
+    [request] = tick(pipeline, None, log_sensor).run_requests
+    assert launch(pipeline, request, log_scan).success
+    spent = sensors.budget_spent(pipeline.instance)
+    assert spent > 0
+
+    monkeypatch.setattr(
+        sensors, "SETTINGS", SETTINGS.model_copy(update={"drift_budget_seconds_per_hour": spent})
+    )
+    blocked = tick(pipeline, None)  # records' first scan: retrieval_log's spent the budget
+    assert blocked.run_requests == [] and "The drift budget is spent" in reason(blocked)
+    assert "DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR" in reason(blocked)
+    # A scan run launched before the budget ran out (by another table's sensor, say) does not scan either.
+    queued = dg.RunRequest(
+        run_key="late", run_config={}, tags={"datavault/trigger": "drift-scan", "datavault/table": "records"}
+    )
+    late = launch(pipeline, queued)
+    assert late.success and late.asset_observations_for_node(f"scan_{RECORDS.name}_for_drift") == []
+
+    monkeypatch.setattr(
+        sensors, "SETTINGS", SETTINGS.model_copy(update={"drift_budget_seconds_per_hour": spent * 2 + 60})
+    )
+    [allowed] = tick(pipeline, None).run_requests
+    assert allowed.job_name == DRIFT_SCAN_JOB.name

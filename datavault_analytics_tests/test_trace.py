@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from datavault_analytics import cli, sensors
+from datavault_analytics.drift import ScanState
 from datavault_analytics.environment import ConfigurationError, Settings
 from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
 from datavault_analytics.resources.snowflake import SnowflakeLoader
@@ -57,9 +58,8 @@ def test_an_erased_record_is_traced_out_of_postgres_then_out_of_snowflake_and_th
     table = dataclasses.replace(RECORDS, drift=DriftSettings(hash_days_per_scan=0))
     resources = {k: pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
     with dg.build_resources(resources) as built:
-        context = dg.build_sensor_context(instance=pipeline.instance)
         scan = sensors.scan_for_drift(
-            context, table, built.postgres, built.snowflake_loader, [DAY.isoformat()]
+            pipeline.instance, table, built.postgres, built.snowflake_loader, [DAY.isoformat()], ScanState()
         )
     [request] = scan.run_requests
     pipeline.materialize(request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG])

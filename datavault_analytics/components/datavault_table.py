@@ -17,7 +17,7 @@ from datavault_analytics.checks import build_table_checks
 from datavault_analytics.jobs import build_table_job
 from datavault_analytics.resources.table_spec import TableSpec
 from datavault_analytics.schedules import build_table_schedule
-from datavault_analytics.sensors import build_drift_sensor
+from datavault_analytics.sensors import build_drift_scan_job, build_drift_sensor
 from datavault_analytics.table_pipeline import DriftSettings, TablePipeline
 
 DEFS_FOLDER = Path(__file__).parent.parent / "defs"
@@ -166,13 +166,13 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
 
 def build_table_definitions(pipeline: TablePipeline) -> dg.Definitions:
     """Everything one table gets."""
-    job = build_table_job(pipeline)
+    job, scan_job = build_table_job(pipeline), build_drift_scan_job(pipeline)
     return dg.Definitions(
         assets=build_table_assets(pipeline),
         asset_checks=[build_table_checks(pipeline)],
-        jobs=[job],
+        jobs=[job, scan_job],
         schedules=[build_table_schedule(pipeline, job)],
-        sensors=[build_drift_sensor(pipeline, job)],
+        sensors=[build_drift_sensor(pipeline, job, scan_job)],
     )
 
 

@@ -47,6 +47,9 @@ class SourceColumn:
 # Batches the extract may read ahead: about one row group of the stage (S3StageIOManager.row_group_mb),
 # so that reading, the slowest part, never waits while a row group is encoded.
 PREFETCH_BYTES = 16 * 1024 * 1024
+# The Dagster pool of every op that reads DataVault's database in bulk (extracts, drift scans), of every table:
+# its limit bounds how many do at once.
+POSTGRES_POOL = "datavault_postgres"
 
 
 class PostgresSourceError(TransientError):

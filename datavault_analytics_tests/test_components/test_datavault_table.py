@@ -158,7 +158,10 @@ def test_dg_lists_and_scaffolds_the_component(tmp_path):
                 for key in (asset.keys if isinstance(asset, dg.AssetsDefinition) else [asset.key])
             }
             assert keys == {f"{system}/datavault/audit_events" for system in ("postgres", "s3", "snowflake")}
-            assert [j.name for j in defs.jobs] == ["datavault_audit_events_daily"]
+            assert [j.name for j in defs.jobs] == [
+                "datavault_audit_events_daily",
+                "datavault_audit_events_drift_scan",
+            ]
 
 
 # -- every table gets the whole pipeline ---------------------------------------------------------
