@@ -30,7 +30,8 @@ MANIFEST_MATCHES_LOAD = "staged_manifest_matches_load"
 
 def check_specs(pipeline: TablePipeline) -> list[dg.AssetCheckSpec]:
     """The four per-day checks of the table's Snowflake asset."""
-    key, partitions, pk = pipeline.snowflake_key, pipeline.partitions, pipeline.spec.primary_key
+    key, partitions = pipeline.snowflake_key, pipeline.partitions
+    pk = ", ".join(pipeline.spec.primary_key)
     return [
         dg.AssetCheckSpec(
             ROW_COUNT,
@@ -50,7 +51,7 @@ def check_specs(pipeline: TablePipeline) -> list[dg.AssetCheckSpec]:
             NO_DUPLICATE_IDS,
             asset=key,
             partitions_def=partitions,
-            description=f"No {pk} appears more than once in Snowflake for the day.",
+            description=f"No primary key ({pk}) appears more than once in Snowflake for the day.",
         ),
         dg.AssetCheckSpec(
             MANIFEST_MATCHES_LOAD,

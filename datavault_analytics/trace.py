@@ -89,7 +89,7 @@ def trace_record(
     with postgres.connect("trace") as conn:
         row = conn.execute(
             f"SELECT to_char({quote_postgres(table.partition_column)} AT TIME ZONE 'UTC', 'YYYY-MM-DD') "  # noqa: S608
-            f"FROM {postgres.qualified_table} WHERE {quote_postgres(table.primary_key)} = %s",
+            f"FROM {postgres.qualified_table} WHERE {quote_postgres(_key_column(table))} = %s",
             (trace.record_id,),
         ).fetchone()
     trace.postgres_day = row[0] if row else None
@@ -109,9 +109,19 @@ def trace_record(
             names = storage.sizes(f"{day_directory(stage.dataset, day)}/")
             for name in sorted(n for n in names if not n.endswith(MANIFEST_NAME)):
                 uri = storage.location.uri_of(name)
-                if _file_holds(stage, uri, table.primary_key, trace.record_id):
+                if _file_holds(stage, uri, _key_column(table), trace.record_id):
                     trace.staged_files.append(uri)
     return trace
+
+
+def _key_column(table) -> str:
+    """A record is found by its id: the table's one primary key column."""
+    if len(table.primary_key) != 1:
+        raise ValueError(
+            f"trace finds a record by its id; {table.source_name} has a composite primary key "
+            f"({', '.join(table.primary_key)})"
+        )
+    return table.primary_key[0]
 
 
 def _snowflake_sightings(trace: Trace, snowflake_loader: SnowflakeLoader) -> None:
@@ -123,7 +133,7 @@ def _snowflake_sightings(trace: Trace, snowflake_loader: SnowflakeLoader) -> Non
         column = quote_snowflake(table.partition_column)
         cursor.execute(
             f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD'), COUNT(*) FROM "  # noqa: S608
-            f"{quote_snowflake(snowflake_loader.table_name)} WHERE {quote_snowflake(table.primary_key)} = %s "
+            f"{quote_snowflake(snowflake_loader.table_name)} WHERE {quote_snowflake(_key_column(table))} = %s "
             "GROUP BY 1",
             (trace.record_id,),
         )

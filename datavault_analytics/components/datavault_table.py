@@ -92,7 +92,7 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
     partition_column: str = Field(
         description="timestamptz or timestamp column whose UTC day is the partition."
     )
-    primary_key: list[str] = Field(description="The primary key's columns (one column today).")
+    primary_key: list[str] = Field(description="The primary key's columns, one or more.")
     updated_at_column: str | None = Field(
         default=None,
         description="Column bumped when a row changes; the drift scan's cheap tier compares its latest value.",
@@ -117,12 +117,9 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
 
     @field_validator("primary_key")
     @classmethod
-    def _one_key_column(cls, value: list[str]) -> list[str]:
-        if len(value) != 1:
-            raise ValueError(
-                f"primary_key must name exactly one column today, not {value!r}: composite keys are not "
-                "supported yet"
-            )
+    def _key_columns(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"primary_key must name one or more distinct columns, not {value!r}")
         return value
 
     @field_validator("start_date")
@@ -141,7 +138,7 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
             postgres_table=name,
             snowflake_table=self.snowflake_table or name.upper(),
             partition_column=self.partition_column,
-            primary_key=self.primary_key[0],
+            primary_key=list(self.primary_key),
             updated_at_column=self.updated_at_column,
             payload_column=None,
         )

@@ -204,7 +204,7 @@ class PostgresResource(dg.ConfigurableResource):
             for name, pg_type, nullable in rows
         ]
         names = {c.name for c in columns}
-        for setting, column in self.table.required_columns().items():
+        for setting, column in self.table.required_columns():
             if column.lower() not in names:
                 raise SourceSchemaError(
                     f"{setting}={column!r} is not a column of {self.table.source_name} (PostgreSQL at "

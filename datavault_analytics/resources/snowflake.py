@@ -513,10 +513,9 @@ class SnowflakeLoader(dg.ConfigurableResource):
         )
         # Cast, so the SUM is a NUMBER(38,0) (and the emulator sums it exactly), and passed as text, so that no
         # client converts it through a float.
-        return (
-            f"COUNT(*), TO_VARCHAR(SUM({number}::NUMBER(19, 0))), COUNT(*) - COUNT(DISTINCT "
-            f"{quote_snowflake(self.table.primary_key)})"
-        )
+        # COUNT(DISTINCT a, b) counts distinct key tuples (a key column is never NULL).
+        key = ", ".join(quote_snowflake(c) for c in self.table.primary_key)
+        return f"COUNT(*), TO_VARCHAR(SUM({number}::NUMBER(19, 0))), COUNT(*) - COUNT(DISTINCT {key})"
 
     def fingerprints(
         self, windows: list[DayWindow], columns: list[StagedColumn]
@@ -554,10 +553,16 @@ class SnowflakeLoader(dg.ConfigurableResource):
                 if not existing:
                     return {}
                 updated_at = (self.table.updated_at_column or "").upper()
-                latest = f"MAX({quote_snowflake(updated_at)})" if updated_at in existing else "NULL"
+                # A table without the column has no latest update: a typed NULL (DATE_PART of a bare NULL
+                # cannot be typed by every engine).
+                latest = (
+                    f"TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, MAX({quote_snowflake(updated_at)})))"
+                    if updated_at in existing
+                    else "NULL::VARCHAR"
+                )
                 cursor.execute(
                     f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, COUNT(*), "  # noqa: S608
-                    f"TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, {latest})) FROM {quote_snowflake(self.table_name)} "
+                    f"{latest} FROM {quote_snowflake(self.table_name)} "
                     f"WHERE {column} >= %s AND {column} < %s GROUP BY 1",
                     (first.start_ntz, last.end_ntz),
                 )
@@ -571,11 +576,13 @@ class SnowflakeLoader(dg.ConfigurableResource):
         surplus rows: it groups by id. No id is returned: record ids stay out of Dagster's event log."""
         if not windows:
             return {}
-        pk, column = quote_snowflake(self.table.primary_key), quote_snowflake(self.table.partition_column)
+        key = ", ".join(quote_snowflake(c) for c in self.table.primary_key)
+        column = quote_snowflake(self.table.partition_column)
+        groups = ", ".join(str(n) for n in range(1, len(self.table.primary_key) + 2))
         sql = (
             "SELECT day, COUNT(*), SUM(n) - COUNT(*) FROM ("  # noqa: S608
-            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, TO_VARCHAR({pk}) AS id, COUNT(*) AS "
-            f"n FROM {quote_snowflake(self.table_name)} WHERE {column} >= %s AND {column} < %s GROUP BY 1, 2 "
+            f"SELECT TO_VARCHAR(TO_DATE({column}), 'YYYY-MM-DD') AS day, {key}, COUNT(*) AS n FROM "
+            f"{quote_snowflake(self.table_name)} WHERE {column} >= %s AND {column} < %s GROUP BY {groups} "
             "HAVING COUNT(*) > 1) GROUP BY day"
         )
         start, end = min(w.start_ntz for w in windows), max(w.end_ntz for w in windows)

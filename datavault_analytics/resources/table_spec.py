@@ -23,7 +23,11 @@ class TableSpec(dg.Config):
     partition_column: str = Field(
         default="created_at", description="timestamptz column whose UTC day is the partition."
     )
-    primary_key: str = Field(default="id", description="Primary key column, used for reconciliation.")
+    primary_key: list[str] = Field(
+        default_factory=lambda: ["id"],
+        min_length=1,
+        description="The primary key's columns: no two rows of a day share them.",
+    )
     updated_at_column: str | None = Field(
         default="updated_at",
         description="Column bumped when a row changes; the drift scan's cheap tier compares its latest "
@@ -38,13 +42,18 @@ class TableSpec(dg.Config):
         "postgres_table",
         "snowflake_table",
         "partition_column",
-        "primary_key",
         "updated_at_column",
         "payload_column",
     )
     @classmethod
     def _plain_identifier(cls, name: str | None, info) -> str | None:
         return None if name is None else validate_identifier(name, info.field_name)
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _key_columns(cls, value) -> list[str]:
+        columns = [value] if isinstance(value, str) else list(value)
+        return [validate_identifier(c, "primary_key") for c in columns]
 
     @property
     def name(self) -> str:
@@ -60,15 +69,15 @@ class TableSpec(dg.Config):
     def qualified_postgres(self) -> str:
         return f"{quote_postgres(self.postgres_schema)}.{quote_postgres(self.postgres_table)}"
 
-    def required_columns(self) -> dict[str, str]:
-        """setting -> column, for every column this spec names."""
-        named = {
-            "partition_column": self.partition_column,
-            "primary_key": self.primary_key,
-            "updated_at_column": self.updated_at_column,
-            "payload_column": self.payload_column,
-        }
-        return {setting: column for setting, column in named.items() if column is not None}
+    def required_columns(self) -> list[tuple[str, str]]:
+        """(setting, column) for every column this spec names."""
+        named = [
+            ("partition_column", self.partition_column),
+            *(("primary_key", column) for column in self.primary_key),
+            ("updated_at_column", self.updated_at_column),
+            ("payload_column", self.payload_column),
+        ]
+        return [(setting, column) for setting, column in named if column is not None]
 
 
 # Each asset carries its table in its definition metadata, so the shared IO managers know which table an

@@ -82,7 +82,8 @@ def test_the_demo_ships_two_tables_whose_names_never_collide():
     [
         ({"partition_column": "created_at", "primary_key": ["id"]}, "table"),  # required, missing
         ({"table": "records", "partition_column": "c", "primary_key": ["id"]}, "schema-qualified"),
-        ({"table": "public.t", "partition_column": "c", "primary_key": ["a", "b"]}, "exactly one column"),
+        ({"table": "public.t", "partition_column": "c", "primary_key": ["a", "a"]}, "distinct columns"),
+        ({"table": "public.t", "partition_column": "c", "primary_key": []}, "one or more"),
         (
             {"table": "public.t", "partition_column": "c", "primary_key": ["id"], "start_date": "2026-13-01"},
             "YYYY-MM-DD",
@@ -291,3 +292,127 @@ def test_one_tables_day_lock_says_nothing_about_anothers(pipeline):
             with records_locks.try_hold(KEYS[0], holder="probe") as probe:
                 assert probe is None
     assert pipeline.reconcile(KEYS[:1], table=log)[0].matches
+
+
+RETRIEVAL_LOG_CHANGES = {
+    "ID": '"ID" + 1000000',
+    "RECORD_ID": "REPLACE(\"RECORD_ID\", '-4', '-5')",
+    "REQUESTED_BY": "\"REQUESTED_BY\" || 'x'",
+    "FOUND": 'NOT "FOUND"',
+    "CLIENT": "REPLACE(\"CLIENT\", '10.', '11.')",
+    "ERROR_CODE": "COALESCE(\"ERROR_CODE\", 'X')",
+    "LATENCY_MS": 'COALESCE("LATENCY_MS", 0) + 0.001',
+    "RETRIEVED_AT": 'DATEADD(microsecond, 1, "RETRIEVED_AT")',
+}
+
+
+@pytest.mark.parametrize("column", sorted(RETRIEVAL_LOG_CHANGES))
+def test_a_change_in_any_column_of_the_retrieval_log_fails_its_content_check(pipeline, column):
+    log = configured_table("retrieval_log")
+    pipeline.seed_retrievals(DAYS[:1], rows_per_day=20)
+    assert load_with_checks(pipeline, log, KEYS[0], KEYS[0]).success
+    [(victim,)] = pipeline.snowflake('SELECT MIN("ID") FROM "RETRIEVAL_LOG"')
+    pipeline.snowflake(
+        f'UPDATE "RETRIEVAL_LOG" SET "{column}" = {RETRIEVAL_LOG_CHANGES[column]} WHERE "ID" = %s',  # noqa: S608
+        (victim,),
+    )
+    checks = dg.materialize(
+        [*build_table_assets(log), build_table_checks(log)],
+        resources=pipeline.resources,
+        selection=dg.AssetSelection.checks_for_assets(log.snowflake_key),
+        tags={"dagster/asset_partition_range_start": KEYS[0], "dagster/asset_partition_range_end": KEYS[0]},
+        instance=pipeline.instance,
+        raise_on_error=False,
+    )
+    results = check_results(checks)
+    assert results[(KEYS[0], "content_hash_matches_postgres")] is False, results
+    assert results[(KEYS[0], "row_count_matches_postgres")] is True
+
+
+def test_drift_on_the_retrieval_log_is_found_and_repaired(pipeline):
+    """A deleted row and a backdated row, on a table without updated_at: the cheap tier's row counts find
+    both; the repair runs make every day equal again."""
+    from datavault_analytics import sensors
+    from datavault_analytics.drift import ScanState
+
+    log = configured_table("retrieval_log")
+    pipeline.seed_retrievals(DAYS, rows_per_day=15)
+    assert pipeline.materialize(KEYS[0], KEYS[-1], table=log).success
+    pipeline.pg("DELETE FROM retrieval_log WHERE id = (SELECT min(id) FROM retrieval_log)")
+    pipeline.pg(
+        "INSERT INTO retrieval_log (record_id, requested_by, found, client, retrieved_at) "
+        "VALUES (gen_random_uuid(), 'replay', false, '{\"agent\": \"replay\"}', %s)",
+        (f"{KEYS[2]} 12:00:00+00",),
+    )
+    resources = {k: pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
+    with dg.build_resources(resources) as built:
+        scan = sensors.scan_for_drift(
+            pipeline.instance,
+            log,
+            built.postgres.for_table(log.spec),
+            built.snowflake_loader.for_table(log.spec),
+            KEYS,
+            ScanState(),
+        )
+    repairs = [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in scan.run_requests
+    ]
+    assert repairs == [(KEYS[0], KEYS[2])], scan.findings.summary  # merged: 2 drifted days, 1 day apart
+    assert "PostgreSQL has 14 rows, Snowflake 15" in scan.findings.summary
+    for first, last in repairs:
+        assert pipeline.materialize(first, last, table=log).success
+    assert all(day.matches for day in pipeline.reconcile(KEYS, table=log))
+
+
+def test_a_composite_primary_key_loads_exactly_and_its_duplicates_are_found(pipeline):
+    """A key of two columns: the load and its checks are exact, and a row repeated in Snowflake fails the
+    duplicate check, which groups by both columns."""
+    pipeline.pg(
+        "CREATE TABLE public.key_versions (owner_id bigint, key_version integer, wrapped bytea NOT NULL, "
+        "created_at timestamptz NOT NULL, PRIMARY KEY (owner_id, key_version))"
+    )
+    pipeline.pg(
+        "INSERT INTO public.key_versions SELECT n / 4, n % 4, sha256(n::text::bytea), "
+        "TIMESTAMPTZ '2025-05-01 00:00:00+00' + n * INTERVAL '50 minutes' FROM generate_series(0, 40) AS n"
+    )
+    attributes = {
+        "table": "public.key_versions",
+        "partition_column": "created_at",
+        "primary_key": ["owner_id", "key_version"],
+        "start_date": "2025-04-01",
+    }
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(
+            component_cls=DataVaultTable,
+            defs_path="key_versions",
+            defs_yaml_contents={
+                "type": "datavault_analytics.components.DataVaultTable",
+                "attributes": attributes,
+            },
+        )
+        with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
+            table = component.pipeline()
+            assert table.spec.primary_key == ["owner_id", "key_version"]
+            loaded = load_with_checks(pipeline, table, "2025-05-01", "2025-05-02")
+            assert loaded.success and set(check_results(loaded).values()) == {True}
+            # Rows that share one column of the key are not duplicates; a repeated row is.
+            pipeline.snowflake(
+                'INSERT INTO "KEY_VERSIONS" SELECT * FROM "KEY_VERSIONS" WHERE "OWNER_ID" = 0 AND "KEY_VERSION" = 1'
+            )
+            checked = dg.materialize(
+                [*defs.assets, *defs.asset_checks],
+                resources=pipeline.resources,
+                selection=dg.AssetSelection.checks_for_assets(table.snowflake_key),
+                tags={
+                    "dagster/asset_partition_range_start": "2025-05-01",
+                    "dagster/asset_partition_range_end": "2025-05-02",
+                },
+                instance=pipeline.instance,
+                raise_on_error=False,
+            )
+    results = check_results(checked)
+    assert results[("2025-05-01", "no_duplicate_ids")] is False
+    assert results[("2025-05-02", "no_duplicate_ids")] is True
+    days = pipeline.reconcile(["2025-05-02"], table=table)
+    assert days[0].matches and days[0].snowflake_rows == 41 - 29
