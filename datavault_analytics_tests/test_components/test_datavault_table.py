@@ -416,3 +416,22 @@ def test_a_composite_primary_key_loads_exactly_and_its_duplicates_are_found(pipe
     assert results[("2025-05-02", "no_duplicate_ids")] is True
     days = pipeline.reconcile(["2025-05-02"], table=table)
     assert days[0].matches and days[0].snowflake_rows == 41 - 29
+
+
+def test_every_tables_bulk_reads_of_datavault_share_one_pool():
+    """The extracts and the drift scans of every table are in the datavault_postgres pool, whose limit (the
+    instance's concurrency.pools) bounds how many read DataVault's database at once, whatever the table."""
+    from datavault_analytics.definitions import defs
+    from datavault_analytics.resources.postgres import POSTGRES_POOL
+
+    repository = defs.get_repository_def()
+    pooled = {
+        node.name
+        for job in repository.get_all_jobs()
+        for node in job.graph.node_defs
+        if getattr(node, "pool", None) == POSTGRES_POOL
+    }
+    for name in configured_tables():
+        assert f"s3__datavault__{name}" in pooled, pooled  # the stage step: the extract
+        assert f"scan_{name}_for_drift" in pooled, pooled
+    assert not any(name.startswith("snowflake__") for name in pooled)  # loads do not read DataVault

@@ -1,7 +1,7 @@
 """Materialize the stage and Snowflake assets for one day, in this process: what the fault tests kill.
 
     python -m datavault_analytics_tests.test_faults.run_partition 2026-11-01 [--select both|stage|load]
-        [--file-mb N] [--row-group-rows N]
+        [--file-mb N] [--row-group-rows N] [--table records]
 
 The resources are `build_resources(Settings.from_environment("prod"))` from the environment the test sets, as in production; only the
 staged file size may be made small, so that a day spans several files. The run is recorded in the Dagster
@@ -13,21 +13,19 @@ import sys
 
 import dagster as dg
 
+from datavault_analytics.assets import build_table_assets
+from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.resources.s3_stage import S3StageIOManager
-from datavault_analytics_tests import records
 
-SELECTIONS = {
-    "both": [records.STAGE_KEY, records.SNOWFLAKE_KEY],
-    "stage": [records.STAGE_KEY],
-    "load": [records.SNOWFLAKE_KEY],
-}
+SELECTIONS = ("both", "stage", "load")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("partition")
-    parser.add_argument("--select", choices=sorted(SELECTIONS), default="both")
+    parser.add_argument("--select", choices=SELECTIONS, default="both")
+    parser.add_argument("--table", default="records")
     parser.add_argument("--file-mb", type=int)
     parser.add_argument("--row-group-rows", type=int, default=131072)
     args = parser.parse_args(argv)
@@ -40,10 +38,16 @@ def main(argv: list[str] | None = None) -> int:
             target_file_size_mb=args.file_mb,
             row_group_rows=args.row_group_rows,
         )
+    table = configured_table(args.table)
+    selection = {
+        "both": [table.stage_key, table.snowflake_key],
+        "stage": [table.stage_key],
+        "load": [table.snowflake_key],
+    }[args.select]
     result = dg.materialize(
-        records.ALL_ASSETS,
+        build_table_assets(table),
         resources=resources,
-        selection=SELECTIONS[args.select],
+        selection=selection,
         partition_key=args.partition,
         instance=dg.DagsterInstance.get(),
         raise_on_error=False,

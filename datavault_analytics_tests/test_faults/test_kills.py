@@ -11,10 +11,16 @@ import re
 import time
 import uuid
 
+from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.day_window import DayWindow
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics_tests import records
-from datavault_analytics_tests.test_faults.conftest import DAY, loaded_then_changed, partition_lock_key
+from datavault_analytics_tests.test_faults.conftest import (
+    DAY,
+    DAY_DATE,
+    loaded_then_changed,
+    partition_lock_key,
+)
 from datavault_analytics_tests.test_faults.faultkit import (
     HttpProxy,
     PostgresGate,
@@ -247,3 +253,34 @@ def test_a_transaction_of_a_run_still_running_is_left_alone(fault_pipeline, snow
     assert names == [SnowflakeLoader._transaction_name(DAY, live)]
     for conn in holders:
         conn.close()
+
+
+def test_the_retrieval_log_killed_inside_its_copy_keeps_its_old_day_and_reloads_exactly(
+    fault_pipeline, start_run, snowflake_server
+):
+    """The second table's load, SIGKILLed once Snowflake ran its DELETE and COPY: its transaction never
+    commits, every other session sees the day as it was, and once the dead transaction is ended (what the
+    next load's LOCK_TIMEOUT message says to do) a re-run is exact."""
+    pipeline, log = fault_pipeline, configured_table("retrieval_log")
+    pipeline.seed_retrievals([DAY_DATE], rows_per_day=400)
+    assert pipeline.materialize(DAY, table=log).success
+    version_a = pipeline.snowflake('SELECT COUNT(*), SUM("ID"), MAX("LATENCY_MS") FROM "RETRIEVAL_LOG"')
+    pipeline.pg("DELETE FROM retrieval_log WHERE id % 3 = 0")
+    pipeline.pg("UPDATE retrieval_log SET latency_ms = 99.5 WHERE id % 3 = 1")
+    with HttpProxy(f"http://{snowflake_server.host}:{snowflake_server.port}") as snowflake:
+        gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"), when="response")
+        run = start_run(pipeline, DAY, "--table", "retrieval_log", snowflake=snowflake)
+        wait_until(gate.arrived.is_set, "the COPY inside the day's transaction", process=run)
+        assert [r.sql.split()[0] for r in snowflake.requests if r.sql][-3:] == ["BEGIN", "DELETE", "COPY"]
+        run.kill()
+        gate.release(forward=False)
+
+    assert (
+        pipeline.snowflake('SELECT COUNT(*), SUM("ID"), MAX("LATENCY_MS") FROM "RETRIEVAL_LOG"') == version_a
+    )
+    [(transaction_id, name)] = [(row[0], row[3]) for row in pipeline.snowflake("SHOW TRANSACTIONS")]
+    assert name.startswith(f"DATAVAULT_LOAD_{DAY.replace('-', '')}_")
+    pipeline.snowflake(f"SELECT SYSTEM$ABORT_TRANSACTION({transaction_id})")
+    assert pipeline.materialize(DAY, table=log).success
+    [day] = pipeline.reconcile([DAY], table=log)
+    assert day.matches and day.snowflake_rows == pipeline.pg("SELECT count(*) FROM retrieval_log")[0][0]
