@@ -23,6 +23,8 @@ from datavault_analytics.table_pipeline import TablePipeline
 
 _LOADED = re.compile(r"Loaded (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows")
 _STAGED = re.compile(r"Staged (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows")
+# Our errors end with the step that raised them (errors.py): the line to show when a run retries or fails.
+_OUR_ERROR = re.compile(r"(\w+(?:Error|Failure)): (.+\[step: [^\]]+\])")
 
 
 class BackfillError(RuntimeError):
@@ -50,6 +52,7 @@ def materialize_range(
 ) -> None:
     """Materialize the table's stage and Snowflake assets for [first, last], one Dagster run per chunk."""
     days = days_between(first, last)
+    check_in_range(table, first, last)
     log_dir.mkdir(parents=True, exist_ok=True)
     selection = ",".join(key.to_user_string() for key in (table.stage_key, table.snowflake_key))
     done, rows, started = 0, 0, time.monotonic()
@@ -72,9 +75,17 @@ def materialize_range(
             process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
             )
+            last_error, retrying = None, False
             for line in process.stdout:
                 log.write(line)
-                if staged := _STAGED.search(line):
+                if error := _OUR_ERROR.search(line):
+                    last_error = f"{error[1]}: {error[2]}"
+                    if retrying:  # Dagster logs the retry first, then the error it retries after
+                        say(f"  retrying: {last_error[:300]}")
+                        retrying = False
+                if "STEP_UP_FOR_RETRY" in line:
+                    retrying = True
+                elif staged := _STAGED.search(line):
                     say(f"  staged {staged[1]}: {staged[2]} rows")
                 elif loaded := _LOADED.search(line):
                     done += 1
@@ -86,13 +97,27 @@ def materialize_range(
                     )
             code = process.wait()
         if code != 0:
-            errors = [
-                line.strip()
-                for line in log_path.read_text().splitlines()
-                if "Failure" in line or "Error" in line
-            ]
-            detail = errors[-1][:500] if errors else "see the log"
-            raise BackfillError(f"The run for {chunk[0]} .. {chunk[-1]} failed ({detail}). Log: {log_path}")
+            if last_error is None:
+                errors = [
+                    line.strip()
+                    for line in log_path.read_text().splitlines()
+                    if "Failure" in line or "Error" in line
+                ]
+                last_error = errors[-1] if errors else "see the log"
+            raise BackfillError(
+                f"The run for {chunk[0]} .. {chunk[-1]} failed: {last_error[:800]}\nLog: {log_path}"
+            )
+
+
+def check_in_range(table: TablePipeline, first: date, last: date) -> None:
+    """Refuse days outside the table's partitions before launching anything, naming the valid range."""
+    partitions = table.partitions
+    start, end = partitions.get_first_partition_key(), partitions.get_last_partition_key()
+    if end is None or first.isoformat() < start or last.isoformat() > end:
+        raise ValueError(
+            f"{table.name} has days {start} .. {end} (its start_date, to the last complete UTC day); "
+            f"{first} .. {last} reaches outside them."
+        )
 
 
 def reconciliation(

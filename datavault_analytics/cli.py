@@ -9,6 +9,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Dagster's beta and preview notices concern this code, not the person running a command.
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
@@ -178,6 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except ValueError as error:
+        # Settings are read when the code location's modules are imported: a bad one surfaces here.
+        from datavault_analytics.errors import ConfigurationError
+
+        if not isinstance(error, ConfigurationError):
+            raise
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
 
 
 def stack_up(args: argparse.Namespace) -> int:
@@ -395,7 +406,9 @@ def _day(text: str):
 
     try:
         return date.fromisoformat(text)
-    except ValueError:
+    except ValueError as error:
+        if len(text) == 10 and text[4] == text[7] == "-" and text.replace("-", "").isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a day of the calendar ({error})") from None
         raise argparse.ArgumentTypeError(f"{text!r} is not a day in YYYY-MM-DD form") from None
 
 

@@ -13,6 +13,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_snowflake import SnowflakeResource
 from pydantic import BaseModel, ConfigDict
 
+from datavault_analytics.errors import ConfigurationError
 from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import PostgresResource, PostgresSourceIOManager
 from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
@@ -33,10 +34,6 @@ REQUIRED_VARIABLES = (
 )
 S3_SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-class ConfigurationError(ValueError):
-    """The environment is unknown or incomplete, or a setting cannot work."""
 
 
 class Settings(BaseModel):

@@ -12,6 +12,10 @@ import dagster as dg
 from datavault_analytics.redaction import redact_known_secrets
 
 
+class ConfigurationError(ValueError):
+    """The environment is unknown or incomplete, or a setting cannot work."""
+
+
 class PermanentError(Exception):
     """An error that the same inputs will always raise again: fix the input, then re-run."""
 

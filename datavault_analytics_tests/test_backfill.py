@@ -121,3 +121,44 @@ def test_the_backfill_command_refuses_a_range_that_ends_before_it_starts(pipelin
 
     assert result.returncode == 1
     assert "ends (2026-10-01) before it starts (2026-10-02)" in result.stderr
+
+
+def test_the_cli_refuses_days_outside_the_partitions_a_bad_day_and_a_bad_environment_in_one_line(
+    pipeline, tmp_path
+):
+    cli = str(BIN / "datavault-analytics")
+    tomorrow = date.today() + timedelta(days=1)
+    late = run([cli, "backfill", str(DAYS[0]), str(tomorrow)], tmp_path)
+    assert late.returncode == 1 and "reaches outside them" in late.stderr
+    assert "records has days 2024-01-01 .. " in late.stderr and "Traceback" not in late.stderr
+    early = run([cli, "backfill", "2023-12-31", "2024-01-02"], tmp_path)
+    assert early.returncode == 1 and "2023-12-31 .. 2024-01-02 reaches outside them" in early.stderr
+
+    month_13 = run([cli, "report", "2026-13-01", "2026-11-02"], tmp_path)
+    assert month_13.returncode == 2 and "'2026-13-01' is not a day of the calendar" in month_13.stderr
+    not_a_day = run([cli, "report", "1.11.2026", "2026-11-02"], tmp_path)
+    assert "'1.11.2026' is not a day in YYYY-MM-DD form" in not_a_day.stderr
+
+    staging = run([cli, "report", str(DAYS[0]), str(DAYS[0])], tmp_path, DATAVAULT_ENV="staging")
+    assert staging.returncode == 1 and "Traceback" not in staging.stderr
+    assert (
+        staging.stderr.strip()
+        == "datavault-analytics: error: DATAVAULT_ENV='staging' is not one of local, prod."
+    )
+    assert "Warning" not in late.stderr + early.stderr + staging.stderr
+
+
+def test_a_failing_backfill_shows_each_retry_and_the_error_in_the_terminal(pipeline, tmp_path):
+    """S3 unreachable while staging: the terminal says why, at each retry and at the end, not only the log."""
+    pipeline.seed(DAYS[:1], rows_per_day=5)
+    result = run(
+        [str(BIN / "datavault-analytics"), "backfill", str(DAYS[0]), str(DAYS[0]), "--table", "records"],
+        tmp_path,
+        DATAVAULT_S3_ENDPOINT_URL="http://127.0.0.1:9",
+        DATAVAULT_MAX_RETRIES="1",
+        DATAVAULT_RETRY_DELAY_SECONDS="0.1",
+    )
+    assert result.returncode == 1
+    assert "  retrying: StageUnavailableError: S3 is unreachable" in result.stdout, result.stdout
+    assert "failed: StageUnavailableError: S3 is unreachable" in result.stderr, result.stderr
+    assert "[step: " in result.stderr and "Log: " in result.stderr

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LOCAL_INSTANCE = REPO / "datavault_analytics" / "local_stack" / "dagster.yaml"
 TMPFS_MB = 24
-ORPHAN_GRACE_SECONDS = 45.0  # an orphaned gRPC code server exits 30 s after its parent (its heartbeat timeout)
+ORPHAN_GRACE_SECONDS = 45.0  # an orphaned gRPC code server exits 30 s after its parent dies
 # The shipped local instance, with the daemon's loops shortened so that minutes of soak see what hours
 # of production would: the nemesis acts every few seconds.
 INSTANCE_OVERRIDES = {
