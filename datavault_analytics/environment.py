@@ -1,17 +1,18 @@
-"""Which environment this is, and every setting: read from the environment once, here and nowhere else.
+"""Which environment this is, and every setting: read from the environment once, here and nowhere else,
+by pydantic-settings (`EnvironmentVariables`), then checked together (`Settings.from_environment`).
 
 `SETTINGS` is read when the code location loads, and `build_resources` makes the resources from it. Secrets
 stay `EnvVar`s. Nothing writes `os.environ`: the local stack's variables come from `stack env` (CLI, make).
 """
 
-import os
 from collections.abc import Mapping
 from typing import Literal
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_snowflake import SnowflakeResource
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from datavault_analytics.errors import ConfigurationError
 from datavault_analytics.resources.partition_locks import PartitionLocks
@@ -84,14 +85,13 @@ class Settings(BaseModel):
     def from_environment(
         cls, environment: str | None = None, environ: Mapping[str, str] | None = None
     ) -> "Settings":
-        """The settings in `environ` (default: os.environ), for `environment` (default: DATAVAULT_ENV)."""
-        env = _Reader(os.environ if environ is None else environ)
-        name = (environment or env.text("DATAVAULT_ENV") or "local").strip().lower()
+        """The settings in the environment (or `environ`), for `environment` (default: DATAVAULT_ENV)."""
+        env = EnvironmentVariables.read(environ)
+        name = (environment or env.DATAVAULT_ENV).strip().lower()
         if name not in ENVIRONMENTS:
             raise ConfigurationError(f"DATAVAULT_ENV={name!r} is not one of {', '.join(ENVIRONMENTS)}.")
         sse, kms_key = env.s3_encryption(name)
-        host = env.text("SNOWFLAKE_HOST")
-        protocol = env.text("SNOWFLAKE_PROTOCOL") or "https"
+        host, protocol = env.SNOWFLAKE_HOST, env.SNOWFLAKE_PROTOCOL
         if host and protocol != "https" and host not in _LOOPBACK_HOSTS:
             raise ConfigurationError(
                 f"SNOWFLAKE_PROTOCOL={protocol!r} is only allowed for an emulator on this machine "
@@ -99,8 +99,8 @@ class Settings(BaseModel):
                 "(https)."
             )
         transient, time_travel = (
-            env.flag("DATAVAULT_SNOWFLAKE_TRANSIENT_TABLE", False),
-            env.at_least("DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS", 1, 0),
+            env.DATAVAULT_SNOWFLAKE_TRANSIENT_TABLE,
+            env.DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS,
         )
         if transient and time_travel > 1:
             raise ConfigurationError(
@@ -109,112 +109,128 @@ class Settings(BaseModel):
             )
         auth = (
             "private_key_path"
-            if env.text("SNOWFLAKE_PRIVATE_KEY_PATH")
+            if env.SNOWFLAKE_PRIVATE_KEY_PATH
             else "private_key"
-            if env.text("SNOWFLAKE_PRIVATE_KEY")
+            if env.SNOWFLAKE_PRIVATE_KEY
             else "password"
         )
         return cls(
             environment=name,
             missing_variables=env.missing_required() if name == "prod" else (),
-            observed_days=env.number("DATAVAULT_OBSERVED_DAYS", 7, int),
-            drift_budget_seconds_per_hour=env.number("DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR", 180, float),
-            backfill_days_per_run=env.number("DATAVAULT_BACKFILL_DAYS_PER_RUN", 0, int),
-            max_retries=env.number("DATAVAULT_MAX_RETRIES", 3, int),
-            retry_delay_seconds=env.number("DATAVAULT_RETRY_DELAY_SECONDS", 15, float),
-            pg_sslmode=env.text("DATAVAULT_PG_SSLMODE"),
-            pg_sslrootcert=env.text("DATAVAULT_PG_SSLROOTCERT"),
-            pg_max_mb_per_second=env.positive_or_none("DATAVAULT_PG_MAX_MB_PER_SECOND"),
-            pg_statement_timeout_seconds=env.number("DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS", 1800, int),
-            pg_idle_in_transaction_timeout_seconds=env.number(
-                "DATAVAULT_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 60, int
-            ),
-            pg_lock_timeout_seconds=env.number("DATAVAULT_PG_LOCK_TIMEOUT_SECONDS", 30, int),
-            lock_dsn_variable="DATAVAULT_LOCK_DSN" if env.text("DATAVAULT_LOCK_DSN") else "DATAVAULT_PG_DSN",
-            lock_wait_seconds=env.number("DATAVAULT_LOCK_WAIT_SECONDS", 1800, float),
-            s3_endpoint_url=env.text("DATAVAULT_S3_ENDPOINT_URL"),
-            aws_region=env.text("AWS_DEFAULT_REGION") or env.text("AWS_REGION"),
+            observed_days=env.DATAVAULT_OBSERVED_DAYS,
+            drift_budget_seconds_per_hour=env.DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR,
+            backfill_days_per_run=env.DATAVAULT_BACKFILL_DAYS_PER_RUN,
+            max_retries=env.DATAVAULT_MAX_RETRIES,
+            retry_delay_seconds=env.DATAVAULT_RETRY_DELAY_SECONDS,
+            pg_sslmode=env.DATAVAULT_PG_SSLMODE,
+            pg_sslrootcert=env.DATAVAULT_PG_SSLROOTCERT,
+            pg_max_mb_per_second=env.DATAVAULT_PG_MAX_MB_PER_SECOND,
+            pg_statement_timeout_seconds=env.DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS,
+            pg_idle_in_transaction_timeout_seconds=env.DATAVAULT_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+            pg_lock_timeout_seconds=env.DATAVAULT_PG_LOCK_TIMEOUT_SECONDS,
+            lock_dsn_variable="DATAVAULT_LOCK_DSN" if env.DATAVAULT_LOCK_DSN else "DATAVAULT_PG_DSN",
+            lock_wait_seconds=env.DATAVAULT_LOCK_WAIT_SECONDS,
+            s3_endpoint_url=env.DATAVAULT_S3_ENDPOINT_URL,
+            aws_region=env.AWS_DEFAULT_REGION or env.AWS_REGION,
             s3_sse=sse,
             s3_sse_kms_key_id=kms_key,
-            stage_retention_hours=env.hours_or_none("DATAVAULT_STAGE_RETENTION_HOURS", 72),
+            stage_retention_hours=env.DATAVAULT_STAGE_RETENTION_HOURS,
             snowflake_host=host,
-            snowflake_port=env.number("SNOWFLAKE_PORT", 443, int),
+            snowflake_port=env.SNOWFLAKE_PORT,
             snowflake_protocol=protocol,
-            snowflake_ocsp_fail_open=env.flag("SNOWFLAKE_OCSP_FAIL_OPEN", True),
+            snowflake_ocsp_fail_open=env.SNOWFLAKE_OCSP_FAIL_OPEN,
             snowflake_auth=auth,
             snowflake_private_key_has_password=auth != "password"
-            and bool(env.text("SNOWFLAKE_PRIVATE_KEY_PASSWORD")),
-            snowflake_login_timeout=env.number("SNOWFLAKE_LOGIN_TIMEOUT", 60, int),
-            snowflake_statement_timeout_seconds=env.number(
-                "DATAVAULT_SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS", 3600, int
-            ),
-            snowflake_storage_integration=env.text("SNOWFLAKE_STORAGE_INTEGRATION"),
-            snowflake_lock_timeout_seconds=env.number("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", 300, int),
+            and bool(env.SNOWFLAKE_PRIVATE_KEY_PASSWORD),
+            snowflake_login_timeout=env.SNOWFLAKE_LOGIN_TIMEOUT,
+            snowflake_statement_timeout_seconds=env.DATAVAULT_SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS,
+            snowflake_storage_integration=env.SNOWFLAKE_STORAGE_INTEGRATION,
+            snowflake_lock_timeout_seconds=env.DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS,
             snowflake_time_travel_days=time_travel,
             snowflake_transient_table=transient,
         )
 
 
-class _Reader:
-    """Typed reads of environment variables, each error naming its variable."""
+class EnvironmentVariables(BaseSettings):
+    """Every environment variable the settings read, by its name, typed and read by pydantic-settings.
+    Secrets are read only to know whether they are set; the resources take them as `EnvVar`s."""
 
-    def __init__(self, environ: Mapping[str, str]):
-        self.environ = environ
+    model_config = SettingsConfigDict(
+        case_sensitive=True, env_ignore_empty=True, str_strip_whitespace=True, extra="ignore", frozen=True
+    )
 
-    def text(self, name: str) -> str | None:
-        return (self.environ.get(name) or "").strip() or None
+    DATAVAULT_ENV: str = "local"
+    DATAVAULT_OBSERVED_DAYS: int = 7
+    DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR: float = Field(180, gt=0)
+    DATAVAULT_BACKFILL_DAYS_PER_RUN: int = Field(0, ge=0)
+    DATAVAULT_MAX_RETRIES: int = Field(3, ge=0)
+    DATAVAULT_RETRY_DELAY_SECONDS: float = Field(15, ge=0)
+    DATAVAULT_PG_DSN: SecretStr | None = None
+    DATAVAULT_PG_SSLMODE: str | None = None
+    DATAVAULT_PG_SSLROOTCERT: str | None = None
+    DATAVAULT_PG_MAX_MB_PER_SECOND: float | None = Field(None, gt=0)  # unset: no limit
+    DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS: int = 1800
+    DATAVAULT_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: int = 60
+    DATAVAULT_PG_LOCK_TIMEOUT_SECONDS: int = 30
+    DATAVAULT_LOCK_DSN: SecretStr | None = None
+    DATAVAULT_LOCK_WAIT_SECONDS: float = 1800
+    DATAVAULT_STAGE_URI: str | None = None
+    DATAVAULT_S3_ENDPOINT_URL: str | None = None
+    AWS_DEFAULT_REGION: str | None = None
+    AWS_REGION: str | None = None
+    DATAVAULT_S3_SSE: str | None = None
+    DATAVAULT_S3_SSE_KMS_KEY_ID: str | None = None
+    DATAVAULT_STAGE_RETENTION_HOURS: float | None = 72  # "none": kept
+    SNOWFLAKE_ACCOUNT: str | None = None
+    SNOWFLAKE_USER: str | None = None
+    SNOWFLAKE_ROLE: str | None = None
+    SNOWFLAKE_WAREHOUSE: str | None = None
+    SNOWFLAKE_DATABASE: str | None = None
+    SNOWFLAKE_SCHEMA: str | None = None
+    SNOWFLAKE_PASSWORD: SecretStr | None = None
+    SNOWFLAKE_PRIVATE_KEY: SecretStr | None = None
+    SNOWFLAKE_PRIVATE_KEY_PATH: str | None = None
+    SNOWFLAKE_PRIVATE_KEY_PASSWORD: SecretStr | None = None
+    SNOWFLAKE_HOST: str | None = None
+    SNOWFLAKE_PORT: int = 443
+    SNOWFLAKE_PROTOCOL: str = "https"
+    SNOWFLAKE_OCSP_FAIL_OPEN: bool = True
+    SNOWFLAKE_LOGIN_TIMEOUT: int = 60
+    SNOWFLAKE_STORAGE_INTEGRATION: str | None = None
+    DATAVAULT_SNOWFLAKE_STATEMENT_TIMEOUT_SECONDS: int = Field(3600, gt=0)
+    DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS: int = 300
+    DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS: int = Field(1, ge=0)
+    DATAVAULT_SNOWFLAKE_TRANSIENT_TABLE: bool = False
 
-    def number(self, name: str, default, kind):
-        value = self.text(name)
+    @field_validator("DATAVAULT_STAGE_RETENTION_HOURS", mode="before")
+    @classmethod
+    def _hours_or_none(cls, value):
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> "EnvironmentVariables":
+        """The process environment's variables, or `environ`'s; a bad value names its variable."""
         try:
-            return default if value is None else kind(value)
-        except ValueError:
+            if environ is None:
+                return cls()
+            return cls.model_validate({k: v for k, v in environ.items() if v.strip()})
+        except ValidationError as error:
             raise ConfigurationError(
-                f"{name}={value!r} is not {'a whole number' if kind is int else 'a number'}."
+                "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg']}" for e in error.errors()
+                )
             ) from None
 
-    def flag(self, name: str, default: bool) -> bool:
-        value = (self.text(name) or "").lower()
-        if not value:
-            return default
-        if value not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigurationError(f"{name}={value!r} is not true or false.")
-        return value in ("true", "1", "yes")
-
-    def at_least(self, name: str, default: int, minimum: int) -> int:
-        value = self.number(name, default, int)
-        if value < minimum:
-            raise ConfigurationError(f"{name}={value!r} must be at least {minimum}.")
-        return value
-
-    def positive_or_none(self, name: str) -> float | None:
-        value = self.number(name, None, float)
-        if value is not None and value <= 0:
-            raise ConfigurationError(f"{name}={value!r} must be above 0 (unset it for no limit).")
-        return value
-
-    def hours_or_none(self, name: str, default: float) -> float | None:
-        value = (self.text(name) or "").lower()
-        if value == "none":
-            return None
-        try:
-            return default if not value else float(value)
-        except ValueError:
-            raise ConfigurationError(f"{name}={value!r} is not a number of hours (or none).") from None
-
     def missing_required(self) -> tuple[str, ...]:
-        missing = [name for name in REQUIRED_VARIABLES if not self.text(name)]
-        if not any(
-            self.text(n)
-            for n in ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY", "SNOWFLAKE_PRIVATE_KEY_PATH")
-        ):
+        missing = [name for name in REQUIRED_VARIABLES if not getattr(self, name)]
+        if not (self.SNOWFLAKE_PASSWORD or self.SNOWFLAKE_PRIVATE_KEY or self.SNOWFLAKE_PRIVATE_KEY_PATH):
             missing.append("SNOWFLAKE_PASSWORD (or SNOWFLAKE_PRIVATE_KEY / SNOWFLAKE_PRIVATE_KEY_PATH)")
         return tuple(missing)
 
     def s3_encryption(self, environment: str) -> tuple[str | None, str | None]:
         """(ServerSideEncryption, SSEKMSKeyId) for staged objects: AES256 (SSE-S3) unless set, in prod."""
-        value = self.text("DATAVAULT_S3_SSE") or ("AES256" if environment == "prod" else "none")
-        key_id = self.text("DATAVAULT_S3_SSE_KMS_KEY_ID")
+        value = self.DATAVAULT_S3_SSE or ("AES256" if environment == "prod" else "none")
+        key_id = self.DATAVAULT_S3_SSE_KMS_KEY_ID
         if value.lower() == "none":
             if key_id:
                 raise ConfigurationError(

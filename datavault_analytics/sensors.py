@@ -419,12 +419,19 @@ def decide(
             run = runs[0]
             findings = _findings(context.instance, pipeline, run.run_id) if run.is_success else None
             if findings is not None:
-                busy = days_in_flight(context.instance, [pipeline.stage_key, pipeline.snowflake_key])
-                kept = [r for r in repair_requests(findings, pipeline.job_name) if not _overlaps(r, busy)]
-                requests.extend(kept)
                 bookkeeping = state
                 state = findings.state
                 state.last_scan_at = bookkeeping.last_scan_at
+                # A run started since the scan may load some of these days: those ranges wait, uncounted.
+                busy = days_in_flight(context.instance, [pipeline.stage_key, pipeline.snowflake_key])
+                for request in repair_requests(findings, pipeline.job_name):
+                    if not _overlaps(request, busy):
+                        requests.append(request)
+                        continue
+                    first, last = request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
+                    for day, repair in state.repairs.items():
+                        if first <= day <= last and repair.attempts > 0:
+                            repair.attempts -= 1
                 notes.append(findings.summary.splitlines()[0])
                 context.log.info(findings.summary)
             elif run.is_success:

@@ -349,3 +349,22 @@ def test_every_tables_scans_share_one_budget(pipeline, monkeypatch):
     )
     [allowed] = tick(pipeline, None).run_requests
     assert allowed.job_name == DRIFT_SCAN_JOB.name
+
+
+def test_a_repair_for_a_day_that_a_run_started_loading_since_the_scan_waits_uncounted(pipeline, monkeypatch):
+    monkeypatch.setattr(sensors, "scanned_days", lambda table, instance=None: KEYS)
+    loaded_pipeline(pipeline, rows_per_day=10)
+    pipeline.pg("DELETE FROM records WHERE id = %s", (pipeline.first_id(KEYS[2]),))
+    first = tick(pipeline, None)
+    [scan_request] = first.run_requests
+    assert launch(pipeline, scan_request).success
+    # Between the scan and the sensor's next tick, an engineer starts a run of that day.
+    create_run_for_test(
+        pipeline.instance,
+        job_name=JOB.name,
+        status=dg.DagsterRunStatus.STARTED,
+        tags={RANGE_START_TAG: KEYS[2], RANGE_END_TAG: KEYS[2]},
+    )
+    after = tick(pipeline, first.cursor)
+    assert after.run_requests == []
+    assert ScanState.from_cursor(after.cursor).repairs[KEYS[2]].attempts == 0
