@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -43,6 +44,22 @@ def load_with_checks(pipeline, table: TablePipeline, first: str, last: str) -> d
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:
     return {(e.partition, e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+
+
+@contextmanager
+def table_from_yaml(name: str, attributes: dict):
+    """(component, definitions) of a DataVaultTable written as `<name>/defs.yaml` into a fresh defs folder."""
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(
+            component_cls=DataVaultTable,
+            defs_path=name,
+            defs_yaml_contents={
+                "type": "datavault_analytics.components.DataVaultTable",
+                "attributes": attributes,
+            },
+        )
+        with sandbox.load_component_and_build_defs(defs_path=path) as loaded:
+            yield loaded
 
 
 # -- the contract -------------------------------------------------------------------------------
@@ -216,27 +233,18 @@ def test_a_table_added_by_yaml_alone_loads_with_its_checks_passing(pipeline):
         "primary_key": ["rotation"],
         "start_date": "2025-04-01",
     }
-    with create_defs_folder_sandbox() as sandbox:
-        path = sandbox.scaffold_component(
-            component_cls=DataVaultTable,
-            defs_path="key_rotations",
-            defs_yaml_contents={
-                "type": "datavault_analytics.components.DataVaultTable",
-                "attributes": attributes,
+    with table_from_yaml("key_rotations", attributes) as (component, defs):
+        table = component.pipeline()
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            resources=pipeline.resources,
+            selection=dg.AssetSelection.assets(table.stage_key, table.snowflake_key),
+            tags={
+                "dagster/asset_partition_range_start": "2025-05-01",
+                "dagster/asset_partition_range_end": "2025-05-03",
             },
+            instance=pipeline.instance,
         )
-        with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
-            table = component.pipeline()
-            result = dg.materialize(
-                [*defs.assets, *defs.asset_checks],
-                resources=pipeline.resources,
-                selection=dg.AssetSelection.assets(table.stage_key, table.snowflake_key),
-                tags={
-                    "dagster/asset_partition_range_start": "2025-05-01",
-                    "dagster/asset_partition_range_end": "2025-05-03",
-                },
-                instance=pipeline.instance,
-            )
     assert result.success and set(check_results(result).values()) == {True}
     assert len(check_results(result)) == 3 * 4
     days = pipeline.reconcile(["2025-05-01", "2025-05-02", "2025-05-03"], table=table)
@@ -382,35 +390,26 @@ def test_a_composite_primary_key_loads_exactly_and_its_duplicates_are_found(pipe
         "primary_key": ["owner_id", "key_version"],
         "start_date": "2025-04-01",
     }
-    with create_defs_folder_sandbox() as sandbox:
-        path = sandbox.scaffold_component(
-            component_cls=DataVaultTable,
-            defs_path="key_versions",
-            defs_yaml_contents={
-                "type": "datavault_analytics.components.DataVaultTable",
-                "attributes": attributes,
-            },
+    with table_from_yaml("key_versions", attributes) as (component, defs):
+        table = component.pipeline()
+        assert table.spec.primary_key == ["owner_id", "key_version"]
+        loaded = load_with_checks(pipeline, table, "2025-05-01", "2025-05-02")
+        assert loaded.success and set(check_results(loaded).values()) == {True}
+        # Rows that share one column of the key are not duplicates; a repeated row is.
+        pipeline.snowflake(
+            'INSERT INTO "KEY_VERSIONS" SELECT * FROM "KEY_VERSIONS" WHERE "OWNER_ID" = 0 AND "KEY_VERSION" = 1'
         )
-        with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
-            table = component.pipeline()
-            assert table.spec.primary_key == ["owner_id", "key_version"]
-            loaded = load_with_checks(pipeline, table, "2025-05-01", "2025-05-02")
-            assert loaded.success and set(check_results(loaded).values()) == {True}
-            # Rows that share one column of the key are not duplicates; a repeated row is.
-            pipeline.snowflake(
-                'INSERT INTO "KEY_VERSIONS" SELECT * FROM "KEY_VERSIONS" WHERE "OWNER_ID" = 0 AND "KEY_VERSION" = 1'
-            )
-            checked = dg.materialize(
-                [*defs.assets, *defs.asset_checks],
-                resources=pipeline.resources,
-                selection=dg.AssetSelection.checks_for_assets(table.snowflake_key),
-                tags={
-                    "dagster/asset_partition_range_start": "2025-05-01",
-                    "dagster/asset_partition_range_end": "2025-05-02",
-                },
-                instance=pipeline.instance,
-                raise_on_error=False,
-            )
+        checked = dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            resources=pipeline.resources,
+            selection=dg.AssetSelection.checks_for_assets(table.snowflake_key),
+            tags={
+                "dagster/asset_partition_range_start": "2025-05-01",
+                "dagster/asset_partition_range_end": "2025-05-02",
+            },
+            instance=pipeline.instance,
+            raise_on_error=False,
+        )
     results = check_results(checked)
     assert results[("2025-05-01", "no_duplicate_ids")] is False
     assert results[("2025-05-02", "no_duplicate_ids")] is True
