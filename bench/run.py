@@ -44,6 +44,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench import code_location
 from bench.common import (
     BACKFILL,
     BENCH_DATABASE,
@@ -763,7 +764,7 @@ def main() -> None:
         if server is not None:
             server.stop()
 
-    defs_load = run_defs_load()
+    code_location_figures = code_location.measure()
     one_day_bytes, ten_day_bytes = sizes[day]["bytes"], sizes[day10]["bytes"]
     table = {
         name: summarize(
@@ -803,9 +804,8 @@ def main() -> None:
         )
         / file_s,
     }
-    ratios["defs_load_50_vs_1"] = defs_load[50]["total_seconds"] / defs_load[1]["total_seconds"]
-    ratios["defs_build_50_vs_1"] = defs_load[50]["build_seconds"] / defs_load[1]["build_seconds"]
-    ratios["defs_load"] = defs_load
+    ratios.update(code_location.ratios(code_location_figures))
+    ratios["code_location"] = code_location_figures
     drift_table = drift_figures(drift)
     ratios["drift_scan_mrows_s"] = drift_table["cheap postgres"]["mrows_per_s"]
     report = render(
@@ -849,7 +849,9 @@ def summary_line(ratios: dict) -> str:
         f"retrieve_p99_ratio={ratios['retrieve_p99_ratio']:.2f} ingest_ratio={ratios['ingest_ratio']:.3f} "
         f"stage_vs_copy_10m={ratios['stage_vs_copy_10M']:.2f} "
         f"drift_scan_mrows_s={ratios['drift_scan_mrows_s']:.1f} "
-        f"defs_load_50_vs_1={ratios['defs_load_50_vs_1']:.2f}"
+        f"defs_load_50_vs_1={ratios['defs_load_50_vs_1']:.2f} "
+        f"dg_check_50_vs_1={ratios['dg_check_50_vs_1']:.2f} "
+        f"sensor_tick_p90_s_50={ratios['sensor_tick_p90_s_50']:.3f}"
     )
 
 
@@ -983,7 +985,7 @@ def render(
         "",
         *drift_lines(drift),
         "",
-        *defs_load_lines(ratios),
+        *code_location.lines(ratios["code_location"]),
         "",
         "```",
         summary_line(ratios),
@@ -991,58 +993,6 @@ def render(
         "",
     ]
     return "\n".join(lines)
-
-
-DEFS_LOAD_TABLES = (1, 10, 50)
-DEFS_LOAD_REPEATS = 3
-
-
-def run_defs_load() -> dict[int, dict]:
-    """Median seconds to load the code location with 1, 10 and 50 tables, each in a fresh process,
-    the sizes interleaved so that the machine's noise falls on all of them alike."""
-    runs: dict[int, list[dict]] = {n: [] for n in DEFS_LOAD_TABLES}
-    for round_number in range(1, DEFS_LOAD_REPEATS + 1):
-        for tables in DEFS_LOAD_TABLES:
-            result = subprocess.run(
-                [sys.executable, "-m", "bench.contenders.defs_load", "--tables", str(tables)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs[tables].append(json.loads(result.stdout.strip().splitlines()[-1]))
-        log(
-            f"code location load, round {round_number}/{DEFS_LOAD_REPEATS}: "
-            + ", ".join(f"{n} tables {runs[n][-1]['total_seconds']:.1f} s" for n in DEFS_LOAD_TABLES)
-        )
-    return {
-        n: {
-            key: median(r[key] for r in results)
-            for key in ("import_seconds", "build_seconds", "total_seconds")
-        }
-        for n, results in runs.items()
-    }
-
-
-def defs_load_lines(ratios: dict) -> list[str]:
-    load = ratios["defs_load"]
-    return [
-        "## The code location with many tables",
-        "",
-        "Loading the code location in a fresh process, as a code server does, with N generated tables "
-        "(`bench/contenders/defs_load.py`; medians of 3):",
-        "",
-        "| tables | import s | build and resolve s | total s |",
-        "|---|---|---|---|",
-        *(
-            f"| {n} | {f['import_seconds']:.2f} | {f['build_seconds']:.2f} | {f['total_seconds']:.2f} |"
-            for n, f in load.items()
-        ),
-        "",
-        f"defs_load_50_vs_1 = {ratios['defs_load_50_vs_1']:.2f} (goal: at most 3; "
-        f"{'met' if ratios['defs_load_50_vs_1'] <= 3 else '**missed**'}). Building the definitions alone grows "
-        f"{ratios['defs_build_50_vs_1']:.1f} x from 1 to 50 tables; the imports (Dagster, dagster-snowflake's "
-        "snowflake.core) are paid once, whatever the number of tables.",
-    ]
 
 
 def drift_lines(drift: dict) -> list[str]:

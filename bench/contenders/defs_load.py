@@ -21,8 +21,7 @@ started = time.perf_counter()
 import dagster as dg  # noqa: E402
 
 import datavault_analytics.definitions  # noqa: E402, F401 - what every code server imports first
-
-REAL_DEFS = Path(__file__).resolve().parents[2] / "datavault_analytics" / "defs"
+from bench.contenders.generated_tables import REAL_DEFS, write_tables  # noqa: E402
 
 
 def main() -> None:
@@ -35,12 +34,7 @@ def main() -> None:
         package.mkdir()
         (package / "__init__.py").write_text("")
         shutil.copy(REAL_DEFS / "resources.py", package / "resources.py")
-        template = (REAL_DEFS / "retrieval_log" / "defs.yaml").read_text()
-        for n in range(args.tables):
-            (package / f"table_{n:03d}").mkdir()
-            (package / f"table_{n:03d}" / "defs.yaml").write_text(
-                template.replace("public.retrieval_log", f"public.table_{n:03d}")
-            )
+        write_tables(package, args.tables)
         sys.path.insert(0, root)
         import bench_defs
 
