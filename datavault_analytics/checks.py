@@ -11,6 +11,11 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+# Not exported at dagster's top level (1.13), though AssetCheckEvaluation takes it: see aimed_at_load.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
 from datavault_analytics.assets import SOURCE_FINGERPRINTS
 from datavault_analytics.day_window import DayWindow, day_windows
 from datavault_analytics.errors import asset_errors
@@ -84,6 +89,31 @@ def _evaluation(
         description=description,
         metadata=metadata,
         severity=dg.AssetCheckSeverity.ERROR,
+    )
+
+
+def aimed_at_load(
+    evaluation: dg.AssetCheckEvaluation, load: dg.EventLogRecord | None
+) -> dg.AssetCheckEvaluation:
+    """The evaluation, naming the day's latest load as what it verified.
+
+    Dagster's check partition view (the UI's Partitions tab) counts an evaluation only if it targets the
+    day's latest materialization; otherwise the day shows "Missing". AssetCheckResult fills the target in
+    for a one-partition step only, and our runs check a range of days each, as does the drift scan."""
+    if load is None:
+        return evaluation
+    return dg.AssetCheckEvaluation(
+        asset_key=evaluation.asset_key,
+        check_name=evaluation.check_name,
+        passed=evaluation.passed,
+        metadata=evaluation.metadata,
+        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+            storage_id=load.storage_id, run_id=load.run_id, timestamp=load.timestamp
+        ),
+        severity=evaluation.severity,
+        description=evaluation.description,
+        blocking=evaluation.blocking,
+        partition=evaluation.partition,
     )
 
 
@@ -304,7 +334,7 @@ def run_checks(
             if evaluation.check_name in selected:
                 if not evaluation.passed:
                     failed.append(evaluation.description)
-                yield evaluation
+                yield aimed_at_load(evaluation, load)
     for line in failed:
         context.log.error(f"Check failed: {line}")
     # The evaluations above carry the per-day results; the outputs only mark the checks as done.

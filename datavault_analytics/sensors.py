@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from pydantic import BaseModel
 
-from datavault_analytics.checks import CONTENT_HASH
+from datavault_analytics.checks import CONTENT_HASH, aimed_at_load
 from datavault_analytics.day_window import DayWindow, day_windows
 from datavault_analytics.drift import (
     CheapTier,
@@ -42,6 +42,7 @@ from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
 from datavault_analytics.reconciliation import DayReconciliation, reconcile
 from datavault_analytics.resources.postgres import POSTGRES_POOL, PostgresResource
 from datavault_analytics.resources.snowflake import SnowflakeLoader
+from datavault_analytics.stage_retention import latest_load_record
 from datavault_analytics.table_pipeline import TablePipeline
 
 LISTED_DAYS = 20  # a log line names at most this many days, then counts the rest
@@ -221,7 +222,10 @@ def scan_for_drift(
     details = [f"Drift: {day} differs: {drifted[day]}." for day in requested]
     return ScanOutcome(
         ScanFindings(state=state, repairs=repairs, summary="\n".join([summary, *details])),
-        evaluations,
+        [
+            aimed_at_load(e, latest_load_record(instance, pipeline.snowflake_key, e.partition))
+            for e in evaluations
+        ],
         errors,
     )
 

@@ -208,6 +208,15 @@ query ($path: [String!]!, $name: String!, $partition: String) {
 }
 """
 
+CHECK_PARTITION_STATUSES = """
+query ($path: [String!]!) {
+  assetNodes(assetKeys: [{path: $path}]) { assetChecksOrError { ... on AssetChecks { checks {
+    name partitionStatuses { __typename
+      ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } }
+  } } } }
+}
+"""
+
 LAUNCH_BACKFILL = """
 mutation ($partitions: [String!]!, $assets: [AssetKeyInput!]!) {
   launchPartitionBackfill(backfillParams: {partitionNames: $partitions, assetSelection: $assets}) {
@@ -290,6 +299,30 @@ def test_the_ui_shows_every_check_passing_for_every_day_of_the_scheduled_run(dep
             assert execution["evaluation"]["success"] is True
             assert execution["evaluation"]["partition"] == day
             assert execution["evaluation"]["description"].startswith(f"{day}: ")
+
+
+def verified_days(deployment: Deployment, check: str) -> dict[str, str]:
+    """The check's partition view as the UI builds it: each day's status, from Dagster's own ranges."""
+    [node] = deployment.graphql(CHECK_PARTITION_STATUSES, path=SNOWFLAKE_KEY.path)["assetNodes"]
+    [found] = [c for c in node["assetChecksOrError"]["checks"] if c["name"] == check]
+    days: dict[str, str] = {}
+    for status in (found["partitionStatuses"] or {}).get("ranges", []):
+        day, last = date.fromisoformat(status["startKey"]), date.fromisoformat(status["endKey"])
+        while day <= last:
+            days[str(day)] = status["status"]
+            day += timedelta(days=1)
+    return days
+
+
+def test_the_check_partition_view_shows_every_loaded_day_verified(deployment):
+    deployment.scheduled_run()
+    deployment.wait(lambda: settled(deployment.instance), "every run to finish")
+    # The scheduled run's days, and the days the drift sensor found missing and loaded: every loaded day,
+    # and only those, shows as passed.
+    loaded = deployment.instance.get_materialized_partitions(SNOWFLAKE_KEY)
+    assert set(deployment.scheduled_days) <= loaded
+    for spec in records.CHECK_SPECS:
+        assert verified_days(deployment, spec.name) == dict.fromkeys(sorted(loaded), "SUCCEEDED"), spec.name
 
 
 def test_a_backfill_launched_from_the_ui_runs_several_days_per_run_and_loads_each_day(deployment):
