@@ -24,9 +24,10 @@ demo: install
 	$(BIN)/datavault-analytics demo --days $(DAYS)
 
 ## Web UI and daemon on the same stack.
+PORT ?= 3000
 dev: install
 	$(BIN)/datavault-analytics stack up
-	eval "$$($(BIN)/datavault-analytics stack env)" && PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev
+	eval "$$($(BIN)/datavault-analytics stack env)" && PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev --port $(PORT)
 
 ## A range of days through Dagster, with progress, then the per-day reconciliation table:
 ## make backfill START=2026-10-01 END=2026-10-31 [DAYS_PER_RUN=31]

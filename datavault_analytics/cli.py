@@ -9,7 +9,6 @@ import os
 import shlex
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,8 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Dagster's beta and preview notices concern this code, not the person running a command.
-    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
@@ -231,13 +228,14 @@ def seed_command(args: argparse.Namespace) -> int:
     import psycopg
 
     from datavault_analytics.local_stack.seed import seed_records, seed_retrieval_log
-    from datavault_analytics.local_stack.stack import local_environment
+    from datavault_analytics.local_stack.stack import local_environment, record_first_day
     from datavault_analytics.redaction import dsn_location
 
     dsn = args.dsn or os.environ.get("DATAVAULT_PG_DSN")
     hint = ""
+    local = local_environment()["DATAVAULT_PG_DSN"]
     if not dsn:
-        dsn = local_environment()["DATAVAULT_PG_DSN"]
+        dsn = local
         hint = f" (is the local stack up? `{PROG} stack up`)"
     where = f"PostgreSQL at {dsn_location(dsn)}"
     started = time.monotonic()
@@ -249,6 +247,9 @@ def seed_command(args: argparse.Namespace) -> int:
     except psycopg.Error as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CommandError(f"seeding {where} failed: {first_line}{hint}") from error
+    seeded_days = [day for r in results.values() for day, rows in r.rows_per_day.items() if rows]
+    if dsn == local and seeded_days:
+        record_first_day(min(seeded_days))
     for table, result in results.items():
         days = sorted(result.rows_per_day)
         print(

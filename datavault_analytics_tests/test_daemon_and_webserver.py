@@ -173,8 +173,8 @@ def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
             )
 
         deployment.wait(location_loaded, "the webserver to load the code location", 180)
-        # What clicking "Skip" on the UI's first-visit "Join the Dagster community" dialog records.
-        deployment.graphql("mutation { setNuxSeen }")
+        # The local instance turns off the first-visit "Join the Dagster community" dialog.
+        assert deployment.graphql("{ shouldShowNux }") == {"shouldShowNux": False}
         yield deployment
     finally:
         for process in reversed(processes):

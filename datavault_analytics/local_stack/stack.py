@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +160,17 @@ def write_state(paths: StackPaths, state: dict[str, dict[str, Any]]) -> None:
     temporary.replace(paths.state_file)
 
 
+def record_first_day(first_day: date, root: Path | None = None) -> None:
+    """Remember the earliest day seeded into the stack's tables: their partitions start there (see
+    local_environment), so the UI does not count the empty days since 2024-01-01 as missing."""
+    paths = StackPaths.at(root)
+    state = read_state(paths)
+    known = (state.get("data") or {}).get("first_day")
+    if known is None or str(first_day) < known:
+        state["data"] = {"first_day": str(first_day)}
+        write_state(paths, state)
+
+
 def _recorded_pid_and_port(state: Mapping[str, Any], part: Part) -> tuple[int | None, int | None]:
     record = state.get(part.name) or {}
     pid, port = record.get("pid"), record.get("port")
@@ -184,7 +195,10 @@ def local_environment(root: Path | None = None) -> dict[str, str]:
         pid, port = _recorded_pid_and_port(state, part)
         ports[part.name] = port if port is not None and pid_is_alive(pid) else configured_port(part)
     postgres_base = f"postgresql://postgres@{LOCALHOST}:{ports[POSTGRES.name]}"
+    first_day = (state.get("data") or {}).get("first_day")
     return {
+        # Where the seeded rows start (the tables' defs.yaml read it); unseeded, their own default.
+        **({"DATAVAULT_START_DATE": first_day} if first_day else {}),
         "DATAVAULT_ENV": "local",
         "DATAVAULT_PG_DSN": f"{postgres_base}/{SOURCE_DATABASE}",
         # dagster-postgres sends `NOTIFY channel, %(id)s`, which needs psycopg2's client-side binding;

@@ -102,3 +102,39 @@ def test_stack_env_prints_shell_quoted_exports_of_exactly_that_mapping(tmp_path:
         name, value = assignment.split("=", 1)
         exported[name] = value
     assert exported == local_environment(folder)
+
+
+def test_the_partitions_start_at_the_first_day_seeded_into_the_stack(pg_server, tmp_path: Path) -> None:
+    """`seed` into the stack records its first day; the stack's environment starts the tables there, so
+    the UI does not list every day since 2024-01-01 as missing. A later, shorter seed keeps the start."""
+    from datetime import UTC, datetime, timedelta
+
+    from datavault_analytics.local_stack.stack import SOURCE_DATABASE
+
+    pg_server.create_database(SOURCE_DATABASE)
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATAVAULT_", "DAGSTER_", "SNOWFLAKE_"))
+    }
+    environ |= {"PYTHONPATH": str(REPO_ROOT), "DATAVAULT_STACK_PG_PORT": str(pg_server.port)}
+    assert "DATAVAULT_START_DATE" not in local_environment(tmp_path)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    for days in (3, 1):
+        seeded = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "datavault_analytics.cli",
+                "seed",
+                "--days",
+                str(days),
+                "--rows-per-day",
+                "5",
+            ],
+            cwd=tmp_path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert seeded.returncode == 0, seeded.stderr
+        assert local_environment(tmp_path)["DATAVAULT_START_DATE"] == str(yesterday - timedelta(days=2))
