@@ -160,7 +160,7 @@ def _loader(**settings) -> SnowflakeLoader:
         (TableSpec, "postgres_table", HOSTILE, "postgres_table="),
         (TableSpec, "postgres_schema", "public;", "postgres_schema="),
         (TableSpec, "partition_column", "created_at' OR '1'='1", "partition_column="),
-        (TableSpec, "payload_column", "ciphertext)--", "payload_column="),
+        (TableSpec, "updated_at_column", "updated_at)--", "updated_at_column="),
         (TableSpec, "snowflake_table", 'RECORDS" CASCADE; --', "snowflake_table="),
         (
             _loader,

@@ -140,7 +140,6 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
             partition_column=self.partition_column,
             primary_key=list(self.primary_key),
             updated_at_column=self.updated_at_column,
-            payload_column=None,
         )
 
     def pipeline(self) -> TablePipeline:

@@ -33,9 +33,6 @@ class TableSpec(dg.Config):
         description="Column bumped when a row changes; the drift scan's cheap tier compares its latest "
         "value per day. None: the cheap tier compares row counts only.",
     )
-    payload_column: str | None = Field(
-        default="ciphertext", description="Encrypted payload column, which must exist; None: no payload."
-    )
 
     @field_validator(
         "postgres_schema",
@@ -43,7 +40,6 @@ class TableSpec(dg.Config):
         "snowflake_table",
         "partition_column",
         "updated_at_column",
-        "payload_column",
     )
     @classmethod
     def _plain_identifier(cls, name: str | None, info) -> str | None:
@@ -75,7 +71,6 @@ class TableSpec(dg.Config):
             ("partition_column", self.partition_column),
             *(("primary_key", column) for column in self.primary_key),
             ("updated_at_column", self.updated_at_column),
-            ("payload_column", self.payload_column),
         ]
         return [(setting, column) for setting, column in named if column is not None]
 

@@ -272,9 +272,7 @@ def test_a_table_or_column_postgresql_lacks_fails_the_first_run_before_anything_
     pipeline, spec, expected
 ):
     pipeline.seed_retrievals(DAYS[:1], rows_per_day=5)
-    table = TablePipeline(
-        spec=TableSpec(**spec, snowflake_table="RETRIEVAL_LOG", updated_at_column=None, payload_column=None)
-    )
+    table = TablePipeline(spec=TableSpec(**spec, snowflake_table="RETRIEVAL_LOG", updated_at_column=None))
     message = failed_without_retry(pipeline.materialize(KEYS[0], raise_on_error=False, table=table))
     assert expected in message
     assert pipeline.s3.list_objects_v2(Bucket=pipeline.bucket).get("KeyCount", 0) == 0
