@@ -17,7 +17,7 @@ from datavault_analytics.day_window import day_windows
 from datavault_analytics.environment import SETTINGS
 from datavault_analytics.errors import PermanentError, TransientError, asset_errors
 from datavault_analytics.metadata import materialization_metadata
-from datavault_analytics.partitions import check_in_partitions
+from datavault_analytics.partitions import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, check_in_partitions
 from datavault_analytics.reconciliation import (
     SourceFingerprintReader,
     SourceFingerprints,
@@ -122,6 +122,32 @@ def _materialized_asset_args(pipeline: TablePipeline) -> dict:
     }
 
 
+def _verifications_survive_failed_staging(pipeline: TablePipeline) -> dg.HookDefinition:
+    """When staging fails for good, Snowflake has not changed: the days' checks keep their last result."""
+
+    @dg.failure_hook(name=f"{pipeline.name}_verifications_survive_failed_staging")
+    def keep_verifications(context: dg.HookContext) -> None:
+        from datavault_analytics.checks import carry_over_verifications  # checks.py imports this module
+
+        tags = context.instance.get_run_by_id(context.run_id).tags
+        if PARTITION_TAG in tags:
+            days = [tags[PARTITION_TAG]]
+        elif RANGE_START_TAG in tags:
+            days = pipeline.partitions.get_partition_keys_in_range(
+                dg.PartitionKeyRange(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
+            )
+        else:
+            return
+        carried = carry_over_verifications(context.instance, pipeline, days, context.run_id)
+        if carried:
+            context.log.info(
+                f"Staging failed before Snowflake changed: {carried} check result(s) of "
+                f"{pipeline.spec.snowflake_table}'s days still hold and are shown again."
+            )
+
+    return keep_verifications
+
+
 def _stage_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
     spec = pipeline.spec
 
@@ -131,6 +157,7 @@ def _stage_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
         io_manager_key="s3_stage_io_manager",
         pool=POSTGRES_POOL,
         kinds={"s3", "parquet"},
+        hooks={_verifications_survive_failed_staging(pipeline)},
         description=(
             f"The day's rows of {spec.source_name} as Parquet files in the S3 stage, at "
             f"s3://<bucket>/<prefix>/{spec.name}/dt=<day>/part-NNNNN-<staging>.parquet, with a _manifest.json "

@@ -16,6 +16,10 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+# The instance's history of one check per day, which DagsterInstance has no public method for (1.13).
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.base import PartitionKeyFilter
+
 from datavault_analytics.assets import SOURCE_FINGERPRINTS
 from datavault_analytics.day_window import DayWindow, day_windows
 from datavault_analytics.errors import asset_errors
@@ -115,6 +119,52 @@ def aimed_at_load(
         blocking=evaluation.blocking,
         partition=evaluation.partition,
     )
+
+
+def carry_over_verifications(
+    instance: dg.DagsterInstance, pipeline: TablePipeline, days: list[str], failed_run_id: str
+) -> int:
+    """After a run failed before it changed Snowflake (its staging failed), each day's latest evaluation of
+    each check still holds if it verified the day's latest load: report it again, saying so. Otherwise
+    Dagster shows every check that run had planned as "Execution failed" for its days, although the data
+    they verified is unchanged. Returns how many evaluations were carried over."""
+    evaluated = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+    carried = 0
+    for day in days:
+        load = latest_load_record(instance, pipeline.snowflake_key, day)
+        if load is None:
+            continue
+        for spec in check_specs(pipeline):
+            history = instance.event_log_storage.get_asset_check_execution_history(
+                spec.key, limit=1, status=evaluated, partition_filter=PartitionKeyFilter(key=day)
+            )
+            if not history or history[0].event is None or history[0].event.dagster_event is None:
+                continue
+            previous = history[0].event.dagster_event.event_specific_data
+            target = getattr(previous, "target_materialization_data", None)
+            if target is None or target.storage_id != load.storage_id:
+                continue  # it verified an earlier load: nothing to carry
+            instance.report_runless_asset_event(
+                aimed_at_load(
+                    dg.AssetCheckEvaluation(
+                        asset_key=previous.asset_key,
+                        check_name=previous.check_name,
+                        passed=previous.passed,
+                        severity=previous.severity,
+                        partition=day,
+                        description=f"{previous.description} (still holds: run {failed_run_id} failed "
+                        "before it changed Snowflake)",
+                        metadata={
+                            **previous.metadata,
+                            "evaluated_by_run": history[0].run_id,
+                            "carried_over_after_failed_run": failed_run_id,
+                        },
+                    ),
+                    load,
+                )
+            )
+            carried += 1
+    return carried
 
 
 def read_by_this_run(loads: dict[str, dg.EventLogRecord | None], run_id: str) -> SourceFingerprints | None:

@@ -1,7 +1,7 @@
 """Materialize the stage and Snowflake assets for one day, in this process: what the fault tests kill.
 
     python -m datavault_analytics_tests.test_faults.run_partition 2026-11-01 [--select both|stage|load]
-        [--file-mb N] [--row-group-rows N] [--table records]
+        [--file-mb N] [--row-group-rows N] [--table records] [--checks]
 
 The resources are `build_resources(Settings.from_environment("prod"))` from the environment the test sets, as in production; only the
 staged file size may be made small, so that a day spans several files. The run is recorded in the Dagster
@@ -14,6 +14,7 @@ import sys
 import dagster as dg
 
 from datavault_analytics.assets import build_table_assets
+from datavault_analytics.checks import build_table_checks
 from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.resources.s3_stage import S3StageIOManager
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", default="records")
     parser.add_argument("--file-mb", type=int)
     parser.add_argument("--row-group-rows", type=int, default=131072)
+    parser.add_argument("--checks", action="store_true", help="run the table's checks too, as the job does")
     args = parser.parse_args(argv)
 
     resources = build_resources(Settings.from_environment("prod"))
@@ -45,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         "load": [table.snowflake_key],
     }[args.select]
     result = dg.materialize(
-        build_table_assets(table),
+        [*build_table_assets(table), *([build_table_checks(table)] if args.checks else [])],
         resources=resources,
-        selection=selection,
+        selection=dg.AssetSelection.assets(*selection),
         partition_key=args.partition,
         instance=dg.DagsterInstance.get(),
         raise_on_error=False,

@@ -125,6 +125,52 @@ def test_s3_down_while_staging_and_while_loading(pg_server, snowflake_server, mo
         s3.stop()
 
 
+def test_a_failed_staging_leaves_the_days_verified_checks_passed(
+    pg_server, snowflake_server, monkeypatch, start_run
+):
+    """Staging fails for good (S3 down, no retry): Snowflake still holds the day its checks verified, so the
+    check partition view keeps showing them passed, not "Execution failed" as Dagster would for the checks
+    the failed run had planned."""
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus
+
+    port = free_port()
+    s3 = S3Server(port).start()
+    try:
+        pipeline = new_pipeline(pg_server, s3.endpoint_url, snowflake_server, monkeypatch)
+        pipeline.seed([DAY_DATE], rows_per_day=50)
+        loaded = start_run(pipeline, DAY, "--checks", env=RETRYING)
+        assert loaded.wait() == 0, loaded.tail()
+        s3.stop()
+        failed = start_run(pipeline, DAY, "--checks", env={**RETRYING, "DATAVAULT_MAX_RETRIES": "0"})
+        assert failed.wait() == 1, failed.tail()
+    finally:
+        s3.stop()
+
+    specs = records.CHECK_SPECS
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(start_run.home))) as instance:
+        [failed_run] = [r for r in instance.get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
+        states = instance.event_log_storage.get_asset_check_state(
+            [(spec.key, records.RECORDS.partitions) for spec in specs]
+        )
+        shown = {
+            spec.name: {
+                status.value: sorted(states[spec.key].subsets[status].subset_value.get_partition_keys())
+                for status in AssetCheckExecutionResolvedStatus
+                if status in states[spec.key].subsets
+                and states[spec.key].subsets[status].subset_value.get_partition_keys()
+            }
+            for spec in specs
+        }
+        assert shown == {spec.name: {"SUCCEEDED": [DAY]} for spec in specs}
+        carried = instance.get_latest_asset_check_evaluation_record(specs[0].key)
+        assert (
+            f"still holds: run {failed_run.run_id} failed"
+            in carried.event.dagster_event.event_specific_data.description
+        )
+    assert_exact(pipeline)
+
+
 def test_snowflake_down(tmp_path, pg_server, s3_endpoint, monkeypatch, start_run):
     snowflake = SnowflakeProcess(
         tmp_path / "snowflake", s3_endpoint, free_port(), tmp_path / "snowflake.log"
