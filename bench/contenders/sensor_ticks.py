@@ -117,7 +117,11 @@ def main() -> None:
         finally:
             for process in reversed(processes):
                 os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=60)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:  # a code server busy answering the daemon may not stop
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=30)
         os.environ["DAGSTER_HOME"] = str(home)
         import dagster as dg
 
