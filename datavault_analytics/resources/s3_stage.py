@@ -133,8 +133,8 @@ class S3Stage(dg.ConfigurableResource):
             if data is None:
                 raise StageError(
                     f"Partition {partition_key} has no stage manifest at {where}: it was never staged, or its "
-                    'staging did not finish. Materialize ["s3", "datavault", "records"] for this partition '
-                    "first."
+                    f'staging did not finish. Materialize ["s3", "datavault", "{self.dataset}"] for this '
+                    "partition first."
                 )
             manifest = StagedPartition.parse(data, where)
             if manifest.partition_key != partition_key:

@@ -14,11 +14,10 @@ import time
 import psycopg
 import pytest
 
-from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
-from datavault_analytics.resources.partition_locks import PartitionLocks, lock_key
+from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics_tests.pipeline_harness import Pipeline
 from datavault_analytics_tests.test_faults.conftest import (
     DAY,
@@ -267,34 +266,3 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
     )
     wait_for_replay(replica_dsn, 60_000 - deleted)
     assert_exact(pipeline)
-
-
-def test_a_second_run_of_the_retrieval_log_waits_while_the_first_is_staging_its_day(
-    fault_pipeline, start_run
-):
-    """The same for the second table, whose day has its own lock: the component gives every table the
-    partition locks, keyed by the table."""
-    pipeline, log = fault_pipeline, configured_table("retrieval_log")
-    pipeline.seed_retrievals([DAY_DATE], rows_per_day=120000)
-    assert pipeline.materialize(DAY, table=log).success
-    pipeline.pg("DELETE FROM retrieval_log WHERE id % 5 = 0")
-    key = lock_key(log.spec.source_name, DAY)
-    with HttpProxy(pipeline.s3_endpoint) as s3:
-        gate = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001-" in r.target)
-        first = start_run(pipeline, DAY, "--table", "retrieval_log", *SMALL_FILES, s3=s3)
-        wait_until(gate.arrived.is_set, "the first run to be half-way through staging", process=first)
-        second = start_run(pipeline, DAY, "--table", "retrieval_log", *SMALL_FILES, s3=s3)
-
-        wait_until(
-            lambda: [h for h in advisory_locks(pipeline.dsn, key) if not h[1]],
-            "the second run to wait for the retrieval_log day's lock",
-            process=second,
-        )
-        assert s3_writes(s3, DAY) == ["delete manifest", "put part-00000.parquet", "put part-00001.parquet"]
-
-        gate.release()
-        assert first.wait() == 0, first.tail()
-        assert second.wait() == 0, second.tail()
-        assert len(stagings(s3_writes(s3, DAY))) == 2
-    [day] = pipeline.reconcile([DAY], table=log)
-    assert day.matches and day.snowflake_rows == pipeline.pg("SELECT count(*) FROM retrieval_log")[0][0]
