@@ -11,9 +11,11 @@ PostgreSQL's rows.
 import threading
 import time
 
+import dagster as dg
 import psycopg
 import pytest
 
+from datavault_analytics import assets
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
@@ -218,6 +220,13 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
             DATAVAULT_PG_MAX_MB_PER_SECOND="3",
         )
     )
+    # The shipped three retries, not the tests' one: a DELETE and VACUUM issued just before the first read was
+    # cancelled can still be replayed into the first retry's snapshot, and cancel it too.
+    monkeypatch.setattr(
+        assets,
+        "RETRY_POLICY",
+        dg.RetryPolicy(max_retries=Settings.model_fields["max_retries"].default, delay=0.5),
+    )
     outcome = {}
     run = threading.Thread(
         target=lambda: outcome.update(result=pipeline.materialize(DAY, raise_on_error=False))
@@ -241,14 +250,14 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
             ("datavault-analytics extract%",),
         ).fetchone()
     # On the primary, rows of the day go and VACUUM removes them; replaying that conflicts with the read. Until
-    # the first read is gone (cancelled), so that its retry reads undisturbed.
+    # the first read is no longer running (cancelled), so that its retry reads undisturbed.
     deleted = 0
     with (
         psycopg.connect(primary_dsn, autocommit=True) as primary_conn,
         psycopg.connect(replica_dsn, autocommit=True) as standby_conn,
     ):
         while standby_conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (first_reader,)
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", (first_reader,)
         ).fetchone()[0]:
             primary_conn.execute(
                 "DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 100)"
