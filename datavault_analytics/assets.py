@@ -26,6 +26,7 @@ from datavault_analytics.reconciliation import (
 from datavault_analytics.redaction import redact_known_secrets
 from datavault_analytics.resources.partition_locks import PartitionLocks
 from datavault_analytics.resources.postgres import POSTGRES_POOL, PostgresResource, SourceExtract
+from datavault_analytics.resources.s3_stage import StagedDays
 from datavault_analytics.resources.snowflake import LoadResult, SnowflakeLoader, SnowflakeLoadError
 from datavault_analytics.resources.stage_manifest import StagedPartition, staged_columns
 from datavault_analytics.resources.table_spec import table_metadata
@@ -210,13 +211,14 @@ def _snowflake_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
     )
     def load(
         context: dg.AssetExecutionContext,
-        staged: list[StagedPartition],
+        staged: StagedDays,
         snowflake_loader: SnowflakeLoader,
         postgres: PostgresResource,
         partition_locks: PartitionLocks,
         stage_retention: StageRetention,
     ) -> dg.MaterializeResult:
-        """Loads each staged day under its lock: the load and a re-staging of the same day never interleave.
+        """Loads each staged day under its lock, reading its manifest there: the load and a re-staging of the
+        same day never interleave, and a re-staging in progress is waited for.
 
         Meanwhile, PostgreSQL's fingerprints of the days are read for the checks (reconciliation.py)."""
         return load_days(
@@ -235,25 +237,28 @@ def _snowflake_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
 def load_days(
     context: dg.AssetExecutionContext,
     pipeline: TablePipeline,
-    staged: list[StagedPartition],
+    staged: StagedDays,
     snowflake_loader: SnowflakeLoader,
     postgres: PostgresResource,
     partition_locks: PartitionLocks,
     stage_retention: StageRetention,
 ) -> dg.MaterializeResult:
-    started, run = time.monotonic(), context.run.run_id
+    started, run, keys = time.monotonic(), context.run.run_id, staged.partition_keys
+    manifests: list[StagedPartition] = []
     results: list[LoadResult] = []
     with (
         asset_errors("Loading into Snowflake"),
-        source_fingerprints_meanwhile(postgres, day_windows([m.partition_key for m in staged])) as reader,
+        source_fingerprints_meanwhile(postgres, day_windows(keys)) as reader,
     ):
         check_in_partitions(pipeline.partitions, context.partition_keys)
-        for number, manifest in enumerate(staged, start=1):
-            key = manifest.partition_key
+        for number, key in enumerate(keys, start=1):
             with partition_locks.hold(key, holder=f"load {key} run {run[:8]}") as lock:
+                with asset_errors("Reading the stage manifests"):
+                    manifest = staged.read(key)
                 result = snowflake_loader.load_partition(
                     manifest, lock=lock, run_id=run, finished_runs=partial(_finished_runs, context.instance)
                 )
+            manifests.append(manifest)
             results.append(result)
             for ended in result.ended:
                 context.log.warning(
@@ -265,22 +270,22 @@ def load_days(
                     f"Added new column(s) {result.columns_added} to {snowflake_loader.table_name}."
                 )
             context.log.info(
-                f"Loaded {key} ({number}/{len(staged)} days): {result.rows_loaded:,} rows from "
+                f"Loaded {key} ({number}/{len(keys)} days): {result.rows_loaded:,} rows from "
                 f"{result.files_loaded} file(s), replacing {result.rows_deleted:,}, in {result.seconds:.2f}s"
             )
     source_read = _source_fingerprints(context, reader, loaded_at=time.monotonic())
     read_metadata = {SOURCE_FINGERPRINTS: dg.MetadataValue.json(source_read.to_json())} if source_read else {}
-    _purge_expired_stagings(
-        context, pipeline, stage_retention, keep=frozenset(m.partition_key for m in staged)
-    )
+    _purge_expired_stagings(context, pipeline, stage_retention, keep=frozenset(keys))
     return dg.MaterializeResult(
         metadata=materialization_metadata(
-            staged,
+            manifests,
             rows=sum(r.rows_loaded for r in results),
             seconds=time.monotonic() - started,
             seconds_key="load_seconds",
             column_type=lambda c: c.snowflake_type,
-            range_uri=f"{staged[0].stage_uri}/{staged[0].directory.rsplit('/', 1)[0]}" if staged else "",
+            range_uri=(
+                f"{manifests[0].stage_uri}/{manifests[0].directory.rsplit('/', 1)[0]}" if manifests else ""
+            ),
             day_columns={
                 "rows loaded": lambda i: results[i].rows_loaded,
                 "rows replaced": lambda i: results[i].rows_deleted,

@@ -1,13 +1,15 @@
 """The S3 Parquet stage: where PostgreSQL's rows wait, as Parquet files, for Snowflake's COPY INTO.
 
 `S3Stage` is the stage's location and storage; `S3StageIOManager` writes each day handed to it, under the
-day's lock, and hands the Snowflake asset the days' manifests. docs/stage.md describes the layout.
+day's lock, and hands the Snowflake asset the days to load as `StagedDays`, whose manifests the load reads
+under the same lock. docs/stage.md describes the layout.
 """
 
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import boto3
@@ -183,12 +185,32 @@ class S3Stage(dg.ConfigurableResource):
         return options
 
 
+@dataclass
+class StagedDays:
+    """The days a load asks for, and their manifests read on demand.
+
+    The load reads a day's manifest only once it holds the day's lock: a re-staging of that day by another
+    run has then finished or not begun. Read before the lock, the manifest may be one that a re-staging has
+    just deleted, and the day would look never staged.
+    """
+
+    partition_keys: list[str]
+    stage: "S3Stage"
+    _storage: StageStorage | None = field(default=None, repr=False)
+
+    def read(self, partition_key: str) -> StagedPartition:
+        """The day's current manifest; a StageError if the day has none or its files are not as listed."""
+        if self._storage is None:
+            self._storage = self.stage.storage()
+        return self.stage.read_manifest(self._storage, partition_key)
+
+
 class S3StageIOManager(dg.ConfigurableIOManager):
     """Writes the PostgreSQL stream as Parquet files in the stage, and hands manifests downstream.
 
     `handle_output` streams each day of a `SourceExtract` through `ParquetDayWriter`, so no day is ever held
-    in memory. `load_input` returns the days' `StagedPartition` manifests, or, for an input annotated
-    `polars.LazyFrame`, a lazy scan of their files.
+    in memory. `load_input` returns the days as `StagedDays`, or, for an input annotated `polars.LazyFrame`, a
+    lazy scan of their files.
     """
 
     stage: dg.ResourceDependency[S3Stage]
@@ -319,11 +341,10 @@ class S3StageIOManager(dg.ConfigurableIOManager):
             )
         )
 
-    def load_input(self, context: dg.InputContext) -> list[StagedPartition] | pl.LazyFrame:
+    def load_input(self, context: dg.InputContext) -> StagedDays | pl.LazyFrame:
         stage = self.stage.for_table(table_of(context.upstream_output.definition_metadata, context.asset_key))
+        days = StagedDays(list(context.asset_partition_keys), stage)
+        if context.dagster_type.typing_type is not pl.LazyFrame:
+            return days
         with asset_errors("Reading the stage manifests"):
-            storage = stage.storage()
-            manifests = [stage.read_manifest(storage, key) for key in context.asset_partition_keys]
-        if context.dagster_type.typing_type is pl.LazyFrame:
-            return stage.scan(manifests)
-        return manifests
+            return stage.scan([days.read(key) for key in days.partition_keys])

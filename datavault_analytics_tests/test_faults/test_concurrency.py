@@ -16,10 +16,11 @@ import psycopg
 import pytest
 
 from datavault_analytics import assets
+from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
-from datavault_analytics.resources.partition_locks import PartitionLocks
+from datavault_analytics.resources.partition_locks import PartitionLocks, lock_key
 from datavault_analytics_tests.pipeline_harness import Pipeline
 from datavault_analytics_tests.test_faults.conftest import (
     DAY,
@@ -85,6 +86,52 @@ def test_a_second_run_waits_while_the_first_is_staging_the_day(fault_pipeline, s
         assert second.wait() == 0, second.tail()
         assert len(stagings(s3_writes(s3, DAY))) == 2
     assert_exact(pipeline)
+
+
+def test_a_load_waits_while_a_second_run_re_stages_the_retrieval_log_day(fault_pipeline, start_run):
+    """The first run's load begins while a second run re-stages the day and its manifest is deleted: the
+    load waits at the day's lock and loads the second staging, rather than find no manifest. On the second
+    table, whose days have locks of their own."""
+    pipeline, log = fault_pipeline, configured_table("retrieval_log")
+    pipeline.seed_retrievals([DAY_DATE], rows_per_day=120_000)  # about 3 MB: three files of 1 MB
+    assert pipeline.materialize(DAY, table=log).success
+    pipeline.pg("DELETE FROM retrieval_log WHERE id % 5 = 0")
+    key = lock_key(log.spec.source_name, DAY)
+
+    def waiting(step: str) -> list[tuple]:
+        return [
+            h
+            for h in advisory_locks(pipeline.dsn, key)
+            if not h[1] and h[2].startswith(f"datavault lock {step}")
+        ]
+
+    with HttpProxy(pipeline.s3_endpoint) as s3:
+        first_staging = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001-" in r.target)
+        first = start_run(pipeline, DAY, "--table", "retrieval_log", *SMALL_FILES, s3=s3)
+        wait_until(
+            first_staging.arrived.is_set, "the first run to be half-way through staging", process=first
+        )
+        second = start_run(pipeline, DAY, "--table", "retrieval_log", *SMALL_FILES, s3=s3)
+        wait_until(
+            lambda: waiting(f"stage {DAY}"), "the second run to wait for the day's lock", process=second
+        )
+
+        # Released, the first run finishes its staging; the second takes the lock, deletes that manifest and
+        # is held at its first file, while the first run's load starts.
+        second_staging = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00000-" in r.target)
+        first_staging.release()
+        wait_until(second_staging.arrived.is_set, "the second run to re-stage the day", process=second)
+        assert s3_writes(s3, DAY)[-3:] == ["put manifest", "delete manifest", "put part-00000.parquet"]
+        wait_until(
+            lambda: waiting(f"load {DAY}"), "the first run's load to wait for the day's lock", process=first
+        )
+
+        second_staging.release()
+        assert first.wait() == 0, first.tail()
+        assert second.wait() == 0, second.tail()
+        assert len(stagings(s3_writes(s3, DAY))) == 2
+    [day] = pipeline.reconcile([DAY], table=log)
+    assert day.matches and day.snowflake_rows == pipeline.pg("SELECT count(*) FROM retrieval_log")[0][0]
 
 
 def test_a_run_staging_the_day_waits_while_another_is_loading_it(fault_pipeline, start_run, snowflake_server):
