@@ -37,9 +37,9 @@ backfill: install
 	$(BIN)/datavault-analytics stack up
 	$(BIN)/datavault-analytics backfill $(START) $(END) --days-per-run $(DAYS_PER_RUN)
 
-## Regenerate docs/asset-lineage.png (the README's picture) from the real daemon + webserver test.
+## Regenerate the pictures in docs/ (lineage, check partitions, freshness) from the real daemon + webserver test.
 screenshot: install
-	DATAVAULT_SCREENSHOT_PATH=$(CURDIR)/docs/asset-lineage.png $(BIN)/python -m pytest \
+	DATAVAULT_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest \
 		datavault_analytics_tests/test_daemon_and_webserver.py -q
 
 down: install

@@ -4,18 +4,17 @@ One set of processes per module, on an instance stored in PostgreSQL (the local 
 dagster-postgres, queued runs, pools, freshness), with the pipeline pointed at the session's PostgreSQL,
 S3 (moto) and Snowflake (fakesnow) servers. The daemon ticks the daily schedule (every minute here) and
 launches the run; everything a user sees is asserted through the webserver's GraphQL API, a backfill is
-launched through it as the UI does, and headless Chromium takes a screenshot of the lineage page.
+launched through it as the UI does, and headless Chromium (browser.py) reads and pictures the lineage, the
+checks' Partitions tab and the asset page.
 
-`make screenshot` runs this module with DATAVAULT_SCREENSHOT_PATH=docs/asset-lineage.png, the picture the
-README shows.
+`make screenshot` runs this module with DATAVAULT_SCREENSHOT_DIR=docs: the pictures the README and
+docs/operations.md show.
 """
 
 import json
 import os
-import shutil
 import subprocess
 import urllib.request
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -25,9 +24,12 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+from playwright.sync_api import expect
 
+from datavault_analytics.checks import CONTENT_HASH
 from datavault_analytics.local_stack.processes import free_port, port_answers
 from datavault_analytics_tests import records
+from datavault_analytics_tests.browser import HEIGHT, WIDTH, browser_page
 from datavault_analytics_tests.dagster_processes import (
     BIN,
     daemon_command,
@@ -120,6 +122,8 @@ def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
 
         dagster_env = {
             **instance_in_postgres(pg_server, folder),
+            # The partitions start where the data does, as the local stack's do.
+            "DATAVAULT_START_DATE": str(min(scheduled + backfill)),
             # The daily schedule, at the next whole minute: one tick while the test runs.
             "DATAVAULT_SCHEDULE_CRON": next_minute_cron(),
             "DATAVAULT_BACKFILL_DAYS_PER_RUN": str(DAYS_PER_BACKFILL_RUN),
@@ -214,6 +218,12 @@ query ($path: [String!]!) {
     name partitionStatuses { __typename
       ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } }
   } } } }
+}
+"""
+
+SOURCE_OBSERVATIONS = """
+query ($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) { ... on Asset { assetObservations(limit: 1) { timestamp runId } } }
 }
 """
 
@@ -356,71 +366,105 @@ def test_a_backfill_launched_from_the_ui_runs_several_days_per_run_and_loads_eac
     assert all(d.matches for d in deployment.pipeline.reconcile(days))
 
 
-def ensure_chromium() -> str:
-    """Debian's chromium; installed here when missing (CI runs as root on a possibly new machine)."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    assert os.geteuid() == 0, "chromium is missing: apt-get install -y chromium (as root)"
-    subprocess.run(
-        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
-        shell=True,
-        check=True,
-        timeout=900,
-        capture_output=True,
-    )
-    return shutil.which("chromium") or "/usr/bin/chromium"
+def screenshot_target(tmp_path: Path, name: str) -> Path:
+    """Where a picture goes: docs/ under `make screenshot` (DATAVAULT_SCREENSHOT_DIR), else tmp_path."""
+    folder = Path(os.environ.get("DATAVAULT_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
-def chromium(args: list[str], folder: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    profile = folder / f"profile-{uuid.uuid4().hex[:6]}"
-    profile.mkdir()
-    return subprocess.run(
-        [
-            ensure_chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            "--window-size=1600,900",
-            "--virtual-time-budget=30000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def test_a_screenshot_of_the_lineage_page_in_headless_chromium(deployment, tmp_path):
-    deployment.scheduled_run()
-    deployment.wait(lambda: settled(deployment.instance), "every run to finish before the picture")
-    page = f"{deployment.url}/asset-groups/datavault"
-    dom = chromium(["--dump-dom", page], tmp_path)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    # The page as drawn: the three nodes with their kinds, and the table's checks passing.
-    drawn = [
-        text
-        for text in ("Global asset lineage", "Postgres", "S3", "Parquet", "Snowflake", "4 / 4 Passed")
-        if f">{text}<" not in dom.stdout
-    ]
-    assert drawn == [], f"not on the page: {drawn}; page text starts: {dom.stdout[:1500]}"
-    assert dom.stdout.count(">records<") >= 3
-
-    target = Path(os.environ.get("DATAVAULT_SCREENSHOT_PATH") or tmp_path / "asset-lineage.png")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shot = chromium([f"--screenshot={target}", page], tmp_path)
-
-    assert shot.returncode == 0, shot.stderr[-2000:]
+def assert_picture(target: Path) -> None:
     png = target.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    assert (width, height) == (1600, 900)
+    assert (width, height) == (WIDTH, HEIGHT)
     assert len(png) > 40_000, "a blank or loading page compresses to almost nothing"
-    assert date.fromtimestamp(target.stat().st_mtime) == date.today()
+
+
+def test_the_lineage_page_in_chromium_tells_the_assets_apart_and_shows_the_source_observed(
+    deployment, tmp_path
+):
+    deployment.scheduled_run()
+    deployment.wait(lambda: settled(deployment.instance), "every run to finish before the picture")
+    # The drift sensor's scans observe the source: the UI's "Observed" time comes from these.
+    observed = deployment.graphql(SOURCE_OBSERVATIONS, path=SOURCE_KEY.path)["assetOrError"][
+        "assetObservations"
+    ]
+    assert observed and observed[0]["timestamp"], "the source was never observed"
+
+    target = screenshot_target(tmp_path, "asset-lineage.png")
+    with browser_page() as page:
+        page.goto(f"{deployment.url}/asset-groups/datavault")
+        # As a user does: the graph's settings button, then the Description and Freshness facets.
+        page.locator("button:has([aria-label='config'])").click()
+        facets = page.get_by_role("dialog")
+        for facet in ("Description", "Freshness"):
+            facets.get_by_text(facet, exact=True).click()
+        facets.get_by_role("button", name="Save").click()
+        expect(page.get_by_text("4 / 4 Passed").first).to_be_visible()
+        page.wait_for_timeout(2000)  # the other nodes' live data, drawn after the first
+        graph = page.inner_text("body")
+        page.screenshot(path=target)
+
+    # Each node says which system it is in: its kinds under it, and its description in it.
+    for shown in ("Postgres", "S3", "Parquet", "Snowflake", "Observed", "Freshness"):
+        assert shown in graph, f"{shown!r} not on the page: {graph[:2000]}"
+    for described in ("table in PostgreSQL", "as Parquet files in the S3 stage", "in Snowflake (RECORDS)"):
+        assert described in graph, f"{described!r} not on the page: {graph[:2000]}"
+    assert_picture(target)
+
+
+def test_the_check_partitions_tab_in_chromium_shows_every_loaded_day_passed(deployment, tmp_path):
+    deployment.scheduled_run()
+    deployment.wait(lambda: settled(deployment.instance), "every run to finish before the picture")
+    loaded = deployment.instance.get_materialized_partitions(SNOWFLAKE_KEY)
+    assert set(deployment.scheduled_days) <= loaded
+
+    target = screenshot_target(tmp_path, "check-partitions.png")
+    with browser_page() as page:
+        page.goto(
+            f"{deployment.url}/assets/{'/'.join(SNOWFLAKE_KEY.path)}?view=checks&checkDetail={CONTENT_HASH}"
+        )
+        expect(page.get_by_role("tab", name="Execution history")).to_be_visible()  # the check's own tabs
+        page.get_by_role("tab", name="Partitions").last.click()  # the check's tab, not the asset's
+        expect(page.get_by_text(f"Passed ({len(loaded)})", exact=True)).to_be_visible()
+        for none in ("Failed (0)", "Execution Failed (0)", "In Progress (0)"):
+            expect(page.get_by_text(none, exact=True)).to_be_visible()
+        page.screenshot(path=target)
+    assert_picture(target)
+
+
+def test_freshness_shows_on_the_asset_page_and_not_in_the_lineage(deployment, tmp_path):
+    """Dagster 1.13's open-source UI draws a FreshnessPolicy's status on the asset's page only: the lineage's
+    Freshness facet reads the older policies' data, and the catalog has no freshness column (it comes with
+    asset health, a Dagster+ feature). docs/operations.md says so; this fails when that changes."""
+    deployment.scheduled_run()
+    deployment.wait(
+        lambda: (
+            deployment.asset_nodes()[SNOWFLAKE_KEY.to_user_string()]["freshnessStatusInfo"]["freshnessStatus"]
+            == "HEALTHY"
+        ),
+        "the freshness daemon to pass the table",
+    )
+    target = screenshot_target(tmp_path, "asset-freshness.png")
+    with browser_page() as page:
+        page.goto(f"{deployment.url}/assets/{'/'.join(SNOWFLAKE_KEY.path)}")
+        expect(page.get_by_text("Freshness policy").first).to_be_visible()
+        expect(page.get_by_text("Passing").first).to_be_visible()
+        page.screenshot(path=target)
+
+        page.goto(f"{deployment.url}/asset-groups/datavault")
+        page.evaluate(
+            "facets => localStorage.setItem('asset-node-facets', JSON.stringify(facets))", ["freshness"]
+        )
+        page.reload()
+        expect(page.get_by_text("Freshness").first).to_be_visible()
+        page.wait_for_timeout(2000)
+        assert "Passing" not in page.inner_text("body")
+
+        page.goto(f"{deployment.url}/assets")
+        expect(page.get_by_text("snowflake / datavault / records").first).to_be_visible()
+        page.wait_for_timeout(2000)
+        catalog = page.inner_text("body")
+        assert "Freshness" not in catalog and "Passing" not in catalog, catalog[:2000]
+    assert_picture(target)
