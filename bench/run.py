@@ -178,7 +178,13 @@ def run_psql(psql: str, dsn: str, select: str, label: str) -> Measurement:
 
 
 def run_stage(
-    label: str, dsn: str, day: str, stage_uri: str, s3_endpoint: str | None = None, wait_quiet: bool = True
+    label: str,
+    dsn: str,
+    day: str,
+    stage_uri: str,
+    s3_endpoint: str | None = None,
+    wait_quiet: bool = True,
+    time_share: float = 1.0,
 ) -> Measurement:
     command = [
         sys.executable,
@@ -190,6 +196,8 @@ def run_stage(
         day,
         "--stage-uri",
         stage_uri,
+        "--time-share",
+        str(time_share),
     ]
     if s3_endpoint:
         command += ["--s3-endpoint", s3_endpoint]
@@ -290,11 +298,14 @@ def run_drift(
     snowflake_port: int,
     postmaster: int | None,
     sample: bool,
+    time_share: float = 1.0,
 ) -> Measurement:
     command = [
         sys.executable,
         "-m",
         "bench.contenders.drift_scan",
+        "--time-share",
+        str(time_share),
         "--tier",
         tier,
         "--side",
@@ -516,6 +527,11 @@ def arrow_bytes_per_row(dsn: str, day: str) -> float:
 ISOLATED = ", PostgreSQL on its own CPU"
 
 
+STAGE_TIME_SHARES = (1.0, 0.5, 0.25, 0.1)  # the stage step's pace curve
+PACED_SHARE = 0.25  # the backfill's and the drift scan's paced phases
+DRIFT_PHASE = "drift scan (cheap tier over history, then content)"
+
+
 def run_hot_path_phases(
     dsn: str,
     day: str,
@@ -546,33 +562,53 @@ def run_hot_path_phases(
 
     with phase("idle"):
         time.sleep(HOT_PATH_IDLE_SECONDS)
-    stage_runs = []
-    with phase("stage step (1M-row day)"):
-        ends = time.monotonic() + HOT_PATH_IDLE_SECONDS
-        while time.monotonic() < ends:
-            shutil.rmtree(WORK / "stage", ignore_errors=True)
-            stage_runs.append(run_stage("hot path", dsn, day, f"file://{WORK / 'stage'}", wait_quiet=False))
-    shutil.rmtree(WORK / "stage", ignore_errors=True)
-    phases["stage step (1M-row day)" + suffix]["extract_rows_per_s"] = DAY_1M.rows_per_day / median(
-        m.seconds for m in stage_runs
-    )
-    phases["stage step (1M-row day)" + suffix]["rows"] = DAY_1M.rows_per_day * len(stage_runs)
-    with phase("backfill"):
-        backfill = run_backfill(
-            "HOT" + ("_isolated" if isolation else ""), dsn, s3_endpoint, snowflake_port, {}
-        )
-    phases["backfill" + suffix]["extract_rows_per_s"] = backfill["extract_rows_per_s"]
-    phases["backfill" + suffix]["rows"] = BACKFILL.rows_per_day * len(BACKFILL.days)
-    if isolation:
-        history = scanned_history()
-        scans = 0
-        with phase("drift scan (cheap tier over history, then content)"):
+    # The pace curve, on the isolated database: the extract at full speed, then resting (time_share).
+    for share in STAGE_TIME_SHARES if isolation else (1.0,):
+        name = "stage step (1M-row day)" + ("" if share == 1 else f", time share {share:g}")
+        stage_runs = []
+        with phase(name):
             ends = time.monotonic() + HOT_PATH_IDLE_SECONDS
             while time.monotonic() < ends:
-                for tier in ("cheap", "content"):
-                    run_drift(tier, "postgres", dsn, history, day, snowflake_port, None, False)
-                    scans += 1
-        phases["drift scan (cheap tier over history, then content)" + suffix]["scans"] = scans
+                shutil.rmtree(WORK / "stage", ignore_errors=True)
+                stage_runs.append(
+                    run_stage(
+                        "hot path", dsn, day, f"file://{WORK / 'stage'}", wait_quiet=False, time_share=share
+                    )
+                )
+        shutil.rmtree(WORK / "stage", ignore_errors=True)
+        seconds = median(m.seconds for m in stage_runs)
+        phases[name + suffix]["extract_rows_per_s"] = DAY_1M.rows_per_day / seconds
+        phases[name + suffix]["stage_seconds"] = seconds
+        phases[name + suffix]["rows"] = DAY_1M.rows_per_day * len(stage_runs)
+    # Isolated, the backfill and the drift scan run at full speed, then paced at PACED_SHARE.
+    for share in (1.0, PACED_SHARE) if isolation else (1.0,):
+        name = "backfill" + ("" if share == 1 else f", time share {share:g}")
+        with phase(name):
+            backfill = run_backfill(
+                "HOT"
+                + ("_isolated" if isolation else "")
+                + ("" if share == 1 else f"_paced_{round(share * 100)}"),
+                dsn,
+                s3_endpoint,
+                snowflake_port,
+                {"DATAVAULT_PG_TIME_SHARE": str(share)},
+            )
+        phases[name + suffix]["extract_rows_per_s"] = backfill["extract_rows_per_s"]
+        phases[name + suffix]["rows"] = BACKFILL.rows_per_day * len(BACKFILL.days)
+    if isolation:
+        history = scanned_history()
+        for share in (1.0, PACED_SHARE):
+            name = DRIFT_PHASE + ("" if share == 1 else f", time share {share:g}")
+            scans = []
+            with phase(name):
+                ends = time.monotonic() + HOT_PATH_IDLE_SECONDS
+                while time.monotonic() < ends:
+                    for tier in ("cheap", "content"):
+                        scans.append(
+                            run_drift(tier, "postgres", dsn, history, day, snowflake_port, None, False, share)
+                        )
+            phases[name + suffix]["scans"] = len(scans)
+            phases[name + suffix]["scan_seconds"] = sum(m.seconds for m in scans)
 
 
 def run_hot_path(dsn: str, day: str, s3_endpoint: str, snowflake_port: int, postmaster: int | None) -> dict:
@@ -849,9 +885,14 @@ def main() -> None:
         / file_s,
         "retrieve_p99_ratio": p99_ratio(hot_path, "backfill" + ISOLATED),
         "retrieve_p99_ratio_stage": p99_ratio(hot_path, "stage step (1M-row day)" + ISOLATED),
-        "retrieve_p99_ratio_drift": p99_ratio(
-            hot_path, "drift scan (cheap tier over history, then content)" + ISOLATED
+        "retrieve_p99_ratio_drift": p99_ratio(hot_path, DRIFT_PHASE + ISOLATED),
+        "retrieve_p99_ratio_paced": p99_ratio(hot_path, f"backfill, time share {PACED_SHARE:g}" + ISOLATED),
+        "retrieve_p99_ratio_drift_paced": p99_ratio(
+            hot_path, f"{DRIFT_PHASE}, time share {PACED_SHARE:g}" + ISOLATED
         ),
+        "stage_seconds_1m_paced": hot_path[f"stage step (1M-row day), time share {PACED_SHARE:g}" + ISOLATED][
+            "stage_seconds"
+        ],
         "retrieve_p99_ratio_shared": p99_ratio(hot_path, "backfill"),
         "retrieve_p99_ratio_throttled": [v for k, v in hot_path.items() if "throttled" in k][0]["p99_ms"]
         / hot_path["idle"]["p99_ms"],
@@ -915,6 +956,9 @@ def summary_line(ratios: dict) -> str:
         f"retrieve_p99_ratio={ratios['retrieve_p99_ratio']:.2f} "
         f"retrieve_p99_ratio_drift={ratios['retrieve_p99_ratio_drift']:.2f} "
         f"retrieve_p99_ratio_shared={ratios['retrieve_p99_ratio_shared']:.2f} "
+        f"retrieve_p99_ratio_paced={ratios['retrieve_p99_ratio_paced']:.2f} "
+        f"retrieve_p99_ratio_drift_paced={ratios['retrieve_p99_ratio_drift_paced']:.2f} "
+        f"stage_seconds_1m_paced={ratios['stage_seconds_1m_paced']:.1f} "
         f"ingest_ratio={ratios['ingest_ratio']:.3f} "
         f"stage_vs_copy_10m={ratios['stage_vs_copy_10M']:.2f} "
         f"drift_scan_mrows_s={ratios['drift_scan_mrows_s']:.1f} "

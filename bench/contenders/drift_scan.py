@@ -84,9 +84,10 @@ def main() -> None:
     parser.add_argument("--schema", default="FINGERPRINT")
     parser.add_argument("--postmaster-pid", type=int)
     parser.add_argument("--sample-transactions", action="store_true")
+    parser.add_argument("--time-share", type=float, default=1.0, help="PostgresResource.time_share")
     args = parser.parse_args()
 
-    postgres = PostgresResource(dsn=args.dsn)
+    postgres = PostgresResource(dsn=args.dsn, time_share=args.time_share)
     sampler = TransactionSampler(args.dsn)
     if args.sample_transactions:
         sampler.start()

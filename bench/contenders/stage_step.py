@@ -5,6 +5,7 @@ write, manifest), outside Dagster so that only the data movement is timed. Print
 
     python -m bench.contenders.stage_step --dsn DSN --day 2025-06-02 --stage-uri file:///tmp/stage
     python -m bench.contenders.stage_step ... --stage-uri s3://bucket/prefix --s3-endpoint http://127.0.0.1:P
+    python -m bench.contenders.stage_step ... --time-share 0.25   # the extract paced to a quarter of the time
 """
 
 import argparse
@@ -27,10 +28,11 @@ def main() -> None:
     parser.add_argument("--day", required=True)
     parser.add_argument("--stage-uri", required=True)
     parser.add_argument("--s3-endpoint")
+    parser.add_argument("--time-share", type=float, default=1.0, help="PostgresResource.time_share")
     args = parser.parse_args()
     imported = time.perf_counter()
 
-    postgres = PostgresResource(dsn=args.dsn)
+    postgres = PostgresResource(dsn=args.dsn, time_share=args.time_share)
     stage = S3Stage(
         s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"), stage_uri=args.stage_uri
     )

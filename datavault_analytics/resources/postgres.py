@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import adbc_driver_postgresql.dbapi as adbc_postgres
 import dagster as dg
@@ -47,6 +48,9 @@ class SourceColumn:
 # Batches the extract may read ahead: about one row group of the stage (S3StageIOManager.row_group_mb),
 # so that reading, the slowest part, never waits while a row group is encoded.
 PREFETCH_BYTES = 16 * 1024 * 1024
+# Paced reads (time_share < 1) cut their work finer, so that each burst is short and a rest follows it.
+PACED_SLICES_PER_DAY = 24  # a day's fingerprint, hour by hour
+PACED_SUMMARY_DAYS = 7  # the drift scan's cheap tier, a week a statement
 # The Dagster pool of every op that reads DataVault's database in bulk (extracts, drift scans), of every table:
 # its limit bounds how many do at once.
 POSTGRES_POOL = "datavault_postgres"
@@ -111,6 +115,15 @@ class PostgresResource(dg.ConfigurableResource):
         "speed, right for a replica; set it when the source is DataVault's primary (docs/source-database.md, 'DataVault's "
         "own database').",
     )
+    time_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="The share of the time an extract may keep its PostgreSQL backend working: after each batch "
+        "it rests in proportion to the time the batch took (run, then rest), so 0.25 reads a quarter of the time. "
+        "On a database with one spare CPU, Retrieve's tail latency follows this share rather than the MB/s "
+        "(docs/source-database.md). 1: no rest.",
+    )
     sslmode: str | None = Field(
         default=None,
         description="libpq sslmode for every connection: disable, allow, prefer, require, verify-ca or verify-full "
@@ -148,7 +161,18 @@ class PostgresResource(dg.ConfigurableResource):
             f"SET {scope} statement_timeout = {int(self.statement_timeout_seconds) * 1000}",
             f"SET {scope} idle_in_transaction_session_timeout = {int(self.idle_in_transaction_timeout_seconds) * 1000}",
             f"SET {scope} lock_timeout = {int(self.lock_timeout_seconds) * 1000}",
+            # Paced, a read is one backend that rests; parallel workers would take the CPUs it leaves to DataVault.
+            *([f"SET {scope} max_parallel_workers_per_gather = 0"] if self.paced else []),
         ]
+
+    @property
+    def paced(self) -> bool:
+        return self.time_share < 1
+
+    def rest_after(self, seconds: float) -> None:
+        """After `seconds` of work on the database, rest so that our reads keep to `time_share` of the time."""
+        if self.paced:
+            time.sleep(seconds * (1 - self.time_share) / self.time_share)
 
     @contextmanager
     def connect(self, purpose: str = "catalog") -> Iterator[psycopg.Connection]:
@@ -240,7 +264,8 @@ class PostgresResource(dg.ConfigurableResource):
         A background thread pulls batches from ADBC while the caller encodes the previous ones; both
         release the GIL, so reading and Parquet encoding overlap. At most `prefetch` batches wait in memory;
         by default PREFETCH_BYTES of them, so the reader keeps going while the caller encodes a row group.
-        With `max_mb_per_second`, the reader waits between batches to keep to that rate.
+        With `max_mb_per_second`, the reader waits between batches to keep to that rate; with `time_share`
+        below 1, it rests after each batch for the time that keeps its reading to that share.
         """
         prefetch = prefetch or max(2, PREFETCH_BYTES // max(1, self.batch_size_hint_bytes))
         select_list = ", ".join(c.select_sql for c in columns)
@@ -268,10 +293,19 @@ class PostgresResource(dg.ConfigurableResource):
                 )
                 started, read_bytes = time.monotonic(), 0
                 cursor.execute(sql)
-                for batch in cursor.fetch_record_batch():
-                    if stop.is_set():
+                record_batches = iter(cursor.fetch_record_batch())
+                while True:
+                    reading = time.monotonic()
+                    batch = next(record_batches, None)
+                    read_seconds = time.monotonic() - reading
+                    if batch is None or stop.is_set():
                         return
                     batches.put(batch)
+                    # While this thread rests, the backend fills the socket's buffers and then waits, idle.
+                    if self.time_share < 1 and stop.wait(
+                        read_seconds * (1 - self.time_share) / self.time_share
+                    ):
+                        return
                     if self.max_mb_per_second:  # wait until the bytes read so far are due
                         read_bytes += batch.nbytes
                         if stop.wait(
@@ -351,18 +385,33 @@ class PostgresResource(dg.ConfigurableResource):
         `(created_at) INCLUDE (updated_at)` (sql/records.sql) with no per-row expression. Days without rows
         are left out."""
         column = quote_postgres(self.table.partition_column)
+        found: dict[str, DaySummary] = {}
         with self.connect("drift scan") as conn:
             updated = self._updated_at_or_null(conn)
             conn.commit()  # the catalog read and the scan are each their own transaction
-            rows = conn.execute(
+            sql = (
                 "SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.n, "  # noqa: S608
                 "(extract(epoch FROM s.u) * 1000000)::bigint FROM generate_series(%s::timestamptz, "
                 "%s::timestamptz, interval '1 day') AS d CROSS JOIN LATERAL (SELECT count(*) AS n, "
                 f"max({updated}) AS u FROM {self.qualified_table} WHERE {column} >= d AND {column} < "
-                "d + interval '1 day') AS s WHERE s.n > 0",
-                (first.start, last.start),
-            ).fetchall()
-        return {day: DaySummary(n, latest) for day, n, latest in rows}
+                "d + interval '1 day') AS s WHERE s.n > 0"
+            )
+            # Paced, PACED_SUMMARY_DAYS days a statement, resting after each; else the history in one.
+            step = (
+                timedelta(days=PACED_SUMMARY_DAYS)
+                if self.paced
+                else last.start - first.start + timedelta(days=1)
+            )
+            start = first.start
+            while start <= last.start:
+                end = min(start + step - timedelta(days=1), last.start)
+                reading = time.monotonic()
+                rows = conn.execute(sql, (start, end)).fetchall()
+                conn.commit()
+                found.update({day: DaySummary(n, latest) for day, n, latest in rows})
+                self.rest_after(time.monotonic() - reading)
+                start = end + timedelta(days=1)
+        return found
 
     def _updated_at_or_null(self, conn) -> str:
         """The configured updated-at column if the table has it now, else NULL (a count-only cheap tier)."""
@@ -387,16 +436,28 @@ class PostgresResource(dg.ConfigurableResource):
 
     def fingerprints(self, windows: list[DayWindow], columns: list[SourceColumn]) -> dict[str, Fingerprint]:
         """Each day's fingerprint over every column (fingerprint.py): one plain aggregate per day, with no
-        sort and no grouping, which PostgreSQL may run with parallel workers. Each is its own transaction."""
+        sort and no grouping, which PostgreSQL may run with parallel workers. Each day is its own transaction.
+
+        Paced (`time_share` below 1), a day is read in PACED_SLICES_PER_DAY slices, resting after each: the
+        fingerprint is a sum, so the slices add up to the day's. They share the day's snapshot
+        (REPEATABLE READ), so the sum is of one state of the day, as unpaced."""
         if not windows:
             return {}
         sql = self.fingerprint_sql(columns)
         found = {}
         with self.connect("fingerprints") as conn:
+            conn.commit()
+            if self.paced:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             for window in windows:
-                rows, total = conn.execute(sql, (window.start, window.end)).fetchone()
+                rows, total = 0, 0
+                for start, end in window.slices(PACED_SLICES_PER_DAY if self.paced else 1):
+                    reading = time.monotonic()
+                    slice_rows, slice_total = conn.execute(sql, (start, end)).fetchone()
+                    rows, total = rows + slice_rows, total + int(slice_total or 0)
+                    self.rest_after(time.monotonic() - reading)
                 conn.commit()  # one transaction per day: no snapshot or lock is held from one day to the next
-                found[window.partition_key] = Fingerprint(rows, int(total or 0))
+                found[window.partition_key] = Fingerprint(rows, total)
         return found
 
 

@@ -4,6 +4,7 @@ Against the session's real PostgreSQL: the names are read back from pg_stat_acti
 shown by PostgreSQL enforcing it.
 """
 
+import re
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from datavault_analytics.day_window import DayWindow
+from datavault_analytics.environment import ConfigurationError, Settings, build_resources
 from datavault_analytics.local_stack.seed import seed_records
 from datavault_analytics.resources.postgres import PostgresResource, PostgresSourceError
 from datavault_analytics_tests.pipeline_harness import create_source_database
@@ -115,3 +117,58 @@ def test_the_throttle_holds_the_extract_to_its_rate_within_ten_percent(dsn):
     throttled, _ = read_rate(PostgresResource(dsn=dsn, batch_size_hint_bytes=hint, max_mb_per_second=limit))
 
     assert 0.9 * limit <= throttled <= 1.1 * limit, f"{throttled:.2f} MB/s against a limit of {limit} MB/s"
+
+
+def test_paced_reads_find_what_full_speed_reads_find_and_use_no_parallel_workers(dsn):
+    """time_share below 1 cuts the work finer and rests between the pieces: the fingerprint hour by hour,
+    the drift scan's summaries a week a statement. The answers must not change."""
+    seed_records(dsn, [date(2026, 10, d) for d in range(1, 21)], 300, seed=5)  # 20 more days: three weeks
+    full, paced = PostgresResource(dsn=dsn), PostgresResource(dsn=dsn, time_share=0.5)
+    columns = full.source_columns()
+    windows = [DayWindow.for_key(DAY), DayWindow.for_key("2026-10-07"), DayWindow.for_key("2026-10-08")]
+    first, last = DayWindow.for_key("2026-10-01"), DayWindow.for_key(DAY)
+
+    assert paced.fingerprints(windows, columns) == full.fingerprints(windows, columns)
+    assert paced.day_summaries(first, last) == full.day_summaries(first, last)
+    assert len(full.day_summaries(first, last)) == 21
+    with paced.stream_day(columns, DayWindow.for_key(DAY)) as batches:
+        paced_rows = sum(b.num_rows for b in batches)
+    assert paced_rows == ROWS
+
+    with paced.connect("catalog") as conn:
+        assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
+    with full.connect("catalog") as conn:
+        assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] != "0"
+
+
+def test_a_paced_read_rests_for_the_rest_of_its_share(dsn, monkeypatch):
+    """Each piece of work is followed by a rest of (1 - share) / share times its length; unpaced, none."""
+    rests: list[float] = []
+    monkeypatch.setattr(time, "sleep", rests.append)
+    PostgresResource(dsn=dsn, time_share=0.25).rest_after(0.2)
+    PostgresResource(dsn=dsn).rest_after(0.2)
+    assert rests == [pytest.approx(0.6)]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, 1.0),
+        ("0.25", 0.25),
+        ("0", "DATAVAULT_PG_TIME_SHARE='0': Input should be greater than 0"),
+        ("1.5", "DATAVAULT_PG_TIME_SHARE='1.5': Input should be less than or equal to 1"),
+        ("a quarter", "DATAVAULT_PG_TIME_SHARE='a quarter'"),
+    ],
+)
+def test_the_time_share_comes_from_the_environment_and_bad_values_say_so(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("DATAVAULT_PG_TIME_SHARE", raising=False)
+    else:
+        monkeypatch.setenv("DATAVAULT_PG_TIME_SHARE", value)
+    if isinstance(expected, str):
+        with pytest.raises(ConfigurationError, match=re.escape(expected)):
+            Settings.from_environment("local")
+    else:
+        settings = Settings.from_environment("local")
+        assert settings.pg_time_share == expected
+        assert build_resources(settings)["postgres"].time_share == expected
