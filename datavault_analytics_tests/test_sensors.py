@@ -210,7 +210,7 @@ def test_a_day_that_keeps_failing_to_reload_is_reported_once_and_left_alone_unti
 def test_the_sensor_is_defined_to_launch_scans_and_repairs_and_stays_off_locally():
     sensor = DRIFT_SENSOR
     assert sensor.name == "datavault_records_drift_sensor"
-    assert RECORDS.drift.scan_seconds == 900 and sensor.minimum_interval_seconds == 30
+    assert RECORDS.drift.scan_seconds == 6 * 3600 and sensor.minimum_interval_seconds == 30
     assert {j.name for j in sensor.jobs} == {JOB.name, "datavault_records_drift_scan"}
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
@@ -294,7 +294,7 @@ def test_the_sensor_launches_a_scan_run_then_the_repairs_it_found(pipeline, monk
     assert ScanState.from_cursor(repaired.cursor).scans == 1
     assert set(ScanState.from_cursor(repaired.cursor).repairs) == {KEYS[2]}
 
-    # The next scan is not due for scan_seconds (900): the following ticks launch nothing.
+    # The next scan is not due for scan_seconds (6 hours): the following ticks launch nothing.
     quiet = tick(pipeline, repaired.cursor)
     assert quiet.run_requests == [] and "not due" in reason(quiet)
 

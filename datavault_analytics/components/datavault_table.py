@@ -43,9 +43,12 @@ class FreshnessSettings(dg.Model, dg.Resolvable):
 
 
 class DriftScanSettings(dg.Model, dg.Resolvable):
-    scan_seconds: int = Field(default=900, description="Seconds between two drift scans of the table.")
+    scan_seconds: int = Field(
+        default=DriftSettings.scan_seconds, description="Seconds between two drift scans of the table."
+    )
     hash_days_per_scan: int = Field(
-        default=4, description="Days content-fingerprinted per scan, in a round over history."
+        default=DriftSettings.hash_days_per_scan,
+        description="Days content-fingerprinted per scan, in a round over history.",
     )
     max_repairs: int = Field(default=3, description="Reloads in a row before a differing day is left alone.")
     runs_per_scan: int = Field(default=4, description="Repair runs one scan may launch.")
