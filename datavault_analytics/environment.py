@@ -56,7 +56,7 @@ class Settings(BaseModel):
     pg_sslmode: str | None = None  # DATAVAULT_PG_SSLMODE
     pg_sslrootcert: str | None = None  # DATAVAULT_PG_SSLROOTCERT
     pg_max_mb_per_second: float | None = None  # DATAVAULT_PG_MAX_MB_PER_SECOND: the extract's throttle
-    pg_time_share: float = 1.0  # DATAVAULT_PG_TIME_SHARE: the share of the time an extract reads
+    pg_time_share: float = 1.0  # DATAVAULT_PG_TIME_SHARE: the share of the time our reads work
     pg_statement_timeout_seconds: int = 1800  # DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS
     pg_idle_in_transaction_timeout_seconds: int = 60  # DATAVAULT_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
     pg_lock_timeout_seconds: int = 30  # DATAVAULT_PG_LOCK_TIMEOUT_SECONDS

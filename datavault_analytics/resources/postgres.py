@@ -119,10 +119,10 @@ class PostgresResource(dg.ConfigurableResource):
         default=1.0,
         gt=0,
         le=1,
-        description="The share of the time an extract may keep its PostgreSQL backend working: after each batch "
-        "it rests in proportion to the time the batch took (run, then rest), so 0.25 reads a quarter of the time. "
-        "On a database with one spare CPU, Retrieve's tail latency follows this share rather than the MB/s "
-        "(docs/source-database.md). 1: no rest.",
+        description="The share of the time each read of ours (extract, fingerprints, drift scan) may keep its "
+        "PostgreSQL backend working: after each piece of work it rests in proportion to the time the piece took "
+        "(run, then rest), so 0.25 reads a quarter of the time. It lowers our CPU use per second, not Retrieve's "
+        "p99 on a one-CPU database, as measured (docs/source-database.md). 1: no rest.",
     )
     sslmode: str | None = Field(
         default=None,
@@ -169,10 +169,13 @@ class PostgresResource(dg.ConfigurableResource):
     def paced(self) -> bool:
         return self.time_share < 1
 
+    def rest_for(self, seconds: float) -> float:
+        """How long to rest after `seconds` of work on the database, to keep to `time_share` of the time."""
+        return seconds * (1 - self.time_share) / self.time_share
+
     def rest_after(self, seconds: float) -> None:
-        """After `seconds` of work on the database, rest so that our reads keep to `time_share` of the time."""
         if self.paced:
-            time.sleep(seconds * (1 - self.time_share) / self.time_share)
+            time.sleep(self.rest_for(seconds))
 
     @contextmanager
     def connect(self, purpose: str = "catalog") -> Iterator[psycopg.Connection]:
@@ -302,9 +305,7 @@ class PostgresResource(dg.ConfigurableResource):
                         return
                     batches.put(batch)
                     # While this thread rests, the backend fills the socket's buffers and then waits, idle.
-                    if self.time_share < 1 and stop.wait(
-                        read_seconds * (1 - self.time_share) / self.time_share
-                    ):
+                    if self.paced and stop.wait(self.rest_for(read_seconds)):
                         return
                     if self.max_mb_per_second:  # wait until the bytes read so far are due
                         read_bytes += batch.nbytes
