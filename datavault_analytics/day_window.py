@@ -33,14 +33,6 @@ class DayWindow:
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         return cls(partition_key, start, start + timedelta(days=1))
 
-    def slices(self, count: int) -> list[tuple[datetime, datetime]]:
-        """The window cut into `count` equal, adjoining half-open windows."""
-        step = (self.end - self.start) / count
-        return [
-            (self.start + step * i, self.end if i == count - 1 else self.start + step * (i + 1))
-            for i in range(count)
-        ]
-
     @property
     def start_ntz(self) -> str:
         """The window start as UTC wall-clock text, for TIMESTAMP_NTZ comparisons in Snowflake."""

@@ -56,6 +56,7 @@ class Settings(BaseModel):
     pg_sslmode: str | None = None  # DATAVAULT_PG_SSLMODE
     pg_sslrootcert: str | None = None  # DATAVAULT_PG_SSLROOTCERT
     pg_max_mb_per_second: float | None = None  # DATAVAULT_PG_MAX_MB_PER_SECOND: the extract's throttle
+    pg_max_burst_ms: float = 0.3  # DATAVAULT_PG_MAX_BURST_MS: our reads' pieces of work; 0: whole statements
     pg_time_share: float = 1.0  # DATAVAULT_PG_TIME_SHARE: the share of the time our reads work
     pg_statement_timeout_seconds: int = 1800  # DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS
     pg_idle_in_transaction_timeout_seconds: int = 60  # DATAVAULT_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
@@ -126,6 +127,7 @@ class Settings(BaseModel):
             pg_sslmode=env.DATAVAULT_PG_SSLMODE,
             pg_sslrootcert=env.DATAVAULT_PG_SSLROOTCERT,
             pg_max_mb_per_second=env.DATAVAULT_PG_MAX_MB_PER_SECOND,
+            pg_max_burst_ms=env.DATAVAULT_PG_MAX_BURST_MS,
             pg_time_share=env.DATAVAULT_PG_TIME_SHARE,
             pg_statement_timeout_seconds=env.DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS,
             pg_idle_in_transaction_timeout_seconds=env.DATAVAULT_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
@@ -171,6 +173,7 @@ class EnvironmentVariables(BaseSettings):
     DATAVAULT_PG_SSLMODE: str | None = None
     DATAVAULT_PG_SSLROOTCERT: str | None = None
     DATAVAULT_PG_MAX_MB_PER_SECOND: float | None = Field(None, gt=0)  # unset: no limit
+    DATAVAULT_PG_MAX_BURST_MS: float = Field(0.3, ge=0)
     DATAVAULT_PG_TIME_SHARE: float = Field(1.0, gt=0, le=1)
     DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS: int = 1800
     DATAVAULT_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: int = 60
@@ -307,6 +310,7 @@ def build_resources(settings: Settings = SETTINGS) -> dict:
         idle_in_transaction_timeout_seconds=settings.pg_idle_in_transaction_timeout_seconds,
         lock_timeout_seconds=settings.pg_lock_timeout_seconds,
         max_mb_per_second=settings.pg_max_mb_per_second,
+        max_burst_ms=settings.pg_max_burst_ms,
         time_share=settings.pg_time_share,
     )
     locks = PartitionLocks(

@@ -84,10 +84,13 @@ def main() -> None:
     parser.add_argument("--schema", default="FINGERPRINT")
     parser.add_argument("--postmaster-pid", type=int)
     parser.add_argument("--sample-transactions", action="store_true")
-    parser.add_argument("--time-share", type=float, default=1.0, help="PostgresResource.time_share")
+    parser.add_argument(
+        "--max-burst-ms", type=float, help="PostgresResource.max_burst_ms; unset: the default"
+    )
     args = parser.parse_args()
 
-    postgres = PostgresResource(dsn=args.dsn, time_share=args.time_share)
+    bursts = {} if args.max_burst_ms is None else {"max_burst_ms": args.max_burst_ms}
+    postgres = PostgresResource(dsn=args.dsn, **bursts)
     sampler = TransactionSampler(args.dsn)
     if args.sample_transactions:
         sampler.start()

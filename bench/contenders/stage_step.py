@@ -5,7 +5,7 @@ write, manifest), outside Dagster so that only the data movement is timed. Print
 
     python -m bench.contenders.stage_step --dsn DSN --day 2025-06-02 --stage-uri file:///tmp/stage
     python -m bench.contenders.stage_step ... --stage-uri s3://bucket/prefix --s3-endpoint http://127.0.0.1:P
-    python -m bench.contenders.stage_step ... --time-share 0.25   # the extract paced to a quarter of the time
+    python -m bench.contenders.stage_step ... --max-burst-ms 0   # the extract as one statement, not in bursts
 """
 
 import argparse
@@ -28,11 +28,14 @@ def main() -> None:
     parser.add_argument("--day", required=True)
     parser.add_argument("--stage-uri", required=True)
     parser.add_argument("--s3-endpoint")
-    parser.add_argument("--time-share", type=float, default=1.0, help="PostgresResource.time_share")
+    parser.add_argument(
+        "--max-burst-ms", type=float, help="PostgresResource.max_burst_ms; unset: the default"
+    )
     args = parser.parse_args()
     imported = time.perf_counter()
 
-    postgres = PostgresResource(dsn=args.dsn, time_share=args.time_share)
+    bursts = {} if args.max_burst_ms is None else {"max_burst_ms": args.max_burst_ms}
+    postgres = PostgresResource(dsn=args.dsn, **bursts)
     stage = S3Stage(
         s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"), stage_uri=args.stage_uri
     )

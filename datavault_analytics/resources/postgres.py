@@ -48,12 +48,33 @@ class SourceColumn:
 # Batches the extract may read ahead: about one row group of the stage (S3StageIOManager.row_group_mb),
 # so that reading, the slowest part, never waits while a row group is encoded.
 PREFETCH_BYTES = 16 * 1024 * 1024
-# Paced reads (time_share < 1) cut their work finer, so that each burst is short and a rest follows it.
-PACED_SLICES_PER_DAY = 24  # a day's fingerprint, hour by hour
-PACED_SUMMARY_DAYS = 7  # the drift scan's cheap tier, a week a statement
+# Bursts (max_burst_ms): the extract and the fingerprints FETCH from a cursor, the cheap tier counts time slices.
+FIRST_BURST_ROWS = 64
+LEAST_PIECE_ROWS = 16
+MOST_BURST_ROWS = 65_536
+FIRST_SLICE_SECONDS = 60.0
 # The Dagster pool of every op that reads DataVault's database in bulk (extracts, drift scans), of every table:
 # its limit bounds how many do at once.
 POSTGRES_POOL = "datavault_postgres"
+
+
+@dataclass
+class BurstSize:
+    """The size of the next piece of a read (rows to FETCH, or seconds of time to count), set after each piece
+    so that one takes about `seconds`. A step at most halves or doubles it, so one slow piece (a cold page)
+    does not swing it. A piece of LEAST_PIECE_ROWS rows or fewer is never cut finer: its time is the
+    statement's own cost, which a smaller piece would not shorten."""
+
+    seconds: float
+    size: float
+    least: float
+    most: float
+
+    def after(self, took: float, rows: int) -> None:
+        if took > self.seconds and rows <= LEAST_PIECE_ROWS:
+            return
+        factor = min(2.0, max(0.5, self.seconds / max(took, 1e-6)))
+        self.size = min(self.most, max(self.least, self.size * factor))
 
 
 class PostgresSourceError(TransientError):
@@ -115,6 +136,15 @@ class PostgresResource(dg.ConfigurableResource):
         "speed, right for a replica; set it when the source is DataVault's primary (docs/source-database.md, 'DataVault's "
         "own database').",
     )
+    max_burst_ms: float = Field(
+        default=0.3,
+        ge=0,
+        description="Cut every read of ours into pieces of about this many milliseconds of work: the extract and "
+        "the fingerprints FETCH from a cursor as many rows as take that long, the drift scan's cheap tier counts "
+        "time slices that short. A Retrieve whose backend wakes on the database's CPU while one of ours works "
+        "waits for that piece, so its p99 follows the pieces' length, not the read's speed or share "
+        "(docs/source-database.md). 0: each read is one statement, fastest, for a replica.",
+    )
     time_share: float = Field(
         default=1.0,
         gt=0,
@@ -168,6 +198,13 @@ class PostgresResource(dg.ConfigurableResource):
     @property
     def paced(self) -> bool:
         return self.time_share < 1
+
+    @property
+    def in_bursts(self) -> bool:
+        return self.max_burst_ms > 0
+
+    def burst_rows(self) -> BurstSize:
+        return BurstSize(self.max_burst_ms / 1000, FIRST_BURST_ROWS, LEAST_PIECE_ROWS, MOST_BURST_ROWS)
 
     def rest_for(self, seconds: float) -> float:
         """How long to rest after `seconds` of work on the database, to keep to `time_share` of the time."""
@@ -267,8 +304,10 @@ class PostgresResource(dg.ConfigurableResource):
         A background thread pulls batches from ADBC while the caller encodes the previous ones; both
         release the GIL, so reading and Parquet encoding overlap. At most `prefetch` batches wait in memory;
         by default PREFETCH_BYTES of them, so the reader keeps going while the caller encodes a row group.
-        With `max_mb_per_second`, the reader waits between batches to keep to that rate; with `time_share`
-        below 1, it rests after each batch for the time that keeps its reading to that share.
+        In bursts (`max_burst_ms`), it FETCHes from a cursor in the same snapshot, a few rows at a time,
+        gathered into batches of about `batch_size_hint_bytes`. With `max_mb_per_second`, the reader waits
+        between batches to keep to that rate; with `time_share` below 1, it rests after each batch for the time
+        that keeps its reading to that share.
         """
         prefetch = prefetch or max(2, PREFETCH_BYTES // max(1, self.batch_size_hint_bytes))
         select_list = ", ".join(c.select_sql for c in columns)
@@ -295,8 +334,11 @@ class PostgresResource(dg.ConfigurableResource):
                     **{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_size_hint_bytes)}
                 )
                 started, read_bytes = time.monotonic(), 0
-                cursor.execute(sql)
-                record_batches = iter(cursor.fetch_record_batch())
+                if self.in_bursts:
+                    record_batches = self._fetch_in_bursts(cursor, sql)
+                else:
+                    cursor.execute(sql)
+                    record_batches = iter(cursor.fetch_record_batch())
                 while True:
                     reading = time.monotonic()
                     batch = next(record_batches, None)
@@ -346,6 +388,30 @@ class PostgresResource(dg.ConfigurableResource):
             except Exception:  # the connection may already be broken; nothing was written
                 pass
 
+    def _fetch_in_bursts(self, cursor, sql: str) -> Iterator[pa.RecordBatch]:
+        """`sql`'s rows through a cursor (ADBC, in the open transaction), FETCHed a burst at a time, gathered
+        into batches of about `batch_size_hint_bytes`."""
+        cursor.execute(f"DECLARE extract NO SCROLL CURSOR FOR {sql}")
+        # COPY cannot wrap a FETCH; plain results carry the same Arrow types.
+        cursor.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})
+        size = self.burst_rows()
+        gathered: list[pa.RecordBatch] = []
+        gathered_bytes = 0
+        while True:
+            rows = int(size.size)
+            fetching = time.monotonic()
+            cursor.execute(f"FETCH FORWARD {rows} FROM extract")
+            fetched = cursor.fetch_arrow_table()
+            size.after(time.monotonic() - fetching, fetched.num_rows)
+            gathered += fetched.to_batches()
+            gathered_bytes += fetched.nbytes
+            last = fetched.num_rows < rows
+            if gathered and (last or gathered_bytes >= self.batch_size_hint_bytes):
+                yield pa.concat_batches(gathered)
+                gathered, gathered_bytes = [], 0
+            if last:
+                return
+
     def estimate_day_rows(self, window: DayWindow) -> int | None:
         """The planner's estimate of the day's rows (EXPLAIN: nothing is read), or None if there is none.
 
@@ -360,58 +426,76 @@ class PostgresResource(dg.ConfigurableResource):
             return None
 
     def day_stats(self, windows: list[DayWindow]) -> dict[str, dict]:
-        """Rows, latest partition-column value and latest update per day, in one aggregate query."""
+        """Rows, latest partition-column value and latest update of each day."""
+        found = self._day_aggregates("observe", windows)
+        empty = {"rows": 0, "latest": None, "latest_update": None}
+        return {w.partition_key: found.get(w.partition_key, empty) for w in windows}
+
+    def day_summaries(self, first: DayWindow, last: DayWindow) -> dict[str, DaySummary]:
+        """Every day from `first` to `last` with rows: its row count and latest `updated_at`. Days without
+        rows are left out."""
+        days = (last.start - first.start).days + 1
+        windows = [
+            DayWindow.for_key((first.start + timedelta(days=i)).date().isoformat()) for i in range(days)
+        ]
+        found = self._day_aggregates("drift scan", windows)
+        return {day: DaySummary(a["rows"], a["latest_update_us"]) for day, a in found.items() if a["rows"]}
+
+    def _day_aggregates(self, purpose: str, windows: list[DayWindow]) -> dict[str, dict]:
+        """Per day of `windows`, what an index-only scan of `(partition column)
+        INCLUDE (updated_at)` (sql/records.sql) gives: rows, latest partition-column value, latest update.
+
+        Whole, one statement: one small aggregate per day, a LATERAL join over the days, with no per-row
+        expression. In bursts, each day is counted in time slices sized to `max_burst_ms`, in the day's one
+        REPEATABLE READ snapshot; the slices' counts add up and their maxima give the day's."""
         if not windows:
             return {}
         column = quote_postgres(self.table.partition_column)
-        start, end = min(w.start for w in windows), max(w.end for w in windows)
-        with self.connect("observe") as conn:
-            latest_update = f"max({self._updated_at_or_null(conn)})"
-            rows = conn.execute(
-                f"SELECT to_char(({column} AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD'), count(*), "  # noqa: S608
-                f"max({column}), {latest_update} FROM {self.qualified_table} "
-                f"WHERE {column} >= %s AND {column} < %s GROUP BY 1",
-                (start, end),
-            ).fetchall()
-        found = {day: {"rows": n, "latest": latest, "latest_update": upd} for day, n, latest, upd in rows}
-        return {
-            w.partition_key: found.get(w.partition_key, {"rows": 0, "latest": None, "latest_update": None})
-            for w in windows
-        }
+        aggregates = "count(*), max({c}), max({u}), (extract(epoch FROM max({u})) * 1000000)::bigint"
+        found: dict[str, dict] = {}
 
-    def day_summaries(self, first: DayWindow, last: DayWindow) -> dict[str, DaySummary]:
-        """Every day from `first` to `last` with rows: its row count and latest `updated_at`, in one statement.
+        def add(day: str, rows: int, latest, latest_update, latest_update_us) -> None:
+            day_so_far = found.setdefault(
+                day, {"rows": 0, "latest": None, "latest_update": None, "latest_update_us": None}
+            )
+            day_so_far["rows"] += rows
+            for key, value in (("latest", latest), ("latest_update", latest_update)):
+                if value is not None and (day_so_far[key] is None or value > day_so_far[key]):
+                    day_so_far[key] = value
+                    if key == "latest_update":
+                        day_so_far["latest_update_us"] = latest_update_us
 
-        One small aggregate per day (a LATERAL join over the days), each an index-only scan of
-        `(created_at) INCLUDE (updated_at)` (sql/records.sql) with no per-row expression. Days without rows
-        are left out."""
-        column = quote_postgres(self.table.partition_column)
-        found: dict[str, DaySummary] = {}
-        with self.connect("drift scan") as conn:
+        with self.connect(purpose) as conn:
             updated = self._updated_at_or_null(conn)
             conn.commit()  # the catalog read and the scan are each their own transaction
-            sql = (
-                "SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.n, "  # noqa: S608
-                "(extract(epoch FROM s.u) * 1000000)::bigint FROM generate_series(%s::timestamptz, "
-                "%s::timestamptz, interval '1 day') AS d CROSS JOIN LATERAL (SELECT count(*) AS n, "
-                f"max({updated}) AS u FROM {self.qualified_table} WHERE {column} >= d AND {column} < "
-                "d + interval '1 day') AS s WHERE s.n > 0"
-            )
-            # Paced, PACED_SUMMARY_DAYS days a statement, resting after each; else the history in one.
-            step = (
-                timedelta(days=PACED_SUMMARY_DAYS)
-                if self.paced
-                else last.start - first.start + timedelta(days=1)
-            )
-            start = first.start
-            while start <= last.start:
-                end = min(start + step - timedelta(days=1), last.start)
+            select = aggregates.format(c=column, u=updated)
+            if not self.in_bursts:
+                sql = (
+                    f"SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.* FROM unnest(%s::timestamptz[]) AS d "  # noqa: S608
+                    f"CROSS JOIN LATERAL (SELECT {select} FROM {self.qualified_table} WHERE {column} >= d "
+                    f"AND {column} < d + interval '1 day') AS s WHERE s.count > 0"
+                )
                 reading = time.monotonic()
-                rows = conn.execute(sql, (start, end)).fetchall()
-                conn.commit()
-                found.update({day: DaySummary(n, latest) for day, n, latest in rows})
+                for row in conn.execute(sql, ([w.start for w in windows],)).fetchall():
+                    add(*row)
                 self.rest_after(time.monotonic() - reading)
-                start = end + timedelta(days=1)
+                return found
+            sql = f"SELECT {select} FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s"  # noqa: S608
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            width = BurstSize(self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400)
+            for window in windows:
+                start = window.start
+                while start < window.end:
+                    end = min(start + timedelta(seconds=width.size), window.end)
+                    reading = time.monotonic()
+                    row = conn.execute(sql, (start, end), prepare=True).fetchone()
+                    took = time.monotonic() - reading
+                    width.after(took, row[0])
+                    if row[0]:
+                        add(window.partition_key, *row)
+                    self.rest_after(took)
+                    start = end
+                conn.commit()  # one snapshot per day, as the fingerprints
         return found
 
     def _updated_at_or_null(self, conn) -> str:
@@ -436,30 +520,50 @@ class PostgresResource(dg.ConfigurableResource):
         )
 
     def fingerprints(self, windows: list[DayWindow], columns: list[SourceColumn]) -> dict[str, Fingerprint]:
-        """Each day's fingerprint over every column (fingerprint.py): one plain aggregate per day, with no
-        sort and no grouping, which PostgreSQL may run with parallel workers. Each day is its own transaction.
+        """Each day's fingerprint over every column (fingerprint.py), each day in its own REPEATABLE READ
+        transaction.
 
-        Paced (`time_share` below 1), a day is read in PACED_SLICES_PER_DAY slices, resting after each: the
-        fingerprint is a sum, so the slices add up to the day's. They share the day's snapshot
-        (REPEATABLE READ), so the sum is of one state of the day, as unpaced."""
+        Whole: one plain aggregate per day, with no sort and no grouping, which PostgreSQL may run with parallel
+        workers. In bursts: the rows' numbers FETCHed from a cursor, as many as take `max_burst_ms`, and summed
+        here; the fingerprint is a sum, so the answer is the same."""
         if not windows:
             return {}
-        sql = self.fingerprint_sql(columns)
+        column = quote_postgres(self.table.partition_column)
+        number = postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)
+        numbers_sql = f"SELECT {number} FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s"  # noqa: S608
         found = {}
         with self.connect("fingerprints") as conn:
             conn.commit()
-            if self.paced:
-                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             for window in windows:
-                rows, total = 0, 0
-                for start, end in window.slices(PACED_SLICES_PER_DAY if self.paced else 1):
+                if self.in_bursts:
+                    found[window.partition_key] = self._fingerprint_in_bursts(conn, numbers_sql, window)
+                else:
                     reading = time.monotonic()
-                    slice_rows, slice_total = conn.execute(sql, (start, end)).fetchone()
-                    rows, total = rows + slice_rows, total + int(slice_total or 0)
+                    rows, total = conn.execute(
+                        self.fingerprint_sql(columns), (window.start, window.end)
+                    ).fetchone()
                     self.rest_after(time.monotonic() - reading)
+                    found[window.partition_key] = Fingerprint(rows, int(total or 0))
                 conn.commit()  # one transaction per day: no snapshot or lock is held from one day to the next
-                found[window.partition_key] = Fingerprint(rows, total)
         return found
+
+    def _fingerprint_in_bursts(
+        self, conn: psycopg.Connection, numbers_sql: str, window: DayWindow
+    ) -> Fingerprint:
+        rows, total, size = 0, 0, self.burst_rows()
+        with conn.cursor(name="fingerprint") as cursor:
+            cursor.execute(numbers_sql, (window.start, window.end))
+            while True:
+                wanted = int(size.size)
+                fetching = time.monotonic()
+                numbers = cursor.fetchmany(wanted)
+                took = time.monotonic() - fetching
+                size.after(took, len(numbers))
+                rows, total = rows + len(numbers), total + sum(n for (n,) in numbers)
+                self.rest_after(took)
+                if len(numbers) < wanted:
+                    return Fingerprint(rows, total)
 
 
 def _hint(error: str) -> str:

@@ -11,12 +11,18 @@ import uuid
 from datetime import date
 
 import psycopg
+import pyarrow as pa
 import pytest
 
 from datavault_analytics.day_window import DayWindow
 from datavault_analytics.environment import ConfigurationError, Settings, build_resources
 from datavault_analytics.local_stack.seed import seed_records
-from datavault_analytics.resources.postgres import PostgresResource, PostgresSourceError
+from datavault_analytics.resources.postgres import (
+    LEAST_PIECE_ROWS,
+    BurstSize,
+    PostgresResource,
+    PostgresSourceError,
+)
 from datavault_analytics_tests.pipeline_harness import create_source_database
 
 DAY = "2026-11-01"
@@ -119,26 +125,68 @@ def test_the_throttle_holds_the_extract_to_its_rate_within_ten_percent(dsn):
     assert 0.9 * limit <= throttled <= 1.1 * limit, f"{throttled:.2f} MB/s against a limit of {limit} MB/s"
 
 
-def test_paced_reads_find_what_full_speed_reads_find_and_use_no_parallel_workers(dsn):
-    """time_share below 1 cuts the work finer and rests between the pieces: the fingerprint hour by hour,
-    the drift scan's summaries a week a statement. The answers must not change."""
-    seed_records(dsn, [date(2026, 10, d) for d in range(1, 21)], 300, seed=5)  # 20 more days: three weeks
-    full, paced = PostgresResource(dsn=dsn), PostgresResource(dsn=dsn, time_share=0.5)
-    columns = full.source_columns()
+def test_reads_in_bursts_find_what_whole_statements_find(dsn, monkeypatch):
+    """In bursts, the extract and the fingerprints FETCH from a cursor a few rows at a time and the cheap tier
+    counts short time slices, resting between pieces when paced. The answers must not change."""
+    seed_records(dsn, [date(2026, 10, d) for d in range(1, 21)], 300, seed=5)  # 20 more days
+    whole = PostgresResource(dsn=dsn, max_burst_ms=0)
+    columns = whole.source_columns()
     windows = [DayWindow.for_key(DAY), DayWindow.for_key("2026-10-07"), DayWindow.for_key("2026-10-08")]
     first, last = DayWindow.for_key("2026-10-01"), DayWindow.for_key(DAY)
+    expected_day = read_day(whole, columns)
+    expected_fingerprints = whole.fingerprints(windows, columns)
+    expected_summaries = whole.day_summaries(first, last)
+    assert len(expected_summaries) == 21 and expected_day.num_rows == ROWS
 
-    assert paced.fingerprints(windows, columns) == full.fingerprints(windows, columns)
-    assert paced.day_summaries(first, last) == full.day_summaries(first, last)
-    assert len(full.day_summaries(first, last)) == 21
-    with paced.stream_day(columns, DayWindow.for_key(DAY)) as batches:
-        paced_rows = sum(b.num_rows for b in batches)
-    assert paced_rows == ROWS
+    pieces: list[float] = []
+    after = BurstSize.after
+    monkeypatch.setattr(
+        BurstSize, "after", lambda self, took, rows: (pieces.append(self.size), after(self, took, rows))
+    )
+    # the shipped burst; one so short that every piece is a few rows; and paced, resting after each piece
+    for bursts in (PostgresResource(dsn=dsn), PostgresResource(dsn=dsn, max_burst_ms=0.01, time_share=0.5)):
+        pieces.clear()
+        assert read_day(bursts, columns).equals(expected_day)
+        assert bursts.fingerprints(windows, columns) == expected_fingerprints
+        assert bursts.day_summaries(first, last) == expected_summaries
+        assert bursts.day_stats(windows) == whole.day_stats(windows)
+        assert len(pieces) > 40  # the reads were cut into pieces
+    assert LEAST_PIECE_ROWS in pieces  # the short burst came down to the fewest rows a FETCH
 
-    with paced.connect("catalog") as conn:
+    with PostgresResource(dsn=dsn, time_share=0.5).connect("catalog") as conn:
         assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
-    with full.connect("catalog") as conn:
+    with whole.connect("catalog") as conn:
         assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] != "0"
+
+
+def read_day(postgres: PostgresResource, columns) -> pa.Table:
+    with postgres.stream_day(columns, DayWindow.for_key(DAY)) as batches:
+        return pa.Table.from_batches(list(batches)).sort_by("id")
+
+
+def test_a_burst_is_resized_toward_its_length_at_most_twofold_a_step():
+    size = BurstSize(seconds=0.001, size=100, least=16, most=1000)
+    size.after(0.0005, 100)  # took half the target: double
+    assert size.size == 200
+    size.after(0.010, 200)  # ten times too long: halve, no more
+    assert size.size == 100
+    for _ in range(10):
+        size.after(0.0, 100)  # instant: double, up to the most
+    assert size.size == 1000
+    for _ in range(20):
+        size.after(1.0, 1000)
+    assert size.size == 16
+    size.after(1.0, LEAST_PIECE_ROWS)  # a statement's own cost: cutting finer would not help
+    assert size.size == 16
+
+
+def test_an_empty_slice_that_is_slow_is_not_cut_finer():
+    """A time slice's cost is the statement's own when it holds almost no rows: the slice must not shrink
+    toward nothing (a day would then take millions of statements)."""
+    width = BurstSize(seconds=0.0003, size=60, least=0.001, most=86_400)
+    for _ in range(100):
+        width.after(0.002, 0)
+    assert width.size == 60
 
 
 def test_a_paced_read_rests_for_the_rest_of_its_share(dsn, monkeypatch):
@@ -172,3 +220,27 @@ def test_the_time_share_comes_from_the_environment_and_bad_values_say_so(monkeyp
         settings = Settings.from_environment("local")
         assert settings.pg_time_share == expected
         assert build_resources(settings)["postgres"].time_share == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, 0.3),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("-1", "DATAVAULT_PG_MAX_BURST_MS='-1': Input should be greater than or equal to 0"),
+        ("short", "DATAVAULT_PG_MAX_BURST_MS='short'"),
+    ],
+)
+def test_the_burst_length_comes_from_the_environment_and_bad_values_say_so(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("DATAVAULT_PG_MAX_BURST_MS", raising=False)
+    else:
+        monkeypatch.setenv("DATAVAULT_PG_MAX_BURST_MS", value)
+    if isinstance(expected, str):
+        with pytest.raises(ConfigurationError, match=re.escape(expected)):
+            Settings.from_environment("local")
+    else:
+        settings = Settings.from_environment("local")
+        assert settings.pg_max_burst_ms == expected
+        assert build_resources(settings)["postgres"].max_burst_ms == expected
