@@ -199,48 +199,36 @@ def test_a_paced_read_rests_for_the_rest_of_its_share(dsn, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("variable", "field", "value", "expected"),
     [
-        (None, 1.0),
-        ("0.25", 0.25),
-        ("0", "DATAVAULT_PG_TIME_SHARE='0': Input should be greater than 0"),
-        ("1.5", "DATAVAULT_PG_TIME_SHARE='1.5': Input should be less than or equal to 1"),
-        ("a quarter", "DATAVAULT_PG_TIME_SHARE='a quarter'"),
+        ("DATAVAULT_PG_TIME_SHARE", "time_share", None, 1.0),
+        ("DATAVAULT_PG_TIME_SHARE", "time_share", "0.25", 0.25),
+        ("DATAVAULT_PG_TIME_SHARE", "time_share", "0", "='0': Input should be greater than 0"),
+        ("DATAVAULT_PG_TIME_SHARE", "time_share", "1.5", "='1.5': Input should be less than or equal to 1"),
+        ("DATAVAULT_PG_TIME_SHARE", "time_share", "a quarter", "='a quarter'"),
+        ("DATAVAULT_PG_MAX_BURST_MS", "max_burst_ms", None, 0.3),
+        ("DATAVAULT_PG_MAX_BURST_MS", "max_burst_ms", "0", 0.0),
+        ("DATAVAULT_PG_MAX_BURST_MS", "max_burst_ms", "1.5", 1.5),
+        (
+            "DATAVAULT_PG_MAX_BURST_MS",
+            "max_burst_ms",
+            "-1",
+            "='-1': Input should be greater than or equal to 0",
+        ),
+        ("DATAVAULT_PG_MAX_BURST_MS", "max_burst_ms", "short", "='short'"),
     ],
 )
-def test_the_time_share_comes_from_the_environment_and_bad_values_say_so(monkeypatch, value, expected):
+def test_the_pace_comes_from_the_environment_and_bad_values_say_so(
+    monkeypatch, variable, field, value, expected
+):
     if value is None:
-        monkeypatch.delenv("DATAVAULT_PG_TIME_SHARE", raising=False)
+        monkeypatch.delenv(variable, raising=False)
     else:
-        monkeypatch.setenv("DATAVAULT_PG_TIME_SHARE", value)
+        monkeypatch.setenv(variable, value)
     if isinstance(expected, str):
-        with pytest.raises(ConfigurationError, match=re.escape(expected)):
+        with pytest.raises(ConfigurationError, match=re.escape(variable + expected)):
             Settings.from_environment("local")
     else:
         settings = Settings.from_environment("local")
-        assert settings.pg_time_share == expected
-        assert build_resources(settings)["postgres"].time_share == expected
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (None, 0.3),
-        ("0", 0.0),
-        ("1.5", 1.5),
-        ("-1", "DATAVAULT_PG_MAX_BURST_MS='-1': Input should be greater than or equal to 0"),
-        ("short", "DATAVAULT_PG_MAX_BURST_MS='short'"),
-    ],
-)
-def test_the_burst_length_comes_from_the_environment_and_bad_values_say_so(monkeypatch, value, expected):
-    if value is None:
-        monkeypatch.delenv("DATAVAULT_PG_MAX_BURST_MS", raising=False)
-    else:
-        monkeypatch.setenv("DATAVAULT_PG_MAX_BURST_MS", value)
-    if isinstance(expected, str):
-        with pytest.raises(ConfigurationError, match=re.escape(expected)):
-            Settings.from_environment("local")
-    else:
-        settings = Settings.from_environment("local")
-        assert settings.pg_max_burst_ms == expected
-        assert build_resources(settings)["postgres"].max_burst_ms == expected
+        assert getattr(settings, f"pg_{field}") == expected
+        assert getattr(build_resources(settings)["postgres"], field) == expected
