@@ -233,7 +233,8 @@ ALTER ROLE {role} SET default_transaction_read_only = on;
 """
 _LOG_ENTRY = re.compile(r"^\S+ \S+ \S+ \[(?P<pid>\d+)\] LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$")
 READ_STATEMENTS = re.compile(
-    r"^(?:(?:BEGIN|SET|SELECT|SHOW|COMMIT|ROLLBACK|DEALLOCATE)\b|COPY \(SELECT|EXPLAIN (?!.*\bANALYZE\b))",
+    r"^(?:(?:BEGIN|SET|SELECT|SHOW|COMMIT|ROLLBACK|DEALLOCATE|FETCH|CLOSE)\b|COPY \(SELECT|EXPLAIN (?!.*\bANALYZE\b)"
+    r"|DECLARE \S+ (?:NO SCROLL )?CURSOR (?:WITHOUT HOLD )?FOR SELECT\b)",
     re.I,
 )
 
@@ -290,9 +291,9 @@ def test_a_select_only_role_in_read_only_transactions_is_all_the_pipeline_needs(
             elif '"records"' in sql or "FROM pg_catalog.pg_attribute a" in sql:
                 reads.append(sql.split()[0].upper())
                 assert "READ ONLY" in last_begin.get(pid, ""), f"{sql} ran outside a read-only transaction"
-                if sql.upper().startswith("COPY"):
+                if sql.upper().startswith(("COPY", "DECLARE")):  # a day's rows, a day's fingerprint
                     assert "REPEATABLE READ" in last_begin[pid]
-        assert {"SELECT", "COPY"} <= set(reads)  # the table's columns, the day's rows (and any estimate)
+        assert {"SELECT", "DECLARE"} <= set(reads)  # the table's columns, the day's rows (in bursts)
     finally:
         pipeline.pg(f"DROP OWNED BY {role}; DROP ROLE {role}")
 

@@ -284,13 +284,14 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
         with psycopg.connect(replica_dsn, autocommit=True) as conn:
             [reading] = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
-                "AND state = 'active' AND backend_xmin IS NOT NULL AND query LIKE %s",
-                ("datavault-analytics extract%", '%FROM "public"."records"%'),
+                "AND backend_xmin IS NOT NULL AND query LIKE %s",
+                ("datavault-analytics extract%", "FETCH FORWARD % FROM extract"),
             ).fetchone()
             return reading > 0
 
-    # Its SELECT, not the driver's catalog queries, holds the snapshot the primary's VACUUM must conflict with.
-    wait_until(extracting, "the extract's SELECT to be reading from the standby")
+    # Its cursor over the day, not the driver's catalog queries, holds the snapshot the primary's VACUUM must
+    # conflict with.
+    wait_until(extracting, "the extract's cursor to be reading from the standby")
     with psycopg.connect(replica_dsn, autocommit=True) as conn:
         [first_reader] = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND application_name LIKE %s",
@@ -304,7 +305,9 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
         psycopg.connect(replica_dsn, autocommit=True) as standby_conn,
     ):
         while standby_conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active'", (first_reader,)
+            # between two FETCHes the read is idle in its transaction: it runs while it holds its snapshot
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND backend_xmin IS NOT NULL",
+            (first_reader,),
         ).fetchone()[0]:
             primary_conn.execute(
                 "DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 100)"

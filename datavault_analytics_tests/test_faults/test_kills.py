@@ -77,7 +77,8 @@ def test_killed_during_the_postgres_read(fault_pipeline, start_run):
     [(_, state, query)] = wait_until(
         gate.waiting, "the extract to stop half-way through the day", process=run
     )
-    assert state == "active" and '"records"' in query  # inside the extract's read of the table
+    # inside the extract's read of the table: a FETCH from its cursor over the day
+    assert state == "active" and query.startswith("FETCH FORWARD") and query.endswith("FROM extract")
     assert MANIFEST not in pipeline.stage_keys(DAY)  # the stage invalidated the day before reading it
     run.kill()
     gate.open()
