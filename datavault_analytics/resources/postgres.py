@@ -480,7 +480,7 @@ class PostgresResource(dg.ConfigurableResource):
                     add(*row)
                 self.rest_after(time.monotonic() - reading)
                 return found
-            sql = f"SELECT {select} FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s"  # noqa: S608
+            sql = self.window_sql(select)
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             width = BurstSize(self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400)
             for window in windows:
@@ -510,14 +510,14 @@ class PostgresResource(dg.ConfigurableResource):
         ).fetchone()
         return quote_postgres(column) if has_it else "NULL::timestamptz"
 
+    def window_sql(self, select: str) -> str:
+        """`SELECT select` over the table's rows in a time window, for the parameters (start, end)."""
+        column = quote_postgres(self.table.partition_column)
+        return f"SELECT {select} FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s"  # noqa: S608
+
     def fingerprint_sql(self, columns: list[SourceColumn]) -> str:
         """One day's fingerprint over `columns` (rows, sum), for the parameters (window start, window end)."""
-        column = quote_postgres(self.table.partition_column)
-        number = postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)
-        return (
-            f"SELECT count(*), sum({number}) FROM {self.qualified_table} "  # noqa: S608
-            f"WHERE {column} >= %s AND {column} < %s"
-        )
+        return self.window_sql(f"count(*), sum({row_number_sql(columns)})")
 
     def fingerprints(self, windows: list[DayWindow], columns: list[SourceColumn]) -> dict[str, Fingerprint]:
         """Each day's fingerprint over every column (fingerprint.py), each day in its own REPEATABLE READ
@@ -528,9 +528,7 @@ class PostgresResource(dg.ConfigurableResource):
         here; the fingerprint is a sum, so the answer is the same."""
         if not windows:
             return {}
-        column = quote_postgres(self.table.partition_column)
-        number = postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)
-        numbers_sql = f"SELECT {number} FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s"  # noqa: S608
+        numbers_sql = self.window_sql(row_number_sql(columns))
         found = {}
         with self.connect("fingerprints") as conn:
             conn.commit()
@@ -564,6 +562,11 @@ class PostgresResource(dg.ConfigurableResource):
                 self.rest_after(took)
                 if len(numbers) < wanted:
                     return Fingerprint(rows, total)
+
+
+def row_number_sql(columns: list[SourceColumn]) -> str:
+    """Each row's 63-bit number over every column, as the fingerprint sums it (fingerprint.py)."""
+    return postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)
 
 
 def _hint(error: str) -> str:
