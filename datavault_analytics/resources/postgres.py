@@ -446,8 +446,8 @@ class PostgresResource(dg.ConfigurableResource):
         INCLUDE (updated_at)` (sql/records.sql) gives: rows, latest partition-column value, latest update.
 
         Whole, one statement: one small aggregate per day, a LATERAL join over the days, with no per-row
-        expression. In bursts, each day is counted in time slices sized to `max_burst_ms`, in the day's one
-        REPEATABLE READ snapshot; the slices' counts add up and their maxima give the day's."""
+        expression. In bursts, each day is counted in time slices sized to `max_burst_ms` and bounded in rows,
+        in the day's one REPEATABLE READ snapshot; the slices' counts add up and their maxima give the day's."""
         if not windows:
             return {}
         column = quote_postgres(self.table.partition_column)
@@ -480,20 +480,38 @@ class PostgresResource(dg.ConfigurableResource):
                     add(*row)
                 self.rest_after(time.monotonic() - reading)
                 return found
-            sql = self.window_sql(select)
+            # A slice is also bounded in rows: a width grown over empty or sparse days must not take a dense
+            # day whole in one statement. A slice that reaches its `LIMIT` is counted again, up to the time of
+            # its last row, which it holds fewer rows than; the wasted piece is one burst long.
+            sql = (
+                f"SELECT {aggregates.format(c='c', u='u')} FROM (SELECT {column} AS c, {updated} AS u "  # noqa: S608
+                f"FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s ORDER BY {column} "
+                "LIMIT %s) AS piece"
+            )
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             width = BurstSize(self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400)
+            piece_rows = self.burst_rows()
             for window in windows:
                 start = window.start
                 while start < window.end:
                     end = min(start + timedelta(seconds=width.size), window.end)
+                    limit = int(piece_rows.size) + 1
                     reading = time.monotonic()
-                    row = conn.execute(sql, (start, end), prepare=True).fetchone()
+                    row = conn.execute(sql, (start, end, limit), prepare=True).fetchone()
                     took = time.monotonic() - reading
-                    width.after(took, row[0])
+                    self.rest_after(took)
+                    if row[0] == limit:
+                        piece_rows.after(took, row[0])
+                        if row[1] > start:
+                            width.size = (row[1] - start).total_seconds()
+                            continue
+                        # more than a piece's rows at one instant: that instant cannot be cut, count it whole
+                        end = start + timedelta(microseconds=1)
+                        row = conn.execute(sql, (start, end, None), prepare=True).fetchone()
+                    else:
+                        width.after(took, row[0])
                     if row[0]:
                         add(window.partition_key, *row)
-                    self.rest_after(took)
                     start = end
                 conn.commit()  # one snapshot per day, as the fingerprints
         return found

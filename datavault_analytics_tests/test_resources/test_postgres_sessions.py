@@ -8,7 +8,7 @@ import re
 import threading
 import time
 import uuid
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import psycopg
 import pyarrow as pa
@@ -18,6 +18,7 @@ from datavault_analytics.day_window import DayWindow
 from datavault_analytics.environment import ConfigurationError, Settings, build_resources
 from datavault_analytics.local_stack.seed import seed_records
 from datavault_analytics.resources.postgres import (
+    FIRST_BURST_ROWS,
     LEAST_PIECE_ROWS,
     BurstSize,
     PostgresResource,
@@ -187,6 +188,51 @@ def test_an_empty_slice_that_is_slow_is_not_cut_finer():
     for _ in range(100):
         width.after(0.002, 0)
     assert width.size == 60
+
+
+def test_a_dense_day_after_empty_days_is_still_counted_in_pieces(pg_server, monkeypatch):
+    """The cheap tier's time slices widen over empty days, so the first slice of a dense day after them spans
+    hours. It is bounded in rows too: full, it is counted again up to its last row's time. More rows at one
+    instant than a piece holds cannot be cut: that instant, and only it, is counted whole."""
+    dsn = create_source_database(pg_server, f"slices_{uuid.uuid4().hex[:8]}")
+    seed_records(dsn, [date(2026, 9, 1)], 10, seed=8)  # sparse: no slice reaches its limit
+    seed_records(dsn, [date(2026, 11, 20)], 3_000, seed=9)  # dense, after 80 empty days
+    instant = "2026-11-20T06:00:00+00:00"
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE records SET created_at = %s WHERE id IN (SELECT id FROM records WHERE created_at >= "
+            "'2026-11-20' ORDER BY id LIMIT 300)",
+            (instant,),
+        )
+    first, last = DayWindow.for_key("2026-09-01"), DayWindow.for_key("2026-11-20")
+    expected = PostgresResource(dsn=dsn, max_burst_ms=0).day_summaries(first, last)
+    assert sum(s.rows for s in expected.values()) == 3_010
+
+    slices: list[tuple] = []  # (start, end, limit) of each slice statement
+    execute = psycopg.Connection.execute
+    monkeypatch.setattr(
+        psycopg.Connection,
+        "execute",
+        lambda self, query, params=None, **kw: (
+            slices.append(params) if "LIMIT" in str(query) else None,
+            execute(self, query, params, **kw),
+        )[1],
+    )
+    # bursts so long that every slice is quick: the width grows over the empty days to a whole day
+    assert PostgresResource(dsn=dsn, max_burst_ms=1_000).day_summaries(first, last) == expected
+    dense = [s for s in slices if s[0] >= DayWindow.for_key("2026-11-20").start]
+    (start, end, limit), retried = dense[0], dense[1]
+    assert end - start == timedelta(days=1) and limit <= 2 * FIRST_BURST_ROWS  # wide, but bounded in rows
+    assert retried[0] == start and retried[1] < end  # full: counted again, narrower, from the same start
+
+    slices.clear()
+    # bursts so short that a piece is LEAST_PIECE_ROWS rows: the 300 rows at the instant exceed it
+    assert PostgresResource(dsn=dsn, max_burst_ms=0.01).day_summaries(first, last) == expected
+    whole = [(s[0], s[1]) for s in slices if s[2] is None]
+    assert whole == [
+        (datetime.fromisoformat(instant), datetime.fromisoformat(instant) + timedelta(microseconds=1))
+    ]
+    assert max(s[2] for s in slices if s[2] is not None) <= FIRST_BURST_ROWS + 1  # slow: never grown
 
 
 def test_a_paced_read_rests_for_the_rest_of_its_share(dsn, monkeypatch):
