@@ -156,8 +156,10 @@ def test_reads_in_bursts_find_what_whole_statements_find(dsn, monkeypatch):
 
     with PostgresResource(dsn=dsn, time_share=0.5).connect("catalog") as conn:
         assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
+        assert conn.execute("SHOW jit").fetchone()[0] == "off"  # a JIT compile is one long piece
     with whole.connect("catalog") as conn:
         assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] != "0"
+        assert conn.execute("SHOW jit").fetchone()[0] == "on"
 
 
 def read_day(postgres: PostgresResource, columns) -> pa.Table:
