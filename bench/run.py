@@ -493,13 +493,20 @@ HOT_PATH_OWNER = INGEST_OWNER  # the rows the workload inserts
 
 
 @contextmanager
-def hot_path_workload(dsn: str, phase: str, results: dict, own_cpu_time: bool = False) -> Iterator[None]:
+def hot_path_workload(
+    dsn: str, phase: str, results: dict, isolation: Isolation | None = None
+) -> Iterator[None]:
     """DataVault's Retrieve and ingest (bench/contenders/hot_path.py) for the duration of the block.
 
-    With `own_cpu_time`, the clients run at real-time priority (SCHED_FIFO): on their CPU, the pipeline's
-    processes cannot delay them, as on the machines of their own they have in production, so their latency
-    is the database's. They sleep between queries, so they take little of that CPU."""
-    realtime = (lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))) if own_cpu_time else None
+    With `isolation`, the clients run on PostgreSQL's CPU at real-time priority (SCHED_FIFO), where only the
+    database's own work can delay them, as on the machines of their own they have in production
+    (bench/cpu_isolation.py says why not on the pipeline's CPU). They sleep between queries, so they take
+    little of that CPU."""
+
+    def beside_postgres() -> None:  # in the child, before it starts: no moment on the pipeline's CPU
+        os.sched_setaffinity(0, isolation.postgres)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+
     log_path = WORK / "logs" / f"hot_path_{re.sub(r'[^A-Za-z0-9]+', '_', phase)}.log"
     with open(log_path, "w") as stderr:
         process = subprocess.Popen(
@@ -508,8 +515,10 @@ def hot_path_workload(dsn: str, phase: str, results: dict, own_cpu_time: bool = 
             stderr=stderr,
             text=True,
             cwd=ROOT,
-            preexec_fn=realtime,
+            preexec_fn=beside_postgres if isolation else None,
         )
+        if isolation:
+            isolation.beside_postgres(process.pid)
         try:
             if process.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"the hot-path workload did not start; see {log_path}")
@@ -573,7 +582,7 @@ def run_hot_path_phases(
     def phase(name: str) -> Iterator[None]:
         cpu = postgres_cpu_seconds(postmaster) if postmaster else None
         started = time.monotonic()
-        with hot_path_workload(dsn, name + suffix, phases, own_cpu_time=isolation is not None):
+        with hot_path_workload(dsn, name + suffix, phases, isolation):
             yield
             held = isolation.held() if isolation else None
         figures = phases[name + suffix]
