@@ -25,6 +25,7 @@ from datavault_analytics.errors import PermanentError, TransientError, asset_err
 from datavault_analytics.fingerprint import DaySummary, Fingerprint, postgres_row_number
 from datavault_analytics.identifiers import quote_postgres
 from datavault_analytics.redaction import dsn_location
+from datavault_analytics.resources.kept_sessions import KeptSessions
 from datavault_analytics.resources.table_spec import TableSpec, table_of
 from datavault_analytics.type_mapping import TypeMapping, mapping_for
 
@@ -53,6 +54,11 @@ FIRST_BURST_ROWS = 64
 LEAST_PIECE_ROWS = 16
 MOST_BURST_ROWS = 65_536
 FIRST_SLICE_SECONDS = 60.0
+# Each day's sessions are kept for the next day's read (kept_sessions.py): the extract's ADBC connections, and
+# the psycopg sessions of connect().
+KEPT_SESSION_NAME = "datavault-analytics kept for the next read"
+_EXTRACT_SESSIONS = KeptSessions(lambda conn: conn.close())
+_SESSIONS = KeptSessions(lambda conn: conn.close())
 # The Dagster pool of every op that reads DataVault's database in bulk (extracts, drift scans), of every table:
 # its limit bounds how many do at once.
 POSTGRES_POOL = "datavault_postgres"
@@ -92,6 +98,15 @@ class PostgresConfigError(PermanentError, ValueError):
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # A column name must read the same unquoted in PostgreSQL (lower case) and be a plain identifier.
 _SOURCE_COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def session_name(purpose: str) -> str:
+    """A session's `application_name`: what it does, for which day and run."""
+    return f"datavault-analytics {purpose}"[:63]
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def with_tls(dsn: str, sslmode: str | None, sslrootcert: str | None) -> str:
@@ -183,7 +198,7 @@ class PostgresResource(dg.ConfigurableResource):
 
     def session_dsn(self, purpose: str) -> str:
         """The connection DSN naming the session (`application_name`): what it does, for which day and run."""
-        return make_conninfo(self.connection_dsn, application_name=f"datavault-analytics {purpose}"[:63])
+        return make_conninfo(self.connection_dsn, application_name=session_name(purpose))
 
     def session_settings(self, scope: str = "SESSION") -> list[str]:
         """The bounds every session of ours sets: SESSION for a connection, LOCAL inside a transaction."""
@@ -220,25 +235,47 @@ class PostgresResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, purpose: str = "catalog") -> Iterator[psycopg.Connection]:
-        """A psycopg connection in a read-only transaction, for the catalog and small aggregate queries."""
-        try:
-            conn = psycopg.connect(self.session_dsn(purpose), autocommit=False, connect_timeout=10)
-        except psycopg.Error as error:
-            raise PostgresSourceError(f"Cannot connect to PostgreSQL at {self.location}: {error}") from None
+        """A psycopg connection in a read-only transaction, for the catalog and small aggregate queries: the
+        session kept from the last read (kept_sessions.py), renamed for this one, or a new one."""
+        key = (self.connection_dsn, tuple(self.session_settings()))
+        conn = _SESSIONS.take(key)
+        if conn is not None:
+            try:  # outside a transaction, so that a rollback keeps the name
+                conn.autocommit = True
+                conn.execute("SELECT set_config('application_name', %s, false)", (session_name(purpose),))
+                conn.autocommit = False
+            except psycopg.Error:  # ended by the server while kept
+                _SESSIONS.discard(conn)
+                conn = None
+        if conn is None:
+            try:
+                conn = psycopg.connect(self.session_dsn(purpose), autocommit=False, connect_timeout=10)
+            except psycopg.Error as error:
+                raise PostgresSourceError(
+                    f"Cannot connect to PostgreSQL at {self.location}: {error}"
+                ) from None
+        ended_cleanly = False
         try:
             conn.read_only = True
+            conn.isolation_level = None
             with conn.cursor() as cursor:
                 for statement in self.session_settings():
                     cursor.execute(statement)
             yield conn
+            ended_cleanly = True
         except psycopg.Error as error:
             raise PostgresSourceError(f"PostgreSQL at {self.location} failed: {error}") from None
         finally:
             try:
                 conn.rollback()
-                conn.close()
+                if ended_cleanly:
+                    conn.autocommit = True
+                    conn.execute("SELECT set_config('application_name', %s, false)", (KEPT_SESSION_NAME,))
+                    _SESSIONS.keep(key, conn)
+                else:
+                    conn.close()
             except psycopg.Error:  # the connection broke; the server ends the read-only transaction
-                pass
+                _SESSIONS.discard(conn)
 
     def source_columns(self) -> list[SourceColumn]:
         """The table's columns and types from PostgreSQL's catalog, so new columns flow through on their own."""
@@ -317,16 +354,12 @@ class PostgresResource(dg.ConfigurableResource):
         select_list = ", ".join(c.select_sql for c in columns)
         sql = f"SELECT {select_list} FROM {self.qualified_table} WHERE {self._window_predicate(window)}"  # noqa: S608
         schema = self.arrow_schema(columns)
-        try:
-            purpose = f"extract {window.partition_key}" + (f" run {run_id[:8]}" if run_id else "")
-            conn = adbc_postgres.connect(self.session_dsn(purpose), autocommit=True)
-        except Exception as error:
-            raise PostgresSourceError(
-                f"Cannot connect to PostgreSQL at {self.location} to extract {window.partition_key}: {error}"
-            ) from None
+        purpose = f"extract {window.partition_key}" + (f" run {run_id[:8]}" if run_id else "")
+        conn = self._extract_session(purpose, window)
         cursor = conn.cursor()
         batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         stop = threading.Event()
+        read_to_the_end = threading.Event()
         done = object()
 
         def read() -> None:
@@ -347,6 +380,8 @@ class PostgresResource(dg.ConfigurableResource):
                     reading = time.monotonic()
                     batch = next(record_batches, None)
                     read_seconds = time.monotonic() - reading
+                    if batch is None and not stop.is_set():
+                        read_to_the_end.set()
                     if batch is None or stop.is_set():
                         return
                     batches.put(batch)
@@ -387,10 +422,33 @@ class PostgresResource(dg.ConfigurableResource):
                 except queue.Empty:
                     pass
             try:
-                cursor.close()
-                conn.close()
+                if read_to_the_end.is_set():  # ends the snapshot and the cursor; the session is kept
+                    cursor.execute("ROLLBACK")
+                    cursor.execute(f"SET application_name = {quote_literal(KEPT_SESSION_NAME)}")
+                    cursor.close()
+                    _EXTRACT_SESSIONS.keep(self.connection_dsn, conn)
+                else:
+                    cursor.close()
+                    conn.close()
             except Exception:  # the connection may already be broken; nothing was written
-                pass
+                _EXTRACT_SESSIONS.discard(conn)
+
+    def _extract_session(self, purpose: str, window: DayWindow):
+        """An ADBC connection (autocommit) named for `purpose`: the one kept from the last extract, or new."""
+        conn = _EXTRACT_SESSIONS.take(self.connection_dsn)
+        if conn is not None:
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(f"SET application_name = {quote_literal(session_name(purpose))}")
+                return conn
+            except Exception:  # ended by the server while kept
+                _EXTRACT_SESSIONS.discard(conn)
+        try:
+            return adbc_postgres.connect(self.session_dsn(purpose), autocommit=True)
+        except Exception as error:
+            raise PostgresSourceError(
+                f"Cannot connect to PostgreSQL at {self.location} to extract {window.partition_key}: {error}"
+            ) from None
 
     def _fetch_in_bursts(self, cursor, sql: str) -> Iterator[pa.RecordBatch]:
         """`sql`'s rows through a cursor (ADBC, in the open transaction), FETCHed a burst at a time, gathered
