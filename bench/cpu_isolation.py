@@ -85,14 +85,15 @@ class Isolation:
     def held(self) -> dict:
         """How many processes are where they should be, each side: read back from /proc, now."""
         postgres, others = self._processes()
-        on = {p.pid: _allowed(p.pid) for p in postgres}
-        off = {p.pid: _allowed(p.pid) for p in others}
+        # a process that ended between the listing and the reading (a backend closing) is not counted
+        on = {p.pid: cpus for p in postgres if (cpus := _allowed(p.pid)) is not None}
+        off = {p.pid: cpus for p in others if (cpus := _allowed(p.pid)) is not None}
         return {
             "postgres_cpus": sorted(self.postgres),
             "postgres_processes": len(on),
             "postgres_processes_on_their_cpu": sum(1 for c in on.values() if c == self.postgres),
             "other_processes": len(off),
-            "other_processes_off_it": sum(1 for c in off.values() if c is not None and not c & self.postgres),
+            "other_processes_off_it": sum(1 for c in off.values() if not c & self.postgres),
         }
 
 
