@@ -6,7 +6,8 @@ ADBC's first connection, which loads the type catalog, took 6.5 ms in pieces of 
 that wakes during one waits for it. A backfill reads a day every second or so, with a few sessions a day, so
 the next day reuses the last day's idle session instead. A session is kept only after a read that ended
 cleanly, outside any transaction; one unused for KEEP_SECONDS is closed, so a long-lived process (the
-daemon, the code server) holds none.
+daemon, the code server) holds none. The partition locks' sessions are not kept: a lock ends with its
+session, which is what makes a killed or interrupted step never leave a day locked.
 """
 
 import threading

@@ -15,7 +15,6 @@ from pydantic import Field
 
 from datavault_analytics.errors import TransientError
 from datavault_analytics.redaction import dsn_location
-from datavault_analytics.resources.kept_sessions import KeptSessions
 from datavault_analytics.resources.postgres import with_tls
 from datavault_analytics.resources.table_spec import TableSpec
 
@@ -80,39 +79,6 @@ def _connect(dsn: str, scope: str, partition_key: str, holder: str) -> psycopg.C
         ) from None
 
 
-# A day's lock session is kept for the next day's lock (kept_sessions.py): released with pg_advisory_unlock,
-# and closed instead whenever that does not cleanly succeed.
-KEPT_LOCK_SESSION_NAME = "datavault lock session kept for the next day"
-_LOCK_SESSIONS = KeptSessions(lambda conn: conn.close())
-
-
-def _session(dsn: str, scope: str, partition_key: str, holder: str) -> psycopg.Connection:
-    """The lock session kept from the last day's lock, named for `holder`, or a new one."""
-    conn = _LOCK_SESSIONS.take(dsn)
-    if conn is not None:
-        try:
-            conn.execute(
-                "SELECT set_config('application_name', %s, false)", (f"datavault lock {holder}"[:63],)
-            )
-            return conn
-        except psycopg.Error:  # ended by the server while kept
-            _LOCK_SESSIONS.discard(conn)
-    return _connect(dsn, scope, partition_key, holder)
-
-
-def _release(dsn: str, conn: psycopg.Connection, key: tuple[int, int] | None) -> None:
-    """Release the lock `key` (None: none was taken) and keep the session; if that fails, end the session,
-    which releases the lock."""
-    try:
-        if key is None or conn.execute("SELECT pg_advisory_unlock(%s, %s)", key).fetchone()[0]:
-            conn.execute("SELECT set_config('application_name', %s, false)", (KEPT_LOCK_SESSION_NAME,))
-            _LOCK_SESSIONS.keep(dsn, conn)
-            return
-    except psycopg.Error:
-        pass
-    _LOCK_SESSIONS.discard(conn)
-
-
 def _holders(conn: psycopg.Connection, key: tuple[int, int]) -> str:
     try:
         rows = conn.execute(
@@ -131,14 +97,12 @@ def _hold(
     dsn: str, scope: str, partition_key: str, *, wait_seconds: float, holder: str
 ) -> Iterator[PartitionLock]:
     """Wait (up to wait_seconds) for the day's lock, hold it for the block, release it after."""
-    conn = _session(dsn, scope, partition_key, holder)
+    conn = _connect(dsn, scope, partition_key, holder)
     lock = PartitionLock(conn, scope, partition_key)
-    taken = False
     try:
         try:
             conn.execute(f"SET lock_timeout = {max(1, int(wait_seconds * 1000))}")
             conn.execute("SELECT pg_advisory_lock(%s, %s)", lock.key)
-            taken = True
         except psycopg.errors.LockNotAvailable:
             raise PartitionBusyError(
                 f"{scope} {partition_key} stayed locked by another run ({_holders(conn, lock.key)}) for "
@@ -150,20 +114,19 @@ def _hold(
             ) from None
         yield lock
     finally:
-        _release(dsn, conn, lock.key if taken else None)
+        conn.close()  # ends the session, which releases the lock
 
 
 @contextmanager
 def _try_hold(dsn: str, scope: str, partition_key: str, *, holder: str) -> Iterator[PartitionLock | None]:
     """The day's lock if it is free right now, else None (for work that can wait until next time)."""
-    conn = _session(dsn, scope, partition_key, holder)
+    conn = _connect(dsn, scope, partition_key, holder)
     lock = PartitionLock(conn, scope, partition_key)
-    acquired = False
     try:
         acquired = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock.key).fetchone()[0]
         yield lock if acquired else None
     finally:
-        _release(dsn, conn, lock.key if acquired else None)
+        conn.close()
 
 
 class PartitionLocks(dg.ConfigurableResource):

@@ -14,7 +14,6 @@ import pytest
 from datavault_analytics.day_window import DayWindow
 from datavault_analytics.local_stack.seed import seed_records
 from datavault_analytics.resources import kept_sessions
-from datavault_analytics.resources.partition_locks import KEPT_LOCK_SESSION_NAME, PartitionLocks
 from datavault_analytics.resources.postgres import KEPT_SESSION_NAME, PostgresResource
 from datavault_analytics_tests.pipeline_harness import create_source_database
 
@@ -38,14 +37,6 @@ def sessions(dsn: str, name: str) -> list[int]:
                 (name,),
             )
         ]
-
-
-def advisory_locks_held(dsn: str) -> int:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database())"
-        ).fetchone()[0]
 
 
 def extract(postgres: PostgresResource, day: str) -> int:
@@ -93,16 +84,3 @@ def test_a_kept_session_unused_for_a_while_is_closed(dsn, monkeypatch):
     while sessions(dsn, KEPT_SESSION_NAME) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert sessions(dsn, KEPT_SESSION_NAME) == []
-
-
-def test_a_days_lock_is_released_and_its_session_kept_for_the_next_day(dsn):
-    locks = PartitionLocks(dsn=dsn)
-    with locks.hold(DAYS[0], holder="stage probe") as lock:
-        lock.ensure_held()
-        assert sessions(dsn, "datavault lock stage probe")
-        assert advisory_locks_held(dsn) == 1
-    [kept] = sessions(dsn, KEPT_LOCK_SESSION_NAME)
-    assert advisory_locks_held(dsn) == 0  # released, though its session lives on
-    with locks.hold(DAYS[1], holder="stage probe") as lock:
-        assert sessions(dsn, "datavault lock stage probe") == [kept]  # the kept session, renamed
-        lock.ensure_held()
