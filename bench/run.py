@@ -1114,7 +1114,8 @@ def render(
         "transaction holding back vacuum, sampled each second; dead tuples are the table's, at most.",
         "",
         "First with PostgreSQL on a CPU of its own, as in production (bench/cpu_isolation.py: the postmaster "
-        "and its backends on CPU 0, everything else on the others, set with sched_setaffinity as `taskset` "
+        "and its backends on CPU 0 with the Retrieve and ingest clients at SCHED_FIFO, everything else on the others, "
+        "set with sched_setaffinity as `taskset` "
         "does, and read back from each process's /proc/<pid>/status at the end of the phase); then with "
         "every process sharing every CPU. PostgreSQL CPU is the cluster's backends' user + system seconds "
         "in the phase, the hot path's own included (its idle phase's figure).",
