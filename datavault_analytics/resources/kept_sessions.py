@@ -11,17 +11,16 @@ session, which is what makes a killed or interrupted step never leave a day lock
 """
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
 KEEP_SECONDS = 10.0
 
 
 class KeptSessions:
-    """At most one idle session per key (the DSN and the session's settings), closed when unused too long."""
+    """At most one idle session (a connection with `close()`) per key, closed when unused too long."""
 
-    def __init__(self, close: Callable[[Any], None]):
-        self._close = close
+    def __init__(self):
         self._lock = threading.Lock()
         self._idle: dict[Hashable, tuple[Any, threading.Timer]] = {}
 
@@ -49,7 +48,7 @@ class KeptSessions:
 
     def discard(self, session: Any) -> None:
         try:
-            self._close(session)
+            session.close()
         except Exception:  # already broken: the server has ended it
             pass
 
@@ -60,10 +59,3 @@ class KeptSessions:
                 return  # taken meanwhile
             del self._idle[key]
         self.discard(session)
-
-    def close_all(self) -> None:
-        with self._lock:
-            idle, self._idle = list(self._idle.values()), {}
-        for session, timer in idle:
-            timer.cancel()
-            self.discard(session)

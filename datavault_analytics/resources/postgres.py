@@ -57,8 +57,9 @@ FIRST_SLICE_SECONDS = 60.0
 # Each day's sessions are kept for the next day's read (kept_sessions.py): the extract's ADBC connections, and
 # the psycopg sessions of connect().
 KEPT_SESSION_NAME = "datavault-analytics kept for the next read"
-_EXTRACT_SESSIONS = KeptSessions(lambda conn: conn.close())
-_SESSIONS = KeptSessions(lambda conn: conn.close())
+_SET_APPLICATION_NAME = "SELECT set_config('application_name', $1, false)"  # ADBC's parameter style
+_EXTRACT_SESSIONS = KeptSessions()  # by DSN
+_SESSIONS = KeptSessions()  # by DSN and session settings
 # The Dagster pool of every op that reads DataVault's database in bulk (extracts, drift scans), of every table:
 # its limit bounds how many do at once.
 POSTGRES_POOL = "datavault_postgres"
@@ -103,10 +104,6 @@ _SOURCE_COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 def session_name(purpose: str) -> str:
     """A session's `application_name`: what it does, for which day and run."""
     return f"datavault-analytics {purpose}"[:63]
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def with_tls(dsn: str, sslmode: str | None, sslrootcert: str | None) -> str:
@@ -424,7 +421,7 @@ class PostgresResource(dg.ConfigurableResource):
             try:
                 if read_to_the_end.is_set():  # ends the snapshot and the cursor; the session is kept
                     cursor.execute("ROLLBACK")
-                    cursor.execute(f"SET application_name = {quote_literal(KEPT_SESSION_NAME)}")
+                    cursor.execute(_SET_APPLICATION_NAME, (KEPT_SESSION_NAME,))
                     cursor.close()
                     _EXTRACT_SESSIONS.keep(self.connection_dsn, conn)
                 else:
@@ -439,7 +436,7 @@ class PostgresResource(dg.ConfigurableResource):
         if conn is not None:
             try:
                 with conn.cursor() as cursor:
-                    cursor.execute(f"SET application_name = {quote_literal(session_name(purpose))}")
+                    cursor.execute(_SET_APPLICATION_NAME, (session_name(purpose),))
                 return conn
             except Exception:  # ended by the server while kept
                 _EXTRACT_SESSIONS.discard(conn)
