@@ -1,7 +1,9 @@
 """Contender: DataVault's own work on its PostgreSQL while the pipeline runs: Retrieve and ingest.
 
 Retrieve: `--threads` clients, each selecting one record by a random existing id `--rate` times a second, as
-the gRPC handler does. Ingest: rows inserted at `--ingest-rows-per-second`, in batches of ten. Until SIGTERM;
+the gRPC handler does. The ids are a fixed sample (`--sample-seed`), read once before the clients start.
+With `--latencies`, each Retrieve's latency is also written with the time it ended, so that the bench can tell
+the ones during the pipeline's work from the ones in the quiet seconds beside it. Ingest: rows inserted at `--ingest-rows-per-second`, in batches of ten. Until SIGTERM;
 then prints one JSON line: latencies, the ingest rate achieved, and the oldest snapshot and dead tuples seen.
 """
 
@@ -28,7 +30,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def retrieve(dsn: str, ids: list, rate: float, stop: threading.Event, latencies: list[float]) -> None:
+def retrieve(
+    dsn: str, ids: list, rate: float, stop: threading.Event, latencies: list[float], timed: list
+) -> None:
     with psycopg.connect(dsn, autocommit=True, application_name="datavault retrieve (bench)") as conn:
         interval, next_at = 1 / rate, time.perf_counter()
         while not stop.is_set():
@@ -36,7 +40,9 @@ def retrieve(dsn: str, ids: list, rate: float, stop: threading.Event, latencies:
             conn.execute(
                 "SELECT ciphertext, nonce FROM records WHERE id = %s", (random.choice(ids),)
             ).fetchone()
-            latencies.append((time.perf_counter() - started) * 1000)
+            latency_ms = (time.perf_counter() - started) * 1000
+            latencies.append(latency_ms)
+            timed.append((time.monotonic(), latency_ms))  # the clock the bench marks its phases with
             next_at += interval
             time.sleep(max(0.0, next_at - time.perf_counter()))
 
@@ -84,17 +90,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--rate", type=float, default=100, help="Retrieve calls per second, per thread")
     parser.add_argument("--ingest-rows-per-second", type=float, default=500)
+    parser.add_argument("--sample-seed", type=int, default=20, help="which records Retrieve reads")
+    parser.add_argument("--latencies", help="also write each Retrieve's [monotonic end, ms] here, as JSON")
     args = parser.parse_args()
 
-    with psycopg.connect(args.dsn) as conn:
-        ids = [row[0] for row in conn.execute("SELECT id FROM records TABLESAMPLE SYSTEM (1) LIMIT 20000")]
+    # The same ids in every phase, each read once before the phase starts: every phase begins with Retrieve's
+    # pages in memory, so it measures what the pipeline costs, not what the page cache lost since the phase
+    # before (this machine's proactive reclaim pages out file pages unused for about a minute).
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM records TABLESAMPLE SYSTEM (1) REPEATABLE (%s) LIMIT 20000",
+                (args.sample_seed,),
+            )
+        ]
+        warm_started = time.perf_counter()
+        for chosen in ids:
+            conn.execute("SELECT ciphertext, nonce FROM records WHERE id = %s", (chosen,)).fetchone()
+        warm_seconds = time.perf_counter() - warm_started
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     latencies: list[float] = []
+    timed: list[tuple[float, float]] = []
     counts = {"rows": 0}
     samples: list[dict] = []
     threads = [
-        threading.Thread(target=retrieve, args=(args.dsn, ids, args.rate, stop, latencies), daemon=True)
+        threading.Thread(
+            target=retrieve, args=(args.dsn, ids, args.rate, stop, latencies, timed), daemon=True
+        )
         for _ in range(args.threads)
     ]
     threads += [
@@ -112,10 +136,14 @@ def main() -> None:
     seconds = time.perf_counter() - started
     for thread in threads:
         thread.join(timeout=10)
+    if args.latencies:
+        with open(args.latencies, "w") as out:
+            json.dump(sorted(timed), out)
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "warm_up_seconds": warm_seconds,
                 "retrievals": len(latencies),
                 "p50_ms": percentile(latencies, 0.50),
                 "p99_ms": percentile(latencies, 0.99),
