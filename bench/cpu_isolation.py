@@ -18,7 +18,8 @@ The rest of the machine's threads that may move (other processes, and kernel thr
 one CPU, such as this machine's proactive memory reclaim, `kdamond`, which runs in pieces of 1 to 4 ms) move
 off PostgreSQL's CPU too, as `cset shield` does, and get their own CPUs back at the end. Side by side in one
 run, idle for 30 s each, three rounds: Retrieve's p99.9 was 0.97, 0.62 and 0.77 ms with them moved, against
-1.37, 1.09 and 1.44 ms without.
+1.37, 1.09 and 1.44 ms without. A bench killed with SIGKILL cannot give them back; they keep off CPU 0
+until they end (or `taskset -a -p <mask> <pid>`).
 """
 
 import os

@@ -2,9 +2,10 @@
 
 Retrieve: `--threads` clients, each selecting one record by a random existing id `--rate` times a second, as
 the gRPC handler does. The ids are a fixed sample (`--sample-seed`), read once before the clients start.
-With `--latencies`, each Retrieve's latency is also written with the time it ended, so that the bench can tell
-the ones during the pipeline's work from the ones in the quiet seconds beside it. Ingest: rows inserted at `--ingest-rows-per-second`, in batches of ten. Until SIGTERM;
-then prints one JSON line: latencies, the ingest rate achieved, and the oldest snapshot and dead tuples seen.
+With `--latencies`, each Retrieve's latency is also written with the time it ended, so that the bench can
+tell the ones during the pipeline's work from the ones in the quiet seconds beside it. Ingest: rows inserted
+at `--ingest-rows-per-second`, in batches of ten. Until SIGTERM; then prints one JSON line: latencies, the
+ingest rate achieved, and the oldest snapshot and dead tuples seen.
 """
 
 import argparse
