@@ -63,7 +63,7 @@ from bench.common import (
     stop_launcher,
 )
 from bench.contenders.drift_scan import postgres_cpu_seconds
-from bench.contenders.hot_path import INGEST_OWNER
+from bench.contenders.hot_path import INGEST_OWNER, percentile
 from bench.cpu_isolation import Isolation, postgres_on_its_own_cpu
 
 REPEATS = int(os.getenv("BENCH_REPEATS", "3"))
@@ -574,11 +574,6 @@ def burst_label(max_burst_ms: float | None) -> str:
 
 
 DRIFT_PHASE = "drift scan (cheap tier over history, then content)"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
 def split_latencies(latencies: list[list[float]], started: float, ended: float) -> dict:

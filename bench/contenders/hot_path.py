@@ -32,7 +32,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def retrieve(
-    dsn: str, ids: list, rate: float, stop: threading.Event, latencies: list[float], timed: list
+    dsn: str, ids: list, rate: float, stop: threading.Event, timed: list[tuple[float, float]]
 ) -> None:
     with psycopg.connect(dsn, autocommit=True, application_name="datavault retrieve (bench)") as conn:
         interval, next_at = 1 / rate, time.perf_counter()
@@ -42,7 +42,6 @@ def retrieve(
                 "SELECT ciphertext, nonce FROM records WHERE id = %s", (random.choice(ids),)
             ).fetchone()
             latency_ms = (time.perf_counter() - started) * 1000
-            latencies.append(latency_ms)
             timed.append((time.monotonic(), latency_ms))  # the clock the bench marks its phases with
             next_at += interval
             time.sleep(max(0.0, next_at - time.perf_counter()))
@@ -112,14 +111,11 @@ def main() -> None:
         warm_seconds = time.perf_counter() - warm_started
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    latencies: list[float] = []
-    timed: list[tuple[float, float]] = []
+    timed: list[tuple[float, float]] = []  # each Retrieve's end and latency in ms
     counts = {"rows": 0}
     samples: list[dict] = []
     threads = [
-        threading.Thread(
-            target=retrieve, args=(args.dsn, ids, args.rate, stop, latencies, timed), daemon=True
-        )
+        threading.Thread(target=retrieve, args=(args.dsn, ids, args.rate, stop, timed), daemon=True)
         for _ in range(args.threads)
     ]
     threads += [
@@ -140,6 +136,7 @@ def main() -> None:
     if args.latencies:
         with open(args.latencies, "w") as out:
             json.dump(sorted(timed), out)
+    latencies = [ms for _, ms in timed]
     print(
         json.dumps(
             {
