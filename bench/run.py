@@ -66,6 +66,13 @@ from bench.contenders.drift_scan import postgres_cpu_seconds
 from bench.contenders.hot_path import INGEST_OWNER, percentile
 from bench.cpu_isolation import Isolation, postgres_on_its_own_cpu
 
+
+def _records_spec():
+    from datavault_analytics.components.datavault_table import configured_table
+
+    return configured_table("records").spec
+
+
 REPEATS = int(os.getenv("BENCH_REPEATS", "3"))
 DAY_REPEATS = int(os.getenv("BENCH_DAY_REPEATS", "5"))  # short runs, and the ratios': more steady the medians
 BUSY_LIMIT = 0.5  # cores other work may use before a run for its time to count as measured on a quiet machine
@@ -150,10 +157,10 @@ def empty_bucket(client) -> None:
 
 def stage_select(dsn: str, day: str) -> str:
     """The SELECT the stage step runs for a day, from the same catalog lookup it makes."""
-    from datavault_analytics.day_window import DayWindow
-    from datavault_analytics.resources.postgres import PostgresResource
+    from datavault_analytics.postgres.resource import PostgresResource
+    from datavault_analytics.table.day_window import DayWindow
 
-    postgres = PostgresResource(dsn=dsn)
+    postgres = PostgresResource(table_spec=_records_spec(), dsn=dsn)
     columns = postgres.source_columns()
     select_list = ", ".join(c.select_sql for c in columns)
     return f"SELECT {select_list} FROM {postgres.qualified_table} WHERE {postgres._window_predicate(DayWindow.for_key(day))}"  # noqa: S608
@@ -256,11 +263,12 @@ def md5_floor(dsn: str, day: str) -> dict:
     extra."""
     import hashlib
 
-    from datavault_analytics.day_window import DayWindow
-    from datavault_analytics.fingerprint import _message
-    from datavault_analytics.resources.postgres import PostgresResource, quote_postgres
+    from datavault_analytics.identifiers import quote_postgres
+    from datavault_analytics.postgres.resource import PostgresResource
+    from datavault_analytics.table.day_window import DayWindow
+    from datavault_analytics.verification.fingerprint import _message
 
-    postgres = PostgresResource(dsn=dsn)
+    postgres = PostgresResource(table_spec=_records_spec(), dsn=dsn)
     columns = [(c.name, c.mapping.canonical) for c in postgres.source_columns()]
     window = DayWindow.for_key(day)
     with postgres.connect() as conn:
@@ -287,7 +295,7 @@ def md5_floor(dsn: str, day: str) -> dict:
 
 def scanned_history() -> tuple[str, str]:
     from datavault_analytics.components.datavault_table import configured_table
-    from datavault_analytics.sensors import scanned_days
+    from datavault_analytics.drift.scan import scanned_days
 
     days = scanned_days(configured_table("records"))
     return days[0], days[-1]
@@ -359,8 +367,8 @@ def load_fingerprint_day(dsn: str, day: str, s3_endpoint: str, snowflake_port: i
     from dagster_aws.s3 import S3Resource
     from dagster_snowflake import SnowflakeResource
 
-    from datavault_analytics.resources.s3_stage import S3Stage
-    from datavault_analytics.resources.snowflake import SnowflakeLoader
+    from datavault_analytics.snowflake.loader import SnowflakeLoader
+    from datavault_analytics.stage.resource import S3Stage
 
     stage_uri = f"s3://{BUCKET}/fingerprint"
     staged = run_stage("fingerprint day", dsn, day, stage_uri, s3_endpoint)
@@ -387,8 +395,10 @@ def load_fingerprint_day(dsn: str, day: str, s3_endpoint: str, snowflake_port: i
             "protocol": "http",
         },
     )
-    result = SnowflakeLoader(snowflake=snowflake, stage=stage).load_partition(
-        stage.read_manifest(stage.storage(), day)
+    result = (
+        SnowflakeLoader(snowflake=snowflake, stage=stage)
+        .for_table(_records_spec())
+        .load_partition(stage.read_manifest(stage.storage(), day))
     )
     log(f"  loaded the fingerprint day into Snowflake: {result.rows_loaded:,} rows in {result.seconds:.1f} s")
 
@@ -543,10 +553,10 @@ def hot_path_workload(
 
 def arrow_bytes_per_row(dsn: str, day: str) -> float:
     """The extract's Arrow bytes per row on the 1M-row day: the unit of DATAVAULT_PG_MAX_MB_PER_SECOND."""
-    from datavault_analytics.day_window import DayWindow
-    from datavault_analytics.resources.postgres import PostgresResource
+    from datavault_analytics.postgres.resource import PostgresResource
+    from datavault_analytics.table.day_window import DayWindow
 
-    postgres = PostgresResource(dsn=dsn)
+    postgres = PostgresResource(table_spec=_records_spec(), dsn=dsn)
     with postgres.stream_day(postgres.source_columns(), DayWindow.for_key(day)) as batches:
         rows = read = 0
         for batch in batches:

@@ -6,13 +6,9 @@ refused with an error that names the setting.
 
 import re
 
-from datavault_analytics.errors import PermanentError
+from datavault_analytics.errors import InvalidIdentifierError
 
 _PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-class InvalidIdentifierError(PermanentError, ValueError):
-    """A configured table, schema, column or object name is not a plain SQL identifier."""
 
 
 def validate_identifier(name: str, setting: str) -> str:

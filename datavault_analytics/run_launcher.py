@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus  # no public name for these
+
+from datavault_analytics.dagster_internals import CheckRunHealthResult, WorkerStatus
 
 # A process that started later than the event naming its pid (plus this slack) is another process with a
 # reused pid: the worker is gone.

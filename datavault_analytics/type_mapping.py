@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from datavault_analytics.errors import PermanentError
+from datavault_analytics.errors import UnmappedTypeError
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,6 @@ TYPE_MAPPINGS: dict[str, TypeMapping] = {
     ),
     "timestamp without time zone": TypeMapping("{column}", pa.timestamp("us"), "TIMESTAMP_NTZ", "timestamp"),
 }
-
-
-class UnmappedTypeError(PermanentError, TypeError):
-    """A source column has a PostgreSQL type this pipeline does not know how to carry."""
 
 
 def mapping_for(column: str, postgres_type: str) -> TypeMapping:

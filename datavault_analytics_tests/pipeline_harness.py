@@ -12,17 +12,27 @@ import boto3
 import dagster as dg
 import psycopg
 
-from datavault_analytics.assets import build_table_assets
-from datavault_analytics.day_window import day_windows
-from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.seed import SOURCE_DDL, seed_records, seed_retrieval_log
-from datavault_analytics.reconciliation import reconcile
-from datavault_analytics.table_pipeline import TablePipeline
+from datavault_analytics.pipeline.assets import build_table_assets
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
+from datavault_analytics.table.day_window import day_windows
+from datavault_analytics.table.pipeline import TablePipeline
+from datavault_analytics.verification.reconciliation import reconcile
 from datavault_analytics_tests import records
 
 ALL_ASSETS = records.ALL_ASSETS
 # The columns of DataVault's records table (datavault_analytics/sql/records.sql), in catalog order.
 RECORDS_COLUMNS = ["id", "owner_id", "key", "ciphertext", "nonce", "created_at", "updated_at"]
+# The shared resources that read or write one table (`for_table`).
+TABLE_BOUND = {
+    "postgres",
+    "partition_locks",
+    "s3_stage",
+    "snowflake_loader",
+    "stage_retention",
+    "s3_stage_io_manager",
+}
 SNOWFLAKE_PASSWORD = "sf-pass-" + uuid.uuid4().hex[:8]
 
 
@@ -202,9 +212,13 @@ class Pipeline:
                 source_read=source_read,
             )
 
-    def configured(self, *keys: str):
-        """The pipeline's resources `keys`, with their environment variables resolved."""
-        return dg.build_resources({k: self.resources[k] for k in keys})
+    def configured(self, *keys: str, table: TablePipeline | None = None):
+        """The pipeline's resources `keys`, with their environment variables resolved, those that read or write
+        a table bound to `table` (default: records), as its assets bind them."""
+        spec = (table or records.RECORDS).spec
+        return dg.build_resources(
+            {k: (self.resources[k].for_table(spec) if k in TABLE_BOUND else self.resources[k]) for k in keys}
+        )
 
     # -- S3 --------------------------------------------------------------------------------------
 

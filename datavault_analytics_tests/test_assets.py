@@ -6,8 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow.parquet as pq
 
-from datavault_analytics.environment import SETTINGS, Settings, build_resources
-from datavault_analytics.resources.s3_stage import S3StageIOManager
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
+from datavault_analytics.stage.io_manager import S3StageIOManager
 from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import RECORDS_COLUMNS
 
@@ -138,7 +139,7 @@ def test_copy_names_a_days_files_in_batches_within_one_transaction(pipeline, sno
     statements in the day's one transaction. The limit is lowered to 2 here so that a small day shows it."""
     import re
 
-    from datavault_analytics.resources import snowflake as snowflake_module
+    from datavault_analytics.snowflake import loader as snowflake_module
     from datavault_analytics_tests.test_faults.faultkit import HttpProxy
 
     pipeline.seed([DAY_DATE], rows_per_day=12_000)
@@ -286,7 +287,7 @@ def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_c
         for event in result.all_events
         if event.event_type_value == "ASSET_OBSERVATION"
     }
-    assert len(observations) == SETTINGS.observed_days
+    assert len(observations) == records.RECORDS.settings.observed_days
     seen = observations[yesterday.isoformat()]
     assert seen.metadata["dagster/row_count"].value == 15
     assert seen.metadata["latest_created_at"].value == latest.isoformat()
@@ -301,9 +302,8 @@ def test_an_empty_day_reads_as_an_empty_lazy_frame_with_the_staged_columns(pipel
     import polars as pl
 
     assert pipeline.materialize(DAY, selection=[records.STAGE_KEY]).success
-    import dagster as dg
 
-    with dg.build_resources({"s3_stage": pipeline.resources["s3_stage"]}) as r:
+    with pipeline.configured("s3_stage") as r:
         frame = r.s3_stage.scan([r.s3_stage.read_manifest(r.s3_stage.storage(), DAY)]).collect()
 
     assert frame.height == 0

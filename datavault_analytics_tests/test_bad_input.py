@@ -18,11 +18,11 @@ import pytest
 from dagster_aws.s3 import S3Resource
 from dagster_snowflake import SnowflakeResource
 
-from datavault_analytics.day_window import DayWindow, InvalidPartitionKeyError
-from datavault_analytics.resources.s3_stage import S3Stage
-from datavault_analytics.resources.snowflake import SnowflakeLoader
-from datavault_analytics.resources.table_spec import TableSpec
-from datavault_analytics.table_pipeline import TablePipeline
+from datavault_analytics.snowflake.loader import SnowflakeLoader
+from datavault_analytics.stage.resource import S3Stage
+from datavault_analytics.table.day_window import DayWindow, InvalidPartitionKeyError
+from datavault_analytics.table.pipeline import TablePipeline
+from datavault_analytics.table.spec import TableSpec
 from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS
 from datavault_analytics_tests.records import RECORDS
@@ -144,7 +144,12 @@ HOSTILE = 'records"; DROP TABLE records; --'
 
 def _with_table(**settings) -> TablePipeline:
     """records' pipeline with the table's shape changed, as a mistaken defs.yaml would give it."""
-    return dataclasses.replace(RECORDS, spec=TableSpec(**settings))
+    return dataclasses.replace(RECORDS, spec=_spec(**settings))
+
+
+def _spec(**settings) -> TableSpec:
+    """records' TableSpec with `settings` changed."""
+    return TableSpec(**{**RECORDS.spec.model_dump(), **settings})
 
 
 def _loader(**settings) -> SnowflakeLoader:
@@ -157,11 +162,11 @@ def _loader(**settings) -> SnowflakeLoader:
 @pytest.mark.parametrize(
     ("make", "setting", "value", "expected"),
     [
-        (TableSpec, "postgres_table", HOSTILE, "postgres_table="),
-        (TableSpec, "postgres_schema", "public;", "postgres_schema="),
-        (TableSpec, "partition_column", "created_at' OR '1'='1", "partition_column="),
-        (TableSpec, "updated_at_column", "updated_at)--", "updated_at_column="),
-        (TableSpec, "snowflake_table", 'RECORDS" CASCADE; --', "snowflake_table="),
+        (_spec, "postgres_table", HOSTILE, "postgres_table="),
+        (_spec, "postgres_schema", "public;", "postgres_schema="),
+        (_spec, "partition_column", "created_at' OR '1'='1", "partition_column="),
+        (_spec, "updated_at_column", "updated_at)--", "updated_at_column="),
+        (_spec, "snowflake_table", 'RECORDS" CASCADE; --', "snowflake_table="),
         (
             _loader,
             "stage_name",

@@ -7,12 +7,12 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pytest
 
-from datavault_analytics import checks
-from datavault_analytics.assets import SOURCE_FINGERPRINTS
-from datavault_analytics.day_window import day_windows
-from datavault_analytics.fingerprint import Fingerprint
-from datavault_analytics.reconciliation import SourceFingerprintReader, SourceFingerprints
-from datavault_analytics.resources.postgres import PostgresResource
+from datavault_analytics.names import SOURCE_FINGERPRINTS
+from datavault_analytics.pipeline import checks
+from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.table.day_window import day_windows
+from datavault_analytics.verification.fingerprint import Fingerprint
+from datavault_analytics.verification.reconciliation import SourceFingerprintReader, SourceFingerprints
 from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS
 

@@ -26,8 +26,8 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializa
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 from playwright.sync_api import expect
 
-from datavault_analytics.checks import CONTENT_HASH
 from datavault_analytics.local_stack.processes import free_port, port_answers
+from datavault_analytics.names import CONTENT_HASH
 from datavault_analytics_tests import records
 from datavault_analytics_tests.browser import HEIGHT, WIDTH, browser_page
 from datavault_analytics_tests.dagster_processes import (

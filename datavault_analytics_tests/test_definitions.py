@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from datavault_analytics.environment import REQUIRED_VARIABLES
+from datavault_analytics.settings import REQUIRED_VARIABLES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -175,11 +175,11 @@ def test_every_variable_the_settings_read_is_documented_in_the_configuration_pag
     import re
 
     readme = (REPO / "docs" / "configuration.md").read_text()
-    from datavault_analytics.environment import EnvironmentVariables
+    from datavault_analytics.settings import Settings
 
     records = (REPO / "datavault_analytics" / "defs" / "records" / "defs.yaml").read_text()
-    read = set(EnvironmentVariables.model_fields)  # each field is the variable of its name
-    read |= set(re.findall(r"env\('((?:DATAVAULT)_[A-Z0-9_]+)'", records))
+    read = {field.validation_alias for field in Settings.model_fields.values()}
+    read |= set(re.findall(r"env\.((?:DATAVAULT)_[A-Z0-9_]+)", records))
     assert {"DATAVAULT_DRIFT_SCAN_SECONDS", "DATAVAULT_SNOWFLAKE_TIME_TRAVEL_DAYS"} <= read
     assert sorted(name for name in read if f"`{name}`" not in readme) == []
 

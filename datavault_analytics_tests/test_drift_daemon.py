@@ -17,9 +17,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from datavault_analytics.checks import CONTENT_HASH
-from datavault_analytics.drift import ScanState
-from datavault_analytics.sensors import SCAN_SECONDS_TAG
+from datavault_analytics.drift.plan import ScanState
+from datavault_analytics.names import CONTENT_HASH, SCAN_SECONDS_TAG
 from datavault_analytics_tests.dagster_processes import (
     BIN,
     daemon_command,

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datavault_analytics.components.datavault_table import configured_table
-from datavault_analytics.day_window import DayWindow
-from datavault_analytics.fingerprint import (
+from datavault_analytics.table.day_window import DayWindow
+from datavault_analytics.verification.fingerprint import (
     CANONICAL_FORMS,
     EMPTY,
     Fingerprint,

@@ -18,11 +18,15 @@ class Refuse(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {EMULATORS!r}:
             raise ImportError(f"{{name}} is an emulator and must not be imported in production")
+        if name.startswith("datavault_analytics.local_stack"):  # left out of the image (Dockerfile.dockerignore)
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 sys.meta_path.insert(0, Refuse())
 from datavault_analytics.definitions import defs
 defs.resolve_asset_graph()
-import datavault_analytics.backfill, datavault_analytics.preflight, datavault_analytics.cli
-print("imported", sorted(m for m in sys.modules if m.split(".")[0] in {EMULATORS!r}))
+import datavault_analytics.cli.backfill, datavault_analytics.snowflake.preflight, datavault_analytics.cli
+from datavault_analytics.cli import main
+assert main(["stack", "status"]) == 1  # says the local stack is not installed here, in one line
+print("imported", sorted(m for m in sys.modules if m.split(".")[0] in {EMULATORS!r} or ".local_stack" in m))
 """
 
 
@@ -85,3 +89,11 @@ def test_the_tree_is_linted_and_formatted_as_make_lint_checks():
     for command in ([str(ruff), "check", "."], [str(ruff), "format", "--check", "."]):
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+def test_the_production_image_leaves_the_local_stack_out():
+    ignored = (REPO / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!datavault_analytics/" in ignored and "datavault_analytics/local_stack/" in ignored
+    assert ignored.index("datavault_analytics/local_stack/") > ignored.index("!datavault_analytics/")
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert '"datavault_analytics.local_stack*"' in pyproject  # nor does a wheel built from the tree

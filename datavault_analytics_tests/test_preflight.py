@@ -4,7 +4,7 @@ and fails, saying what to fix, where one would not be."""
 import pytest
 
 from datavault_analytics import cli
-from datavault_analytics.resources import snowflake as snowflake_module
+from datavault_analytics.snowflake import loader as snowflake_module
 
 
 def preflight(capsys) -> tuple[int, list[str]]:

@@ -23,22 +23,24 @@ from dagster_snowflake import SnowflakeResource
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from datavault_analytics.day_window import DayWindow, InvalidPartitionKeyError
 from datavault_analytics.identifiers import (
     InvalidIdentifierError,
     quote_postgres,
     quote_snowflake,
     validate_identifier,
 )
-from datavault_analytics.partitions import check_in_partitions
+from datavault_analytics.postgres.extract import SourceDay
+from datavault_analytics.postgres.locks import PartitionLocks
+from datavault_analytics.postgres.resource import PostgresResource
 from datavault_analytics.redaction import redact
-from datavault_analytics.resources.partition_locks import PartitionLocks
-from datavault_analytics.resources.postgres import PostgresResource, SourceDay
-from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
-from datavault_analytics.resources.snowflake import SnowflakeLoader
-from datavault_analytics.resources.table_spec import TableSpec
+from datavault_analytics.snowflake.loader import SnowflakeLoader
+from datavault_analytics.stage.io_manager import S3StageIOManager
+from datavault_analytics.stage.resource import S3Stage
+from datavault_analytics.table.day_window import DayWindow, InvalidPartitionKeyError
+from datavault_analytics.table.partitions import check_in_partitions
+from datavault_analytics.table.spec import TableSpec
 from datavault_analytics_tests.pipeline_harness import create_source_database
-from datavault_analytics_tests.records import PARTITIONS
+from datavault_analytics_tests.records import PARTITIONS, RECORDS_SPEC
 
 # No example database in the repository; every run draws afresh (and reports the seed of a failure).
 settings.register_profile("datavault", database=None, deadline=None, print_blob=True)
@@ -85,13 +87,13 @@ def test_any_payload_bytes_are_staged_byte_for_byte(source_dsn, tmp_path_factory
     with psycopg.connect(source_dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE records")
         expected = _insert(conn, blobs)
-    postgres = PostgresResource(dsn=source_dsn)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=source_dsn)
     stage = S3StageIOManager(
         stage=S3Stage(s3=S3Resource(), stage_uri=f"file://{tmp_path_factory.mktemp('stage')}"),
         locks=PartitionLocks(dsn=source_dsn),
         target_file_size_mb=1,
         row_group_rows=7,
-    )
+    ).for_table(RECORDS_SPEC)
     storage = stage.stage.storage()
 
     manifest = stage.stage_day(storage, SourceDay(postgres, postgres.source_columns(), WINDOW))

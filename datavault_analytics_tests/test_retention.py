@@ -8,10 +8,10 @@ another run holds, or one re-staged since its load, is left alone.
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
-import dagster as dg
 import pytest
 
-from datavault_analytics.environment import Settings, build_resources
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
 from datavault_analytics_tests import records
 
 DAY, NEXT = "2026-11-01", "2026-11-02"
@@ -40,7 +40,7 @@ def retention(pipeline, monkeypatch):
 @contextmanager
 def retention_and_locks(pipeline):
     """(the stage retention, the partition locks), resolved."""
-    with dg.build_resources({k: pipeline.resources[k] for k in ("stage_retention", "partition_locks")}) as r:
+    with pipeline.configured("stage_retention", "partition_locks") as r:
         yield r.stage_retention, r.partition_locks
 
 
@@ -106,7 +106,7 @@ def test_a_day_another_run_holds_or_restaged_since_its_load_is_kept(retention):
 
 
 def test_retention_is_configured_from_the_environment(pipeline, monkeypatch):
-    from datavault_analytics.environment import ConfigurationError
+    from datavault_analytics.errors import ConfigurationError
 
     for value, hours in (("", 72), ("0", 0), ("12.5", 12.5), ("none", None)):
         monkeypatch.setenv("DATAVAULT_STAGE_RETENTION_HOURS", value)

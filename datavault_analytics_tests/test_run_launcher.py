@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from datavault_analytics.drift import days_in_flight
+from datavault_analytics.drift.plan import days_in_flight
 from datavault_analytics.run_launcher import LocalRunLauncher, RunWorker, run_worker
 from datavault_analytics_tests.dagster_processes import (
     BIN,

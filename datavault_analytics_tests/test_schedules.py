@@ -13,9 +13,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
-from datavault_analytics.resources.postgres import PostgresResource, PostgresSourceIOManager
-from datavault_analytics.schedules import daily_run_request
+from datavault_analytics.names import RANGE_END_TAG, RANGE_START_TAG
+from datavault_analytics.pipeline.schedule import daily_run_request
+from datavault_analytics.postgres.io_manager import PostgresSourceIOManager
+from datavault_analytics.postgres.resource import PostgresResource
 from datavault_analytics_tests.records import PARTITIONS
 from datavault_analytics_tests.records import SCHEDULE as records_daily_schedule
 

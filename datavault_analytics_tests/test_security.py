@@ -37,10 +37,12 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster_shared.serdes import serialize_value
 
-from datavault_analytics.environment import ConfigurationError, Settings, build_resources
+from datavault_analytics.errors import ConfigurationError
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
-from datavault_analytics.resources.stage_storage import S3StageStorage, StageLocation
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
+from datavault_analytics.stage.storage import S3StageStorage, StageLocation
 from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS, Pipeline
 from datavault_analytics_tests.test_faults.faultkit import HttpProxy, RunProcess, dagster_home
@@ -180,8 +182,7 @@ def test_no_record_id_or_payload_reaches_dagster_events_even_when_checks_and_the
     pipeline, monkeypatch
 ):
     """The erasure section's promise: Dagster's event log holds no record that an erasure must remove."""
-    from datavault_analytics.sensors import build_drift_scan_job
-    from datavault_analytics.table_pipeline import DriftSettings
+    from datavault_analytics.drift.scan import build_drift_scan_job
 
     pipeline.seed([DAY_DATE], rows_per_day=20)
     with dg.instance_for_test() as instance:
@@ -195,7 +196,9 @@ def test_no_record_id_or_payload_reaches_dagster_events_even_when_checks_and_the
         # A failing content verification by the drift scan, then failing checks: what might name a record.
         pipeline.pg("UPDATE records SET nonce = '\\x00'::bytea WHERE id = %s", (rows[1][0],))
         # The scan job over all of history, in process: its run holds the scan's evaluations.
-        table = dataclasses.replace(records.RECORDS, drift=DriftSettings(hash_days_per_scan=1))
+        table = dataclasses.replace(
+            records.RECORDS, drift=records.RECORDS.drift.model_copy(update=dict(hash_days_per_scan=1))
+        )
         scan = build_drift_scan_job(table).execute_in_process(
             instance=instance, resources=pipeline.resources, raise_on_error=False
         )

@@ -10,14 +10,14 @@ from datetime import date, timedelta
 import dagster as dg
 from dagster._core.test_utils import create_run_for_test
 
-from datavault_analytics import sensors
-from datavault_analytics.checks import CONTENT_HASH
-from datavault_analytics.drift import ScanState, plan_ranges
-from datavault_analytics.environment import SETTINGS
-from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
-from datavault_analytics.resources.postgres import PostgresResource
-from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager
-from datavault_analytics.table_pipeline import DriftSettings
+from datavault_analytics import names
+from datavault_analytics.drift import budget, findings, sensor
+from datavault_analytics.drift import scan as drift_scan
+from datavault_analytics.drift.plan import ScanState, plan_ranges
+from datavault_analytics.names import CONTENT_HASH, RANGE_END_TAG, RANGE_START_TAG
+from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.stage.io_manager import S3StageIOManager
+from datavault_analytics.stage.resource import S3Stage
 from datavault_analytics_tests.pipeline_harness import loads_per_day
 from datavault_analytics_tests.records import DRIFT_SCAN_JOB, DRIFT_SENSOR, JOB, PARTITIONS, RECORDS, SCHEDULE
 
@@ -31,17 +31,19 @@ class Scanner:
     def __init__(self, pipeline, monkeypatch, days=KEYS):
         self.pipeline, self.monkeypatch, self.days = pipeline, monkeypatch, days
         self.cursor: str | None = None
-        self.latest: sensors.ScanOutcome | None = None
+        self.latest: findings.ScanOutcome | None = None
 
-    def scan(self, **settings) -> sensors.ScanOutcome:
+    def scan(self, **settings) -> findings.ScanOutcome:
         """One scan; `drift_X=` sets the table's drift setting X, any other name the shared setting."""
         drift = {name.removeprefix("drift_"): v for name, v in settings.items() if name.startswith("drift_")}
         shared = {name: v for name, v in settings.items() if not name.startswith("drift_")}
-        self.monkeypatch.setattr(sensors, "SETTINGS", SETTINGS.model_copy(update=shared))
-        table = dataclasses.replace(RECORDS, drift=DriftSettings(**drift))
-        resources = {k: self.pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
-        with dg.build_resources(resources) as built:
-            self.latest = sensors.scan_for_drift(
+        table = dataclasses.replace(
+            RECORDS,
+            drift=RECORDS.drift.model_copy(update=drift),
+            settings=RECORDS.settings.model_copy(update=shared),
+        )
+        with self.pipeline.configured("postgres", "snowflake", "snowflake_loader") as built:
+            self.latest = drift_scan.scan_for_drift(
                 self.pipeline.instance,
                 table,
                 built.postgres,
@@ -60,7 +62,7 @@ class Scanner:
         """The check evaluations the latest scan reports (its run logs them)."""
         return self.latest.evaluations
 
-    def repair(self, result: sensors.ScanOutcome, **overrides) -> list[bool]:
+    def repair(self, result: findings.ScanOutcome, **overrides) -> list[bool]:
         """Runs each requested range as the daemon would launch it: the job's assets, one run per range."""
         saved = self.pipeline.resources
         self.pipeline.with_resources(**overrides)
@@ -75,7 +77,7 @@ class Scanner:
             self.pipeline.resources = saved
 
 
-def ranges(result: sensors.ScanOutcome) -> list[tuple[str, str]]:
+def ranges(result: findings.ScanOutcome) -> list[tuple[str, str]]:
     return [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in result.run_requests]
 
 
@@ -220,7 +222,7 @@ def test_the_days_of_the_schedules_latest_run_are_scanned_once_that_run_has_ende
     instance = pipeline.instance
     yesterday = PARTITIONS.get_last_partition_key()
     window = [(date.fromisoformat(yesterday) - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
-    assert not set(window) & set(sensors.scanned_days(RECORDS, instance))  # the schedule's, for now
+    assert not set(window) & set(drift_scan.scanned_days(RECORDS, instance))  # the schedule's, for now
 
     tags = {
         "dagster/schedule_name": SCHEDULE.name,
@@ -228,9 +230,9 @@ def test_the_days_of_the_schedules_latest_run_are_scanned_once_that_run_has_ende
         RANGE_END_TAG: window[-1],
     }
     run = create_run_for_test(instance, job_name=JOB.name, tags=tags, status=dg.DagsterRunStatus.STARTED)
-    assert not set(window) & set(sensors.scanned_days(RECORDS, instance))  # still loading them
+    assert not set(window) & set(drift_scan.scanned_days(RECORDS, instance))  # still loading them
     instance.report_run_failed(instance.get_run_by_id(run.run_id), "killed")
-    scanned = sensors.scanned_days(RECORDS, instance)
+    scanned = drift_scan.scanned_days(RECORDS, instance)
     assert scanned[-3:] == window and len(scanned) == len(set(scanned))
 
 
@@ -242,6 +244,22 @@ def tick(pipeline, cursor: str | None, sensor=DRIFT_SENSOR) -> dg.SensorResult:
     result = sensor(dg.build_sensor_context(instance=pipeline.instance, cursor=cursor))
     assert isinstance(result, dg.SensorResult), result
     return result
+
+
+@dataclasses.dataclass
+class Budgeted:
+    sensor: dg.SensorDefinition
+    scan_job: dg.JobDefinition
+
+
+def with_budget(seconds_per_hour: float) -> Budgeted:
+    """records' sensor and scan job, built with DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR=`seconds_per_hour`."""
+    table = dataclasses.replace(
+        RECORDS,
+        settings=RECORDS.settings.model_copy(update={"drift_budget_seconds_per_hour": seconds_per_hour}),
+    )
+    scan_job = drift_scan.build_drift_scan_job(table)
+    return Budgeted(sensor.build_drift_sensor(table, JOB, scan_job), scan_job)
 
 
 def reason(result: dg.SensorResult) -> str:
@@ -260,7 +278,7 @@ def launch(pipeline, request: dg.RunRequest, scan_job=DRIFT_SCAN_JOB) -> dg.Exec
 
 
 def test_the_sensor_launches_a_scan_run_then_the_repairs_it_found(pipeline, monkeypatch):
-    monkeypatch.setattr(sensors, "scanned_days", lambda table, instance=None: KEYS)
+    monkeypatch.setattr(drift_scan, "scanned_days", lambda table, instance=None: KEYS)
     loaded_pipeline(pipeline, rows_per_day=10)
     pipeline.pg("DELETE FROM records WHERE id = %s", (pipeline.first_id(KEYS[2]),))
 
@@ -284,7 +302,7 @@ def test_the_sensor_launches_a_scan_run_then_the_repairs_it_found(pipeline, monk
     assert evaluations and all(e.check_name == CONTENT_HASH for e in evaluations)
     [observation] = scan.asset_observations_for_node(f"scan_{RECORDS.name}_for_drift")
     assert observation.asset_key == RECORDS.source_key and "1 differ" in observation.description
-    seconds = float(pipeline.instance.get_run_by_id(scan.run_id).tags[sensors.SCAN_SECONDS_TAG])
+    seconds = float(pipeline.instance.get_run_by_id(scan.run_id).tags[names.SCAN_SECONDS_TAG])
     assert 0 < seconds < 120
 
     repaired = tick(pipeline, waiting.cursor)
@@ -300,7 +318,7 @@ def test_the_sensor_launches_a_scan_run_then_the_repairs_it_found(pipeline, monk
 
 
 def test_a_failed_scan_run_is_reported_and_the_next_scan_starts_when_due(pipeline, monkeypatch):
-    monkeypatch.setattr(sensors, "scanned_days", lambda table, instance=None: KEYS)
+    monkeypatch.setattr(drift_scan, "scanned_days", lambda table, instance=None: KEYS)
     first = tick(pipeline, None)
     [scan_request] = first.run_requests
     broken = PostgresResource(dsn="postgresql://nobody@127.0.0.1:9/x")
@@ -319,40 +337,37 @@ def test_a_failed_scan_run_is_reported_and_the_next_scan_starts_when_due(pipelin
 def test_every_tables_scans_share_one_budget(pipeline, monkeypatch):
     """A scan starts only while the scans of all tables took less than the budget in the past hour."""
     from datavault_analytics.components.datavault_table import configured_table
-    from datavault_analytics.jobs import build_table_job
+    from datavault_analytics.pipeline.job import build_table_job
 
-    monkeypatch.setattr(sensors, "scanned_days", lambda table, instance=None: KEYS)
+    monkeypatch.setattr(drift_scan, "scanned_days", lambda table, instance=None: KEYS)
     log = configured_table("retrieval_log")
-    log_scan = sensors.build_drift_scan_job(log)
-    log_sensor = sensors.build_drift_sensor(log, build_table_job(log), log_scan)
+    log_scan = drift_scan.build_drift_scan_job(log)
+    log_sensor = sensor.build_drift_sensor(log, build_table_job(log), log_scan)
     pipeline.seed_retrievals(DAYS, rows_per_day=5)
     [request] = tick(pipeline, None, log_sensor).run_requests
     assert launch(pipeline, request, log_scan).success
-    spent = sensors.budget_spent(pipeline.instance)
+    spent = budget.budget_spent(pipeline.instance)
     assert spent > 0
 
-    monkeypatch.setattr(
-        sensors, "SETTINGS", SETTINGS.model_copy(update={"drift_budget_seconds_per_hour": spent})
-    )
-    blocked = tick(pipeline, None)  # records' first scan: retrieval_log's spent the budget
+    spent_budget = with_budget(spent)
+    blocked = tick(
+        pipeline, None, spent_budget.sensor
+    )  # records' first scan: retrieval_log's spent the budget
     assert blocked.run_requests == [] and "The drift budget is spent" in reason(blocked)
     assert "DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR" in reason(blocked)
     # A scan run launched before the budget ran out (by another table's sensor, say) does not scan either.
     queued = dg.RunRequest(
         run_key="late", run_config={}, tags={"datavault/trigger": "drift-scan", "datavault/table": "records"}
     )
-    late = launch(pipeline, queued)
+    late = launch(pipeline, queued, spent_budget.scan_job)
     assert late.success and late.asset_observations_for_node(f"scan_{RECORDS.name}_for_drift") == []
 
-    monkeypatch.setattr(
-        sensors, "SETTINGS", SETTINGS.model_copy(update={"drift_budget_seconds_per_hour": spent * 2 + 60})
-    )
-    [allowed] = tick(pipeline, None).run_requests
+    [allowed] = tick(pipeline, None, with_budget(spent * 2 + 60).sensor).run_requests
     assert allowed.job_name == DRIFT_SCAN_JOB.name
 
 
 def test_a_repair_for_a_day_that_a_run_started_loading_since_the_scan_waits_uncounted(pipeline, monkeypatch):
-    monkeypatch.setattr(sensors, "scanned_days", lambda table, instance=None: KEYS)
+    monkeypatch.setattr(drift_scan, "scanned_days", lambda table, instance=None: KEYS)
     loaded_pipeline(pipeline, rows_per_day=10)
     pipeline.pg("DELETE FROM records WHERE id = %s", (pipeline.first_id(KEYS[2]),))
     first = tick(pipeline, None)

@@ -6,24 +6,23 @@ The README's section "Where an erased record still lives" is what these tests ho
 import dataclasses
 from datetime import date
 
-import dagster as dg
 import pytest
 
-from datavault_analytics import cli, sensors
-from datavault_analytics.drift import ScanState
-from datavault_analytics.environment import ConfigurationError, Settings
-from datavault_analytics.partitions import RANGE_END_TAG, RANGE_START_TAG
-from datavault_analytics.resources.snowflake import SnowflakeLoader
-from datavault_analytics.table_pipeline import DriftSettings
-from datavault_analytics.trace import trace_record
+from datavault_analytics import cli
+from datavault_analytics.cli.trace import trace_record
+from datavault_analytics.drift import scan as drift_scan
+from datavault_analytics.drift.plan import ScanState
+from datavault_analytics.errors import ConfigurationError
+from datavault_analytics.names import RANGE_END_TAG, RANGE_START_TAG
+from datavault_analytics.settings import Settings
+from datavault_analytics.snowflake.loader import SnowflakeLoader
 from datavault_analytics_tests.records import RECORDS
 
 DAY = date(2025, 4, 2)
 
 
 def trace(pipeline, record_id: str, days=()):
-    wanted = ("postgres", "s3_stage", "snowflake_loader")
-    with dg.build_resources({k: pipeline.resources[k] for k in wanted}) as r:
+    with pipeline.configured("postgres", "s3_stage", "snowflake_loader") as r:
         return trace_record(record_id, r.postgres, r.snowflake_loader, r.s3_stage, list(days))
 
 
@@ -55,10 +54,9 @@ def test_an_erased_record_is_traced_out_of_postgres_then_out_of_snowflake_and_th
     erased = trace(pipeline, record_id)
     assert erased.postgres_day is None and erased.snowflake_days and erased.staged_files
 
-    table = dataclasses.replace(RECORDS, drift=DriftSettings(hash_days_per_scan=0))
-    resources = {k: pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
-    with dg.build_resources(resources) as built:
-        scan = sensors.scan_for_drift(
+    table = dataclasses.replace(RECORDS, drift=RECORDS.drift.model_copy(update=dict(hash_days_per_scan=0)))
+    with pipeline.configured("postgres", "snowflake", "snowflake_loader") as built:
+        scan = drift_scan.scan_for_drift(
             pipeline.instance, table, built.postgres, built.snowflake_loader, [DAY.isoformat()], ScanState()
         )
     [request] = scan.run_requests
@@ -84,7 +82,6 @@ def test_a_transient_table_with_no_time_travel_is_created_and_loaded(pipeline):
     transient = SnowflakeLoader(
         snowflake=loader.snowflake,
         stage=loader.stage,
-        table=loader.table,
         transient_table=True,
         time_travel_days=0,
     )

@@ -15,10 +15,10 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from datavault_analytics.day_window import day_windows
-from datavault_analytics.resources.postgres import PostgresResource
-from datavault_analytics.resources.snowflake import SnowflakeLoader
-from datavault_analytics.resources.stage_manifest import staged_columns
+from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.snowflake.loader import SnowflakeLoader
+from datavault_analytics.stage.manifest import staged_columns
+from datavault_analytics.table.day_window import day_windows
 from soak.workload import SourceWriter
 
 UNFINISHED_RUNS = [

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from datavault_analytics.environment import Settings, build_resources
+from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.local_stack.seed import seed_records
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
 from soak.checker import Checker
 from soak.nemesis import Nemesis, schedule
 from soak.system import System
@@ -78,7 +80,12 @@ def soak(seed: int, minutes: float, root: Path) -> int:
         print(f"soak: system up in {time.monotonic() - started:.0f} s ({root})", flush=True)
         os.environ.update(system.checker_env())  # the checker's resources read their secrets from here
         resources = build_resources(Settings.from_environment(environ=system.checker_env()))
-        with dg.build_resources({k: resources[k] for k in ("postgres", "snowflake_loader")}) as checked:
+        records = configured_table("records").spec  # the table the soak's checker compares
+        bound = {
+            "postgres": resources["postgres"].for_table(records),
+            "snowflake_loader": resources["snowflake_loader"].for_table(records),
+        }
+        with dg.build_resources(bound) as checked:
             seed_records(system.source_dsn, [date.fromisoformat(d) for d in days], ROWS_PER_DAY, seed=seed)
             writer = SourceWriter(system.source_dsn, checked.postgres, days, rng)
             writer.record_current(days)

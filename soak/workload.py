@@ -23,9 +23,9 @@ from pathlib import Path
 
 import psycopg
 
-from datavault_analytics.day_window import DayWindow
-from datavault_analytics.fingerprint import EMPTY, Fingerprint
-from datavault_analytics.resources.postgres import PostgresResource
+from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.table.day_window import DayWindow
+from datavault_analytics.verification.fingerprint import EMPTY, Fingerprint
 from soak.system import Process
 
 OPERATIONS = ("late_row", "erasure", "reencrypt_bumped", "reencrypt_silent", "backdated_insert", "new_row")

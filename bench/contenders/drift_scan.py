@@ -19,9 +19,12 @@ import time
 import psycopg
 
 from bench.contenders.fingerprint import loader
-from datavault_analytics.day_window import DayWindow
-from datavault_analytics.resources.postgres import PostgresResource
-from datavault_analytics.resources.stage_manifest import staged_columns
+from datavault_analytics.components.datavault_table import configured_table
+from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.stage.manifest import staged_columns
+from datavault_analytics.table.day_window import DayWindow
+
+RECORDS_SPEC = configured_table("records").spec  # the table the bench reads and loads
 
 CLOCK = os.sysconf("SC_CLK_TCK")
 # A statement that began after its transaction did ran after another statement of that transaction.
@@ -90,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     bursts = {} if args.max_burst_ms is None else {"max_burst_ms": args.max_burst_ms}
-    postgres = PostgresResource(dsn=args.dsn, **bursts)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=args.dsn, **bursts)
     sampler = TransactionSampler(args.dsn)
     if args.sample_transactions:
         sampler.start()

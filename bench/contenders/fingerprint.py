@@ -16,11 +16,14 @@ started_process = time.perf_counter()
 from dagster_aws.s3 import S3Resource  # noqa: E402
 from dagster_snowflake import SnowflakeResource  # noqa: E402
 
-from datavault_analytics.day_window import DayWindow  # noqa: E402
-from datavault_analytics.resources.postgres import PostgresResource  # noqa: E402
-from datavault_analytics.resources.s3_stage import S3Stage  # noqa: E402
-from datavault_analytics.resources.snowflake import SnowflakeLoader  # noqa: E402
-from datavault_analytics.resources.stage_manifest import staged_columns  # noqa: E402
+from datavault_analytics.components.datavault_table import configured_table  # noqa: E402
+from datavault_analytics.postgres.resource import PostgresResource  # noqa: E402
+from datavault_analytics.snowflake.loader import SnowflakeLoader  # noqa: E402
+from datavault_analytics.stage.manifest import staged_columns  # noqa: E402
+from datavault_analytics.stage.resource import S3Stage  # noqa: E402
+from datavault_analytics.table.day_window import DayWindow  # noqa: E402
+
+RECORDS_SPEC = configured_table("records").spec  # the table the bench reads and loads
 
 BEFORE_POSTGRES = (
     "SELECT count(*), encode(sha256(convert_to(string_agg(encode(sha256(convert_to(id::text || ':' || "
@@ -48,7 +51,7 @@ def loader(args) -> SnowflakeLoader:
     )
     return SnowflakeLoader(
         snowflake=snowflake, stage=S3Stage(s3=S3Resource(), stage_uri="s3://unused/prefix")
-    )
+    ).for_table(RECORDS_SPEC)
 
 
 def main() -> None:
@@ -62,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     imported = time.perf_counter()
 
-    postgres = PostgresResource(dsn=args.dsn)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=args.dsn)
     columns, window = postgres.source_columns(), DayWindow.for_key(args.day)
     started = time.perf_counter()  # connecting counts, on both sides, before and after: the checks do it too
     if args.side == "postgres":

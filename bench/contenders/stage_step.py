@@ -16,10 +16,14 @@ started_process = time.perf_counter()
 
 from dagster_aws.s3 import S3Resource  # noqa: E402
 
-from datavault_analytics.day_window import DayWindow  # noqa: E402
-from datavault_analytics.resources.partition_locks import PartitionLocks  # noqa: E402
-from datavault_analytics.resources.postgres import PostgresResource, SourceDay  # noqa: E402
-from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager  # noqa: E402
+from datavault_analytics.components.datavault_table import configured_table  # noqa: E402
+from datavault_analytics.postgres.extract import SourceDay  # noqa: E402
+from datavault_analytics.postgres.locks import PartitionLocks  # noqa: E402
+from datavault_analytics.postgres.resource import PostgresResource  # noqa: E402
+from datavault_analytics.stage.resource import S3Stage, S3StageIOManager  # noqa: E402
+from datavault_analytics.table.day_window import DayWindow  # noqa: E402
+
+RECORDS_SPEC = configured_table("records").spec  # the table the bench reads and loads
 
 
 def main() -> None:
@@ -35,11 +39,11 @@ def main() -> None:
     imported = time.perf_counter()
 
     bursts = {} if args.max_burst_ms is None else {"max_burst_ms": args.max_burst_ms}
-    postgres = PostgresResource(dsn=args.dsn, **bursts)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=args.dsn, **bursts)
     stage = S3Stage(
         s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"), stage_uri=args.stage_uri
     )
-    io_manager = S3StageIOManager(stage=stage, locks=PartitionLocks(dsn=args.dsn))
+    io_manager = S3StageIOManager(stage=stage, locks=PartitionLocks(dsn=args.dsn)).for_table(RECORDS_SPEC)
     started = time.perf_counter()
     storage = stage.storage()
     day = SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(args.day))

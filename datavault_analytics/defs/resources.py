@@ -1,10 +1,11 @@
-"""The connections every table shares, made once from the environment (environment.py)."""
+"""The connections every table shares, made once from the environment when the definitions are built."""
 
 import dagster as dg
 
-from datavault_analytics.environment import SETTINGS, build_resources
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources=build_resources(SETTINGS))
+    return dg.Definitions(resources=build_resources(Settings.from_environment()))

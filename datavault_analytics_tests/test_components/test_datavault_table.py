@@ -3,6 +3,7 @@
 The loads run the real assets and checks on the session's real servers (PostgreSQL, moto, fakesnow).
 """
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -16,12 +17,13 @@ import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
-from datavault_analytics.assets import build_table_assets
-from datavault_analytics.checks import build_table_checks
 from datavault_analytics.components import DataVaultTable
 from datavault_analytics.components.datavault_table import configured_table, configured_tables
-from datavault_analytics.resources.table_spec import TableSpec
-from datavault_analytics.table_pipeline import TablePipeline
+from datavault_analytics.pipeline.assets import build_table_assets
+from datavault_analytics.pipeline.checks import build_table_checks
+from datavault_analytics.settings import Settings
+from datavault_analytics.table.pipeline import TablePipeline
+from datavault_analytics.table.spec import TableSpec
 from datavault_analytics_tests.test_bad_input import failed_without_retry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +123,7 @@ def test_the_demo_ships_two_tables_whose_names_never_collide():
 )
 def test_a_yaml_mistake_is_refused_naming_the_field(attributes, expected):
     with pytest.raises(Exception, match=expected):  # pydantic's ValidationError, or ours for identifiers
-        DataVaultTable.resolve_from_dict(attributes).pipeline()
+        DataVaultTable.resolve_from_dict(attributes).pipeline(Settings.from_environment())
 
 
 def test_dg_check_defs_names_the_file_and_the_field_of_a_mistake(tmp_path):
@@ -234,7 +236,7 @@ def test_a_table_added_by_yaml_alone_loads_with_its_checks_passing(pipeline):
         "start_date": "2025-04-01",
     }
     with table_from_yaml("key_rotations", attributes) as (component, defs):
-        table = component.pipeline()
+        table = component.pipeline(Settings.from_environment())
         result = dg.materialize(
             [*defs.assets, *defs.asset_checks],
             resources=pipeline.resources,
@@ -272,7 +274,13 @@ def test_a_table_or_column_postgresql_lacks_fails_the_first_run_before_anything_
     pipeline, spec, expected
 ):
     pipeline.seed_retrievals(DAYS[:1], rows_per_day=5)
-    table = TablePipeline(spec=TableSpec(**spec, snowflake_table="RETRIEVAL_LOG", updated_at_column=None))
+    log = configured_table("retrieval_log")
+    table = dataclasses.replace(
+        log,
+        spec=TableSpec(
+            postgres_schema="public", **spec, snowflake_table="RETRIEVAL_LOG", updated_at_column=None
+        ),
+    )
     message = failed_without_retry(pipeline.materialize(KEYS[0], raise_on_error=False, table=table))
     assert expected in message
     assert pipeline.s3.list_objects_v2(Bucket=pipeline.bucket).get("KeyCount", 0) == 0
@@ -338,8 +346,8 @@ def test_a_change_in_any_column_of_the_retrieval_log_fails_its_content_check(pip
 def test_drift_on_the_retrieval_log_is_found_and_repaired(pipeline):
     """A deleted row and a backdated row, on a table without updated_at: the cheap tier's row counts find
     both; the repair runs make every day equal again."""
-    from datavault_analytics import sensors
-    from datavault_analytics.drift import ScanState
+    from datavault_analytics.drift import scan
+    from datavault_analytics.drift.plan import ScanState
 
     log = configured_table("retrieval_log")
     pipeline.seed_retrievals(DAYS, rows_per_day=15)
@@ -352,7 +360,7 @@ def test_drift_on_the_retrieval_log_is_found_and_repaired(pipeline):
     )
     resources = {k: pipeline.resources[k] for k in ("postgres", "snowflake", "snowflake_loader")}
     with dg.build_resources(resources) as built:
-        scan = sensors.scan_for_drift(
+        scan = scan.scan_for_drift(
             pipeline.instance,
             log,
             built.postgres.for_table(log.spec),
@@ -389,7 +397,7 @@ def test_a_composite_primary_key_loads_exactly_and_its_duplicates_are_found(pipe
         "start_date": "2025-04-01",
     }
     with table_from_yaml("key_versions", attributes) as (component, defs):
-        table = component.pipeline()
+        table = component.pipeline(Settings.from_environment())
         assert table.spec.primary_key == ["owner_id", "key_version"]
         loaded = load_with_checks(pipeline, table, "2025-05-01", "2025-05-02")
         assert loaded.success and set(check_results(loaded).values()) == {True}
@@ -419,7 +427,7 @@ def test_every_tables_bulk_reads_of_datavault_share_one_pool():
     """The extracts and the drift scans of every table are in the datavault_postgres pool, whose limit (the
     instance's concurrency.pools) bounds how many read DataVault's database at once, whatever the table."""
     from datavault_analytics.definitions import defs
-    from datavault_analytics.resources.postgres import POSTGRES_POOL
+    from datavault_analytics.names import POSTGRES_POOL
 
     repository = defs.get_repository_def()
     pooled = {

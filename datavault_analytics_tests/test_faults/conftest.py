@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from datavault_analytics.day_window import DayWindow
-from datavault_analytics.environment import Settings, build_resources
-from datavault_analytics.resources.partition_locks import lock_key
+from datavault_analytics.postgres.locks import lock_key
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
+from datavault_analytics.table.day_window import DayWindow
 from datavault_analytics_tests.test_faults.faultkit import HttpProxy, RunProcess, dagster_home
 
 DAY = "2026-11-01"

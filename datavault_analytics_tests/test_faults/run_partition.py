@@ -13,11 +13,12 @@ import sys
 
 import dagster as dg
 
-from datavault_analytics.assets import build_table_assets
-from datavault_analytics.checks import build_table_checks
 from datavault_analytics.components.datavault_table import configured_table
-from datavault_analytics.environment import Settings, build_resources
-from datavault_analytics.resources.s3_stage import S3StageIOManager
+from datavault_analytics.pipeline.assets import build_table_assets
+from datavault_analytics.pipeline.checks import build_table_checks
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
+from datavault_analytics.stage.io_manager import S3StageIOManager
 
 SELECTIONS = ("both", "stage", "load")
 

@@ -15,13 +15,15 @@ import dagster as dg
 import psycopg
 import pytest
 
-from datavault_analytics import assets
 from datavault_analytics.components.datavault_table import configured_table
-from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
-from datavault_analytics.resources.partition_locks import PartitionLocks, lock_key
+from datavault_analytics.pipeline import assets
+from datavault_analytics.postgres.locks import PartitionLocks, lock_key
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
 from datavault_analytics_tests.pipeline_harness import Pipeline
+from datavault_analytics_tests.records import RECORDS
 from datavault_analytics_tests.test_faults.conftest import (
     DAY,
     DAY_DATE,
@@ -237,7 +239,7 @@ def test_a_hot_standby_as_the_source_with_the_locks_on_the_primary(
     )
 
     # The day's lock is taken on the primary: while another run holds it there, this run waits, then says so.
-    other = PartitionLocks(dsn=primary_dsn)
+    other = PartitionLocks(dsn=primary_dsn).for_table(RECORDS.spec)
     with other.hold(DAY, holder="another run"):
         result = pipeline.materialize(DAY, raise_on_error=False)
     assert not result.success

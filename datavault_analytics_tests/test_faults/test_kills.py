@@ -12,8 +12,9 @@ import time
 import uuid
 
 from datavault_analytics.components.datavault_table import configured_table
-from datavault_analytics.day_window import DayWindow
-from datavault_analytics.environment import Settings, build_resources
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
+from datavault_analytics.table.day_window import DayWindow
 from datavault_analytics_tests import records
 from datavault_analytics_tests.test_faults.conftest import (
     DAY,
@@ -225,10 +226,9 @@ def test_the_next_load_ends_a_killed_runs_transaction_once_dagster_has_the_run_a
 
 def test_a_transaction_of_a_run_still_running_is_left_alone(fault_pipeline, snowflake_server):
     """Only finished runs' transactions are ended: a live run's is its own, even while it blocks ours."""
-    import dagster as dg
     import snowflake.connector
 
-    from datavault_analytics.resources.snowflake import SnowflakeLoader
+    from datavault_analytics.snowflake.loader import SnowflakeLoader
 
     pipeline = fault_pipeline
     loaded_then_changed(pipeline, 50)
@@ -245,9 +245,9 @@ def test_a_transaction_of_a_run_still_running_is_left_alone(fault_pipeline, snow
         asked.extend(run_ids)
         return {finished}
 
-    with dg.build_resources({"loader": pipeline.resources["snowflake_loader"]}) as built:
-        with built.loader.connection() as conn:
-            ended = built.loader.end_abandoned_transactions(conn.cursor(), finished_runs)
+    with pipeline.configured("snowflake_loader") as built:
+        with built.snowflake_loader.connection() as conn:
+            ended = built.snowflake_loader.end_abandoned_transactions(conn.cursor(), finished_runs)
     assert sorted(asked) == sorted([live, finished])
     assert [t.run_id for t in ended] == [finished]
     names = [row[3] for row in pipeline.snowflake("SHOW TRANSACTIONS")]

@@ -14,10 +14,11 @@ import time
 import dagster as dg
 import pytest
 
-from datavault_analytics.environment import Settings, build_resources
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
 from datavault_analytics.local_stack.s3_server import S3Server
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
 from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import Pipeline
 from datavault_analytics_tests.test_faults.conftest import (

@@ -16,7 +16,7 @@ import snowflake.connector.errors
 
 from datavault_analytics.local_stack.s3_server import LOCAL_S3_CREDENTIALS
 from datavault_analytics.local_stack.snowflake_rules import MAX_STRING_BYTES
-from datavault_analytics.resources.snowflake import PARQUET_FILE_FORMAT
+from datavault_analytics.snowflake.loader import PARQUET_FILE_FORMAT
 
 MIDNIGHT = datetime(2026, 11, 1, tzinfo=UTC)
 

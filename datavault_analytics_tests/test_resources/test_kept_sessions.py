@@ -11,11 +11,13 @@ from datetime import date
 import psycopg
 import pytest
 
-from datavault_analytics.day_window import DayWindow
 from datavault_analytics.local_stack.seed import seed_records
-from datavault_analytics.resources import kept_sessions
-from datavault_analytics.resources.postgres import KEPT_SESSION_NAME, PostgresResource
+from datavault_analytics.postgres import kept_sessions
+from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.postgres.sessions import KEPT_SESSION_NAME
+from datavault_analytics.table.day_window import DayWindow
 from datavault_analytics_tests.pipeline_harness import create_source_database
+from datavault_analytics_tests.records import RECORDS_SPEC
 
 DAYS = ["2026-09-01", "2026-09-02"]
 
@@ -45,7 +47,7 @@ def extract(postgres: PostgresResource, day: str) -> int:
 
 
 def test_the_next_day_is_read_by_the_session_the_last_day_left(dsn):
-    postgres = PostgresResource(dsn=dsn)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn)
     assert extract(postgres, DAYS[0]) == 500
     kept = sessions(dsn, KEPT_SESSION_NAME)
     assert len(kept) == 2  # the extract's ADBC session, and the catalog's psycopg session
@@ -56,7 +58,7 @@ def test_the_next_day_is_read_by_the_session_the_last_day_left(dsn):
 
 
 def test_a_session_ended_by_the_server_while_kept_is_replaced(dsn):
-    postgres = PostgresResource(dsn=dsn)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn)
     first = extract(postgres, DAYS[0])
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
@@ -68,7 +70,9 @@ def test_a_session_ended_by_the_server_while_kept_is_replaced(dsn):
 
 
 def test_a_read_that_did_not_end_cleanly_leaves_no_session(dsn):
-    postgres = PostgresResource(dsn=dsn, batch_size_hint_bytes=4096)  # many batches: the reader waits on one
+    postgres = PostgresResource(
+        table_spec=RECORDS_SPEC, dsn=dsn, batch_size_hint_bytes=4096
+    )  # many batches: the reader waits on one
     extract(postgres, DAYS[0])
     kept = set(sessions(dsn, KEPT_SESSION_NAME))
     with postgres.stream_day(postgres.source_columns(), DayWindow.for_key(DAYS[1]), prefetch=1) as batches:
@@ -80,7 +84,7 @@ def test_a_read_that_did_not_end_cleanly_leaves_no_session(dsn):
 
 def test_a_kept_session_unused_for_a_while_is_closed(dsn, monkeypatch):
     monkeypatch.setattr(kept_sessions, "KEEP_SECONDS", 0.5)
-    extract(PostgresResource(dsn=dsn), DAYS[0])
+    extract(PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn), DAYS[0])
     assert len(sessions(dsn, KEPT_SESSION_NAME)) == 2
     deadline = time.monotonic() + 10
     while sessions(dsn, KEPT_SESSION_NAME) and time.monotonic() < deadline:

@@ -14,17 +14,15 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from datavault_analytics.day_window import DayWindow
-from datavault_analytics.environment import ConfigurationError, Settings, build_resources
+from datavault_analytics.errors import ConfigurationError, PostgresSourceError
 from datavault_analytics.local_stack.seed import seed_records
-from datavault_analytics.resources.postgres import (
-    FIRST_BURST_ROWS,
-    LEAST_PIECE_ROWS,
-    BurstSize,
-    PostgresResource,
-    PostgresSourceError,
-)
+from datavault_analytics.postgres.bursts import FIRST_BURST_ROWS, LEAST_PIECE_ROWS, BurstSize
+from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.resources import build_resources
+from datavault_analytics.settings import Settings
+from datavault_analytics.table.day_window import DayWindow
 from datavault_analytics_tests.pipeline_harness import create_source_database
+from datavault_analytics_tests.records import RECORDS_SPEC
 
 DAY = "2026-11-01"
 ROWS = 20_000  # about 8 MB as Arrow
@@ -61,7 +59,7 @@ def test_a_catalog_session_names_itself_and_sets_its_bounds(dsn):
 
 
 def test_a_session_left_idle_in_its_transaction_is_ended_by_postgresql(dsn):
-    postgres = PostgresResource(dsn=dsn, idle_in_transaction_timeout_seconds=1)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, idle_in_transaction_timeout_seconds=1)
     with pytest.raises(PostgresSourceError, match="idle-in-transaction timeout"):
         with postgres.connect("catalog") as conn:
             conn.execute("SELECT 1")
@@ -77,7 +75,7 @@ def test_a_session_left_idle_in_its_transaction_is_ended_by_postgresql(dsn):
     ],
 )
 def test_an_extract_names_its_day_and_run_and_stops_at_its_bounds(dsn, bounds, expected):
-    postgres = PostgresResource(dsn=dsn, **bounds)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, **bounds)
     columns = postgres.source_columns()
     with psycopg.connect(dsn) as blocker:
         blocker.execute("LOCK TABLE records IN ACCESS EXCLUSIVE MODE")  # e.g. a migration, mid-way
@@ -117,11 +115,17 @@ def read_rate(postgres: PostgresResource) -> tuple[float, int]:
 
 def test_the_throttle_holds_the_extract_to_its_rate_within_ten_percent(dsn):
     hint = 256 * 1024  # small batches, so that the pacing is fine-grained
-    full_speed, megabytes = read_rate(PostgresResource(dsn=dsn, batch_size_hint_bytes=hint))
+    full_speed, megabytes = read_rate(
+        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, batch_size_hint_bytes=hint)
+    )
     limit = 3.0
     assert megabytes > 2 * limit and full_speed > 2 * limit  # the limit, not the reading, sets the pace
 
-    throttled, _ = read_rate(PostgresResource(dsn=dsn, batch_size_hint_bytes=hint, max_mb_per_second=limit))
+    throttled, _ = read_rate(
+        PostgresResource(
+            table_spec=RECORDS_SPEC, dsn=dsn, batch_size_hint_bytes=hint, max_mb_per_second=limit
+        )
+    )
 
     assert 0.9 * limit <= throttled <= 1.1 * limit, f"{throttled:.2f} MB/s against a limit of {limit} MB/s"
 
@@ -130,7 +134,7 @@ def test_reads_in_bursts_find_what_whole_statements_find(dsn, monkeypatch):
     """In bursts, the extract and the fingerprints FETCH from a cursor a few rows at a time and the cheap tier
     counts short time slices, resting between pieces when paced. The answers must not change."""
     seed_records(dsn, [date(2026, 10, d) for d in range(1, 21)], 300, seed=5)  # 20 more days
-    whole = PostgresResource(dsn=dsn, max_burst_ms=0)
+    whole = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0)
     columns = whole.source_columns()
     windows = [DayWindow.for_key(DAY), DayWindow.for_key("2026-10-07"), DayWindow.for_key("2026-10-08")]
     first, last = DayWindow.for_key("2026-10-01"), DayWindow.for_key(DAY)
@@ -145,7 +149,10 @@ def test_reads_in_bursts_find_what_whole_statements_find(dsn, monkeypatch):
         BurstSize, "after", lambda self, took, rows: (pieces.append(self.size), after(self, took, rows))
     )
     # the shipped burst; one so short that every piece is a few rows; and paced, resting after each piece
-    for bursts in (PostgresResource(dsn=dsn), PostgresResource(dsn=dsn, max_burst_ms=0.01, time_share=0.5)):
+    for bursts in (
+        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn),
+        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0.01, time_share=0.5),
+    ):
         pieces.clear()
         assert read_day(bursts, columns).equals(expected_day)
         assert bursts.fingerprints(windows, columns) == expected_fingerprints
@@ -154,7 +161,7 @@ def test_reads_in_bursts_find_what_whole_statements_find(dsn, monkeypatch):
         assert len(pieces) > 40  # the reads were cut into pieces
     assert LEAST_PIECE_ROWS in pieces  # the short burst came down to the fewest rows a FETCH
 
-    with PostgresResource(dsn=dsn, time_share=0.5).connect("catalog") as conn:
+    with PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, time_share=0.5).connect("catalog") as conn:
         assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
         assert conn.execute("SHOW jit").fetchone()[0] == "off"  # a JIT compile is one long piece
     with whole.connect("catalog") as conn:
@@ -207,7 +214,7 @@ def test_a_dense_day_after_empty_days_is_still_counted_in_pieces(pg_server, monk
             (instant,),
         )
     first, last = DayWindow.for_key("2026-09-01"), DayWindow.for_key("2026-11-20")
-    expected = PostgresResource(dsn=dsn, max_burst_ms=0).day_summaries(first, last)
+    expected = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0).day_summaries(first, last)
     assert sum(s.rows for s in expected.values()) == 3_010
 
     slices: list[tuple] = []  # (start, end, limit) of each slice statement
@@ -221,7 +228,10 @@ def test_a_dense_day_after_empty_days_is_still_counted_in_pieces(pg_server, monk
         )[1],
     )
     # bursts so long that every slice is quick: the width grows over the empty days to a whole day
-    assert PostgresResource(dsn=dsn, max_burst_ms=1_000).day_summaries(first, last) == expected
+    assert (
+        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=1_000).day_summaries(first, last)
+        == expected
+    )
     dense = [s for s in slices if s[0] >= DayWindow.for_key("2026-11-20").start]
     (start, end, limit), retried = dense[0], dense[1]
     assert end - start == timedelta(days=1) and limit <= 2 * FIRST_BURST_ROWS  # wide, but bounded in rows
@@ -229,7 +239,10 @@ def test_a_dense_day_after_empty_days_is_still_counted_in_pieces(pg_server, monk
 
     slices.clear()
     # bursts so short that a piece is LEAST_PIECE_ROWS rows: the 300 rows at the instant exceed it
-    assert PostgresResource(dsn=dsn, max_burst_ms=0.01).day_summaries(first, last) == expected
+    assert (
+        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0.01).day_summaries(first, last)
+        == expected
+    )
     whole = [(s[0], s[1]) for s in slices if s[2] is None]
     assert whole == [
         (datetime.fromisoformat(instant), datetime.fromisoformat(instant) + timedelta(microseconds=1))
@@ -241,8 +254,8 @@ def test_a_paced_read_rests_for_the_rest_of_its_share(dsn, monkeypatch):
     """Each piece of work is followed by a rest of (1 - share) / share times its length; unpaced, none."""
     rests: list[float] = []
     monkeypatch.setattr(time, "sleep", rests.append)
-    PostgresResource(dsn=dsn, time_share=0.25).rest_after(0.2)
-    PostgresResource(dsn=dsn).rest_after(0.2)
+    PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, time_share=0.25).rest_after(0.2)
+    PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn).rest_after(0.2)
     assert rests == [pytest.approx(0.6)]
 
 

@@ -19,12 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from datavault_analytics.day_window import DayWindow
 from datavault_analytics.local_stack.seed import seed_records
-from datavault_analytics.resources.partition_locks import PartitionLocks
-from datavault_analytics.resources.postgres import PostgresResource, SourceDay
-from datavault_analytics.resources.s3_stage import S3Stage, S3StageIOManager, StagedPartition
+from datavault_analytics.postgres.extract import SourceDay
+from datavault_analytics.postgres.locks import PartitionLocks
+from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.stage.io_manager import S3StageIOManager
+from datavault_analytics.stage.resource import S3Stage, StagedPartition
+from datavault_analytics.table.day_window import DayWindow
 from datavault_analytics_tests.pipeline_harness import create_source_database
+from datavault_analytics_tests.records import RECORDS_SPEC
 
 CREDENTIALS = {
     "aws_access_key_id": "fast-path",
@@ -117,7 +120,7 @@ def stage(request, tmp_path, s3_endpoint, bucket):
         )
         return S3StageIOManager(
             stage=S3Stage(s3=s3, stage_uri=uri), locks=PartitionLocks(dsn="unused"), **settings
-        )
+        ).for_table(RECORDS_SPEC)
 
     return build
 
@@ -146,7 +149,7 @@ def insert(dsn: str, rows: list[dict]) -> None:
 
 def reference_table(dsn: str, day: str) -> pa.Table:
     """The day's rows by the simplest route: psycopg rows -> pyarrow, with the type mapping's types."""
-    postgres = PostgresResource(dsn=dsn)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn)
     columns = postgres.source_columns()
     schema = postgres.arrow_schema(columns)
     window = DayWindow.for_key(day)
@@ -163,7 +166,7 @@ def reference_table(dsn: str, day: str) -> pa.Table:
 
 
 def stage_day(io_manager: S3StageIOManager, dsn: str, day: str) -> tuple[StagedPartition, list[pa.Table]]:
-    postgres = PostgresResource(dsn=dsn)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn)
     storage = io_manager.stage.storage()
     manifest = io_manager.stage_day(
         storage, SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(day))
@@ -262,7 +265,7 @@ def test_a_small_day_makes_exactly_one_file(dsn, stage):
 def test_many_read_ahead_batches_and_row_groups_keep_the_content(dsn, stage):
     """Tiny ADBC batches and row groups: the reader runs far ahead, groups span batches and split them."""
     day = BATCHY_DAY
-    postgres = PostgresResource(dsn=dsn, batch_size_hint_bytes=64 * 1024)
+    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, batch_size_hint_bytes=64 * 1024)
     io_manager = stage(row_group_rows=777, row_group_mb=1)
     storage = io_manager.stage.storage()
 

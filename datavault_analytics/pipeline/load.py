@@ -1,0 +1,143 @@
+"""The Snowflake asset's work: each staged day loaded under its lock, PostgreSQL's side of the checks read
+meanwhile, expired stagings purged after."""
+
+import time
+from functools import partial
+
+import dagster as dg
+
+from datavault_analytics.errors import PermanentError, TransientError, asset_errors
+from datavault_analytics.names import SOURCE_FINGERPRINTS
+from datavault_analytics.pipeline.metadata import materialization_metadata
+from datavault_analytics.postgres.locks import PartitionLocks
+from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.redaction import redact_known_secrets
+from datavault_analytics.snowflake.loader import LoadResult, SnowflakeLoader
+from datavault_analytics.stage.io_manager import StagedDays
+from datavault_analytics.stage.manifest import StagedPartition
+from datavault_analytics.stage.retention import StageRetention
+from datavault_analytics.table.day_window import day_windows
+from datavault_analytics.table.partitions import check_in_partitions
+from datavault_analytics.table.pipeline import TablePipeline
+from datavault_analytics.verification.reconciliation import (
+    SourceFingerprintReader,
+    SourceFingerprints,
+    source_fingerprints_meanwhile,
+)
+
+
+def load_days(
+    context: dg.AssetExecutionContext,
+    pipeline: TablePipeline,
+    staged: StagedDays,
+    snowflake_loader: SnowflakeLoader,
+    postgres: PostgresResource,
+    partition_locks: PartitionLocks,
+    stage_retention: StageRetention,
+) -> dg.MaterializeResult:
+    started, run, keys = time.monotonic(), context.run.run_id, staged.partition_keys
+    manifests: list[StagedPartition] = []
+    results: list[LoadResult] = []
+    with (
+        asset_errors("Loading into Snowflake"),
+        source_fingerprints_meanwhile(postgres, day_windows(keys)) as reader,
+    ):
+        check_in_partitions(pipeline.partitions, context.partition_keys)
+        for number, key in enumerate(keys, start=1):
+            with partition_locks.hold(key, holder=f"load {key} run {run[:8]}") as lock:
+                with asset_errors("Reading the stage manifests"):
+                    manifest = staged.read(key)
+                result = snowflake_loader.load_partition(
+                    manifest, lock=lock, run_id=run, finished_runs=partial(_finished_runs, context.instance)
+                )
+            manifests.append(manifest)
+            results.append(result)
+            for ended in result.ended:
+                context.log.warning(
+                    f"Ended Snowflake transaction {ended.transaction_id} ({ended.name}), left open by run "
+                    f"{ended.run_id}, which has finished: it held {snowflake_loader.table_name}'s lock."
+                )
+            if result.columns_added:
+                context.log.warning(
+                    f"Added new column(s) {result.columns_added} to {snowflake_loader.table_name}."
+                )
+            context.log.info(
+                f"Loaded {key} ({number}/{len(keys)} days): {result.rows_loaded:,} rows from "
+                f"{result.files_loaded} file(s), replacing {result.rows_deleted:,}, in {result.seconds:.2f}s"
+            )
+    source_read = _source_fingerprints(context, reader, loaded_at=time.monotonic())
+    read_metadata = {SOURCE_FINGERPRINTS: dg.MetadataValue.json(source_read.to_json())} if source_read else {}
+    _purge_expired_stagings(context, pipeline, stage_retention, keep=frozenset(keys))
+    return dg.MaterializeResult(
+        metadata=materialization_metadata(
+            manifests,
+            rows=sum(r.rows_loaded for r in results),
+            seconds=time.monotonic() - started,
+            seconds_key="load_seconds",
+            column_type=lambda c: c.snowflake_type,
+            range_uri=(
+                f"{manifests[0].stage_uri}/{manifests[0].directory.rsplit('/', 1)[0]}" if manifests else ""
+            ),
+            day_columns={
+                "rows loaded": lambda i: results[i].rows_loaded,
+                "rows replaced": lambda i: results[i].rows_deleted,
+                "files": lambda i: results[i].files_loaded,
+                "seconds": lambda i: results[i].seconds,
+            },
+            extra={
+                "dagster/table_name": snowflake_loader.qualified_table_name,
+                "rows_replaced": sum(r.rows_deleted for r in results),
+                "files_loaded": sum(r.files_loaded for r in results),
+                **read_metadata,
+            },
+        )
+    )
+
+
+def _finished_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> set[str]:
+    """Which of these runs Dagster has as finished (a killed run is, once run monitoring has seen it)."""
+    finished = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+    return {r.run_id for r in instance.get_runs(filters=dg.RunsFilter(run_ids=run_ids, statuses=finished))}
+
+
+def _source_fingerprints(
+    context: dg.AssetExecutionContext, reader: SourceFingerprintReader, loaded_at: float
+) -> SourceFingerprints | None:
+    """What the reader found; if it failed, the load stands and the checks read PostgreSQL themselves."""
+    try:
+        read = reader.result()
+    except Exception as error:  # noqa: BLE001 - any failure here only moves the read to the checks
+        context.log.warning(
+            redact_known_secrets(
+                f"Could not read PostgreSQL's fingerprints while loading (the checks read them): {error}"
+            )
+        )
+        return None
+    context.log.info(
+        f"Read PostgreSQL's fingerprints of {len(read.days)} day(s) for the checks while loading; waited "
+        f"{time.monotonic() - loaded_at:.2f}s for them after the last load"
+    )
+    return read
+
+
+def _purge_expired_stagings(
+    context: dg.AssetExecutionContext,
+    pipeline: TablePipeline,
+    retention: StageRetention,
+    keep: frozenset[str],
+) -> None:
+    """The load is done whatever happens here: a failure is a warning, and the next load tries again."""
+    try:
+        purged = retention.purge_expired(
+            context.instance, pipeline.snowflake_key, keep=keep, holder=f"purge run {context.run.run_id[:8]}"
+        )
+    except (TransientError, PermanentError) as error:
+        context.log.warning(
+            redact_known_secrets(f"Could not delete staged files past their retention: {error}")
+        )
+        return
+    if purged:
+        context.log.info(
+            f"Deleted the staged files of {len(purged)} day(s) loaded more than "
+            f"{retention.retention_hours:g} h ago: {', '.join(purged)}"
+        )

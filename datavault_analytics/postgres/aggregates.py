@@ -1,0 +1,178 @@
+"""Aggregates over a table's days on PostgreSQL: the observation's and the drift scan's per-day summaries, and
+each day's fingerprint over every column (verification/fingerprint.py)."""
+
+import time
+from datetime import timedelta
+
+import psycopg
+
+from datavault_analytics.identifiers import quote_postgres
+from datavault_analytics.postgres.bursts import FIRST_SLICE_SECONDS, BurstSize
+from datavault_analytics.postgres.catalog import SourceColumn
+from datavault_analytics.table.day_window import DayWindow
+from datavault_analytics.verification.fingerprint import DaySummary, Fingerprint, postgres_row_number
+
+
+class DayAggregates:
+    """PostgresResource's aggregate reads (a mixin: `self` is the resource)."""
+
+    def day_stats(self, windows: list[DayWindow]) -> dict[str, dict]:
+        """Rows, latest partition-column value and latest update of each day."""
+        found = self._day_aggregates("observe", windows)
+        empty = {"rows": 0, "latest": None, "latest_update": None}
+        return {w.partition_key: found.get(w.partition_key, empty) for w in windows}
+
+    def day_summaries(self, first: DayWindow, last: DayWindow) -> dict[str, DaySummary]:
+        """Every day from `first` to `last` with rows: its row count and latest `updated_at`. Days without
+        rows are left out."""
+        days = (last.start - first.start).days + 1
+        windows = [
+            DayWindow.for_key((first.start + timedelta(days=i)).date().isoformat()) for i in range(days)
+        ]
+        found = self._day_aggregates("drift scan", windows)
+        return {day: DaySummary(a["rows"], a["latest_update_us"]) for day, a in found.items() if a["rows"]}
+
+    def _day_aggregates(self, purpose: str, windows: list[DayWindow]) -> dict[str, dict]:
+        """Per day of `windows`, what an index-only scan of `(partition column)
+        INCLUDE (updated_at)` (sql/records.sql) gives: rows, latest partition-column value, latest update.
+
+        Whole, one statement: one small aggregate per day, a LATERAL join over the days, with no per-row
+        expression. In bursts, each day is counted in time slices sized to `max_burst_ms` and bounded in rows,
+        in the day's one REPEATABLE READ snapshot; the slices' counts add up and their maxima give the day's."""
+        if not windows:
+            return {}
+        column = quote_postgres(self.table.partition_column)
+        aggregates = "count(*), max({c}), max({u}), (extract(epoch FROM max({u})) * 1000000)::bigint"
+        found: dict[str, dict] = {}
+
+        def add(day: str, rows: int, latest, latest_update, latest_update_us) -> None:
+            day_so_far = found.setdefault(
+                day, {"rows": 0, "latest": None, "latest_update": None, "latest_update_us": None}
+            )
+            day_so_far["rows"] += rows
+            for key, value in (("latest", latest), ("latest_update", latest_update)):
+                if value is not None and (day_so_far[key] is None or value > day_so_far[key]):
+                    day_so_far[key] = value
+                    if key == "latest_update":
+                        day_so_far["latest_update_us"] = latest_update_us
+
+        with self.connect(purpose) as conn:
+            updated = self._updated_at_or_null(conn)
+            conn.commit()  # the catalog read and the scan are each their own transaction
+            select = aggregates.format(c=column, u=updated)
+            if not self.in_bursts:
+                sql = (
+                    f"SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.* FROM unnest(%s::timestamptz[]) AS d "  # noqa: S608
+                    f"CROSS JOIN LATERAL (SELECT {select} FROM {self.qualified_table} WHERE {column} >= d "
+                    f"AND {column} < d + interval '1 day') AS s WHERE s.count > 0"
+                )
+                reading = time.monotonic()
+                for row in conn.execute(sql, ([w.start for w in windows],)).fetchall():
+                    add(*row)
+                self.rest_after(time.monotonic() - reading)
+                return found
+            # A slice is also bounded in rows: a width grown over empty or sparse days must not take a dense
+            # day whole in one statement. A slice that reaches its `LIMIT` is counted again, up to the time of
+            # its last row, which it holds fewer rows than; the wasted piece is one burst long.
+            sql = (
+                f"SELECT {aggregates.format(c='c', u='u')} FROM (SELECT {column} AS c, {updated} AS u "  # noqa: S608
+                f"FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s ORDER BY {column} "
+                "LIMIT %s) AS piece"
+            )
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            width = BurstSize(self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400)
+            piece_rows = self.burst_rows()
+            for window in windows:
+                start = window.start
+                while start < window.end:
+                    end = min(start + timedelta(seconds=width.size), window.end)
+                    limit = int(piece_rows.size) + 1
+                    reading = time.monotonic()
+                    row = conn.execute(sql, (start, end, limit), prepare=True).fetchone()
+                    took = time.monotonic() - reading
+                    self.rest_after(took)
+                    if row[0] == limit:
+                        piece_rows.after(took, row[0])
+                        if row[1] > start:
+                            width.size = (row[1] - start).total_seconds()
+                            continue
+                        # more than a piece's rows at one instant: that instant cannot be cut, count it whole
+                        end = start + timedelta(microseconds=1)
+                        row = conn.execute(sql, (start, end, None), prepare=True).fetchone()
+                    else:
+                        width.after(took, row[0])
+                    if row[0]:
+                        add(window.partition_key, *row)
+                    start = end
+                conn.commit()  # one snapshot per day, as the fingerprints
+        return found
+
+    def _updated_at_or_null(self, conn) -> str:
+        """The configured updated-at column if the table has it now, else NULL (a count-only cheap tier)."""
+        column = self.table.updated_at_column
+        if column is None:
+            return "NULL::timestamptz"
+        has_it = conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "AND column_name = %s",
+            (self.table.postgres_schema.lower(), self.table.postgres_table.lower(), column.lower()),
+        ).fetchone()
+        return quote_postgres(column) if has_it else "NULL::timestamptz"
+
+    def window_sql(self, select: str) -> str:
+        """`SELECT select` over the table's rows in a time window, for the parameters (start, end)."""
+        column = quote_postgres(self.table.partition_column)
+        return f"SELECT {select} FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s"  # noqa: S608
+
+    def fingerprint_sql(self, columns: list[SourceColumn]) -> str:
+        """One day's fingerprint over `columns` (rows, sum), for the parameters (window start, window end)."""
+        return self.window_sql(f"count(*), sum({row_number_sql(columns)})")
+
+    def fingerprints(self, windows: list[DayWindow], columns: list[SourceColumn]) -> dict[str, Fingerprint]:
+        """Each day's fingerprint over every column (fingerprint.py), each day in its own REPEATABLE READ
+        transaction.
+
+        Whole: one plain aggregate per day, with no sort and no grouping, which PostgreSQL may run with parallel
+        workers. In bursts: the rows' numbers FETCHed from a cursor, as many as take `max_burst_ms`, and summed
+        here; the fingerprint is a sum, so the answer is the same."""
+        if not windows:
+            return {}
+        numbers_sql = self.window_sql(row_number_sql(columns))
+        found = {}
+        with self.connect("fingerprints") as conn:
+            conn.commit()
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            for window in windows:
+                if self.in_bursts:
+                    found[window.partition_key] = self._fingerprint_in_bursts(conn, numbers_sql, window)
+                else:
+                    reading = time.monotonic()
+                    rows, total = conn.execute(
+                        self.fingerprint_sql(columns), (window.start, window.end)
+                    ).fetchone()
+                    self.rest_after(time.monotonic() - reading)
+                    found[window.partition_key] = Fingerprint(rows, int(total or 0))
+                conn.commit()  # one transaction per day: no snapshot or lock is held from one day to the next
+        return found
+
+    def _fingerprint_in_bursts(
+        self, conn: psycopg.Connection, numbers_sql: str, window: DayWindow
+    ) -> Fingerprint:
+        rows, total, size = 0, 0, self.burst_rows()
+        with conn.cursor(name="fingerprint") as cursor:
+            cursor.execute(numbers_sql, (window.start, window.end))
+            while True:
+                wanted = int(size.size)
+                fetching = time.monotonic()
+                numbers = cursor.fetchmany(wanted)
+                took = time.monotonic() - fetching
+                size.after(took, len(numbers))
+                rows, total = rows + len(numbers), total + sum(n for (n,) in numbers)
+                self.rest_after(took)
+                if len(numbers) < wanted:
+                    return Fingerprint(rows, total)
+
+
+def row_number_sql(columns: list[SourceColumn]) -> str:
+    """Each row's 63-bit number over every column, as the fingerprint sums it (fingerprint.py)."""
+    return postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)

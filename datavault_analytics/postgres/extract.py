@@ -1,0 +1,228 @@
+"""A day's extract: its rows streamed as Arrow record batches from one read-only snapshot, with ADBC."""
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import adbc_driver_postgresql.dbapi as adbc_postgres
+import pyarrow as pa
+
+from datavault_analytics.errors import PostgresSourceError
+from datavault_analytics.identifiers import quote_postgres
+from datavault_analytics.postgres.catalog import SourceColumn
+from datavault_analytics.postgres.kept_sessions import KeptSessions
+from datavault_analytics.postgres.sessions import KEPT_SESSION_NAME, session_name
+from datavault_analytics.table.day_window import DayWindow
+
+if TYPE_CHECKING:
+    from datavault_analytics.postgres.resource import PostgresResource
+
+# Batches the extract may read ahead: about one row group of the stage (S3StageIOManager.row_group_mb),
+# so that reading, the slowest part, never waits while a row group is encoded.
+PREFETCH_BYTES = 16 * 1024 * 1024
+_SET_APPLICATION_NAME = "SELECT set_config('application_name', $1, false)"  # ADBC's parameter style
+_EXTRACT_SESSIONS = KeptSessions()  # by DSN
+
+
+class DayExtract:
+    """PostgresResource's extract of a day (a mixin: `self` is the resource)."""
+
+    def _window_predicate(self, window: DayWindow) -> str:
+        # The bounds are datetimes we built from a validated partition key, never user text.
+        column = quote_postgres(self.table.partition_column)
+        return f"{column} >= '{window.start.isoformat()}'::timestamptz AND {column} < '{window.end.isoformat()}'::timestamptz"
+
+    @contextmanager
+    def stream_day(
+        self,
+        columns: list[SourceColumn],
+        window: DayWindow,
+        prefetch: int | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[Iterator[pa.RecordBatch]]:
+        """Stream one day's rows as Arrow record batches from a read-only snapshot.
+
+        A background thread pulls batches from ADBC while the caller encodes the previous ones; both
+        release the GIL, so reading and Parquet encoding overlap. At most `prefetch` batches wait in memory;
+        by default PREFETCH_BYTES of them, so the reader keeps going while the caller encodes a row group.
+        In bursts (`max_burst_ms`), it FETCHes from a cursor in the same snapshot, a few rows at a time,
+        gathered into batches of about `batch_size_hint_bytes`. With `max_mb_per_second`, the reader waits
+        between batches to keep to that rate; with `time_share` below 1, it rests after each batch for the time
+        that keeps its reading to that share.
+        """
+        prefetch = prefetch or max(2, PREFETCH_BYTES // max(1, self.batch_size_hint_bytes))
+        select_list = ", ".join(c.select_sql for c in columns)
+        sql = f"SELECT {select_list} FROM {self.qualified_table} WHERE {self._window_predicate(window)}"  # noqa: S608
+        schema = self.arrow_schema(columns)
+        purpose = f"extract {window.partition_key}" + (f" run {run_id[:8]}" if run_id else "")
+        conn = self._extract_session(purpose, window)
+        cursor = conn.cursor()
+        batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        stop = threading.Event()
+        read_to_the_end = threading.Event()
+        done = object()
+
+        def read() -> None:
+            try:
+                cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                for statement in self.session_settings("LOCAL"):
+                    cursor.execute(statement)
+                cursor.adbc_statement.set_options(
+                    **{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_size_hint_bytes)}
+                )
+                started, read_bytes = time.monotonic(), 0
+                if self.in_bursts:
+                    record_batches = self._fetch_in_bursts(cursor, sql)
+                else:
+                    cursor.execute(sql)
+                    record_batches = iter(cursor.fetch_record_batch())
+                while True:
+                    reading = time.monotonic()
+                    batch = next(record_batches, None)
+                    read_seconds = time.monotonic() - reading
+                    if batch is None and not stop.is_set():
+                        read_to_the_end.set()
+                    if batch is None or stop.is_set():
+                        return
+                    batches.put(batch)
+                    # While this thread rests, the backend fills the socket's buffers and then waits, idle.
+                    if self.paced and stop.wait(self.rest_for(read_seconds)):
+                        return
+                    if self.max_mb_per_second:  # wait until the bytes read so far are due
+                        read_bytes += batch.nbytes
+                        if stop.wait(
+                            read_bytes / (self.max_mb_per_second * 1e6) - (time.monotonic() - started)
+                        ):
+                            return
+            except BaseException as error:  # handed to the consumer, which raises it
+                batches.put(error)
+            finally:
+                batches.put(done)
+
+        reader = threading.Thread(target=read, name=f"pg-extract-{window.partition_key}", daemon=True)
+        reader.start()
+
+        def consume() -> Iterator[pa.RecordBatch]:
+            while (item := batches.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise PostgresSourceError(
+                        f"PostgreSQL at {self.location} failed while reading {self.table.source_name} for "
+                        f"{window.partition_key}: {item}{_hint(str(item))}"
+                    ) from None
+                # Drop ADBC's per-field metadata and pin the declared nullability and types.
+                yield pa.RecordBatch.from_arrays(item.columns, schema=schema)
+
+        try:
+            yield consume()
+        finally:
+            stop.set()
+            while reader.is_alive():  # unblock a reader waiting on a full queue
+                try:
+                    batches.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            try:
+                if read_to_the_end.is_set():  # ends the snapshot and the cursor; the session is kept
+                    cursor.execute("ROLLBACK")
+                    cursor.execute(_SET_APPLICATION_NAME, (KEPT_SESSION_NAME,))
+                    cursor.close()
+                    _EXTRACT_SESSIONS.keep(self.connection_dsn, conn)
+                else:
+                    cursor.close()
+                    conn.close()
+            except Exception:  # the connection may already be broken; nothing was written
+                _EXTRACT_SESSIONS.discard(conn)
+
+    def _extract_session(self, purpose: str, window: DayWindow):
+        """An ADBC connection (autocommit) named for `purpose`: the one kept from the last extract, or new."""
+        conn = _EXTRACT_SESSIONS.take(self.connection_dsn)
+        if conn is not None:
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(_SET_APPLICATION_NAME, (session_name(purpose),))
+                return conn
+            except Exception:  # ended by the server while kept
+                _EXTRACT_SESSIONS.discard(conn)
+        try:
+            return adbc_postgres.connect(self.session_dsn(purpose), autocommit=True)
+        except Exception as error:
+            raise PostgresSourceError(
+                f"Cannot connect to PostgreSQL at {self.location} to extract {window.partition_key}: {error}"
+            ) from None
+
+    def _fetch_in_bursts(self, cursor, sql: str) -> Iterator[pa.RecordBatch]:
+        """`sql`'s rows through a cursor (ADBC, in the open transaction), FETCHed a burst at a time, gathered
+        into batches of about `batch_size_hint_bytes`."""
+        cursor.execute(f"DECLARE extract NO SCROLL CURSOR FOR {sql}")
+        # COPY cannot wrap a FETCH; plain results carry the same Arrow types.
+        cursor.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})
+        size = self.burst_rows()
+        gathered: list[pa.RecordBatch] = []
+        gathered_bytes = 0
+        while True:
+            rows = int(size.size)
+            fetching = time.monotonic()
+            cursor.execute(f"FETCH FORWARD {rows} FROM extract")
+            fetched = cursor.fetch_arrow_table()
+            size.after(time.monotonic() - fetching, fetched.num_rows)
+            gathered += fetched.to_batches()
+            gathered_bytes += fetched.nbytes
+            last = fetched.num_rows < rows
+            if gathered and (last or gathered_bytes >= self.batch_size_hint_bytes):
+                yield pa.concat_batches(gathered)
+                gathered, gathered_bytes = [], 0
+            if last:
+                return
+
+    def estimate_day_rows(self, window: DayWindow) -> int | None:
+        """The planner's estimate of the day's rows (EXPLAIN: nothing is read), or None if there is none.
+
+        The stage uses it to size a day's files evenly; a wrong estimate only makes the sizes less even.
+        """
+        sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self.qualified_table} WHERE {self._window_predicate(window)}"  # noqa: S608
+        try:
+            with self.connect(f"estimate {window.partition_key}") as conn:
+                plan = conn.execute(sql).fetchone()[0]
+            return int(plan[0]["Plan"]["Plan Rows"])
+        except (PostgresSourceError, LookupError, TypeError, ValueError):
+            return None
+
+
+def _hint(error: str) -> str:
+    """What to do about the failures a source can cause on its own."""
+    if "conflict with recovery" in error:
+        return (
+            " (the hot standby cancelled the read to replay the primary's changes; the read is retried. If it "
+            "keeps happening, see hot_standby_feedback and max_standby_streaming_delay in docs/source-database.md)"
+        )
+    if "lock timeout" in error:
+        return " (another session holds a conflicting lock on the table, e.g. an ALTER TABLE; the read is retried)"
+    return ""
+
+
+@dataclass
+class SourceDay:
+    """One partition of the source, not yet read: `open()` starts its read-only stream."""
+
+    postgres: "PostgresResource"
+    columns: list[SourceColumn]
+    window: DayWindow
+    run_id: str | None = None  # names the extract's session
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.postgres.arrow_schema(self.columns)
+
+    def open(self):
+        return self.postgres.stream_day(self.columns, self.window, run_id=self.run_id)
+
+
+@dataclass
+class SourceExtract:
+    """The partitions a run asked for, handed from PostgreSQL to the stage without reading them yet."""
+
+    days: list[SourceDay]

@@ -1,0 +1,24 @@
+"""What every session of ours on DataVault's PostgreSQL is: its TLS settings and its name in pg_stat_activity."""
+
+from psycopg.conninfo import make_conninfo
+
+from datavault_analytics.errors import PostgresConfigError
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# Each day's sessions are kept for the next day's read (kept_sessions.py), under this name while idle.
+KEPT_SESSION_NAME = "datavault-analytics kept for the next read"
+
+
+def session_name(purpose: str) -> str:
+    """A session's `application_name`: what it does, for which day and run."""
+    return f"datavault-analytics {purpose}"[:63]
+
+
+def with_tls(dsn: str, sslmode: str | None, sslrootcert: str | None) -> str:
+    """`dsn` (a URI or key=value string) with the given TLS settings, which override the DSN's own."""
+    settings = {k: v for k, v in (("sslmode", sslmode), ("sslrootcert", sslrootcert)) if v}
+    if not settings:
+        return dsn
+    if sslmode and sslmode not in SSL_MODES:
+        raise PostgresConfigError(f"postgres.sslmode={sslmode!r} is not one of {', '.join(SSL_MODES)}.")
+    return make_conninfo(dsn, **settings)

@@ -1,1 +1,0 @@
-"""One module per system: its resource and the IO manager that hands data to the next system."""

@@ -1,0 +1,131 @@
+"""The target table and the stage object in Snowflake: created when missing, compared with the staged
+columns before every load."""
+
+import re
+
+from datavault_analytics.errors import SchemaDriftError, SnowflakeConfigError
+from datavault_analytics.identifiers import quote_snowflake
+from datavault_analytics.snowflake.session import _sql_string
+from datavault_analytics.stage.manifest import StagedColumn
+from datavault_analytics.type_mapping import snowflake_type_signature
+
+_S3_STAGE_URL = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/[A-Za-z0-9._\-/=]*)?")
+
+
+def _same_type(existing: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    """Whether a column's type as read back equals the wanted one. A TEXT length that reads back as None
+    is unknown, not different: fakesnow forgets VARCHAR lengths when it restarts (Snowflake never does)."""
+    if existing[:1] == ("TEXT",) and existing[1:] == ("None",):
+        return wanted[:1] == ("TEXT",)
+    return existing == wanted
+
+
+def _info_schema_signature(data_type: str, char_length, precision, scale) -> tuple[str, ...]:
+    if data_type == "TEXT":
+        return (data_type, str(char_length))
+    if data_type == "NUMBER":
+        return (data_type, str(precision), str(scale))
+    return (data_type,)
+
+
+class TargetTable:
+    """SnowflakeLoader's DDL and schema checks (a mixin: `self` is the loader)."""
+
+    def ensure_stage(self, cursor) -> bool:
+        """Check the stage object points at the stage URI, or create it; True if it was created."""
+        url = self.stage.stage_uri.rstrip("/") + "/"
+        if not _S3_STAGE_URL.fullmatch(url):
+            raise SnowflakeConfigError(
+                f"Snowflake can only load from an s3:// stage, not {self.stage.stage_uri!r}. Set "
+                "DATAVAULT_STAGE_URI to s3://bucket/prefix."
+            )
+        cursor.execute(f"SHOW STAGES LIKE {_sql_string(self.stage_name.upper())}")
+        columns = [d[0].lower() for d in cursor.description]
+        existing = [dict(zip(columns, row, strict=False)) for row in cursor.fetchall()]
+        if existing:
+            if existing[0].get("url", url).rstrip("/") != url.rstrip("/"):
+                raise SnowflakeConfigError(
+                    f"Snowflake stage {self.stage_name} points at {existing[0].get('url')}, not at {url}. "
+                    "Point DATAVAULT_STAGE_URI at the same place, or set a different stage name."
+                )
+            return False
+        integration = (
+            f" STORAGE_INTEGRATION = {quote_snowflake(self.storage_integration)}"
+            if self.storage_integration
+            else ""
+        )
+        cursor.execute(
+            f"CREATE STAGE IF NOT EXISTS {quote_snowflake(self.stage_name)} "
+            f"URL={_sql_string(url)}{integration}"
+        )
+        return True
+
+    def table_columns(self, cursor) -> dict[str, tuple[str, ...]]:
+        """The target table's columns (upper-case name -> type signature); empty if it does not exist."""
+        cursor.execute(
+            "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale FROM "
+            "information_schema.columns WHERE table_schema = CURRENT_SCHEMA() AND table_name = %s "
+            "ORDER BY ordinal_position",
+            (self.table_name.upper(),),
+        )
+        return {name.upper(): _info_schema_signature(*rest) for name, *rest in cursor.fetchall()}
+
+    def check_compatible(self, columns: list[StagedColumn]) -> None:
+        """Before staging: raise SchemaDriftError if the table exists and cannot take these columns.
+
+        Read-only (one INFORMATION_SCHEMA query); raises SnowflakeLoadError if Snowflake is unreachable.
+        """
+        try:
+            with self.connection() as conn:
+                existing = self.table_columns(conn.cursor())
+        except ValueError as error:
+            raise self._settings_error(error) from None
+        except Exception as error:
+            raise self._fail(
+                f"Cannot read the columns of Snowflake table {self.table_name} ({self.where})", error
+            ) from None
+        if existing:
+            self._raise_on_drift(existing, columns)
+
+    def _raise_on_drift(self, existing: dict[str, tuple[str, ...]], columns: list[StagedColumn]) -> None:
+        staged = {c.name.upper(): c for c in columns}
+        dropped = [name for name in existing if name not in staged]
+        if dropped:
+            raise SchemaDriftError(
+                f"Column(s) {', '.join(dropped)} of Snowflake table {self.table_name} are no longer in the "
+                "PostgreSQL source. Nothing was loaded. If the drop is intended, run ALTER TABLE "
+                f"{self.table_name} DROP COLUMN {', '.join(dropped)} in Snowflake (or restore the column in "
+                "PostgreSQL) and re-run the partition."
+            )
+        retyped = [
+            f"{name} ({'/'.join(existing[name])} in Snowflake, {staged[name].snowflake_type} from PostgreSQL "
+            f"type {staged[name].postgres_type})"
+            for name in existing
+            if not _same_type(existing[name], snowflake_type_signature(staged[name].snowflake_type))
+        ]
+        if retyped:
+            raise SchemaDriftError(
+                f"Column type(s) changed for {'; '.join(retyped)}. Nothing was loaded. Migrate the Snowflake "
+                "column to the new type (or add a new column and backfill), then re-run the partition."
+            )
+
+    def sync_table(self, cursor, columns: list[StagedColumn]) -> list[str]:
+        """Create the table, or add the stage's new columns. Dropped or retyped columns stop the load."""
+        existing = self.table_columns(cursor)
+        table = quote_snowflake(self.table_name)
+        if not existing:
+            definition = ", ".join(f"{quote_snowflake(c.name)} {c.snowflake_type}" for c in columns)
+            kind = "TRANSIENT TABLE" if self.transient_table else "TABLE"
+            cursor.execute(
+                f"CREATE {kind} IF NOT EXISTS {table} ({definition}) "
+                f"DATA_RETENTION_TIME_IN_DAYS = {int(self.time_travel_days)}"
+            )
+            return []
+        self._raise_on_drift(existing, columns)
+        staged = {c.name.upper(): c for c in columns}
+        added = [c for name, c in staged.items() if name not in existing]
+        for column in added:
+            cursor.execute(
+                f"ALTER TABLE {table} ADD COLUMN {quote_snowflake(column.name)} {column.snowflake_type}"
+            )
+        return [c.name for c in added]
