@@ -6,7 +6,9 @@ real resources through Dagster, in process.
 """
 
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from types import SimpleNamespace
 
 import boto3
 import dagster as dg
@@ -212,13 +214,18 @@ class Pipeline:
                 source_read=source_read,
             )
 
+    @contextmanager
     def configured(self, *keys: str, table: TablePipeline | None = None):
         """The pipeline's resources `keys`, with their environment variables resolved, those that read or write
-        a table bound to `table` (default: records), as its assets bind them."""
+        a table bound to `table` (default: records) once resolved, as its assets bind them."""
         spec = (table or records.RECORDS).spec
-        return dg.build_resources(
-            {k: (self.resources[k].for_table(spec) if k in TABLE_BOUND else self.resources[k]) for k in keys}
-        )
+        with dg.build_resources({k: self.resources[k] for k in keys}) as built:
+            yield SimpleNamespace(
+                **{
+                    k: getattr(built, k).for_table(spec) if k in TABLE_BOUND else getattr(built, k)
+                    for k in keys
+                }
+            )
 
     # -- S3 --------------------------------------------------------------------------------------
 

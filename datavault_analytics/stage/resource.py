@@ -122,9 +122,10 @@ class S3Stage(dg.ConfigurableResource):
 
     def read_manifest(self, storage: StageStorage, partition_key: str) -> StagedPartition:
         """The day's current staging; a StageError if it has none, or if its files are not as listed."""
+        folder = self.table_folder  # bound to a table, or refused before reading
         with self.s3_errors(f"reading the stage manifest of {partition_key}"):
-            where = storage.location.uri_of(manifest_name(self.table_folder, partition_key))
-            data = storage.read_bytes(manifest_name(self.table_folder, partition_key))
+            where = storage.location.uri_of(manifest_name(folder, partition_key))
+            data = storage.read_bytes(manifest_name(folder, partition_key))
             if data is None:
                 raise StageError(
                     f"Partition {partition_key} has no stage manifest at {where}: it was never staged, or its "
