@@ -142,7 +142,7 @@ def test_a_name_is_accepted_exactly_when_it_is_a_plain_identifier(name):
 )
 def test_a_hostile_name_in_the_table_settings_is_refused(name, setting):
     with pytest.raises(ValueError, match=re.escape(f"{setting}=")):
-        TableSpec(**{setting: name})
+        TableSpec(**{**RECORDS_SPEC.model_dump(), setting: name})
 
 
 @given(name=hostile_names, setting=st.sampled_from(["stage_name", "storage_integration"]))

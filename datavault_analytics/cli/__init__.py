@@ -279,7 +279,3 @@ def _print_reconciliation(settings, tables: list, first, last) -> int:
         total, matching = total + len(days), matching + len(days) - len(mismatched)
     print(f"{matching} of {total} days match" + (f" across {len(tables)} tables" if len(tables) > 1 else ""))
     return 1 if matching < total else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
