@@ -29,6 +29,7 @@ TABLE_TAG = "datavault/table"
 LATE_ROW_DAYS_TAG = "datavault/late_row_days"
 DRIFTED_DAYS_TAG = "datavault/drifted_days"  # on a repair run: how many of its days differ
 SCAN_SECONDS_TAG = "datavault/scan_seconds"  # on a finished scan run: the seconds its statements took
+LOADED_DAYS_TAG = "datavault/loaded_days"  # on a loading run, as it goes: JSON {day: rows} of the days loaded
 
 # Metadata keys that code reads back (the rest are for people and named where they are written).
 TABLE_METADATA_KEY = "datavault/table"  # every asset's definition metadata: its TableSpec

@@ -4,6 +4,7 @@ The UI's backfill (through the webserver and the daemon, in runs of several days
 test_daemon_and_webserver.py.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,9 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
+import dagster as dg
+
+from datavault_analytics.names import LOADED_DAYS_TAG
 from datavault_analytics_tests.records import SNOWFLAKE_KEY, STAGE_KEY
 
 BIN = Path(sys.executable).parent
@@ -99,6 +103,11 @@ def test_the_backfill_command_shows_days_done_and_rows_per_second_then_the_recon
     assert lines.index("retrieval_log (public.retrieval_log -> RETRIEVAL_LOG):") > lines.index(table[0])
     assert lines[-1] == "8 of 8 days match across 2 tables"
     assert pipeline.snowflake('SELECT COUNT(*) FROM "RETRIEVAL_LOG"') == [(40,)]
+    # The progress above is the runs' own record of the days they loaded, as their run tags keep it.
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        tagged = [json.loads(run.tags[LOADED_DAYS_TAG]) for run in instance.get_runs()]
+    assert sorted(day for days in tagged for day in days) == sorted([str(d) for d in DAYS] * 2)
+    assert sorted(rows for days in tagged for rows in days.values()) == [10] * 4 + [25] * 4
 
 
 def test_the_report_takes_a_table_and_refuses_one_that_is_not_configured(pipeline, tmp_path):

@@ -1,11 +1,11 @@
 """Backfill a range of days through Dagster, with progress, then reconcile every day.
 
 `datavault-analytics backfill START END` (and `make demo`) runs `dg launch --partition-range` per chunk of
-`days_per_run` days against the configured Dagster instance, printing each day as it lands.
+`days_per_run` days against the configured Dagster instance, printing each day as it lands: from the run's
+tags and events in the instance (run_progress.py), not from its log.
 """
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from datavault_analytics.cli.run_progress import RunProgress
 from datavault_analytics.resources import build_resources
 from datavault_analytics.settings import Settings
 from datavault_analytics.stage.manifest import StageError
@@ -22,10 +23,7 @@ from datavault_analytics.table.day_window import day_windows
 from datavault_analytics.table.pipeline import TablePipeline
 from datavault_analytics.verification.reconciliation import DayReconciliation, reconcile
 
-_LOADED = re.compile(r"Loaded (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows")
-_STAGED = re.compile(r"Staged (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows")
-# Our errors end with the step that raised them (errors.py): the line to show when a run retries or fails.
-_OUR_ERROR = re.compile(r"(\w+(?:Error|Failure)): (.+\[step: [^\]]+\])")
+POLL_SECONDS = 0.5  # how often the run is looked at
 
 
 class BackfillError(RuntimeError):
@@ -56,58 +54,56 @@ def materialize_range(
     check_in_range(table, first, last)
     log_dir.mkdir(parents=True, exist_ok=True)
     selection = ",".join(key.to_user_string() for key in (table.stage_key, table.snowflake_key))
+    if not os.environ.get("DAGSTER_HOME"):
+        raise BackfillError(
+            "DAGSTER_HOME is not set: the backfill records its runs in the Dagster instance there, and follows "
+            "them from it. Set it to the instance's folder (the local stack's `stack env` does)."
+        )
     done, rows, started = 0, 0, time.monotonic()
-    for chunk in _chunks(days, days_per_run):
-        log_path = log_dir / f"materialize-{table.name}-{chunk[0]}-{chunk[-1]}.log"
-        command = [
-            str(Path(sys.executable).with_name("dg")),
-            "launch",
-            "-m",
-            "datavault_analytics.definitions",
-            "--assets",
-            selection,
-            "--partition-range",
-            f"{chunk[0]}...{chunk[-1]}",
-        ]
-        say(f"{table.name}: run {chunk[0]} .. {chunk[-1]} ({len(chunk)} days), log: {log_path}")
-        with open(log_path, "w") as log:
-            # `dg launch` takes a range only from single-run assets; this command chunks the range itself.
-            env = {**os.environ, "DATAVAULT_BACKFILL_DAYS_PER_RUN": "0"}
-            process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    with dg.DagsterInstance.get() as instance:
+        for chunk in _chunks(days, days_per_run):
+            log_path = log_dir / f"materialize-{table.name}-{chunk[0]}-{chunk[-1]}.log"
+            command = [
+                str(Path(sys.executable).with_name("dg")),
+                "launch",
+                "-m",
+                "datavault_analytics.definitions",
+                "--assets",
+                selection,
+                "--partition-range",
+                f"{chunk[0]}...{chunk[-1]}",
+            ]
+            say(f"{table.name}: run {chunk[0]} .. {chunk[-1]} ({len(chunk)} days), log: {log_path}")
+            progress = RunProgress(
+                instance, chunk[0].isoformat(), chunk[-1].isoformat(), since=time.time() - 1
             )
-            last_error, retrying = None, False
-            for line in process.stdout:
-                log.write(line)
-                if error := _OUR_ERROR.search(line):
-                    last_error = f"{error[1]}: {error[2]}"
-                    if retrying:  # Dagster logs the retry first, then the error it retries after
-                        say(f"  retrying: {last_error[:300]}")
-                        retrying = False
-                if "STEP_UP_FOR_RETRY" in line:
-                    retrying = True
-                elif staged := _STAGED.search(line):
-                    say(f"  staged {staged[1]}: {staged[2]} rows")
-                elif loaded := _LOADED.search(line):
-                    done += 1
-                    rows += int(loaded[2].replace(",", ""))
-                    elapsed = time.monotonic() - started
-                    say(
-                        f"  [{done}/{len(days)} days] loaded {loaded[1]}: {loaded[2]} rows "
-                        f"({rows / elapsed:,.0f} rows/s overall)"
-                    )
-            code = process.wait()
-        if code != 0:
-            if last_error is None:
-                errors = [
-                    line.strip()
-                    for line in log_path.read_text().splitlines()
-                    if "Failure" in line or "Error" in line
-                ]
-                last_error = errors[-1] if errors else "see the log"
-            raise BackfillError(
-                f"The run for {chunk[0]} .. {chunk[-1]} failed: {last_error[:800]}\nLog: {log_path}"
-            )
+            with open(log_path, "w") as log:
+                # `dg launch` takes a range only from single-run assets; this command chunks the range itself.
+                env = {**os.environ, "DATAVAULT_BACKFILL_DAYS_PER_RUN": "0"}
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                failure = None
+                while True:
+                    finished = process.poll() is not None
+                    news = progress.poll()  # after the exit check: a finished run's last events are read
+                    for error in news.retries:
+                        say(f"  retrying: {error[:300]}")
+                    failure = news.failure or failure
+                    for day, day_rows in sorted(news.loaded.items()):
+                        done, rows = done + 1, rows + day_rows
+                        say(
+                            f"  [{done}/{len(days)} days] loaded {day}: {day_rows:,} rows "
+                            f"({rows / (time.monotonic() - started):,.0f} rows/s overall)"
+                        )
+                    if finished:
+                        break
+                    time.sleep(POLL_SECONDS)
+            if process.returncode != 0:
+                why = failure or (
+                    "the run never started (see the log)" if progress.run_id is None else "see the log"
+                )
+                raise BackfillError(
+                    f"The run for {chunk[0]} .. {chunk[-1]} failed: {why[:800]}\nLog: {log_path}"
+                )
 
 
 def check_in_range(table: TablePipeline, first: date, last: date) -> None:

@@ -1,13 +1,14 @@
 """The Snowflake asset's work: each staged day loaded under its lock, PostgreSQL's side of the checks read
 meanwhile, expired stagings purged after."""
 
+import json
 import time
 from functools import partial
 
 import dagster as dg
 
 from datavault_analytics.errors import PermanentError, TransientError, asset_errors
-from datavault_analytics.names import SOURCE_FINGERPRINTS
+from datavault_analytics.names import LOADED_DAYS_TAG, SOURCE_FINGERPRINTS
 from datavault_analytics.pipeline.metadata import materialization_metadata
 from datavault_analytics.postgres.locks import PartitionLocks
 from datavault_analytics.postgres.resource import PostgresResource
@@ -52,6 +53,9 @@ def load_days(
                 )
             manifests.append(manifest)
             results.append(result)
+            # Progress as data, for the CLI and the run's page: the days this run has loaded so far.
+            loaded = {m.partition_key: r.rows_loaded for m, r in zip(manifests, results, strict=True)}
+            context.instance.add_run_tags(run, {LOADED_DAYS_TAG: json.dumps(loaded, separators=(",", ":"))})
             for ended in result.ended:
                 context.log.warning(
                     f"Ended Snowflake transaction {ended.transaction_id} ({ended.name}), left open by run "

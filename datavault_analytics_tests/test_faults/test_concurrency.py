@@ -8,17 +8,16 @@ their stagings follow one another in S3 (never one inside the other), and the da
 PostgreSQL's rows.
 """
 
+import dataclasses
 import threading
 import time
 
-import dagster as dg
 import psycopg
 import pytest
 
 from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.local_stack.postgres_server import PostgresServer
 from datavault_analytics.local_stack.processes import free_port
-from datavault_analytics.pipeline import assets
 from datavault_analytics.postgres.locks import PartitionLocks, lock_key
 from datavault_analytics.resources import build_resources
 from datavault_analytics.settings import Settings
@@ -271,14 +270,11 @@ def test_a_read_the_standby_cancels_to_replay_the_primary_is_retried_and_the_day
     )
     # The shipped three retries, not the tests' one: a DELETE and VACUUM issued just before the first read was
     # cancelled can still be replayed into the first retry's snapshot, and cancel it too.
-    monkeypatch.setattr(
-        assets,
-        "RETRY_POLICY",
-        dg.RetryPolicy(max_retries=Settings.model_fields["max_retries"].default, delay=0.5),
-    )
+    shipped = {"max_retries": Settings.model_fields["max_retries"].default, "retry_delay_seconds": 0.5}
+    table = dataclasses.replace(RECORDS, settings=RECORDS.settings.model_copy(update=shipped))
     outcome = {}
     run = threading.Thread(
-        target=lambda: outcome.update(result=pipeline.materialize(DAY, raise_on_error=False))
+        target=lambda: outcome.update(result=pipeline.materialize(DAY, raise_on_error=False, table=table))
     )
     run.start()
 
