@@ -22,14 +22,17 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
-from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 from playwright.sync_api import expect
 
 from datavault_analytics.local_stack.processes import free_port, port_answers
 from datavault_analytics.names import CONTENT_HASH
 from datavault_analytics_tests import records
 from datavault_analytics_tests.browser import HEIGHT, WIDTH, browser_page
+from datavault_analytics_tests.dagster_internals import (
+    RUNLESS_JOB_NAME,
+    RUNLESS_RUN_ID,
+    StepMaterializationData,
+)
 from datavault_analytics_tests.dagster_processes import (
     BIN,
     daemon_command,
@@ -89,8 +92,8 @@ class Deployment:
 
 def report_old_load(instance: dg.DagsterInstance, partition: str, days_ago: int) -> None:
     """An earlier load of `partition`, days ago: the state before today's run, for the freshness policy."""
-    event = DagsterEvent(
-        event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+    event = dg.DagsterEvent(
+        event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
         job_name=RUNLESS_JOB_NAME,
         event_specific_data=StepMaterializationData(
             dg.AssetMaterialization(SNOWFLAKE_KEY, partition=partition)

@@ -33,8 +33,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from dagster._core.instance.ref import InstanceRef
-from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster_shared.serdes import serialize_value
 
 from datavault_analytics.errors import ConfigurationError
@@ -44,6 +42,7 @@ from datavault_analytics.resources import build_resources
 from datavault_analytics.settings import Settings
 from datavault_analytics.stage.storage import S3StageStorage, StageLocation
 from datavault_analytics_tests import records
+from datavault_analytics_tests.dagster_internals import RepositorySnap
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS, Pipeline
 from datavault_analytics_tests.test_faults.faultkit import HttpProxy, RunProcess, dagster_home
 
@@ -131,7 +130,7 @@ def test_no_secret_reaches_logs_metadata_compute_logs_errors_or_the_ui(
         failed = list(pool.map(lambda item: run(*item), failing.items()))
     assert all(p.returncode == 1 for p in failed), [p.tail() for p in failed]
 
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs()
         events = [serialize_value(entry) for r in runs for entry in instance.all_logs(r.run_id)]
         records = [serialize_value(r) for r in runs]

@@ -7,7 +7,6 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import pytest
-from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
@@ -40,7 +39,7 @@ def assert_limits(
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
     assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
-    assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+    assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
     concurrency = instance.get_concurrency_config()
     assert concurrency.pool_config.default_pool_limit == pool_limit
     assert concurrency.pool_config.pool_granularity.value == "op"

@@ -448,7 +448,6 @@ class SnowflakeProcess:
 def run_events(home: Path, run_id: str, event_type) -> list:
     """The events of `event_type` that run `run_id` recorded in the Dagster instance at `home`, in order."""
     import dagster as dg
-    from dagster._core.instance.ref import InstanceRef
 
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         return [entry.dagster_event for entry in instance.all_logs(run_id, of_type=event_type)]

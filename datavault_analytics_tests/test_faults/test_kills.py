@@ -185,16 +185,15 @@ def test_the_next_load_ends_a_killed_runs_transaction_once_dagster_has_the_run_a
     (LocalRunLauncher): once the run is marked failed, as the daemon does, the next load ends the dead
     transaction itself instead of waiting LOCK_TIMEOUT, and loads the day exactly."""
     import dagster as dg
-    from dagster._core.instance.ref import InstanceRef
-    from dagster._core.launcher import WorkerStatus
 
+    from datavault_analytics.dagster_internals import WorkerStatus
     from datavault_analytics.run_launcher import LocalRunLauncher
 
     pipeline = fault_pipeline
     killed_inside_the_copy_transaction(pipeline, start_run, snowflake_server)
     [(_, _, _, name, *_)] = pipeline.snowflake("SHOW TRANSACTIONS")
 
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(start_run.home))) as instance:
+    with dg.DagsterInstance.from_config(str(start_run.home)) as instance:
         [killed] = instance.get_runs()
         assert killed.status == dg.DagsterRunStatus.STARTED  # nothing else noticed the SIGKILL
         assert name == f"DATAVAULT_LOAD_{DAY.replace('-', '')}_{killed.run_id.replace('-', '').upper()}"

@@ -132,8 +132,7 @@ def test_a_failed_staging_leaves_the_days_verified_checks_passed(
     """Staging fails for good (S3 down, no retry): Snowflake still holds the day its checks verified, so the
     check partition view keeps showing them passed, not "Execution failed" as Dagster would for the checks
     the failed run had planned."""
-    from dagster._core.instance.ref import InstanceRef
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus
+    from datavault_analytics_tests.dagster_internals import AssetCheckExecutionResolvedStatus
 
     port = free_port()
     s3 = S3Server(port).start()
@@ -149,7 +148,7 @@ def test_a_failed_staging_leaves_the_days_verified_checks_passed(
         s3.stop()
 
     specs = records.CHECK_SPECS
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(start_run.home))) as instance:
+    with dg.DagsterInstance.from_config(str(start_run.home)) as instance:
         [failed_run] = [r for r in instance.get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
         states = instance.event_log_storage.get_asset_check_state(
             [(spec.key, records.RECORDS.partitions) for spec in specs]

@@ -5,10 +5,10 @@ what it finds, asks for and remembers can be checked scan by scan.
 """
 
 import dataclasses
+import uuid
 from datetime import date, timedelta
 
 import dagster as dg
-from dagster._core.test_utils import create_run_for_test
 
 from datavault_analytics import names
 from datavault_analytics.drift import budget, findings, sensor
@@ -164,12 +164,7 @@ def test_plan_ranges_merges_short_gaps_caps_run_length_and_defers_the_rest():
 
 def test_days_being_loaded_are_not_requested_again(pipeline, monkeypatch):
     pipeline.seed(DAYS[:3], rows_per_day=2)
-    create_run_for_test(
-        pipeline.instance,
-        job_name=JOB.name,
-        status=dg.DagsterRunStatus.STARTED,
-        tags={RANGE_START_TAG: KEYS[0], RANGE_END_TAG: KEYS[1]},
-    )
+    started_run(pipeline.instance, {RANGE_START_TAG: KEYS[0], RANGE_END_TAG: KEYS[1]})
     scanner = Scanner(pipeline, monkeypatch, KEYS[:3])
     assert ranges(scanner.scan(drift_hash_days_per_scan=0)) == [(KEYS[2], KEYS[2])]
     assert set(scanner.state.repairs) == {KEYS[2]}
@@ -229,7 +224,7 @@ def test_the_days_of_the_schedules_latest_run_are_scanned_once_that_run_has_ende
         RANGE_START_TAG: window[0],
         RANGE_END_TAG: window[-1],
     }
-    run = create_run_for_test(instance, job_name=JOB.name, tags=tags, status=dg.DagsterRunStatus.STARTED)
+    run = started_run(instance, tags)
     assert not set(window) & set(drift_scan.scanned_days(RECORDS, instance))  # still loading them
     instance.report_run_failed(instance.get_run_by_id(run.run_id), "killed")
     scanned = drift_scan.scanned_days(RECORDS, instance)
@@ -260,6 +255,15 @@ def with_budget(seconds_per_hour: float) -> Budgeted:
     )
     scan_job = drift_scan.build_drift_scan_job(table)
     return Budgeted(sensor.build_drift_sensor(table, JOB, scan_job), scan_job)
+
+
+def started_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.DagsterRun:
+    """A run of the daily job that has started and not ended, as the instance records one."""
+    return instance.add_run(
+        dg.DagsterRun(
+            job_name=JOB.name, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED, tags=tags
+        )
+    )
 
 
 def reason(result: dg.SensorResult) -> str:
@@ -374,12 +378,7 @@ def test_a_repair_for_a_day_that_a_run_started_loading_since_the_scan_waits_unco
     [scan_request] = first.run_requests
     assert launch(pipeline, scan_request).success
     # Between the scan and the sensor's next tick, an engineer starts a run of that day.
-    create_run_for_test(
-        pipeline.instance,
-        job_name=JOB.name,
-        status=dg.DagsterRunStatus.STARTED,
-        tags={RANGE_START_TAG: KEYS[2], RANGE_END_TAG: KEYS[2]},
-    )
+    started_run(pipeline.instance, {RANGE_START_TAG: KEYS[2], RANGE_END_TAG: KEYS[2]})
     after = tick(pipeline, first.cursor)
     assert after.run_requests == []
     assert ScanState.from_cursor(after.cursor).repairs[KEYS[2]].attempts == 0

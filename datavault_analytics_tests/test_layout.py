@@ -23,15 +23,21 @@ REPO = PACKAGE.parent
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "local_stack" not in p.parts)
 
 
-def test_no_module_imports_dagster_internals_but_the_one_that_says_why():
+def _dagster_internals_importers(paths: list[Path], root: Path) -> list[str]:
     importers = []
-    for path in MODULES:
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if any(name.startswith("dagster._") for name in names):
-                importers.append(path.relative_to(PACKAGE).as_posix())
-    assert sorted(set(importers)) == ["dagster_internals.py"]
+                importers.append(path.relative_to(root).as_posix())
+    return sorted(set(importers))
+
+
+def test_no_module_imports_dagster_internals_but_the_one_that_says_why():
+    assert _dagster_internals_importers(MODULES, PACKAGE) == ["dagster_internals.py"]
+    tests = Path(__file__).parent
+    assert _dagster_internals_importers(sorted(tests.rglob("*.py")), tests) == ["dagster_internals.py"]
 
 
 def test_modules_stay_small_enough_to_read():
