@@ -266,19 +266,19 @@ class Settings(BaseSettings):
         return value
 
 
-def variable_of(field: str) -> str:
-    """The environment variable a setting is read from."""
-    return Settings.model_fields[field].validation_alias
-
-
 def _reason(error: dict) -> str:
-    """One validation error, naming the variable (never a secret's value)."""
+    """One validation error, naming its variable (errors are located by the variable's name); a secret's value
+    is never shown."""
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "value_error" or not error["loc"]:
         return message
-    field = str(error["loc"][0])
-    variable = Settings.model_fields[field].validation_alias if field in Settings.model_fields else field
-    shown = (
-        "<secret>" if "secret" in str(Settings.model_fields.get(field, "")).lower() else repr(error["input"])
-    )
-    return f"{variable}={shown}: {message}"
+    variable = str(error["loc"][0])
+    secret = variable in _SECRET_VARIABLES
+    return f"{variable}={'<secret>' if secret else repr(error['input'])}: {message}"
+
+
+_SECRET_VARIABLES = {
+    field.validation_alias
+    for field in Settings.model_fields.values()
+    if SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
+}
