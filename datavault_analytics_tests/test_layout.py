@@ -1,6 +1,8 @@
 """The rules the package's layout keeps, checked on its source: a new module cannot quietly break them."""
 
 import ast
+import importlib
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -127,3 +129,18 @@ def test_a_bound_resource_names_its_table():
         S3Stage.model_construct(stage_uri="s3://b/p", dataset=None).for_table(RECORDS.spec).table_folder
         == "records"
     )
+
+
+def test_bench_and_soak_import_only_names_the_package_has():
+    """`make bench` and `make soak` run outside the suite: every name they import from the package exists."""
+    missing = []
+    for path in sorted([*(REPO / "bench").rglob("*.py"), *(REPO / "soak").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("datavault_analytics"):
+                module = importlib.import_module(node.module)
+                missing += [
+                    f"{path.relative_to(REPO)}: {node.module}.{a.name}"
+                    for a in node.names
+                    if not hasattr(module, a.name) and not importlib.util.find_spec(f"{node.module}.{a.name}")
+                ]
+    assert len(list((REPO / "bench").rglob("*.py"))) > 5 and missing == []

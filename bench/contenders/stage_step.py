@@ -20,7 +20,8 @@ from datavault_analytics.components.datavault_table import configured_table  # n
 from datavault_analytics.postgres.extract import SourceDay  # noqa: E402
 from datavault_analytics.postgres.locks import PartitionLocks  # noqa: E402
 from datavault_analytics.postgres.resource import PostgresResource  # noqa: E402
-from datavault_analytics.stage.resource import S3Stage, S3StageIOManager  # noqa: E402
+from datavault_analytics.stage.io_manager import S3StageIOManager  # noqa: E402
+from datavault_analytics.stage.resource import S3Stage  # noqa: E402
 from datavault_analytics.table.day_window import DayWindow  # noqa: E402
 
 RECORDS_SPEC = configured_table("records").spec  # the table the bench reads and loads
