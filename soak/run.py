@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 
@@ -81,11 +82,12 @@ def soak(seed: int, minutes: float, root: Path) -> int:
         os.environ.update(system.checker_env())  # the checker's resources read their secrets from here
         resources = build_resources(Settings.from_environment(environ=system.checker_env()))
         records = configured_table("records").spec  # the table the soak's checker compares
-        bound = {
-            "postgres": resources["postgres"].for_table(records),
-            "snowflake_loader": resources["snowflake_loader"].for_table(records),
-        }
-        with dg.build_resources(bound) as checked:
+        with dg.build_resources({k: resources[k] for k in ("postgres", "snowflake_loader")}) as resolved:
+            # Bound once resolved, as the assets bind them: resolving rebuilds a resource from its config.
+            checked = SimpleNamespace(
+                postgres=resolved.postgres.for_table(records),
+                snowflake_loader=resolved.snowflake_loader.for_table(records),
+            )
             seed_records(system.source_dsn, [date.fromisoformat(d) for d in days], ROWS_PER_DAY, seed=seed)
             writer = SourceWriter(system.source_dsn, checked.postgres, days, rng)
             writer.record_current(days)

@@ -34,7 +34,7 @@ class SourceCatalog:
 
     def source_columns(self) -> list[SourceColumn]:
         """The table's columns and types from PostgreSQL's catalog, so new columns flow through on their own."""
-        assert self.table  # bound to a table, or UnboundTableError before connecting
+        _ = self.table  # bound to a table, or UnboundTableError before connecting
         with self.connect() as conn:
             rows = conn.execute(
                 """

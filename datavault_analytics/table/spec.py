@@ -76,7 +76,11 @@ class TableSpec(dg.Config):
 
 class BoundToTable:
     """A shared resource's binding to one table (its `table_spec` field, set by `for_table`). Unbound, it
-    refuses to read or write any table, instead of guessing one."""
+    refuses to read or write any table, instead of guessing one.
+
+    Bind a resource once Dagster has resolved it (inside an asset, or on what `dg.build_resources` yields):
+    resolving rebuilds a resource from the config it was constructed with, so a binding made before comes
+    out unbound, and is refused."""
 
     @property
     def table(self) -> TableSpec:
