@@ -22,6 +22,7 @@ from datavault_analytics.components.datavault_table import configured_table, con
 from datavault_analytics.pipeline.assets import build_table_assets
 from datavault_analytics.pipeline.checks import build_table_checks
 from datavault_analytics.settings import Settings
+from datavault_analytics.table.config import DriftConfig, ScheduleConfig
 from datavault_analytics.table.pipeline import TablePipeline
 from datavault_analytics.table.spec import TableSpec
 from datavault_analytics_tests.test_bad_input import failed_without_retry
@@ -440,3 +441,19 @@ def test_every_tables_bulk_reads_of_datavault_share_one_pool():
         assert f"s3__datavault__{name}" in pooled, pooled  # the stage step: the extract
         assert f"scan_{name}_for_drift" in pooled, pooled
     assert not any(name.startswith("snowflake__") for name in pooled)  # loads do not read DataVault
+
+
+def test_records_yaml_reads_its_variables_and_an_unset_one_gives_the_components_default(monkeypatch):
+    for name in ("DATAVAULT_LATE_ROW_DAYS", "DATAVAULT_DRIFT_SCAN_SECONDS", "DATAVAULT_START_DATE"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = configured_table("records")
+    assert (defaults.schedule.late_row_days, defaults.drift.scan_seconds, defaults.start_date) == (
+        ScheduleConfig.model_fields["late_row_days"].default,
+        DriftConfig.model_fields["scan_seconds"].default,
+        DataVaultTable.model_fields["start_date"].default,
+    )
+    monkeypatch.setenv("DATAVAULT_LATE_ROW_DAYS", "5")
+    assert configured_table("records").schedule.late_row_days == 5
+    monkeypatch.setenv("DATAVAULT_LATE_ROW_DAYS", "-1")
+    with pytest.raises(Exception, match="late_row_days must be at least 0, not -1"):
+        configured_table("records")
