@@ -382,7 +382,7 @@ def load_fingerprint_day(dsn: str, day: str, s3_endpoint: str, snowflake_port: i
             aws_secret_access_key="bench",
         ),
         stage_uri=stage_uri,
-    )
+    ).for_table(_records_spec())
     snowflake = SnowflakeResource(
         account="fakesnow",
         user="bench",
