@@ -55,6 +55,10 @@ class UnmappedTypeError(PermanentError, TypeError):
     """A source column has a PostgreSQL type this pipeline does not know how to carry."""
 
 
+class UnloadableValueError(PermanentError, ValueError):
+    """A source value that its Snowflake type cannot hold exactly (postgres/values.py)."""
+
+
 class SourceSchemaError(PermanentError, ValueError):
     """The source table is missing, or its columns cannot be carried as they are."""
 

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from datavault_analytics.components.scaffolder import DataVaultTableScaffolder
 from datavault_analytics.drift.scan import build_drift_scan_job
 from datavault_analytics.drift.sensor import build_drift_sensor
+from datavault_analytics.errors import ConfigurationError
 from datavault_analytics.names import DOMAIN
 from datavault_analytics.pipeline.assets import build_table_assets
 from datavault_analytics.pipeline.checks import build_table_checks
@@ -42,6 +43,19 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
     )
     snowflake_table: str | None = Field(
         default=None, description="Target table in Snowflake; default: the source table's name, upper case."
+    )
+    asset_name: str | None = Field(
+        default=None,
+        description="The last part of the table's asset keys, job and stage folder; default: the source "
+        "table's name. Give one when two schemas hold tables of the same name.",
+    )
+    exclude_columns: list[str] = Field(
+        default_factory=list, description="Columns left in PostgreSQL (e.g. PII): never read or loaded."
+    )
+    column_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="A column's Snowflake type instead of its mapped one: NUMBER(p,s) for a numeric (e.g. an "
+        "unconstrained one), or VARCHAR (its text) for any column. docs/data-path.md has the mapping.",
     )
     start_date: str = Field(default="2024-01-01", description="The first day (YYYY-MM-DD) of the partitions.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -79,6 +93,9 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
             partition_column=self.partition_column,
             primary_key=list(self.primary_key),
             updated_at_column=self.updated_at_column,
+            exclude_columns=list(self.exclude_columns),
+            column_types=dict(self.column_types),
+            asset_name=self.asset_name,
         )
 
     def pipeline(self, settings: Settings) -> TablePipeline:
@@ -95,6 +112,7 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        refuse_shared_targets(self, context.path / "defs.yaml")
         return build_table_definitions(self.pipeline(Settings.from_environment()))
 
 
@@ -108,6 +126,43 @@ def build_table_definitions(pipeline: TablePipeline) -> dg.Definitions:
         schedules=[build_table_schedule(pipeline, job)],
         sensors=[build_drift_sensor(pipeline, job, scan_job)],
     )
+
+
+def refuse_shared_targets(table: DataVaultTable, path: Path) -> None:
+    """Refuse, naming both files, a table whose Snowflake target or asset name another defs.yaml beside it
+    also has: each table's loads would delete the other's rows, or the code location would not load at all."""
+    mine = table.spec()
+    for other_path in sorted(path.parent.parent.glob("*/defs.yaml")):
+        if other_path.resolve() == path.resolve():
+            continue
+        other = _table_in(other_path)
+        if other is None:
+            continue
+        theirs = other.spec()
+        if theirs.snowflake_table.upper() == mine.snowflake_table.upper():
+            raise ConfigurationError(
+                f"{path} and {other_path} both load Snowflake table {mine.snowflake_table.upper()}: each "
+                "table's loads would delete the other's rows. Give one of them another `snowflake_table`."
+            )
+        if theirs.name == mine.name:
+            raise ConfigurationError(
+                f"{path} ({mine.source_name}) and {other_path} ({theirs.source_name}) would both be named "
+                f"{mine.name!r} (asset keys, job, stage folder). Give one of them an `asset_name`."
+            )
+
+
+def _table_in(path: Path) -> "DataVaultTable | None":
+    """The DataVaultTable a defs.yaml configures, or None if it is another component or does not resolve (its
+    own load reports that)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+        if not str(document.get("type", "")).endswith("DataVaultTable"):
+            return None
+        return DataVaultTable.resolve_from_dict(document.get("attributes") or {})
+    except Exception:  # noqa: BLE001 - its own component's load names the problem
+        return None
 
 
 def configured_table(

@@ -9,7 +9,7 @@ import psycopg
 from datavault_analytics.identifiers import quote_postgres
 from datavault_analytics.postgres.bursts import FIRST_SLICE_SECONDS, BurstSize
 from datavault_analytics.postgres.catalog import SourceColumn
-from datavault_analytics.table.day_window import DayWindow
+from datavault_analytics.table.day_window import DayWindow, as_utc
 from datavault_analytics.verification.fingerprint import DaySummary, Fingerprint, postgres_row_number
 
 
@@ -50,6 +50,7 @@ class DayAggregates:
                 day, {"rows": 0, "latest": None, "latest_update": None, "latest_update_us": None}
             )
             day_so_far["rows"] += rows
+            latest, latest_update = as_utc(latest), as_utc(latest_update)
             for key, value in (("latest", latest), ("latest_update", latest_update)):
                 if value is not None and (day_so_far[key] is None or value > day_so_far[key]):
                     day_so_far[key] = value
@@ -93,8 +94,8 @@ class DayAggregates:
                     self.rest_after(took)
                     if row[0] == limit:
                         piece_rows.after(took, row[0])
-                        if row[1] > start:
-                            width.size = (row[1] - start).total_seconds()
+                        if as_utc(row[1]) > start:
+                            width.size = (as_utc(row[1]) - start).total_seconds()
                             continue
                         # more than a piece's rows at one instant: that instant cannot be cut, count it whole
                         end = start + timedelta(microseconds=1)
@@ -175,4 +176,6 @@ class DayAggregates:
 
 def row_number_sql(columns: list[SourceColumn]) -> str:
     """Each row's 63-bit number over every column, as the fingerprint sums it (fingerprint.py)."""
-    return postgres_row_number([(c.name, c.mapping.canonical) for c in columns], quote_postgres)
+    # Over the values as they are read (the select's casts), so both sides hash what was loaded.
+    values = {c.name: c.value_sql for c in columns}
+    return postgres_row_number([(c.name, c.mapping.canonical) for c in columns], values.__getitem__)

@@ -2,12 +2,16 @@
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from datavault_analytics.errors import SourceSchemaError
+from datavault_analytics.errors import SourceSchemaError, UnmappedTypeError
 from datavault_analytics.identifiers import quote_postgres
-from datavault_analytics.type_mapping import TypeMapping, mapping_for
+from datavault_analytics.type_mapping import TypeMapping, base_name
+
+if TYPE_CHECKING:
+    from datavault_analytics.table.spec import TableSpec
 
 # A column name must read the same unquoted in PostgreSQL (lower case) and be a plain identifier.
 _SOURCE_COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -21,12 +25,13 @@ class SourceColumn:
     mapping: TypeMapping
 
     @property
+    def value_sql(self) -> str:
+        """The SQL of the column's value as it is read: its type's cast (type_mapping.py), if any."""
+        return self.mapping.select_template.format(column=quote_postgres(self.name))
+
+    @property
     def select_sql(self) -> str:
-        return (
-            self.mapping.select_template.format(column=quote_postgres(self.name))
-            + " AS "
-            + quote_postgres(self.name)
-        )
+        return f"{self.value_sql} AS {quote_postgres(self.name)}"
 
 
 class SourceCatalog:
@@ -38,10 +43,17 @@ class SourceCatalog:
         with self.connect() as conn:
             rows = conn.execute(
                 """
-                SELECT a.attname, pg_catalog.format_type(a.atttypid, NULL), NOT a.attnotnull
+                SELECT a.attname,
+                    -- a domain is its base type, with the domain's own modifier; an enum says it is one
+                    CASE WHEN b.typtype = 'e' THEN pg_catalog.format_type(b.oid, NULL) || ' (enum)'
+                    ELSE pg_catalog.format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod
+                        ELSE a.atttypmod END) END,
+                    NOT a.attnotnull AND NOT t.typnotnull
                 FROM pg_catalog.pg_attribute a
                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
                 WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
                 ORDER BY a.attnum
                 """,
@@ -53,32 +65,88 @@ class SourceCatalog:
                 f"role (PostgreSQL at {self.location}). Check the table's `table` "
                 "in its defs.yaml and the role's GRANTs."
             )
-        for name, _, _ in rows:
-            if not _SOURCE_COLUMN.fullmatch(name):
-                raise SourceSchemaError(
-                    f"Column {name!r} of {self.table.source_name} is not a plain lower-case identifier, so "
-                    "it cannot be carried safely. Rename it, or point the pipeline at a view that renames "
-                    "it."
-                )
-        columns = [
-            SourceColumn(name, pg_type, nullable, mapping_for(name, pg_type))
-            for name, pg_type, nullable in rows
-        ]
-        names = {c.name for c in columns}
-        for setting, column in self.table.required_columns():
-            if column.lower() not in names:
-                raise SourceSchemaError(
-                    f"{setting}={column!r} is not a column of {self.table.source_name} (PostgreSQL at "
-                    f"{self.location}); its columns are {', '.join(sorted(names))}. Fix the table's defs.yaml."
-                )
-        partition = next(c for c in columns if c.name == self.table.partition_column.lower())
-        if partition.postgres_type not in ("timestamp with time zone", "timestamp without time zone"):
+        problems = source_problems(self.table, rows)
+        if problems:
             raise SourceSchemaError(
-                f"partition_column={self.table.partition_column!r} of {self.table.source_name} is "
-                f"{partition.postgres_type}; it must be a timestamptz or timestamp column (its UTC day is the "
-                "partition). Fix the table's defs.yaml."
+                f"{self.table.source_name} (PostgreSQL at {self.location}) cannot be loaded as configured: "
+                + " ".join(problems)
             )
-        return columns
+        excluded = {c.lower() for c in self.table.exclude_columns}
+        return [
+            SourceColumn(name, pg_type, nullable, self.table.mapping_of(name, pg_type))
+            for name, pg_type, nullable in rows
+            if name not in excluded
+        ]
+
+    def partition_index(self) -> str | None:
+        """The name of an index whose first column is the partition column, or None: without one, each day's
+        read scans the whole table."""
+        with self.connect() as conn:
+            row = conn.execute(
+                """
+                SELECT i.relname FROM pg_catalog.pg_index x
+                JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+                JOIN pg_catalog.pg_class c ON c.oid = x.indrelid
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = x.indkey[0]
+                WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s AND x.indisvalid
+                ORDER BY i.relname LIMIT 1
+                """,
+                (
+                    self.table.postgres_schema.lower(),
+                    self.table.postgres_table.lower(),
+                    self.table.partition_column.lower(),
+                ),
+            ).fetchone()
+        return row[0] if row else None
 
     def arrow_schema(self, columns: list[SourceColumn]) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.mapping.arrow_type, nullable=c.nullable) for c in columns])
+
+
+PARTITION_TYPES = ("timestamp with time zone", "timestamp without time zone")
+
+
+def source_problems(table: "TableSpec", rows: list[tuple[str, str, bool]]) -> list[str]:
+    """Everything wrong with the table's configuration against its catalog rows (name, type, nullable), each
+    a sentence saying what to do: all at once, so that adding a table takes one try."""
+    problems = []
+    found = {name: (pg_type, nullable) for name, pg_type, nullable in rows}
+    excluded = {c.lower() for c in table.exclude_columns}
+    for name in found:
+        if name not in excluded and not _SOURCE_COLUMN.fullmatch(name):
+            problems.append(
+                f"Column {name!r} of {table.source_name} is not a plain lower-case identifier, so it cannot "
+                "be carried safely: rename it, or leave it out with `exclude_columns`."
+            )
+    for setting, column in table.required_columns():
+        if column.lower() not in found:
+            problems.append(
+                f"{setting}={column!r} is not a column of {table.source_name}; its columns are "
+                f"{', '.join(sorted(found))}. Fix the table's defs.yaml."
+            )
+    for column in [*table.exclude_columns, *table.column_types]:
+        if column.lower() not in found:
+            problems.append(
+                f"{column!r} (in exclude_columns or column_types) is not a column of {table.source_name}."
+            )
+    partition = found.get(table.partition_column.lower())
+    if partition and base_name(partition[0]) not in PARTITION_TYPES:
+        problems.append(
+            f"partition_column={table.partition_column!r} of {table.source_name} is {partition[0]}; it must be "
+            "a timestamptz or timestamp column (its UTC day is the partition). Fix the table's defs.yaml."
+        )
+    if partition and partition[1]:
+        problems.append(
+            f"partition_column={table.partition_column!r} is nullable, and a row whose partition column is NULL "
+            "is in no day, so it would never be loaded. Make the column NOT NULL in PostgreSQL (after giving "
+            "such rows a time), or partition by a NOT NULL column."
+        )
+    for name, (pg_type, _) in found.items():
+        if name in excluded:
+            continue
+        try:
+            table.mapping_of(name, pg_type)
+        except UnmappedTypeError as error:
+            problems.append(str(error))
+    return problems

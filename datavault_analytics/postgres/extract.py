@@ -16,6 +16,7 @@ from datavault_analytics.identifiers import quote_postgres
 from datavault_analytics.postgres.catalog import SourceColumn
 from datavault_analytics.postgres.kept_sessions import KeptSessions
 from datavault_analytics.postgres.sessions import KEPT_SESSION_NAME, session_name
+from datavault_analytics.postgres.values import staged_batch
 from datavault_analytics.table.day_window import DayWindow
 
 if TYPE_CHECKING:
@@ -106,6 +107,9 @@ class DayExtract:
         reader = threading.Thread(target=read, name=f"pg-extract-{window.partition_key}", daemon=True)
         reader.start()
 
+        where = f"{self.table.source_name}, {window.partition_key}"
+        key = [c.lower() for c in self.table.primary_key]
+
         def consume() -> Iterator[pa.RecordBatch]:
             while (item := batches.get()) is not done:
                 if isinstance(item, BaseException):
@@ -113,8 +117,8 @@ class DayExtract:
                         f"PostgreSQL at {self.location} failed while reading {self.table.source_name} for "
                         f"{window.partition_key}: {item}{_hint(str(item))}"
                     ) from None
-                # Drop ADBC's per-field metadata and pin the declared nullability and types.
-                yield pa.RecordBatch.from_arrays(item.columns, schema=schema)
+                # Drop ADBC's per-field metadata, pin the declared nullability and types, convert exactly.
+                yield staged_batch(item, schema, where, key)
 
         try:
             yield consume()

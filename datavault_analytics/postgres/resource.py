@@ -20,7 +20,7 @@ from datavault_analytics.postgres.bursts import FIRST_BURST_ROWS, LEAST_PIECE_RO
 from datavault_analytics.postgres.catalog import SourceCatalog
 from datavault_analytics.postgres.extract import DayExtract
 from datavault_analytics.postgres.kept_sessions import KeptSessions
-from datavault_analytics.postgres.sessions import KEPT_SESSION_NAME, session_name, with_tls
+from datavault_analytics.postgres.sessions import KEPT_SESSION_NAME, PINNED_PARAMETERS, session_name, with_tls
 from datavault_analytics.redaction import dsn_location
 from datavault_analytics.table.spec import BoundToTable, TableSpec
 
@@ -113,6 +113,7 @@ class PostgresResource(SourceCatalog, DayExtract, DayAggregates, BoundToTable, d
     def session_settings(self, scope: str = "SESSION") -> list[str]:
         """The bounds every session of ours sets: SESSION for a connection, LOCAL inside a transaction."""
         return [
+            *(f"SET {scope} {name} = '{value}'" for name, value in PINNED_PARAMETERS.items()),
             f"SET {scope} statement_timeout = {int(self.statement_timeout_seconds) * 1000}",
             f"SET {scope} idle_in_transaction_session_timeout = {int(self.idle_in_transaction_timeout_seconds) * 1000}",
             f"SET {scope} lock_timeout = {int(self.lock_timeout_seconds) * 1000}",

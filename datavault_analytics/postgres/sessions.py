@@ -9,6 +9,18 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 KEPT_SESSION_NAME = "datavault-analytics kept for the next read"
 
 
+# What our reads rely on, pinned in every session (extract included) so that no server or database default
+# changes a value: a naive `timestamp` is UTC wall-clock time against the day's UTC window; dates, intervals,
+# bytea and floats read as text have one form (type_mapping.py).
+PINNED_PARAMETERS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "iso_8601",
+    "bytea_output": "hex",
+    "extra_float_digits": "3",
+}
+
+
 def session_name(purpose: str) -> str:
     """A session's `application_name`: what it does, for which day and run."""
     return f"datavault-analytics {purpose}"[:63]

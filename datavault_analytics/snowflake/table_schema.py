@@ -120,6 +120,7 @@ class TargetTable:
                 f"CREATE {kind} IF NOT EXISTS {table} ({definition}) "
                 f"DATA_RETENTION_TIME_IN_DAYS = {int(self.time_travel_days)}"
             )
+            self.sync_view(cursor, columns)
             return []
         self._raise_on_drift(existing, columns)
         staged = {c.name.upper(): c for c in columns}
@@ -128,4 +129,26 @@ class TargetTable:
             cursor.execute(
                 f"ALTER TABLE {table} ADD COLUMN {quote_snowflake(column.name)} {column.snowflake_type}"
             )
+        if added:
+            self.sync_view(cursor, columns)
         return [c.name for c in added]
+
+    @property
+    def view_name(self) -> str:
+        """The view beside the table where JSON is a VARIANT and an array an ARRAY (type_mapping.py)."""
+        return f"{self.table_name.upper()}_TYPED"
+
+    def sync_view(self, cursor, columns: list[StagedColumn]) -> None:
+        """(Re)create the typed view when a column is read through one: the table keeps PostgreSQL's exact
+        text, which the fingerprints compare; the view parses it once per query, no load step added."""
+        mappings = [(c, self.table.mapping_of(c.name, c.postgres_type)) for c in columns]
+        if all(m.view_template == "{column}" for _, m in mappings):
+            return
+        select = ", ".join(
+            f"{m.view_template.format(column=quote_snowflake(c.name))} AS {quote_snowflake(c.name)}"
+            for c, m in mappings
+        )
+        cursor.execute(
+            f"CREATE OR REPLACE VIEW {quote_snowflake(self.view_name)} AS SELECT {select} "  # noqa: S608
+            f"FROM {quote_snowflake(self.table_name)}"
+        )

@@ -4,7 +4,6 @@ each one aggregate query with no sort."""
 from datavault_analytics.identifiers import quote_snowflake
 from datavault_analytics.stage.manifest import StagedColumn
 from datavault_analytics.table.day_window import DayWindow
-from datavault_analytics.type_mapping import TYPE_MAPPINGS
 from datavault_analytics.verification.fingerprint import EMPTY, DaySummary, Fingerprint, snowflake_row_number
 
 
@@ -15,7 +14,8 @@ class ReadBack:
         """The select list of a fingerprint over `columns` (fingerprint.py): rows, sum, surplus rows (rows
         beyond one per primary key)."""
         number = snowflake_row_number(
-            [(c.name, TYPE_MAPPINGS[c.postgres_type].canonical) for c in columns], quote_snowflake
+            [(c.name, self.table.mapping_of(c.name, c.postgres_type).canonical) for c in columns],
+            quote_snowflake,
         )
         # Cast, so the SUM is a NUMBER(38,0) (and the emulator sums it exactly), and passed as text, so that no
         # client converts it through a float.

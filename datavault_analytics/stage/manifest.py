@@ -4,14 +4,19 @@
 <stage_uri>/<dataset>/dt=2026-11-01/_manifest.json    <- written last; the only way a load finds files
 """
 
+import re
+
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from datavault_analytics.errors import StageError
+from datavault_analytics.identifiers import validate_identifier
 from datavault_analytics.postgres.catalog import SourceColumn
 from datavault_analytics.table.day_window import DayWindow
+from datavault_analytics.type_mapping import TypeMapping, mapping_for
 
 MANIFEST_NAME = "_manifest.json"
+_FILE_NAME = re.compile(r"part-[0-9]{5}[A-Za-z0-9_-]*\.parquet")
 MANIFEST_VERSION = 2
 
 
@@ -23,6 +28,13 @@ class StagedColumn(BaseModel):
     arrow_type: str
     snowflake_type: str
     nullable: bool
+
+    def mapping(self) -> TypeMapping:
+        """The type mapping this column was staged with: its type's, or the override it records."""
+        mapping = mapping_for(self.name, self.postgres_type)
+        if mapping.snowflake_type == self.snowflake_type:
+            return mapping
+        return mapping_for(self.name, self.postgres_type, self.snowflake_type)
 
 
 class StagedFile(BaseModel):
@@ -77,6 +89,41 @@ class StagedPartition(BaseModel):
                 f"The stage manifest {where} is empty or malformed ({reasons}). Re-materialize the S3 stage "
                 "for this partition to rewrite it."
             ) from None
+
+    def refuse_unless_own(self, directory: str, uri_of, mapping_of, where: str) -> None:
+        """Raise StageError unless this manifest is what our staging of its day writes: files in the day's own
+        `directory`, at the stage's URIs (`uri_of(name)`), and column types that are the table's mapping
+        (`mapping_of(name, postgres_type)`). Its text reaches Snowflake's SQL, so nothing else may."""
+        problems = []
+        if self.directory != directory:
+            problems.append(f"its directory {self.directory!r} is not the day's, {directory!r}")
+        for staged in self.files:
+            if not _FILE_NAME.fullmatch(
+                staged.name.removeprefix(f"{directory}/")
+            ) or not staged.name.startswith(f"{directory}/"):
+                problems.append(f"file {staged.name!r} is not a staged file of the day")
+            elif staged.uri != uri_of(staged.name):
+                problems.append(f"file {staged.name!r} has URI {staged.uri!r}, not {uri_of(staged.name)!r}")
+        for column in self.columns:
+            try:
+                validate_identifier(column.name, "column")
+                mapping = mapping_of(column.name, column.postgres_type)
+            except (ValueError, TypeError) as error:
+                problems.append(f"column {column.name!r}: {error}")
+                continue
+            if (str(mapping.arrow_type), mapping.snowflake_type) != (
+                column.arrow_type,
+                column.snowflake_type,
+            ):
+                problems.append(
+                    f"column {column.name!r} ({column.postgres_type}) is listed as {column.arrow_type} / "
+                    f"{column.snowflake_type}, not {mapping.arrow_type} / {mapping.snowflake_type}"
+                )
+        if problems:
+            raise StageError(
+                f"The stage manifest {where} is not one our staging wrote: {'; '.join(problems)}. Nothing was "
+                "loaded from it. Re-materialize the S3 stage for this partition to rewrite it."
+            )
 
     @property
     def window(self) -> DayWindow:

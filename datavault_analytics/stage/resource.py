@@ -19,6 +19,7 @@ from datavault_analytics.errors import StageError, StageUnavailableError, Unboun
 from datavault_analytics.identifiers import validate_identifier
 from datavault_analytics.stage.manifest import (
     StagedPartition,
+    day_directory,
     manifest_name,
 )
 from datavault_analytics.stage.storage import (
@@ -28,7 +29,7 @@ from datavault_analytics.stage.storage import (
     StageStorage,
 )
 from datavault_analytics.table.spec import TableSpec
-from datavault_analytics.type_mapping import TYPE_MAPPINGS
+from datavault_analytics.type_mapping import mapping_for
 
 # S3 answers that no retry changes: the settings (credentials, bucket, encryption key) must be fixed first.
 _PERMANENT_S3_CODES = frozenset(
@@ -57,6 +58,9 @@ class S3Stage(dg.ConfigurableResource):
     dataset: str | None = Field(
         default=None, description="Folder under the stage URI that holds the bound table's days (for_table)."
     )
+    table_spec: TableSpec | None = Field(
+        default=None, description="The bound table (for_table): its column types check a manifest."
+    )
     server_side_encryption: str | None = Field(
         default=None,
         description="S3 server-side encryption for staged files: AES256 (SSE-S3) or aws:kms (SSE-KMS).",
@@ -70,7 +74,7 @@ class S3Stage(dg.ConfigurableResource):
 
     def for_table(self, table: TableSpec) -> "S3Stage":
         """The stage's folder for `table`: <stage_uri>/<table name>/dt=<day>/."""
-        return self.model_copy(update={"dataset": table.name})
+        return self.model_copy(update={"dataset": table.name, "table_spec": table})
 
     @property
     def table_folder(self) -> str:
@@ -137,6 +141,12 @@ class S3Stage(dg.ConfigurableResource):
                 raise StageError(
                     f"The stage manifest {where} describes {manifest.partition_key}, not {partition_key}."
                 )
+            manifest.refuse_unless_own(
+                day_directory(folder, partition_key),
+                storage.location.uri_of,
+                self.table_spec.mapping_of if self.table_spec else mapping_for,
+                where,
+            )
             present = storage.sizes(f"{manifest.directory}/")
         for staged in manifest.files:
             if present.get(staged.name) != staged.bytes:
@@ -152,7 +162,7 @@ class S3Stage(dg.ConfigurableResource):
         uris = [f.uri for m in manifests for f in m.files]
         if not uris:  # empty days: an empty frame with the staged columns, typed as the files would be
             columns = manifests[0].columns if manifests else []
-            schema = pa.schema([pa.field(c.name, TYPE_MAPPINGS[c.postgres_type].arrow_type) for c in columns])
+            schema = pa.schema([pa.field(c.name, c.mapping().arrow_type) for c in columns])
             return pl.from_arrow(schema.empty_table()).lazy()
         if self.location.scheme == "file":
             return pl.scan_parquet([u.removeprefix("file://") for u in uris])

@@ -39,5 +39,10 @@ class DayWindow:
         return self.end.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A partition column's value as an aware UTC datetime: a naive `timestamp` is UTC wall-clock time."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 def day_windows(partition_keys: list[str] | tuple[str, ...]) -> list[DayWindow]:
     return [DayWindow.for_key(key) for key in partition_keys]

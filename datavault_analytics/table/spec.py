@@ -7,11 +7,12 @@ shared resources are bound to it with their `for_table`; unbound (`BoundToTable`
 from collections.abc import Mapping
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from datavault_analytics.errors import UnboundTableError
 from datavault_analytics.identifiers import quote_postgres, validate_identifier
 from datavault_analytics.names import TABLE_METADATA_KEY
+from datavault_analytics.type_mapping import TypeMapping, check_override, mapping_for
 
 
 class TableSpec(dg.Config):
@@ -33,7 +34,45 @@ class TableSpec(dg.Config):
         "value per day. None: the cheap tier compares row counts only.",
     )
 
+    exclude_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns left in PostgreSQL (e.g. PII): never read, staged or loaded.",
+    )
+    column_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="Snowflake types that replace a column's mapped one (type_mapping.py): NUMBER(p,s) for a "
+        "numeric, or VARCHAR (its text) for any column.",
+    )
+    asset_name: str | None = Field(
+        default=None,
+        description="The last part of the table's asset keys and its stage folder; None: the source table's "
+        "name. Needed when two schemas hold tables of the same name.",
+    )
+
+    @field_validator("exclude_columns", mode="before")
+    @classmethod
+    def _excluded(cls, value) -> list[str]:
+        return [validate_identifier(c, "exclude_columns") for c in value or []]
+
+    @field_validator("column_types", mode="before")
+    @classmethod
+    def _overrides(cls, value) -> dict[str, str]:
+        return {
+            validate_identifier(c, "column_types"): check_override(c, t) for c, t in (value or {}).items()
+        }
+
+    @model_validator(mode="after")
+    def _required_kept(self) -> "TableSpec":
+        excluded = {c.lower() for c in self.exclude_columns}
+        for setting, column in self.required_columns():
+            if column.lower() in excluded:
+                raise ValueError(
+                    f"{setting}={column!r} cannot be in exclude_columns: the pipeline relies on it"
+                )
+        return self
+
     @field_validator(
+        "asset_name",
         "postgres_schema",
         "postgres_table",
         "snowflake_table",
@@ -53,7 +92,7 @@ class TableSpec(dg.Config):
     @property
     def name(self) -> str:
         """The source table's name: the last part of its asset keys, and its folder in the stage."""
-        return self.postgres_table.lower()
+        return (self.asset_name or self.postgres_table).lower()
 
     @property
     def source_name(self) -> str:
@@ -63,6 +102,11 @@ class TableSpec(dg.Config):
     @property
     def qualified_postgres(self) -> str:
         return f"{quote_postgres(self.postgres_schema)}.{quote_postgres(self.postgres_table)}"
+
+    def mapping_of(self, column: str, postgres_type: str) -> TypeMapping:
+        """How `column` travels: its type's mapping, or its `column_types` override."""
+        overrides = {c.lower(): t for c, t in self.column_types.items()}
+        return mapping_for(column, postgres_type, overrides.get(column.lower()))
 
     def required_columns(self) -> list[tuple[str, str]]:
         """(setting, column) for every column this spec names."""

@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 NULL = "~"  # never a canonical value: those start with a digit, a hex digit or a letter of true/false
 SEPARATOR = "|"
@@ -29,6 +30,17 @@ CANONICAL_FORMS: dict[str, tuple[str, str]] = {
     "timestamp": (
         "(extract(epoch from {c}) * 1000000)::bigint::text",
         "TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, {c}))",
+    ),
+    # microseconds since midnight
+    "time": (
+        "(extract(epoch from {c}) * 1000000)::bigint::text",
+        "TO_VARCHAR(DATEDIFF(MICROSECOND, '00:00:00'::TIME, {c}))",
+    ),
+    # the shortest exact decimal text: no trailing zeros after the point, no point if none remain, "0" for
+    # zero. A NUMBER(12,2) prints 12.50 where the source's unconstrained numeric may print 12.5 or 12.500.
+    "numeric": (
+        "trim_scale(({c})::numeric)::text",
+        r"REGEXP_REPLACE(TO_VARCHAR({c}), '(\\.[0-9]*[1-9])0+$|\\.0+$', '\\1')",
     ),
     "float": (),  # filled in below: exact integers, not each side's printed text of the value
 }
@@ -112,17 +124,19 @@ class DaySummary:
 NO_ROWS = DaySummary(0, None)
 
 
-def _message(columns: Sequence[tuple[str, str]], side: int, quote) -> str:
+def _message(columns: Sequence[tuple[str, str]], side: int, expression_of) -> str:
+    """`columns` are (name, canonical form); `expression_of(name)` is the SQL of the column's value."""
     parts = [
-        f"COALESCE({CANONICAL_FORMS[form][side].format(c=quote(name))}, '{NULL}')" for name, form in columns
+        f"COALESCE({CANONICAL_FORMS[form][side].format(c=expression_of(name))}, '{NULL}')"
+        for name, form in columns
     ]
     return f" || '{SEPARATOR}' || ".join(parts)
 
 
 # A row's number: the MD5 digest's first 8 bytes as a big-endian number, less its top bit, so it is a
 # non-negative 63-bit value on both sides (a bigint in PostgreSQL, whose sum needs no unsigned fix-up).
-def postgres_row_number(columns: Sequence[tuple[str, str]], quote) -> str:
-    return f"(('x' || left(md5({_message(columns, 0, quote)}), 16))::bit(64)::bigint & {2**63 - 1})"
+def postgres_row_number(columns: Sequence[tuple[str, str]], expression_of) -> str:
+    return f"(('x' || left(md5({_message(columns, 0, expression_of)}), 16))::bit(64)::bigint & {2**63 - 1})"
 
 
 def snowflake_row_number(columns: Sequence[tuple[str, str]], quote) -> str:
@@ -149,9 +163,20 @@ def canonical_text(value: object, form: str) -> str:
         return str((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
     if form == "float":
         return _float_text(float(value))
+    if form == "numeric":
+        return _numeric_text(Decimal(value))
+    if form == "time":
+        return str(((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond)
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
+
+
+def _numeric_text(x: Decimal) -> str:
+    text = format(x, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
 
 
 def _float_text(x: float) -> str:
