@@ -100,6 +100,41 @@ def add_snowflake_commands(subparsers: SubParsers) -> None:
     preflight.set_defaults(handler=snowflake_preflight)
 
 
+def add_tables_commands(subparsers: SubParsers) -> None:
+    tables = subparsers.add_parser(
+        "tables", help="the configured tables (datavault_analytics/defs/*/defs.yaml)"
+    )
+    actions = tables.add_subparsers(dest="tables_action", required=True, metavar="ACTION")
+    check = actions.add_parser(
+        "check",
+        help="connect and report every problem of every configured table at once",
+        description="Reads PostgreSQL's catalog (no rows) for each table and prints what its first run would "
+        "fail on (missing columns, unmapped types, a nullable or wrongly typed partition column) and what "
+        "would make its runs slow or unchecked (no index led by the partition column, no unique index on the "
+        "key), with each column's Snowflake type. Exit 1 if any table has a problem.",
+    )
+    check.add_argument("names", nargs="*", metavar="NAME", help="configured tables (default: every table)")
+    check.set_defaults(handler=tables_check_command)
+
+
+def tables_check_command(args: argparse.Namespace) -> int:
+    from datavault_analytics.cli.tables import check_table
+
+    reports = []
+    with _configured_resources("postgres") as built:
+        for table in _tables(args.names):
+            report = check_table(table, built.postgres.for_table(table.spec))
+            reports.append(report)
+            for line in report.lines():
+                print(line)
+    failing = [r.table.name for r in reports if r.problems]
+    print(
+        f"{len(reports) - len(failing)} of {len(reports)} tables can be loaded"
+        + (f"; fix {', '.join(failing)} first" if failing else "")
+    )
+    return 1 if failing else 0
+
+
 def _add_tables_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--table",
@@ -117,6 +152,7 @@ COMMAND_GROUPS: list[Callable[[SubParsers], None]] = [
     add_pipeline_commands,
     add_trace_command,
     add_snowflake_commands,
+    add_tables_commands,
 ]
 
 

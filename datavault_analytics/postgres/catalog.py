@@ -39,6 +39,28 @@ class SourceCatalog:
 
     def source_columns(self) -> list[SourceColumn]:
         """The table's columns and types from PostgreSQL's catalog, so new columns flow through on their own."""
+        rows = self.catalog_rows()
+        if not rows:
+            raise SourceSchemaError(
+                f"Source table {self.table.source_name} does not exist or has no columns visible to this "
+                f"role (PostgreSQL at {self.location}). Check the table's `table` "
+                "in its defs.yaml and the role's GRANTs."
+            )
+        problems = source_problems(self.table, rows)
+        if problems:
+            raise SourceSchemaError(
+                f"{self.table.source_name} (PostgreSQL at {self.location}) cannot be loaded as configured: "
+                + " ".join(problems)
+            )
+        excluded = {c.lower() for c in self.table.exclude_columns}
+        return [
+            SourceColumn(name, pg_type, nullable, self.table.mapping_of(name, pg_type))
+            for name, pg_type, nullable in rows
+            if name not in excluded
+        ]
+
+    def catalog_rows(self) -> list[tuple[str, str, bool]]:
+        """(name, type, nullable) of each column, in order; empty if the table is not visible."""
         _ = self.table  # bound to a table, or UnboundTableError before connecting
         with self.connect() as conn:
             rows = conn.execute(
@@ -59,24 +81,27 @@ class SourceCatalog:
                 """,
                 (self.table.postgres_schema.lower(), self.table.postgres_table.lower()),
             ).fetchall()
-        if not rows:
-            raise SourceSchemaError(
-                f"Source table {self.table.source_name} does not exist or has no columns visible to this "
-                f"role (PostgreSQL at {self.location}). Check the table's `table` "
-                "in its defs.yaml and the role's GRANTs."
-            )
-        problems = source_problems(self.table, rows)
-        if problems:
-            raise SourceSchemaError(
-                f"{self.table.source_name} (PostgreSQL at {self.location}) cannot be loaded as configured: "
-                + " ".join(problems)
-            )
-        excluded = {c.lower() for c in self.table.exclude_columns}
-        return [
-            SourceColumn(name, pg_type, nullable, self.table.mapping_of(name, pg_type))
-            for name, pg_type, nullable in rows
-            if name not in excluded
-        ]
+        return [tuple(row) for row in rows]
+
+    def has_unique_key(self) -> bool:
+        """Whether a unique index (the primary key's included) covers exactly the configured key's columns."""
+        with self.connect() as conn:
+            row = conn.execute(
+                """
+                SELECT 1 FROM pg_catalog.pg_index x
+                JOIN pg_catalog.pg_class c ON c.oid = x.indrelid
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = %s AND c.relname = %s AND x.indisunique AND x.indpred IS NULL
+                AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = c.oid AND a.attnum = ANY(x.indkey)) = %s::text[]
+                """,
+                (
+                    self.table.postgres_schema.lower(),
+                    self.table.postgres_table.lower(),
+                    sorted(c.lower() for c in self.table.primary_key),
+                ),
+            ).fetchone()
+        return row is not None
 
     def partition_index(self) -> str | None:
         """The name of an index whose first column is the partition column, or None: without one, each day's
