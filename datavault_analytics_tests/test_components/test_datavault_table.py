@@ -457,3 +457,83 @@ def test_records_yaml_reads_its_variables_and_an_unset_one_gives_the_components_
     monkeypatch.setenv("DATAVAULT_LATE_ROW_DAYS", "-1")
     with pytest.raises(Exception, match="late_row_days must be at least 0, not -1"):
         configured_table("records")
+
+
+# -- shapes refused before anything runs -----------------------------------------------------------
+
+
+def _two_tables(first: dict, second: dict):
+    """A fresh defs folder with two DataVaultTable defs.yaml; loads the first one's definitions."""
+    sandbox_cm = create_defs_folder_sandbox()
+    sandbox = sandbox_cm.__enter__()
+    paths = [
+        sandbox.scaffold_component(
+            component_cls=DataVaultTable,
+            defs_path=name,
+            defs_yaml_contents={"type": "datavault_analytics.components.DataVaultTable", "attributes": attrs},
+        )
+        for name, attrs in (("first", first), ("second", second))
+    ]
+    return sandbox_cm, sandbox, paths
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [
+        (
+            {
+                "table": "archive.records",
+                "partition_column": "created_at",
+                "primary_key": ["id"],
+                "snowflake_table": "records",
+            },
+            "both load Snowflake table RECORDS",
+        ),
+        (
+            {"table": "archive.events", "partition_column": "at", "primary_key": ["id"]},
+            "would both be named 'events'",
+        ),
+    ],
+)
+def test_two_tables_sharing_a_target_or_a_name_are_refused_naming_both_files(second, expected):
+    first = {
+        "table": "public.events",
+        "partition_column": "at",
+        "primary_key": ["id"],
+        "snowflake_table": "RECORDS",
+    }
+    if "events" in second["table"]:
+        first = {**first, "snowflake_table": "EVENTS"}
+        second = {**second, "snowflake_table": "ARCHIVED_EVENTS"}
+    sandbox_cm, sandbox, paths = _two_tables(first, second)
+    try:
+        with pytest.raises(Exception) as raised:
+            with sandbox.load_component_and_build_defs(defs_path=paths[0]):
+                pass
+        message = str(raised.value) + "".join(str(getattr(raised.value, "__cause__", "") or ""))
+        assert expected in message, message
+        assert str(paths[0] / "defs.yaml") in message and str(paths[1] / "defs.yaml") in message
+    finally:
+        sandbox_cm.__exit__(None, None, None)
+
+
+def test_the_same_table_name_in_two_schemas_loads_once_one_is_given_an_asset_name():
+    first = {"table": "public.events", "partition_column": "at", "primary_key": ["id"]}
+    second = {
+        "table": "archive.events",
+        "partition_column": "at",
+        "primary_key": ["id"],
+        "snowflake_table": "ARCHIVED_EVENTS",
+        "asset_name": "archived_events",
+    }
+    sandbox_cm, sandbox, paths = _two_tables(first, second)
+    try:
+        with sandbox.load_component_and_build_defs(defs_path=paths[1]) as (component, defs):
+            keys = {
+                k.to_user_string() for a in defs.assets for k in getattr(a, "keys", [getattr(a, "key", None)])
+            }
+            assert "snowflake/datavault/archived_events" in keys
+            assert [j.name for j in defs.jobs][0] == "datavault_archived_events_daily"
+            assert component.pipeline(Settings.from_environment()).spec.source_name == "archive.events"
+    finally:
+        sandbox_cm.__exit__(None, None, None)
