@@ -537,3 +537,18 @@ def test_the_same_table_name_in_two_schemas_loads_once_one_is_given_an_asset_nam
             assert component.pipeline(Settings.from_environment()).spec.source_name == "archive.events"
     finally:
         sandbox_cm.__exit__(None, None, None)
+
+
+def test_the_scaffold_starts_where_the_local_stack_seeded_its_first_day(tmp_path, monkeypatch):
+    from datavault_analytics.local_stack.stack import record_first_day
+
+    monkeypatch.delenv("DATAVAULT_START_DATE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    record_first_day(date(2026, 11, 29), root=tmp_path)
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(component_cls=DataVaultTable, defs_path="orders")
+        assert yaml.safe_load((path / "defs.yaml").read_text())["attributes"]["start_date"] == "2026-11-29"
+    monkeypatch.setenv("DATAVAULT_START_DATE", "2025-06-01")
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(component_cls=DataVaultTable, defs_path="orders")
+        assert yaml.safe_load((path / "defs.yaml").read_text())["attributes"]["start_date"] == "2025-06-01"
