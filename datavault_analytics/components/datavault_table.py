@@ -9,12 +9,13 @@ connects anywhere; a table or column that PostgreSQL lacks fails the first run, 
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from datavault_analytics.components.scaffolder import DataVaultTableScaffolder
 from datavault_analytics.drift.scan import build_drift_scan_job
 from datavault_analytics.drift.sensor import build_drift_sensor
 from datavault_analytics.errors import ConfigurationError
+from datavault_analytics.identifiers import validate_identifier
 from datavault_analytics.names import DOMAIN
 from datavault_analytics.pipeline.assets import build_table_assets
 from datavault_analytics.pipeline.checks import build_table_checks
@@ -24,6 +25,7 @@ from datavault_analytics.settings import Settings
 from datavault_analytics.table.config import DriftConfig, FreshnessConfig, ScheduleConfig, first_day
 from datavault_analytics.table.pipeline import TablePipeline
 from datavault_analytics.table.spec import TableSpec
+from datavault_analytics.type_mapping import check_override
 
 DEFS_FOLDER = Path(__file__).parent.parent / "defs"
 
@@ -78,6 +80,33 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
         if not value or len(set(value)) != len(value):
             raise ValueError(f"primary_key must name one or more distinct columns, not {value!r}")
         return value
+
+    @field_validator("exclude_columns")
+    @classmethod
+    def _excluded(cls, value: list[str]) -> list[str]:
+        return [validate_identifier(c, "exclude_columns") for c in value]
+
+    @field_validator("column_types")
+    @classmethod
+    def _column_types(cls, value: dict[str, str]) -> dict[str, str]:
+        return {validate_identifier(c, "column_types"): check_override(c, t) for c, t in value.items()}
+
+    @field_validator("asset_name")
+    @classmethod
+    def _asset_name(cls, value: str | None) -> str | None:
+        return None if value is None else validate_identifier(value, "asset_name").lower()
+
+    @model_validator(mode="after")
+    def _relied_on_columns_kept(self) -> "DataVaultTable":
+        excluded = {c.lower() for c in self.exclude_columns}
+        for setting, column in (
+            ("partition_column", self.partition_column),
+            *(("primary_key", c) for c in self.primary_key),
+            ("updated_at_column", self.updated_at_column),
+        ):
+            if column and column.lower() in excluded:
+                raise ValueError(f"{setting} {column!r} is in exclude_columns, but the pipeline reads it")
+        return self
 
     @field_validator("start_date", mode="before")
     @classmethod

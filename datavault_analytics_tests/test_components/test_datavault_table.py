@@ -120,6 +120,28 @@ def test_the_demo_ships_two_tables_whose_names_never_collide():
         ({"table": "public.t", "partition_column": "c", "primary_key": ["id"], "sheduel": {}}, "sheduel"),
         ({"table": "public.t", "partition_column": "c", "primary_key": "id"}, "primary_key"),
         ({"table": "public.t; drop", "partition_column": "c", "primary_key": ["id"]}, "plain SQL identifier"),
+        (
+            {"table": "public.t", "partition_column": "c", "primary_key": ["id"], "exclude_columns": ["c"]},
+            "partition_column 'c' is in exclude_columns",
+        ),
+        (
+            {
+                "table": "public.t",
+                "partition_column": "c",
+                "primary_key": ["id"],
+                "column_types": {"a": "NUMBER(40,2)"},
+            },
+            "column_types.a: 'NUMBER\\(40,2\\)' is not VARCHAR or NUMBER",
+        ),
+        (
+            {
+                "table": "public.t",
+                "partition_column": "c",
+                "primary_key": ["id"],
+                "column_types": {"a": "FLOAT"},
+            },
+            "is not VARCHAR or NUMBER",
+        ),
     ],
 )
 def test_a_yaml_mistake_is_refused_naming_the_field(attributes, expected):
@@ -157,6 +179,32 @@ def test_dg_check_defs_names_the_file_and_the_field_of_a_mistake(tmp_path):
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert "retrieval_log/defs.yaml" in output and "partition_colum" in output
+
+    broken.write_text(
+        broken.read_text().replace("partition_colum: retrieved_at", "partition_column: retrieved_at")
+        + "  column_types:\n    latency_ms: NUMBER(99,0)\n"
+    )
+    failed = check()
+    output = failed.stdout + failed.stderr
+    assert (
+        failed.returncode != 0
+        and "loading component retrieval_log" in output
+        and "column_types.latency_ms" in output
+    )
+
+    broken.write_text(broken.read_text().replace("latency_ms: NUMBER(99,0)", "latency_ms: VARCHAR"))
+    assert check().returncode == 0
+    archive = project / "datavault_analytics" / "defs" / "archived_records" / "defs.yaml"
+    archive.parent.mkdir()
+    archive.write_text(
+        "type: datavault_analytics.components.DataVaultTable\nattributes:\n  table: archive.records\n"
+        "  partition_column: created_at\n  primary_key: [id]\n  asset_name: archived_records\n"
+        "  snowflake_table: RECORDS\n"
+    )
+    failed = check()
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "both load Snowflake table RECORDS" in output
+    assert "archived_records/defs.yaml" in output and "records/defs.yaml" in output
 
 
 def test_dg_lists_and_scaffolds_the_component(tmp_path):
