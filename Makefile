@@ -57,9 +57,10 @@ lint: install
 
 ## The benchmark (bench/run.py): one day against psql's binary COPY and dlt, a 10x day, a 30-day backfill
 ## through Dagster. Installs the `bench` extra (dlt), writes bench/results.md, ends with the `bench:` line.
+## `make bench PART=types` runs one part alone (bench/types.py: the type matrix's day against psql).
 bench: install
 	$(BIN)/python -m pip install --quiet --editable '.[local,dev,bench]'
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.$(or $(PART),run)
 
 clean: down
 	rm -rf .datavault

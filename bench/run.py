@@ -45,6 +45,7 @@ from pathlib import Path
 import psycopg
 
 from bench import code_location
+from bench import types as bench_types
 from bench.common import (
     BACKFILL,
     BENCH_DATABASE,
@@ -836,6 +837,7 @@ def main() -> None:
             shutil.rmtree(file_stage, ignore_errors=True)
             record(run_stage("stage -> file:// 10M", dsn, day10, f"file://{file_stage}"))
         shutil.rmtree(file_stage, ignore_errors=True)
+        types_figures = bench_types.measure(psql, dsn)  # its own table: not in `results`
         for measurement in results["stage -> file:// 10M"]:
             if measurement.report.get("rows") != DAY_10M.rows_per_day:
                 raise RuntimeError(f"the 10M-row stage step staged {measurement.report.get('rows')} rows")
@@ -984,6 +986,8 @@ def main() -> None:
         )
         / file_s,
     }
+    ratios["stage_vs_copy_types"] = types_figures["stage_vs_copy_types"]
+    ratios["types"] = types_figures
     ratios.update(code_location.ratios(code_location_figures))
     ratios["code_location"] = code_location_figures
     drift_table = drift_figures(drift)
@@ -1052,6 +1056,8 @@ def summary_line(ratios: dict) -> str:
         f"stage_seconds_1m_whole={ratios['stage_seconds_1m_whole']:.1f} "
         f"ingest_ratio={ratios['ingest_ratio']:.3f} "
         f"stage_vs_copy_10m={ratios['stage_vs_copy_10M']:.2f} "
+        f"stage_vs_copy_types={ratios['stage_vs_copy_types']:.2f} "
+        f"stage_vs_copy_types_whole={ratios['types']['stage_vs_copy_types_whole']:.2f} "
         f"drift_scan_mrows_s={ratios['drift_scan_mrows_s']:.1f} "
         f"defs_load_50_vs_1={ratios['defs_load_50_vs_1']:.2f} "
         f"dg_check_50_vs_1={ratios['dg_check_50_vs_1']:.2f} "
@@ -1145,6 +1151,7 @@ def render(
         f"{ratios['stage_s3_vs_copy']:.2f} x (S3 emulator), {ratios['stage_vs_copy_10M']:.2f} x at 10M rows "
         "| "
         f"{verdict(ratios['stage_vs_copy'] <= 1.4, 'psql', 'stage -> file://')} |",
+        bench_types.line(ratios["types"]),
         f"| >= 2 x faster than dlt's fastest | {ratios['dlt_vs_stage']:.2f} x (file://), "
         f"{ratios['dlt_vs_stage_s3']:.2f} x (S3 emulator) | "
         f"{verdict(ratios['dlt_vs_stage'] >= 2, 'dlt', 'stage -> file://')} |",

@@ -23,6 +23,7 @@ from datavault_analytics.postgres.resource import PostgresResource  # noqa: E402
 from datavault_analytics.stage.io_manager import S3StageIOManager  # noqa: E402
 from datavault_analytics.stage.resource import S3Stage  # noqa: E402
 from datavault_analytics.table.day_window import DayWindow  # noqa: E402
+from datavault_analytics.table.spec import TableSpec  # noqa: E402
 
 RECORDS_SPEC = configured_table("records").spec  # the table the bench reads and loads
 
@@ -36,15 +37,28 @@ def main() -> None:
     parser.add_argument(
         "--max-burst-ms", type=float, help="PostgresResource.max_burst_ms; unset: the default"
     )
+    parser.add_argument("--table", help="schema.table to stage instead of records (bench/types.py)")
+    parser.add_argument("--partition-column", default="created_at")
+    parser.add_argument("--primary-key", default="id")
     args = parser.parse_args()
     imported = time.perf_counter()
+    spec = RECORDS_SPEC
+    if args.table:
+        schema, name = args.table.split(".")
+        spec = TableSpec(
+            postgres_schema=schema,
+            postgres_table=name,
+            snowflake_table=name.upper(),
+            partition_column=args.partition_column,
+            primary_key=[args.primary_key],
+        )
 
     bursts = {} if args.max_burst_ms is None else {"max_burst_ms": args.max_burst_ms}
-    postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=args.dsn, **bursts)
+    postgres = PostgresResource(table_spec=spec, dsn=args.dsn, **bursts)
     stage = S3Stage(
         s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"), stage_uri=args.stage_uri
     )
-    io_manager = S3StageIOManager(stage=stage, locks=PartitionLocks(dsn=args.dsn)).for_table(RECORDS_SPEC)
+    io_manager = S3StageIOManager(stage=stage, locks=PartitionLocks(dsn=args.dsn)).for_table(spec)
     started = time.perf_counter()
     storage = stage.storage()
     day = SourceDay(postgres, postgres.source_columns(), DayWindow.for_key(args.day))
