@@ -48,7 +48,14 @@ def check_table(table: TablePipeline, postgres: PostgresResource) -> TableReport
             return report
         report.problems += source_problems(spec, rows)
         excluded = {c.lower() for c in spec.exclude_columns}
-        for name, postgres_type, _ in rows:
+        partition = next((c for c in rows if c.name == spec.partition_column.lower()), None)
+        if partition is not None and not partition.in_table:
+            report.warnings.append(
+                f"{spec.source_name} is a view, whose columns' NOT NULL the catalog does not know: a row whose "
+                f"{spec.partition_column!r} is NULL is in no day and never loaded. Make sure the base column is "
+                "NOT NULL."
+            )
+        for name, postgres_type, _, _ in rows:
             if name in excluded:
                 report.columns.append(f"{name} {postgres_type} -> excluded")
                 continue

@@ -2,7 +2,7 @@
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pyarrow as pa
 
@@ -15,6 +15,14 @@ if TYPE_CHECKING:
 
 # A column name must read the same unquoted in PostgreSQL (lower case) and be a plain identifier.
 _SOURCE_COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class CatalogColumn(NamedTuple):
+    name: str
+    postgres_type: str
+    nullable: bool
+    # of a table, whose NOT NULL constraints the catalog knows; a view's columns all read as nullable
+    in_table: bool
 
 
 @dataclass(frozen=True)
@@ -55,12 +63,12 @@ class SourceCatalog:
         excluded = {c.lower() for c in self.table.exclude_columns}
         return [
             SourceColumn(name, pg_type, nullable, self.table.mapping_of(name, pg_type))
-            for name, pg_type, nullable in rows
+            for name, pg_type, nullable, _ in rows
             if name not in excluded
         ]
 
-    def catalog_rows(self) -> list[tuple[str, str, bool]]:
-        """(name, type, nullable) of each column, in order; empty if the table is not visible."""
+    def catalog_rows(self) -> list[CatalogColumn]:
+        """Each column, in order; empty if the table is not visible."""
         _ = self.table  # bound to a table, or UnboundTableError before connecting
         with self.connect() as conn:
             rows = conn.execute(
@@ -70,7 +78,8 @@ class SourceCatalog:
                     CASE WHEN b.typtype = 'e' THEN pg_catalog.format_type(b.oid, NULL) || ' (enum)'
                     ELSE pg_catalog.format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod
                         ELSE a.atttypmod END) END,
-                    NOT a.attnotnull AND NOT t.typnotnull
+                    NOT a.attnotnull AND NOT t.typnotnull,
+                    c.relkind IN ('r', 'p')
                 FROM pg_catalog.pg_attribute a
                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -81,7 +90,7 @@ class SourceCatalog:
                 """,
                 (self.table.postgres_schema.lower(), self.table.postgres_table.lower()),
             ).fetchall()
-        return [tuple(row) for row in rows]
+        return [CatalogColumn(*row) for row in rows]
 
     def has_unique_key(self) -> bool:
         """Whether a unique index (the primary key's included) covers exactly the configured key's columns."""
@@ -132,11 +141,11 @@ class SourceCatalog:
 PARTITION_TYPES = ("timestamp with time zone", "timestamp without time zone")
 
 
-def source_problems(table: "TableSpec", rows: list[tuple[str, str, bool]]) -> list[str]:
-    """Everything wrong with the table's configuration against its catalog rows (name, type, nullable), each
-    a sentence saying what to do: all at once, so that adding a table takes one try."""
+def source_problems(table: "TableSpec", rows: list[CatalogColumn]) -> list[str]:
+    """Everything wrong with the table's configuration against its catalog rows, each a sentence saying what
+    to do: all at once, so that adding a table takes one try."""
     problems = []
-    found = {name: (pg_type, nullable) for name, pg_type, nullable in rows}
+    found = {c.name: (c.postgres_type, c.nullable and c.in_table) for c in rows}
     excluded = {c.lower() for c in table.exclude_columns}
     for name in found:
         if name not in excluded and not _SOURCE_COLUMN.fullmatch(name):

@@ -7,7 +7,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 
 import pyarrow as pa
 
@@ -34,7 +35,20 @@ CANARY_COLUMNS = [
     ("updated_at", "timestamp with time zone", True),
     ("latency_ms", "double precision", True),
     ("found", "boolean", True),
+    # what the type matrix adds to Parquet: a decimal, a time, and text that Snowflake parses in the view
+    ("amount", "numeric(12,2)", True),
+    ("at_time", "time without time zone", True),
+    ("span", "interval", True),
+    ("tags", "text[]", True),
 ]
+CANARY_AMOUNTS = [
+    Decimal("1234567890.12"),
+    Decimal("-0.01"),
+    Decimal("0.00"),
+    Decimal("-9999999999.99"),
+    None,
+]
+CANARY_TIMES = [time(0), time(23, 59, 59, 999999), time(12, 30, 0, 1), None]
 # Floats that engines print differently (integral, exponent notation, subnormal, the largest, specials).
 CANARY_FLOATS = [12.0, 0.1, 1e20, 5e-324, 1.7976931348623157e308, float("nan"), -2.5e-300]
 MIDNIGHT = datetime(2026, 11, 2, tzinfo=UTC)
@@ -83,8 +97,14 @@ def canary_rows() -> list[dict]:
     for n, canary in enumerate(rows):
         canary["latency_ms"] = CANARY_FLOATS[n] if n < len(CANARY_FLOATS) - 1 else None
         canary["found"] = None if n == 0 else n % 2 == 0
+        canary["amount"] = CANARY_AMOUNTS[n % len(CANARY_AMOUNTS)]
+        canary["at_time"] = CANARY_TIMES[n % len(CANARY_TIMES)]
+        canary["span"] = ["P1Y2M3DT4H5M6S", "P-1DT0.000001S", None][n % 3]
+        canary["tags"] = ['["a","b|c",null,""]', "[[1,2],[3,null]]", "[]", None][n % 4]
     rows.append(
-        row(7, b"\x01", MIDNIGHT + timedelta(hours=7)) | {"latency_ms": CANARY_FLOATS[-1], "found": True}
+        row(7, b"\x01", MIDNIGHT + timedelta(hours=7))
+        | {"latency_ms": CANARY_FLOATS[-1], "found": True, "amount": None, "at_time": None, "span": None}
+        | {"tags": None}
     )
     return rows
 
@@ -287,7 +307,8 @@ class Preflight:
             "round trip",
             found == expected and not differences,
             f"{len(rows)} awkward rows (NUL, 0xFF, invalid UTF-8, empty and 1 MB payloads, timestamps a "
-            f"microsecond either side of midnight, NULL, non-ASCII, floats any engine prints its own way) "
+            f"microsecond either side of midnight, NULL, non-ASCII, floats any engine prints its own way, "
+            f"decimals, times, ISO intervals, nested arrays) "
             f"loaded exactly; fingerprint {found}"
             if found == expected and not differences
             else f"loaded {found}, wrote {expected}; values that differ: {differences[:6] or 'none'}",

@@ -52,11 +52,14 @@ class TableSpec(dg.Config):
     @field_validator("exclude_columns", mode="before")
     @classmethod
     def _excluded(cls, value) -> list[str]:
-        return [validate_identifier(c, "exclude_columns") for c in value or []]
+        columns = [value] if isinstance(value, str) else list(value or [])
+        return [validate_identifier(c, "exclude_columns") for c in columns]
 
     @field_validator("column_types", mode="before")
     @classmethod
     def _overrides(cls, value) -> dict[str, str]:
+        if not isinstance(value, dict | None):
+            raise ValueError(f"column_types={value!r} is not a mapping of column names to Snowflake types")
         return {
             validate_identifier(c, "column_types"): check_override(c, t) for c, t in (value or {}).items()
         }

@@ -64,3 +64,17 @@ def test_a_table_fixed_as_told_checks_out_and_loads(pipeline):
         (pipeline.sf_schema,),
     )
     assert "SSN" not in {c for (c,) in columns}
+
+
+def test_a_view_is_checked_with_a_warning_that_its_nulls_cannot_be_seen(pipeline):
+    pipeline.pg("CREATE SCHEMA shop")
+    pipeline.pg(
+        "CREATE TABLE shop.orders_data (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, ssn text)"
+    )
+    pipeline.pg("CREATE VIEW shop.orders AS SELECT id, created_at FROM shop.orders_data")
+    table = orders_table()
+    with pipeline.configured("postgres", table=table) as r:
+        report = check_table(table, r.postgres)
+        assert [c.name for c in r.postgres.source_columns()] == ["id", "created_at"]
+    assert report.problems == [], report.lines()
+    assert any("shop.orders is a view" in w for w in report.warnings), report.lines()
