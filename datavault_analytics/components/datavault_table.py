@@ -7,6 +7,7 @@ connects anywhere; a table or column that PostgreSQL lacks fails the first run, 
 """
 
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field, field_validator, model_validator
@@ -58,6 +59,11 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
         default_factory=dict,
         description="A column's Snowflake type instead of its mapped one: NUMBER(p,s) for a numeric (e.g. an "
         "unconstrained one), or VARCHAR (its text) for any column. docs/data-path.md has the mapping.",
+    )
+    dropped_columns: Literal["keep", "drop"] = Field(
+        default="keep",
+        description="A column dropped in PostgreSQL: `keep` it in Snowflake (NULL in rows loaded from then "
+        "on; old days keep their values), or `drop` it there too.",
     )
     start_date: str = Field(default="2024-01-01", description="The first day (YYYY-MM-DD) of the partitions.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -125,6 +131,7 @@ class DataVaultTable(dg.Component, dg.Model, dg.Resolvable):
             exclude_columns=list(self.exclude_columns),
             column_types=dict(self.column_types),
             asset_name=self.asset_name,
+            dropped_columns=self.dropped_columns,
         )
 
     def pipeline(self, settings: Settings) -> TablePipeline:

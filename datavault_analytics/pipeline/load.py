@@ -61,9 +61,9 @@ def load_days(
                     f"Ended Snowflake transaction {ended.transaction_id} ({ended.name}), left open by run "
                     f"{ended.run_id}, which has finished: it held {snowflake_loader.table_name}'s lock."
                 )
-            if result.columns_added:
+            for change in result.schema_changes:
                 context.log.warning(
-                    f"Added new column(s) {result.columns_added} to {snowflake_loader.table_name}."
+                    f"Schema change of {snowflake_loader.table_name}, loading {key}: {change}."
                 )
             context.log.info(
                 f"Loaded {key} ({number}/{len(keys)} days): {result.rows_loaded:,} rows from "
@@ -92,6 +92,11 @@ def load_days(
                 "dagster/table_name": snowflake_loader.qualified_table_name,
                 "rows_replaced": sum(r.rows_deleted for r in results),
                 "files_loaded": sum(r.files_loaded for r in results),
+                **(
+                    {"schema_changes": dg.MetadataValue.json([c for r in results for c in r.schema_changes])}
+                    if any(r.schema_changes for r in results)
+                    else {}
+                ),
                 **read_metadata,
             },
         )

@@ -60,7 +60,7 @@ class LoadResult:
     rows_deleted: int
     rows_loaded: int
     files_loaded: int
-    columns_added: list[str]
+    schema_changes: list[str]  # each applied change, described (table_schema.plan_changes)
     seconds: float
     ended: list[AbandonedTransaction]
 
@@ -174,11 +174,11 @@ class SnowflakeLoader(SnowflakeSession, TargetTable, ReadBack, BoundToTable, dg.
                 "checking the stage object and the table's columns", key, "nothing was changed"
             ):
                 self.ensure_stage(cursor)
-                added = self.sync_table(cursor, staged.columns)
+                changes = self.sync_table(cursor, staged.columns)
             ended = self.end_abandoned_transactions(cursor, finished_runs) if finished_runs else []
             deleted, loaded = self._replace_day(cursor, staged, lock, self._transaction_name(key, run_id))
         return LoadResult(
-            key, deleted, loaded, len(staged.files), added, round(time.monotonic() - started, 3), ended
+            key, deleted, loaded, len(staged.files), changes, round(time.monotonic() - started, 3), ended
         )
 
     @staticmethod

@@ -2,6 +2,7 @@
 columns before every load."""
 
 import re
+from dataclasses import dataclass, field
 
 from datavault_analytics.errors import SchemaDriftError, SnowflakeConfigError
 from datavault_analytics.identifiers import quote_snowflake
@@ -26,6 +27,69 @@ def _info_schema_signature(data_type: str, char_length, precision, scale) -> tup
     if data_type == "NUMBER":
         return (data_type, str(precision), str(scale))
     return (data_type,)
+
+
+@dataclass
+class SchemaChanges:
+    """How the staged columns differ from the Snowflake table's, and what is done about each."""
+
+    added: list[StagedColumn] = field(default_factory=list)
+    widened: list[tuple[str, str, str]] = field(default_factory=list)  # (column, from, to)
+    dropped: list[str] = field(default_factory=list)  # in Snowflake, no longer in PostgreSQL
+    refused: list[str] = field(default_factory=list)  # "NAME (was in Snowflake, now from PostgreSQL)"
+
+    def described(self, dropped_columns: str) -> list[str]:
+        lines = [f"added column {c.name.upper()} {c.snowflake_type}" for c in self.added]
+        lines += [f"widened column {name} from {old} to {new}" for name, old, new in self.widened]
+        kept = (
+            "dropped it in Snowflake"
+            if dropped_columns == "drop"
+            else "kept it in Snowflake, NULL in rows loaded from now on"
+        )
+        lines += [f"column {name} is no longer in PostgreSQL: {kept}" for name in self.dropped]
+        if len(self.dropped) == 1 and len(self.added) == 1:
+            lines.append(
+                f"(if {self.added[0].name.upper()} is {self.dropped[0]} renamed, the rename is this drop and add: "
+                f"copy {self.dropped[0]} into {self.added[0].name.upper()} in Snowflake to keep old days' values)"
+            )
+        return lines
+
+
+def _signature_text(signature: tuple[str, ...]) -> str:
+    return signature[0] + (f"({','.join(signature[1:])})" if len(signature) > 1 else "")
+
+
+def plan_changes(
+    existing: dict[str, tuple[str, ...]], columns: list[StagedColumn], staged_may_be_narrower: bool
+) -> SchemaChanges:
+    """Compare the table (name -> INFORMATION_SCHEMA signature) with the staged columns. Snowflake changes a
+    column in place only to a NUMBER of more precision and the same scale, or a longer VARCHAR
+    (https://docs.snowflake.com/en/sql-reference/sql/alter-table-column): those are widenings; any other
+    difference is refused. A staged column narrower than the table is refused from the source (a narrowing),
+    but fits a load of a manifest staged before a widening (`staged_may_be_narrower`)."""
+    changes = SchemaChanges()
+    staged = {c.name.upper(): c for c in columns}
+    changes.dropped = [name for name in existing if name not in staged]
+    for name, column in staged.items():
+        if name not in existing:
+            changes.added.append(column)
+            continue
+        have, want = existing[name], snowflake_type_signature(column.snowflake_type)
+        if _same_type(have, want):
+            continue
+        growable = have[0] == want[0] and (
+            (have[0] == "NUMBER" and have[2:] == want[2:]) or (have[0] == "TEXT" and have[1] != "None")
+        )
+        if growable and int(want[1]) > int(have[1]):
+            changes.widened.append((name, _signature_text(have), column.snowflake_type))
+        elif growable and staged_may_be_narrower:
+            continue
+        else:
+            changes.refused.append(
+                f"{name} ({'/'.join(have)} in Snowflake, {column.snowflake_type} from PostgreSQL type "
+                f"{column.postgres_type})"
+            )
+    return changes
 
 
 class TargetTable:
@@ -88,29 +152,20 @@ class TargetTable:
             self._raise_on_drift(existing, columns)
 
     def _raise_on_drift(self, existing: dict[str, tuple[str, ...]], columns: list[StagedColumn]) -> None:
-        staged = {c.name.upper(): c for c in columns}
-        dropped = [name for name in existing if name not in staged]
-        if dropped:
+        """Before staging, with the source's current columns: refuse what Snowflake cannot do in place."""
+        changes = plan_changes(existing, columns, staged_may_be_narrower=False)
+        if changes.refused:
             raise SchemaDriftError(
-                f"Column(s) {', '.join(dropped)} of Snowflake table {self.table_name} are no longer in the "
-                "PostgreSQL source. Nothing was loaded. If the drop is intended, run ALTER TABLE "
-                f"{self.table_name} DROP COLUMN {', '.join(dropped)} in Snowflake (or restore the column in "
-                "PostgreSQL) and re-run the partition."
-            )
-        retyped = [
-            f"{name} ({'/'.join(existing[name])} in Snowflake, {staged[name].snowflake_type} from PostgreSQL "
-            f"type {staged[name].postgres_type})"
-            for name in existing
-            if not _same_type(existing[name], snowflake_type_signature(staged[name].snowflake_type))
-        ]
-        if retyped:
-            raise SchemaDriftError(
-                f"Column type(s) changed for {'; '.join(retyped)}. Nothing was loaded. Migrate the Snowflake "
-                "column to the new type (or add a new column and backfill), then re-run the partition."
+                f"Column type(s) changed for {'; '.join(changes.refused)}. Snowflake cannot change a column "
+                "this way in place (only a NUMBER's precision at the same scale and a VARCHAR's length can "
+                "grow: https://docs.snowflake.com/en/sql-reference/sql/alter-table-column). Nothing was loaded. "
+                f"Either add a new column in PostgreSQL and backfill it, or migrate {self.table_name}'s column "
+                "in Snowflake by hand (a new column, UPDATE, swap), then re-run the partition."
             )
 
     def sync_table(self, cursor, columns: list[StagedColumn]) -> list[str]:
-        """Create the table, or add the stage's new columns. Dropped or retyped columns stop the load."""
+        """Create the table, or apply the schema changes the table's policy allows (plan_changes); returns
+        each applied change, described. A change Snowflake cannot make stops the load before any row moves."""
         existing = self.table_columns(cursor)
         table = quote_snowflake(self.table_name)
         if not existing:
@@ -122,16 +177,22 @@ class TargetTable:
             )
             self.sync_view(cursor, columns)
             return []
-        self._raise_on_drift(existing, columns)
-        staged = {c.name.upper(): c for c in columns}
-        added = [c for name, c in staged.items() if name not in existing]
-        for column in added:
+        # A manifest staged before a widening (a backfill's earlier day) is narrower than the table: it fits.
+        changes = plan_changes(existing, columns, staged_may_be_narrower=True)
+        if changes.refused:
+            self._raise_on_drift(existing, columns)
+        for column in changes.added:
             cursor.execute(
                 f"ALTER TABLE {table} ADD COLUMN {quote_snowflake(column.name)} {column.snowflake_type}"
             )
-        if added:
+        for name, _, wider in changes.widened:
+            cursor.execute(f"ALTER TABLE {table} ALTER COLUMN {quote_snowflake(name)} SET DATA TYPE {wider}")
+        if self.table.dropped_columns == "drop":
+            for name in changes.dropped:
+                cursor.execute(f"ALTER TABLE {table} DROP COLUMN {quote_snowflake(name)}")
+        if changes.added or changes.dropped:
             self.sync_view(cursor, columns)
-        return [c.name for c in added]
+        return changes.described(self.table.dropped_columns)
 
     @property
     def view_name(self) -> str:

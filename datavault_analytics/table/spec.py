@@ -14,6 +14,8 @@ from datavault_analytics.identifiers import quote_postgres, validate_identifier
 from datavault_analytics.names import TABLE_METADATA_KEY
 from datavault_analytics.type_mapping import TypeMapping, check_override, mapping_for
 
+DROPPED_COLUMN_POLICIES = ("keep", "drop")
+
 
 class TableSpec(dg.Config):
     """Where a table is on each side, and which of its columns the pipeline relies on."""
@@ -43,11 +45,23 @@ class TableSpec(dg.Config):
         description="Snowflake types that replace a column's mapped one (type_mapping.py): NUMBER(p,s) for a "
         "numeric, or VARCHAR (its text) for any column.",
     )
+    dropped_columns: str = Field(
+        default="keep",
+        description="A column dropped in PostgreSQL: `keep` it in Snowflake (NULL in rows loaded from then on), "
+        "or `drop` it there too.",
+    )
     asset_name: str | None = Field(
         default=None,
         description="The last part of the table's asset keys and its stage folder; None: the source table's "
         "name. Needed when two schemas hold tables of the same name.",
     )
+
+    @field_validator("dropped_columns")
+    @classmethod
+    def _dropped_policy(cls, value: str) -> str:
+        if value not in DROPPED_COLUMN_POLICIES:
+            raise ValueError(f"dropped_columns={value!r} is not one of {', '.join(DROPPED_COLUMN_POLICIES)}")
+        return value
 
     @field_validator("exclude_columns", mode="before")
     @classmethod
