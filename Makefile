@@ -27,7 +27,7 @@ demo: install
 PORT ?= 3000
 dev: install
 	$(BIN)/datavault-analytics stack up
-	eval "$$($(BIN)/datavault-analytics stack env)" && PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev --port $(PORT)
+	eval "$$($(BIN)/datavault-analytics stack env)" && $(if $(AUTOMATION),DATAVAULT_AUTOMATION=$(AUTOMATION)) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev --port $(PORT)
 
 ## A range of days through Dagster, with progress, then the per-day reconciliation table:
 ## make backfill START=2026-10-01 END=2026-10-31 [DAYS_PER_RUN=31]

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     )
 
     environment: str = _variable("DATAVAULT_ENV", "local", "local (the embedded stack) or prod.")
+    automation: bool | None = _variable(
+        "DATAVAULT_AUTOMATION",
+        None,
+        "Whether every table's schedule and drift sensor start running when the code location loads: "
+        "on/off; unset: on in prod, off locally (where `make dev AUTOMATION=on` turns them all on).",
+    )
     # Shared by every table; per-table settings are in each table's defs.yaml (table/config.py).
     observed_days: int = _variable(
         "DATAVAULT_OBSERVED_DAYS", 7, "Recent days each observation of a source records.", ge=1

@@ -78,6 +78,9 @@ def test_time_and_late_days_are_configurable_and_prod_runs_the_schedule_by_defau
         "2026-11-18",
     ]
     assert load(DATAVAULT_ENV="local") == ["15 0 * * *", "STOPPED", "2026-11-21"]
+    # one switch for every table's schedule and sensor: the local stack run like production, or prod held
+    assert load(DATAVAULT_ENV="local", DATAVAULT_AUTOMATION="on")[1] == "RUNNING"
+    assert load(DATAVAULT_ENV="prod", DATAVAULT_AUTOMATION="off")[1] == "STOPPED"
 
 
 def test_a_row_committed_after_its_day_was_loaded_lands_with_the_next_daily_run_exactly_once(pipeline):
