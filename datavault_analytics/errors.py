@@ -107,6 +107,10 @@ class StageUnavailableError(TransientError):
     """S3 could not be reached or failed mid-way; nothing half-staged is ever loaded, so a retry is safe."""
 
 
+class AlertDeliveryError(TransientError):
+    """The alert webhook did not take an alert; the alert sensor sends it again on its next tick."""
+
+
 class SnowflakeLoadError(TransientError):
     """Snowflake failed while a day was loaded or read; the day's previous contents are untouched."""
 

@@ -44,6 +44,8 @@ S3_STAGE = "s3_stage"
 SNOWFLAKE_RESOURCE = "snowflake"
 SNOWFLAKE_LOADER = "snowflake_loader"
 STAGE_RETENTION = "stage_retention"
+ALERT_WEBHOOK = "alert_webhook"
+ALERT_SENSOR_NAME = "datavault_alerts"
 POSTGRES_IO_MANAGER = "postgres_io_manager"
 S3_STAGE_IO_MANAGER = "s3_stage_io_manager"
 

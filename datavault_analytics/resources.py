@@ -9,6 +9,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_snowflake import SnowflakeResource
 
 from datavault_analytics import names
+from datavault_analytics.alerts.webhook import AlertWebhook
 from datavault_analytics.errors import ConfigurationError
 from datavault_analytics.postgres.io_manager import PostgresSourceIOManager
 from datavault_analytics.postgres.locks import PartitionLocks
@@ -105,5 +106,8 @@ def build_resources(settings: Settings) -> dict:
             lock_timeout_seconds=settings.snowflake_lock_timeout_seconds,
             time_travel_days=settings.snowflake_time_travel_days,
             transient_table=settings.snowflake_transient_table,
+        ),
+        names.ALERT_WEBHOOK: AlertWebhook(
+            url=dg.EnvVar("DATAVAULT_ALERT_WEBHOOK_URL") if settings.alert_webhook_url else None
         ),
     }

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         "Whether every table's schedule and drift sensor start running when the code location loads: "
         "on/off; unset: on in prod, off locally (where `make dev AUTOMATION=on` turns them all on).",
     )
+    alert_webhook_url: SecretStr | None = _variable(
+        "DATAVAULT_ALERT_WEBHOOK_URL",
+        None,
+        "Where alerts are POSTed (Slack's incoming-webhook JSON); unset: no alerts are sent.",
+    )
     # Shared by every table; per-table settings are in each table's defs.yaml (table/config.py).
     observed_days: int = _variable(
         "DATAVAULT_OBSERVED_DAYS", 7, "Recent days each observation of a source records.", ge=1
@@ -166,6 +171,11 @@ class Settings(BaseSettings):
     snowflake_transient_table: bool = _knob(
         SnowflakeLoader, "transient_table", "DATAVAULT_SNOWFLAKE_TRANSIENT_TABLE"
     )
+
+    @property
+    def automation_on(self) -> bool:
+        """Whether schedules and sensors run when the code location loads (DATAVAULT_AUTOMATION)."""
+        return self.environment == "prod" if self.automation is None else self.automation
 
     @field_validator("environment")
     @classmethod

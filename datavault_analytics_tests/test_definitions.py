@@ -112,6 +112,7 @@ def assert_loads_the_pipeline(result: subprocess.CompletedProcess) -> dict:
         "s3_stage_io_manager",
         "stage_retention",
         "snowflake_loader",
+        "alert_webhook",
     }
     assert loaded["environ_changed"] == []  # the settings are read, never written
     assert "datavault_records_daily" in loaded["jobs"]
@@ -122,6 +123,7 @@ def test_local_loads_with_no_variables_set(tmp_path):
     loaded = assert_loads_the_pipeline(load({}, cwd=tmp_path))
     # Locally the daemon starts nothing on its own: the schedule and the drift sensor are started by hand.
     assert loaded["automation"] == {
+        "datavault_alerts": "STOPPED",
         "datavault_records_daily_schedule": "STOPPED",
         "datavault_records_drift_sensor": "STOPPED",
         "datavault_retrieval_log_daily_schedule": "STOPPED",
@@ -132,6 +134,7 @@ def test_local_loads_with_no_variables_set(tmp_path):
 def test_prod_loads_with_dummy_variables_and_opens_no_connection(tmp_path):
     loaded = assert_loads_the_pipeline(load(PROD_DUMMIES, cwd=tmp_path))
     assert loaded["automation"] == {
+        "datavault_alerts": "RUNNING",
         "datavault_records_daily_schedule": "RUNNING",
         "datavault_records_drift_sensor": "RUNNING",
         "datavault_retrieval_log_daily_schedule": "RUNNING",

@@ -55,6 +55,4 @@ class TablePipeline(TableNames):
     def runs_by_default(self) -> bool:
         """Schedules and sensors run by default in prod; locally they are off unless DATAVAULT_AUTOMATION=on,
         one switch for every table's."""
-        if self.settings.automation is not None:
-            return self.settings.automation
-        return self.settings.environment == "prod"
+        return self.settings.automation_on
