@@ -36,6 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # after them, which kept two cores idle for minutes at the end of a run.
 LONGEST_FIRST = (
     "test_drift_daemon.py",
+    "test_alerts_daemon.py",
     "test_daemon_and_webserver.py",
     "test_security.py",
     "test_concurrency.py",

@@ -22,6 +22,7 @@ class Receiver:
 
     def __init__(self):
         self.bodies: list[dict] = []
+        self.refused = 0  # POSTs answered 503 while down
         self.down = False
         receiver = self
 
@@ -29,6 +30,7 @@ class Receiver:
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if receiver.down:
+                    receiver.refused += 1
                     self.send_response(503)
                 else:
                     receiver.bodies.append(json.loads(body))

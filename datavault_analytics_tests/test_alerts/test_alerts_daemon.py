@@ -1,0 +1,110 @@
+"""The alert sensor in the real Dagster daemon, on an instance stored in PostgreSQL: failed checks reach a
+local receiver once each, after the receiver was down for a tick."""
+
+import os
+import subprocess
+from datetime import date
+
+import dagster as dg
+import pytest
+
+from datavault_analytics.names import ALERT_SENSOR_NAME
+from datavault_analytics_tests import records
+from datavault_analytics_tests.dagster_processes import (
+    BIN,
+    daemon_command,
+    instance_in_postgres,
+    serve_code_location,
+    start,
+    stop,
+    wait_for,
+)
+from datavault_analytics_tests.pipeline_harness import ALL_ASSETS, Pipeline
+from datavault_analytics_tests.test_alerts.test_sensor import Receiver
+
+DAY = "2026-10-01"
+
+
+def sensor_ticks(instance: dg.DagsterInstance) -> int:
+    [state] = [s for s in instance.all_instigator_state() if s.name == ALERT_SENSOR_NAME]
+    return len(instance.get_ticks(state.instigator_origin_id, state.selector_id))
+
+
+def sensor_cursor(instance: dg.DagsterInstance) -> str | None:
+    states = [s for s in instance.all_instigator_state() if s.name == ALERT_SENSOR_NAME]
+    return states[0].instigator_data.cursor if states and states[0].instigator_data else None
+
+
+def test_failed_checks_reach_the_receiver_once_each_through_the_daemon(
+    pg_server, s3_endpoint, snowflake_server, tmp_path
+):
+    receiver = Receiver()
+    patch = pytest.MonkeyPatch()
+    processes: list[subprocess.Popen] = []
+    instance = None
+    try:
+        pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, patch)
+        pipeline.seed([date.fromisoformat(DAY)], rows_per_day=20)
+        for name, value in {
+            **instance_in_postgres(pg_server, tmp_path),
+            "DATAVAULT_ENV": "local",
+            "DATAVAULT_ALERT_WEBHOOK_URL": receiver.url,
+            "PYTHONUNBUFFERED": "1",
+        }.items():
+            patch.setenv(name, value)
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        instance = dg.DagsterInstance.get()
+        logs = [tmp_path / "code-server.log", tmp_path / "daemon.log"]
+        processes.append(serve_code_location(tmp_path, env, logs[0], "dv"))
+        processes.append(start(daemon_command(), logs[1], env, tmp_path))
+        started = subprocess.run(
+            [str(BIN / "dagster"), "sensor", "start", ALERT_SENSOR_NAME, "-w", "workspace.yaml"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        wait_for(lambda: sensor_cursor(instance), "the alert sensor's first tick", 120, logs)
+
+        # a day loaded, a row lost in Snowflake, the checks run: three checks fail
+        tags = {"dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": DAY}
+        assert dg.materialize(
+            [*ALL_ASSETS, records.CHECKS],
+            resources=pipeline.resources,
+            tags=tags,
+            instance=instance,
+            selection=dg.AssetSelection.assets(records.STAGE_KEY, records.SNOWFLAKE_KEY),
+        ).success
+        pipeline.snowflake('DELETE FROM "RECORDS" WHERE "ID" = (SELECT MIN("ID") FROM "RECORDS")')
+        receiver.down = True
+        assert dg.materialize(
+            [*ALL_ASSETS, records.CHECKS],
+            resources=pipeline.resources,
+            tags=tags,
+            instance=instance,
+            selection=dg.AssetSelection.checks_for_assets(records.SNOWFLAKE_KEY),
+        ).success
+        wait_for(lambda: receiver.refused, "a tick while the receiver is down", 120, logs)
+        assert receiver.bodies == []
+        receiver.down = False
+        wait_for(lambda: len(receiver.bodies) >= 3, "the three alerts", 120, logs)
+        ticks = sensor_ticks(instance)
+        wait_for(lambda: sensor_ticks(instance) > ticks + 1, "two more ticks", 120, logs)
+        assert receiver.causes() == [("check failed", "records", DAY)] * 3
+        checks = sorted(b["datavault"]["details"]["check"] for b in receiver.bodies)
+        assert checks == [
+            "content_hash_matches_postgres",
+            "row_count_matches_postgres",
+            "staged_manifest_matches_load",
+        ]
+        daemon_log = logs[1].read_text(errors="replace")
+        assert "secret-token" not in daemon_log
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        if instance is not None:
+            instance.dispose()
+        patch.undo()
+        receiver.server.shutdown()
