@@ -199,16 +199,28 @@ def test_a_new_nullable_column_flows_through_on_its_own(pipeline):
 def test_a_range_of_days_runs_as_one_run_and_each_day_is_replaced_exactly(pipeline):
     days = [DAY_DATE + timedelta(days=i) for i in range(3)]
     pipeline.seed(days, rows_per_day=40)
+    pipeline.seed(days[1:2], rows_per_day=7, seed=99)  # the middle day has more rows
 
     result = pipeline.materialize("2026-11-01", "2026-11-03")
 
     assert result.success
     loads = result.asset_materializations_for_node("snowflake__datavault__records")
     assert sorted(m.partition for m in loads) == ["2026-11-01", "2026-11-02", "2026-11-03"]
-    # A range run states its total under its own name, never as one day's row count.
-    assert all(
-        "dagster/row_count" not in m.metadata and m.metadata["rows_in_run"].value == 120 for m in loads
+    # Each day carries its own figures (the row-count plot of the schedule's 3-day runs), the run its total.
+    by_day = {m.partition: m.metadata for m in loads}
+    assert {
+        d: (m["dagster/row_count"].value, m["dagster/partition_row_count"].value) for d, m in by_day.items()
+    } == {
+        "2026-11-01": (40, 40),
+        "2026-11-02": (47, 47),
+        "2026-11-03": (40, 40),
+    }
+    assert all(m["rows_in_run"].value == 127 for m in by_day.values())
+    assert (
+        by_day["2026-11-02"]["partition_window"].value
+        == "[2026-11-02T00:00:00+00:00, 2026-11-03T00:00:00+00:00)"
     )
+    assert by_day["2026-11-02"]["dagster/uri"].value.endswith("/records/dt=2026-11-02")
     assert all(day.matches for day in pipeline.reconcile(["2026-11-01", "2026-11-02", "2026-11-03"]))
 
 
