@@ -55,7 +55,7 @@ def check_table(table: TablePipeline, postgres: PostgresResource) -> TableReport
                 f"{spec.partition_column!r} is NULL is in no day and never loaded. Make sure the base column is "
                 "NOT NULL."
             )
-        for name, postgres_type, _, _ in rows:
+        for name, postgres_type, *_ in rows:
             if name in excluded:
                 report.columns.append(f"{name} {postgres_type} -> excluded")
                 continue

@@ -68,7 +68,21 @@ def _source_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
             max(0, count - pipeline.settings.observed_days), count
         )
         with asset_errors("Observing the PostgreSQL source"):
-            stats = postgres.for_table(spec).day_stats(day_windows(keys))
+            catalog = postgres.for_table(spec)
+            stats = catalog.day_stats(day_windows(keys))
+            excluded = {c.lower() for c in spec.exclude_columns}
+            schema = dg.TableSchema(
+                columns=[
+                    dg.TableColumn(
+                        c.name,
+                        c.postgres_type,
+                        description=c.comment,
+                        constraints=dg.TableColumnConstraints(nullable=c.nullable),
+                    )
+                    for c in catalog.catalog_rows()
+                    if c.name not in excluded
+                ]
+            )
         for day, stat in stats.items():
             latest = stat["latest"].isoformat() if stat["latest"] else None
             latest_update = stat["latest_update"].isoformat() if stat["latest_update"] else None
@@ -80,6 +94,7 @@ def _source_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
                         "dagster/data_version": f"rows={stat['rows']};latest={latest};updated={latest_update}"
                     },
                     metadata={
+                        "dagster/column_schema": schema,
                         "dagster/row_count": stat["rows"],
                         f"latest_{spec.partition_column}": latest or "none",
                         "latest_updated_at": latest_update or "none",

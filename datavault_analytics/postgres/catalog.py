@@ -23,6 +23,7 @@ class CatalogColumn(NamedTuple):
     nullable: bool
     # of a table, whose NOT NULL constraints the catalog knows; a view's columns all read as nullable
     in_table: bool
+    comment: str | None = None  # COMMENT ON COLUMN: the column's description in the UI
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class SourceColumn:
     postgres_type: str
     nullable: bool
     mapping: TypeMapping
+    description: str | None = None
 
     @property
     def value_sql(self) -> str:
@@ -62,9 +64,11 @@ class SourceCatalog:
             )
         excluded = {c.lower() for c in self.table.exclude_columns}
         return [
-            SourceColumn(name, pg_type, nullable, self.table.mapping_of(name, pg_type))
-            for name, pg_type, nullable, _ in rows
-            if name not in excluded
+            SourceColumn(
+                c.name, c.postgres_type, c.nullable, self.table.mapping_of(c.name, c.postgres_type), c.comment
+            )
+            for c in rows
+            if c.name not in excluded
         ]
 
     def catalog_rows(self) -> list[CatalogColumn]:
@@ -79,7 +83,8 @@ class SourceCatalog:
                     ELSE pg_catalog.format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod
                         ELSE a.atttypmod END) END,
                     NOT a.attnotnull AND NOT t.typnotnull,
-                    c.relkind IN ('r', 'p')
+                    c.relkind IN ('r', 'p'),
+                    pg_catalog.col_description(a.attrelid, a.attnum)
                 FROM pg_catalog.pg_attribute a
                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace

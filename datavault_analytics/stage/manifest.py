@@ -28,6 +28,7 @@ class StagedColumn(BaseModel):
     arrow_type: str
     snowflake_type: str
     nullable: bool
+    description: str | None = None  # the PostgreSQL column's comment
 
     def mapping(self) -> TypeMapping:
         """The type mapping this column was staged with: its type's, or the override it records."""
@@ -136,7 +137,12 @@ class StagedPartition(BaseModel):
     def column_schema(self, type_of=lambda c: c.arrow_type) -> dg.TableSchema:
         return dg.TableSchema(
             columns=[
-                dg.TableColumn(c.name, type_of(c), constraints=dg.TableColumnConstraints(nullable=c.nullable))
+                dg.TableColumn(
+                    c.name,
+                    type_of(c),
+                    description=c.description,
+                    constraints=dg.TableColumnConstraints(nullable=c.nullable),
+                )
                 for c in self.columns
             ]
         )
@@ -151,6 +157,7 @@ def staged_columns(columns: list[SourceColumn]) -> list[StagedColumn]:
             arrow_type=str(c.mapping.arrow_type),
             snowflake_type=c.mapping.snowflake_type,
             nullable=c.nullable,
+            description=c.description,
         )
         for c in columns
     ]

@@ -310,6 +310,33 @@ def test_observing_the_source_records_each_recent_day_with_its_rows_and_latest_c
     assert all(o.metadata["dagster/row_count"].value == 0 for o in empty_days)
 
 
+def test_every_asset_shows_the_columns_with_their_postgresql_comments(pipeline):
+    import dagster as dg
+
+    pipeline.seed([DAY_DATE], rows_per_day=5)
+    pipeline.pg("COMMENT ON COLUMN records.ciphertext IS 'AES-GCM ciphertext, never decrypted here'")
+    observed = dg.materialize(pipeline_assets(), resources=pipeline.resources, selection=[records.SOURCE_KEY])
+    [observation] = [
+        e.event_specific_data.asset_observation
+        for e in observed.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ][-1:]
+    assert pipeline.materialize(DAY).success
+    [materialization] = pipeline.instance.fetch_materializations(records.SNOWFLAKE_KEY, limit=1).records
+    [staged] = pipeline.instance.fetch_materializations(records.STAGE_KEY, limit=1).records
+    schemas = {
+        "postgres": observation.metadata["dagster/column_schema"].value,
+        "s3": staged.asset_materialization.metadata["dagster/column_schema"].value,
+        "snowflake": materialization.asset_materialization.metadata["dagster/column_schema"].value,
+    }
+    for system, schema in schemas.items():
+        assert [c.name for c in schema.columns] == RECORDS_COLUMNS, system
+        described = {c.name: c.description for c in schema.columns if c.description}
+        assert described == {"ciphertext": "AES-GCM ciphertext, never decrypted here"}, system
+    assert {c.name: c.type for c in schemas["snowflake"].columns}["ciphertext"] == "BINARY"
+    assert {c.name: c.type for c in schemas["postgres"].columns}["ciphertext"] == "bytea"
+
+
 def test_an_empty_day_reads_as_an_empty_lazy_frame_with_the_staged_columns(pipeline):
     import polars as pl
 
