@@ -84,6 +84,18 @@ def _holders(conn: psycopg.Connection, key: tuple[int, int]) -> str:
     return ", ".join(f"pid {pid} '{name}'" for pid, name in rows) or "released since"
 
 
+def _release(conn: psycopg.Connection) -> None:
+    """Release the lock before the block returns, then end the session. Closing alone releases it only once
+    the server's backend has exited, a moment later: the next step, or a purge, could find it still held."""
+    try:
+        if not conn.broken:
+            conn.execute("SELECT pg_advisory_unlock_all()")
+    except psycopg.Error:
+        pass  # the session is gone, and its locks with it
+    finally:
+        conn.close()
+
+
 @contextmanager
 def _hold(
     dsn: str, scope: str, partition_key: str, *, wait_seconds: float, holder: str
@@ -106,7 +118,7 @@ def _hold(
             ) from None
         yield lock
     finally:
-        conn.close()  # ends the session, which releases the lock
+        _release(conn)
 
 
 @contextmanager
@@ -118,7 +130,7 @@ def _try_hold(dsn: str, scope: str, partition_key: str, *, holder: str) -> Itera
         acquired = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock.key).fetchone()[0]
         yield lock if acquired else None
     finally:
-        conn.close()
+        _release(conn)
 
 
 class PartitionLocks(BoundToTable, dg.ConfigurableResource):
