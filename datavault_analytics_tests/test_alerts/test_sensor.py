@@ -3,7 +3,7 @@ day, none lost while the receiver is down, none sent twice, no secret in any."""
 
 import json
 import threading
-from datetime import date
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
@@ -141,3 +141,34 @@ def test_without_a_webhook_the_sensor_says_so_and_sends_nothing(instance):
         dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alert_webhook": AlertWebhook()})
     )
     assert "DATAVAULT_ALERT_WEBHOOK_URL is not set" in result.skip_message
+
+
+def test_a_missed_freshness_deadline_is_told_once_per_day(instance, receiver):
+    from datavault_analytics_tests.dagster_internals import (
+        RUNLESS_JOB_NAME,
+        RUNLESS_RUN_ID,
+        FreshnessState,
+        FreshnessStateChange,
+    )
+
+    cursor, _ = tick(instance, None, receiver.url)
+    changed_at = datetime(2026, 11, 3, 6, 5, tzinfo=UTC).timestamp()  # the 06:00 deadline for 2026-11-02
+    for key, old, new in (
+        (records.SNOWFLAKE_KEY, FreshnessState.PASS, FreshnessState.FAIL),
+        (records.SNOWFLAKE_KEY, FreshnessState.FAIL, FreshnessState.PASS),  # loaded late: not an alert
+        (records.SNOWFLAKE_KEY, FreshnessState.PASS, FreshnessState.FAIL),  # the same day again: not twice
+        (dg.AssetKey(["elsewhere", "table"]), FreshnessState.PASS, FreshnessState.FAIL),  # not DataVault's
+    ):
+        event = dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.FRESHNESS_STATE_CHANGE.value,
+            job_name=RUNLESS_JOB_NAME,
+            event_specific_data=FreshnessStateChange(
+                key=key, previous_state=old, new_state=new, state_change_timestamp=changed_at
+            ),
+        )
+        instance.report_dagster_event(event, run_id=RUNLESS_RUN_ID, timestamp=changed_at)
+    cursor, said = tick(instance, cursor, receiver.url)
+    assert receiver.causes() == [("freshness missed", "records", "2026-11-02")], said
+    assert receiver.bodies[0]["text"] == (
+        "DataVault freshness missed: records: 2026-11-02 was not loaded into Snowflake by its freshness deadline"
+    )
