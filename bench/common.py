@@ -232,3 +232,71 @@ def find_psql() -> str:
     raise SystemExit(
         "bench: psql not found (apt-get install postgresql-client-15); it is the reference contender"
     )
+
+
+# -- the stage step and its reference ---------------------------------------------------------------
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def stage_select(dsn: str, spec, day: str) -> str:
+    """The SELECT the stage step runs for `spec`'s day (a TableSpec), from the same catalog lookup it makes."""
+    from datavault_analytics.postgres.resource import PostgresResource
+    from datavault_analytics.table.day_window import DayWindow
+
+    postgres = PostgresResource(table_spec=spec, dsn=dsn)
+    select_list = ", ".join(c.select_sql for c in postgres.source_columns())
+    return f"SELECT {select_list} FROM {postgres.qualified_table} WHERE {postgres._window_predicate(DayWindow.for_key(day))}"  # noqa: S608
+
+
+def run_psql(psql: str, dsn: str, select: str, label: str) -> Measurement:
+    """psql's binary `\\copy` of `select` to /dev/null: the reference every stage step is compared with."""
+    return run_process(
+        label,
+        [
+            psql,
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            dsn,
+            "-c",
+            f"\\copy ({select}) TO '/dev/null' (FORMAT binary)",
+        ],
+        log_name="psql",
+    )
+
+
+def burst_arguments(max_burst_ms: float | None) -> list[str]:
+    """A contender's --max-burst-ms; none for the shipped default."""
+    return [] if max_burst_ms is None else ["--max-burst-ms", str(max_burst_ms)]
+
+
+def run_stage(
+    label: str,
+    dsn: str,
+    day: str,
+    stage_uri: str,
+    s3_endpoint: str | None = None,
+    wait_quiet: bool = True,
+    max_burst_ms: float | None = None,
+    table: list[str] = (),
+) -> Measurement:
+    """The stage step's contender for a day of records, or of the table `table` names (its --table arguments)."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.contenders.stage_step",
+        "--dsn",
+        dsn,
+        "--day",
+        day,
+        "--stage-uri",
+        stage_uri,
+        *burst_arguments(max_burst_ms),
+        *table,
+    ]
+    if s3_endpoint:
+        command += ["--s3-endpoint", s3_endpoint]
+    return run_process(label, command, env=S3_ENV, log_name="stage_step", wait_quiet=wait_quiet)

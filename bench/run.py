@@ -53,12 +53,17 @@ from bench.common import (
     DAY_10M,
     QUIET_WAIT_SECONDS,
     ROOT,
+    S3_ENV,
     WORK,
     Measurement,
+    burst_arguments,
     ensure_seeded,
     find_psql,
     log,
     run_process,
+    run_psql,
+    run_stage,
+    stage_select,
     start_launcher,
     start_postgres,
     stop_launcher,
@@ -79,7 +84,6 @@ DAY_REPEATS = int(os.getenv("BENCH_DAY_REPEATS", "5"))  # short runs, and the ra
 BUSY_LIMIT = 0.5  # cores other work may use before a run for its time to count as measured on a quiet machine
 DAYS_PER_RUN = int(os.getenv("BENCH_DAYS_PER_RUN", "31"))
 BUCKET = "datavault-bench"
-S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 RESULTS = ROOT / "bench" / "results.md"
 
 _STAGED = re.compile(r"Staged (\d{4}-\d{2}-\d{2}) \(\d+/\d+ days\): ([\d,]+) rows .*?, ([\d.]+)s \(")
@@ -154,66 +158,6 @@ def empty_bucket(client) -> None:
 
 
 # -- contenders ------------------------------------------------------------------------------------
-
-
-def stage_select(dsn: str, day: str) -> str:
-    """The SELECT the stage step runs for a day, from the same catalog lookup it makes."""
-    from datavault_analytics.postgres.resource import PostgresResource
-    from datavault_analytics.table.day_window import DayWindow
-
-    postgres = PostgresResource(table_spec=_records_spec(), dsn=dsn)
-    columns = postgres.source_columns()
-    select_list = ", ".join(c.select_sql for c in columns)
-    return f"SELECT {select_list} FROM {postgres.qualified_table} WHERE {postgres._window_predicate(DayWindow.for_key(day))}"  # noqa: S608
-
-
-def run_psql(psql: str, dsn: str, select: str, label: str) -> Measurement:
-    return run_process(
-        label,
-        [
-            psql,
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            dsn,
-            "-c",
-            f"\\copy ({select}) TO '/dev/null' (FORMAT binary)",
-        ],
-        log_name="psql",
-    )
-
-
-def burst_arguments(max_burst_ms: float | None) -> list[str]:
-    """A contender's --max-burst-ms; none for the shipped default."""
-    return [] if max_burst_ms is None else ["--max-burst-ms", str(max_burst_ms)]
-
-
-def run_stage(
-    label: str,
-    dsn: str,
-    day: str,
-    stage_uri: str,
-    s3_endpoint: str | None = None,
-    wait_quiet: bool = True,
-    max_burst_ms: float | None = None,
-) -> Measurement:
-    command = [
-        sys.executable,
-        "-m",
-        "bench.contenders.stage_step",
-        "--dsn",
-        dsn,
-        "--day",
-        day,
-        "--stage-uri",
-        stage_uri,
-        *burst_arguments(max_burst_ms),
-    ]
-    if s3_endpoint:
-        command += ["--s3-endpoint", s3_endpoint]
-    return run_process(label, command, env=S3_ENV, log_name="stage_step", wait_quiet=wait_quiet)
 
 
 def run_dlt(dsn: str, day: str, out: Path) -> Measurement:
@@ -801,7 +745,7 @@ def main() -> None:
         client.create_bucket(Bucket=BUCKET)
 
         day, day10 = DAY_1M.days[0].isoformat(), DAY_10M.days[0].isoformat()
-        select, select10 = stage_select(dsn, day), stage_select(dsn, day10)
+        select, select10 = stage_select(dsn, _records_spec(), day), stage_select(dsn, _records_spec(), day10)
         file_stage = WORK / "stage"
         results: dict[str, list[Measurement]] = {}
         drift: dict[tuple, list[dict]] = {}

@@ -17,7 +17,9 @@ from bench.common import (
     Measurement,
     find_psql,
     log,
-    run_process,
+    run_psql,
+    run_stage,
+    stage_select,
     start_launcher,
     start_postgres,
     stop_launcher,
@@ -75,39 +77,19 @@ def _spec():
     )
 
 
-def stage_select(dsn: str) -> str:
-    from datavault_analytics.postgres.resource import PostgresResource
-    from datavault_analytics.table.day_window import DayWindow
-
-    postgres = PostgresResource(table_spec=_spec(), dsn=dsn)
-    select_list = ", ".join(c.select_sql for c in postgres.source_columns())
-    return f"SELECT {select_list} FROM {TABLE} WHERE {postgres._window_predicate(DayWindow.for_key(DAY))}"  # noqa: S608
-
-
 def measure(psql: str, dsn: str) -> dict:
     """Median seconds of each side over REPEATS rounds, and their ratio."""
     ensure_seeded(dsn)
-    select = stage_select(dsn)
+    select = stage_select(dsn, _spec(), DAY)
     stage = WORK / "stage-types"
-    command = [
-        psql,
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-d",
-        dsn,
-        "-c",
-        f"\\copy ({select}) TO '/dev/null' (FORMAT binary)",
-    ]
-    run_process("warm-up", command, log_name="psql")
+    run_psql(psql, dsn, select, "warm-up")
     runs: dict[str, list[Measurement]] = {"psql types": [], "stage types": [], "stage types (whole)": []}
     for round_number in range(1, REPEATS + 1):
         log(
             f"type matrix day ({ROWS:,} rows, {select.count(' AS ')} columns), round {round_number}/{REPEATS}"
         )
         for name, run in (
-            ("psql types", lambda: run_process("psql types", command, log_name="psql")),
+            ("psql types", lambda: run_psql(psql, dsn, select, "psql types")),
             ("stage types", lambda: _stage(dsn, stage)),
             ("stage types (whole)", lambda: _stage(dsn, stage, max_burst_ms=0)),
         ):
@@ -134,30 +116,14 @@ def measure(psql: str, dsn: str) -> dict:
 
 
 def _stage(dsn: str, stage, max_burst_ms: float | None = None) -> Measurement:
-    import sys
-
     shutil.rmtree(stage, ignore_errors=True)
-    return run_process(
+    return run_stage(
         "stage types",
-        [
-            sys.executable,
-            "-m",
-            "bench.contenders.stage_step",
-            "--dsn",
-            dsn,
-            "--day",
-            DAY,
-            "--stage-uri",
-            f"file://{stage}",
-            "--table",
-            TABLE,
-            "--partition-column",
-            "created_at",
-            "--primary-key",
-            "id",
-            *([] if max_burst_ms is None else ["--max-burst-ms", str(max_burst_ms)]),
-        ],
-        log_name="stage_step",
+        dsn,
+        DAY,
+        f"file://{stage}",
+        max_burst_ms=max_burst_ms,
+        table=["--table", TABLE, "--partition-column", "created_at", "--primary-key", "id"],
     )
 
 

@@ -116,5 +116,19 @@ def serve_code_location(folder: Path, env: dict, log: Path, location_name: str) 
     return process
 
 
+def start_sensors(folder: Path, env: dict, *names: str) -> None:
+    """`dagster sensor start` against `folder/workspace.yaml`, as the README tells a local user: the named
+    sensors, or all of them if none is named."""
+    started = subprocess.run(
+        [str(BIN / "dagster"), "sensor", "start", *(names or ["--start-all"]), "-w", "workspace.yaml"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+
+
 def daemon_command() -> list[str]:
     return [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]

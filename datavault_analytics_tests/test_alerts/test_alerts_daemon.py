@@ -16,6 +16,7 @@ from datavault_analytics_tests.dagster_processes import (
     instance_in_postgres,
     serve_code_location,
     start,
+    start_sensors,
     stop,
     wait_for,
 )
@@ -57,15 +58,7 @@ def test_failed_checks_reach_the_receiver_once_each_through_the_daemon(
         logs = [tmp_path / "code-server.log", tmp_path / "daemon.log"]
         processes.append(serve_code_location(tmp_path, env, logs[0], "dv"))
         processes.append(start(daemon_command(), logs[1], env, tmp_path))
-        started = subprocess.run(
-            [str(BIN / "dagster"), "sensor", "start", ALERT_SENSOR_NAME, "-w", "workspace.yaml"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert started.returncode == 0, started.stdout + started.stderr
+        start_sensors(tmp_path, env, ALERT_SENSOR_NAME)
         wait_for(lambda: sensor_cursor(instance), "the alert sensor's first tick", 120, logs)
 
         # a day loaded, a row lost in Snowflake, the checks run: three checks fail

@@ -26,6 +26,7 @@ from datavault_analytics_tests.dagster_processes import (
     serve_code_location,
     settled,
     start,
+    start_sensors,
     stop,
     wait_for,
 )
@@ -98,15 +99,7 @@ def drifted(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
         processes.append(serve_code_location(folder, env, logs[0], "dv"))
         processes.append(start(daemon_command(), logs[1], env, folder))
         holder = hold_the_table_during_the_first_scan(pipeline.dsn)
-        started = subprocess.run(
-            [str(BIN / "dagster"), "sensor", "start", "--start-all", "-w", "workspace.yaml"],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert started.returncode == 0, started.stdout + started.stderr
+        start_sensors(folder, env)
         holder.join(120)
         yield pipeline, instance, os.environ["DAGSTER_PG_URL"].replace("+psycopg2", ""), logs
     finally:
