@@ -9,7 +9,7 @@ import dagster as dg
 
 from datavault_analytics.errors import PermanentError, TransientError, asset_errors
 from datavault_analytics.names import LOADED_DAYS_TAG, SOURCE_FINGERPRINTS
-from datavault_analytics.pipeline.metadata import materialization_metadata
+from datavault_analytics.pipeline.metadata import loaded_day_metadata, run_metadata
 from datavault_analytics.postgres.locks import PartitionLocks
 from datavault_analytics.postgres.resource import PostgresResource
 from datavault_analytics.redaction import redact_known_secrets
@@ -70,54 +70,23 @@ def load_days(
                 f"{result.files_loaded} file(s), replacing {result.rows_deleted:,}, in {result.seconds:.2f}s"
             )
     for manifest, result in zip(manifests, results, strict=True):
-        # Each day's own figures on its own materialization (a range's run-wide ones are on every day too),
-        # so the row-count plot and a day's page work for the schedule's multi-day runs.
-        context.add_asset_metadata(day_metadata(manifest, result), partition_key=manifest.partition_key)
+        context.add_asset_metadata(
+            loaded_day_metadata(manifest, result), partition_key=manifest.partition_key
+        )
+    rows, seconds = sum(r.rows_loaded for r in results), time.monotonic() - started
+    context.log.info(f"Loaded {len(results)} day(s): {rows:,} rows in {seconds:.2f}s")
     source_read = _source_fingerprints(context, reader, loaded_at=time.monotonic())
     read_metadata = {SOURCE_FINGERPRINTS: dg.MetadataValue.json(source_read.to_json())} if source_read else {}
     _purge_expired_stagings(context, pipeline, stage_retention, keep=frozenset(keys))
+    changes = [c for r in results for c in r.schema_changes]
     return dg.MaterializeResult(
-        metadata=materialization_metadata(
-            manifests,
-            rows=sum(r.rows_loaded for r in results),
-            seconds=time.monotonic() - started,
-            seconds_key="load_seconds",
-            column_type=lambda c: c.snowflake_type,
-            range_uri=(
-                f"{manifests[0].stage_uri}/{manifests[0].directory.rsplit('/', 1)[0]}" if manifests else ""
-            ),
-            day_columns={
-                "rows loaded": lambda i: results[i].rows_loaded,
-                "rows replaced": lambda i: results[i].rows_deleted,
-                "files": lambda i: results[i].files_loaded,
-                "seconds": lambda i: results[i].seconds,
-            },
-            extra={
-                "dagster/table_name": snowflake_loader.qualified_table_name,
-                "rows_replaced": sum(r.rows_deleted for r in results),
-                "files_loaded": sum(r.files_loaded for r in results),
-                **(
-                    {"schema_changes": dg.MetadataValue.json([c for r in results for c in r.schema_changes])}
-                    if any(r.schema_changes for r in results)
-                    else {}
-                ),
-                **read_metadata,
-            },
-        )
+        metadata={
+            **run_metadata(manifests, lambda c: c.snowflake_type),
+            "dagster/table_name": snowflake_loader.qualified_table_name,
+            **({"schema_changes": dg.MetadataValue.json(changes)} if changes else {}),
+            **read_metadata,
+        }
     )
-
-
-def day_metadata(manifest: StagedPartition, result: LoadResult) -> dict:
-    return {
-        "dagster/row_count": result.rows_loaded,
-        "dagster/partition_row_count": result.rows_loaded,
-        "dagster/uri": dg.MetadataValue.path(manifest.uri),
-        "partition_window": f"[{manifest.window_start}, {manifest.window_end})",
-        "rows_replaced": result.rows_deleted,
-        "files_loaded": result.files_loaded,
-        "staged_bytes": manifest.bytes,
-        "load_seconds": round(result.seconds, 3),
-    }
 
 
 def _finished_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> set[str]:

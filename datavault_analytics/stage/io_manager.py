@@ -11,7 +11,7 @@ import polars as pl
 from pydantic import Field
 
 from datavault_analytics.errors import asset_errors
-from datavault_analytics.pipeline.metadata import materialization_metadata
+from datavault_analytics.pipeline.metadata import run_metadata, staged_day_metadata
 from datavault_analytics.postgres.extract import SourceDay, SourceExtract
 from datavault_analytics.postgres.locks import PartitionLock, PartitionLocks
 from datavault_analytics.stage.manifest import MANIFEST_NAME, StagedPartition, day_directory, staged_columns
@@ -154,27 +154,16 @@ class S3StageIOManager(dg.ConfigurableIOManager):
                     f"rows in {len(manifest.files)} file(s), {manifest.bytes / 1e6:.1f} MB, "
                     f"{manifest.seconds:.2f}s ({manifest.rows / max(manifest.seconds, 1e-6):,.0f} rows/s)"
                 )
-        seconds = time.monotonic() - started
-        context.add_output_metadata(
-            materialization_metadata(
-                manifests,
-                rows=sum(m.rows for m in manifests),
-                seconds=seconds,
-                seconds_key="stage_seconds",
-                column_type=lambda c: c.arrow_type,
-                range_uri=f"{self.stage.location.uri}/{self.stage.table_folder}",
-                day_columns={
-                    "rows": lambda i: manifests[i].rows,
-                    "files": lambda i: len(manifests[i].files),
-                    "bytes": lambda i: manifests[i].bytes,
-                    "seconds": lambda i: manifests[i].seconds,
-                },
-                extra={
-                    "staged_files": sum(len(m.files) for m in manifests),
-                    "staged_uris": dg.MetadataValue.json([f.uri for m in manifests for f in m.files][:1000]),
-                    "rows_per_second": round(sum(m.rows for m in manifests) / seconds) if seconds > 0 else 0,
-                },
+        for manifest in manifests:
+            context.step_context.add_asset_metadata(
+                staged_day_metadata(manifest),
+                asset_key=context.asset_key,
+                partition_key=manifest.partition_key,
             )
+        context.add_output_metadata(run_metadata(manifests, lambda c: c.arrow_type))
+        rows, seconds = sum(m.rows for m in manifests), time.monotonic() - started
+        context.log.info(
+            f"Staged {len(manifests)} day(s): {rows:,} rows in {seconds:.2f}s ({rows / max(seconds, 1e-6):,.0f} rows/s)"
         )
 
     def load_input(self, context: dg.InputContext) -> StagedDays | pl.LazyFrame:

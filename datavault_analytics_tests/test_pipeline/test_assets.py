@@ -206,7 +206,7 @@ def test_a_range_of_days_runs_as_one_run_and_each_day_is_replaced_exactly(pipeli
     assert result.success
     loads = result.asset_materializations_for_node("snowflake__datavault__records")
     assert sorted(m.partition for m in loads) == ["2026-11-01", "2026-11-02", "2026-11-03"]
-    # Each day carries its own figures (the row-count plot of the schedule's 3-day runs), the run its total.
+    # Each day carries its own figures (the row-count plot of the schedule's 3-day runs) ...
     by_day = {m.partition: m.metadata for m in loads}
     assert {
         d: (m["dagster/row_count"].value, m["dagster/partition_row_count"].value) for d, m in by_day.items()
@@ -215,7 +215,17 @@ def test_a_range_of_days_runs_as_one_run_and_each_day_is_replaced_exactly(pipeli
         "2026-11-02": (47, 47),
         "2026-11-03": (40, 40),
     }
-    assert all(m["rows_in_run"].value == 127 for m in by_day.values())
+    # ... on both assets, and no run-wide figure stands on a day's page.
+    staged = {m.partition: m.metadata for m in result.asset_materializations_for_node("s3__datavault__records")}
+    assert {d: (m["dagster/row_count"].value, len(m["staged_uris"].value)) for d, m in staged.items()} == {
+        "2026-11-01": (40, 1),
+        "2026-11-02": (47, 1),
+        "2026-11-03": (40, 1),
+    }
+    assert staged["2026-11-02"]["dagster/uri"].value.endswith("/records/dt=2026-11-02")
+    assert staged["2026-11-02"]["staged_bytes"].value != staged["2026-11-01"]["staged_bytes"].value
+    assert all("rows_in_run" not in m and "days" not in m for m in [*by_day.values(), *staged.values()])
+    assert all("dagster/column_schema" in m for m in [*by_day.values(), *staged.values()])
     assert (
         by_day["2026-11-02"]["partition_window"].value
         == "[2026-11-02T00:00:00+00:00, 2026-11-03T00:00:00+00:00)"
