@@ -47,6 +47,7 @@ from datavault_analytics_tests.pipeline_harness import Pipeline
 from datavault_analytics_tests.records import SNOWFLAKE_KEY, SOURCE_KEY, STAGE_KEY
 
 SCHEDULE = "datavault_records_daily_schedule"
+CIPHERTEXT_COMMENT = "AES-GCM ciphertext, never decrypted here"
 DAYS_PER_BACKFILL_RUN = 2
 
 
@@ -122,6 +123,7 @@ def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
         scheduled = [yesterday - timedelta(days=i) for i in (2, 1, 0)]
         backfill = [yesterday - timedelta(days=i) for i in (13, 12, 11, 10)]
         pipeline.seed(scheduled + backfill, rows_per_day=30)
+        pipeline.pg(f"COMMENT ON COLUMN records.ciphertext IS '{CIPHERTEXT_COMMENT}'")
 
         dagster_env = {
             **instance_in_postgres(pg_server, folder),
@@ -230,6 +232,24 @@ query ($path: [String!]!) {
 }
 """
 
+ENTRIES = """
+  label
+  ... on IntMetadataEntry { intValue }
+  ... on TextMetadataEntry { text }
+  ... on PathMetadataEntry { path }
+  ... on TableSchemaMetadataEntry { schema { columns { name type description } } }
+"""
+
+CATALOG = f"""
+query ($path: [String!]!, $partitions: [String!]) {{
+  assetOrError(assetKey: {{path: $path}}) {{ ... on Asset {{
+    assetMaterializations(partitions: $partitions) {{ partition runId metadataEntries {{ {ENTRIES} }} }}
+    assetObservations(limit: 1) {{ metadataEntries {{ {ENTRIES} }} }}
+  }} }}
+  assetNodes(assetKeys: [{{path: $path}}]) {{ metadataEntries {{ {ENTRIES} }} }}
+}}
+"""
+
 LAUNCH_BACKFILL = """
 mutation ($partitions: [String!]!, $assets: [AssetKeyInput!]!) {
   launchPartitionBackfill(backfillParams: {partitionNames: $partitions, assetSelection: $assets}) {
@@ -273,6 +293,61 @@ def test_the_asset_graph_shows_lineage_kinds_owners_group_descriptions_and_the_t
     assert sorted(c["name"] for c in table["assetChecksOrError"]["checks"]) == sorted(
         s.name for s in records.CHECK_SPECS
     )
+
+
+def catalog(deployment: Deployment, key: dg.AssetKey, days: list[str]) -> tuple[dict, dict, dict]:
+    """What the UI's catalog reads of `key`: each day's latest materialization's metadata, the latest
+    observation's, and the definition's, each as {label: value}."""
+
+    def values(entries: list[dict]) -> dict:
+        return {
+            e["label"]: next(
+                (e[k] for k in ("intValue", "text", "path") if k in e), e.get("schema", {}).get("columns")
+            )
+            for e in entries
+        }
+
+    data = deployment.graphql(CATALOG, path=key.path, partitions=days)
+    asset = data["assetOrError"]
+    by_day: dict[str, dict] = {}
+    for materialization in asset["assetMaterializations"]:  # newest first
+        by_day.setdefault(materialization["partition"], values(materialization["metadataEntries"]))
+    observed = values(asset["assetObservations"][0]["metadataEntries"]) if asset["assetObservations"] else {}
+    return by_day, observed, values(data["assetNodes"][0]["metadataEntries"])
+
+
+def test_the_catalog_shows_each_days_rows_and_every_assets_columns_with_their_comments(deployment):
+    """Through the webserver's GraphQL, as the catalog reads it: after the schedule's multi-day run, each day
+    of both assets has its own row count (the row-count plot), the columns carry PostgreSQL's comments on all
+    three assets, and each end names its table."""
+    run = deployment.scheduled_run()
+    assert run.status == dg.DagsterRunStatus.SUCCESS, deployment.logs
+    days = deployment.scheduled_days
+    deployment.wait(lambda: catalog(deployment, SOURCE_KEY, days)[1], "the source to be observed")
+    expected_rows = {day: len(deployment.pipeline.source_rows(day)) for day in days}
+    assert all(expected_rows.values())  # a run-wide figure (their sum) would then differ from each
+
+    for key in (STAGE_KEY, SNOWFLAKE_KEY):
+        by_day, _, _ = catalog(deployment, key, days)
+        assert {d: by_day[d]["dagster/row_count"] for d in days} == expected_rows, key
+        assert {d: by_day[d]["dagster/partition_row_count"] for d in days} == expected_rows, key
+        for day in days:
+            assert by_day[day]["dagster/uri"].endswith(f"/records/dt={day}"), (key, by_day[day])
+            assert "rows_in_run" not in by_day[day]
+            columns = {c["name"]: c for c in by_day[day]["dagster/column_schema"]}
+            assert columns["ciphertext"]["description"] == CIPHERTEXT_COMMENT, key
+    snowflake_day = catalog(deployment, SNOWFLAKE_KEY, days)[0][days[-1]]
+    assert snowflake_day["dagster/table_name"].endswith(".RECORDS")
+    assert {c["name"]: c["type"] for c in snowflake_day["dagster/column_schema"]}["ciphertext"] == "BINARY"
+
+    _, observed, definition = catalog(deployment, SOURCE_KEY, days)
+    assert definition["dagster/table_name"].endswith("public.records")
+    source_columns = {c["name"]: c for c in observed["dagster/column_schema"]}
+    assert source_columns["ciphertext"] == {
+        "name": "ciphertext",
+        "type": "bytea",
+        "description": CIPHERTEXT_COMMENT,
+    }
 
 
 def test_the_daemon_finds_the_table_late_then_its_schedule_tick_loads_yesterday_and_freshness_passes(
@@ -433,6 +508,21 @@ def test_the_check_partitions_tab_in_chromium_shows_every_loaded_day_passed(depl
         expect(page.get_by_text(f"Passed ({len(loaded)})", exact=True)).to_be_visible()
         for none in ("Failed (0)", "Execution Failed (0)", "In Progress (0)"):
             expect(page.get_by_text(none, exact=True)).to_be_visible()
+        page.screenshot(path=target)
+    assert_picture(target)
+
+
+def test_the_snowflake_asset_page_in_chromium_shows_its_columns_with_the_postgresql_comments(
+    deployment, tmp_path
+):
+    deployment.scheduled_run()
+    deployment.wait(lambda: settled(deployment.instance), "every run to finish before the picture")
+    target = screenshot_target(tmp_path, "asset-columns.png")
+    with browser_page() as page:
+        page.goto(f"{deployment.url}/assets/{'/'.join(SNOWFLAKE_KEY.path)}?view=overview")
+        expect(page.get_by_text(CIPHERTEXT_COMMENT).first).to_be_visible()
+        expect(page.get_by_text("BINARY").first).to_be_visible()
+        page.wait_for_timeout(1000)
         page.screenshot(path=target)
     assert_picture(target)
 

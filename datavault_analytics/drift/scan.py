@@ -284,11 +284,14 @@ def build_drift_scan_job(pipeline: TablePipeline) -> dg.JobDefinition:
         for error in outcome.errors:
             context.log.error(error)
         context.log.info(outcome.findings.summary)
+        with asset_errors("Reading the source's columns"):
+            columns = postgres.for_table(spec).column_schema()
         context.log_event(
             dg.AssetObservation(
                 asset_key=pipeline.source_key,
                 description=outcome.findings.summary.splitlines()[0],
                 metadata={
+                    "dagster/column_schema": columns,
                     FINDINGS_KEY: dg.MetadataValue.json(outcome.findings.model_dump(mode="json")),
                     "scan_seconds": dg.MetadataValue.float(seconds),
                     "days_to_reload": dg.MetadataValue.int(

@@ -70,19 +70,7 @@ def _source_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
         with asset_errors("Observing the PostgreSQL source"):
             catalog = postgres.for_table(spec)
             stats = catalog.day_stats(day_windows(keys))
-            excluded = {c.lower() for c in spec.exclude_columns}
-            schema = dg.TableSchema(
-                columns=[
-                    dg.TableColumn(
-                        c.name,
-                        c.postgres_type,
-                        description=c.comment,
-                        constraints=dg.TableColumnConstraints(nullable=c.nullable),
-                    )
-                    for c in catalog.catalog_rows()
-                    if c.name not in excluded
-                ]
-            )
+            schema = catalog.column_schema()
         for day, stat in stats.items():
             latest = stat["latest"].isoformat() if stat["latest"] else None
             latest_update = stat["latest_update"].isoformat() if stat["latest_update"] else None

@@ -4,6 +4,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+import dagster as dg
 import pyarrow as pa
 
 from datavault_analytics.errors import SourceSchemaError, UnmappedTypeError
@@ -70,6 +71,22 @@ class SourceCatalog:
             for c in rows
             if c.name not in excluded
         ]
+
+    def column_schema(self) -> dg.TableSchema:
+        """The columns as the catalog shows them, PostgreSQL's types and comments included."""
+        excluded = {c.lower() for c in self.table.exclude_columns}
+        return dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    c.name,
+                    c.postgres_type,
+                    description=c.comment,
+                    constraints=dg.TableColumnConstraints(nullable=c.nullable),
+                )
+                for c in self.catalog_rows()
+                if c.name not in excluded
+            ]
+        )
 
     def catalog_rows(self) -> list[CatalogColumn]:
         """Each column, in order; empty if the table is not visible."""

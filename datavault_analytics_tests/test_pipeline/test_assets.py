@@ -216,7 +216,9 @@ def test_a_range_of_days_runs_as_one_run_and_each_day_is_replaced_exactly(pipeli
         "2026-11-03": (40, 40),
     }
     # ... on both assets, and no run-wide figure stands on a day's page.
-    staged = {m.partition: m.metadata for m in result.asset_materializations_for_node("s3__datavault__records")}
+    staged = {
+        m.partition: m.metadata for m in result.asset_materializations_for_node("s3__datavault__records")
+    }
     assert {d: (m["dagster/row_count"].value, len(m["staged_uris"].value)) for d, m in staged.items()} == {
         "2026-11-01": (40, 1),
         "2026-11-02": (47, 1),

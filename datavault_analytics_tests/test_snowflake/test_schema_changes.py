@@ -98,6 +98,27 @@ def test_a_day_staged_before_a_widening_still_loads_into_the_wider_table(shop):
     assert all(d.matches for d in shop.reconcile([DAY1, DAY2], table=table))
 
 
+def test_a_widening_made_while_a_backfill_runs_lands_and_every_day_of_the_range_matches(shop):
+    """The migration lands between the backfill run's stage step and its load step: both days were staged
+    with the old types, PostgreSQL now has the wider ones, and the run goes on."""
+    table = orders()
+    assert load(shop, table, DAY1)[0].success  # Snowflake's table exists with the old types
+    assert shop.materialize(DAY1, DAY2, table=table, selection=[table.stage_key]).success
+    shop.pg("ALTER TABLE public.orders ALTER COLUMN qty TYPE bigint, ALTER COLUMN note TYPE varchar(400)")
+    result = shop.materialize(DAY1, DAY2, table=table, selection=[table.snowflake_key], raise_on_error=False)
+    assert result.success, [
+        e.step_failure_data.error.to_string() for e in result.all_events if e.is_step_failure
+    ]
+    assert all(d.matches for d in shop.reconcile([DAY1, DAY2], table=table))  # by content, the new types read
+    # The next day's run stages with the new types and widens Snowflake's table.
+    shop.pg("UPDATE public.orders SET qty = 9000000000 WHERE id = 30")
+    result, failures = load(shop, table, DAY2)
+    assert result.success, failures
+    assert changes_recorded(result) == ["widened column QTY from NUMBER(10,0) to NUMBER(19,0)"]
+    assert column_types(shop)["QTY"] == ("NUMBER", 19, 0)
+    assert all(d.matches for d in shop.reconcile([DAY1, DAY2], table=table))
+
+
 @pytest.mark.parametrize("policy", ["keep", "drop"])
 def test_a_dropped_column_is_kept_or_dropped_by_policy_and_the_days_match(shop, policy):
     table = orders(policy)
