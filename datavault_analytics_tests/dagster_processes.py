@@ -10,12 +10,18 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import yaml
 
 from datavault_analytics.local_stack.processes import free_port, port_answers
+from datavault_analytics_tests.dagster_internals import (
+    RUNLESS_JOB_NAME,
+    RUNLESS_RUN_ID,
+    StepMaterializationData,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -132,3 +138,15 @@ def start_sensors(folder: Path, env: dict, *names: str) -> None:
 
 def daemon_command() -> list[str]:
     return [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+
+
+def report_old_load(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, days_ago: int) -> None:
+    """An earlier load of `partition`, days ago: the state before today's run, for the freshness policy."""
+    event = dg.DagsterEvent(
+        event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+        job_name=RUNLESS_JOB_NAME,
+        event_specific_data=StepMaterializationData(dg.AssetMaterialization(key, partition=partition)),
+    )
+    instance.report_dagster_event(
+        event, run_id=RUNLESS_RUN_ID, timestamp=(datetime.now(UTC) - timedelta(days=days_ago)).timestamp()
+    )

@@ -28,15 +28,11 @@ from datavault_analytics.local_stack.processes import free_port, port_answers
 from datavault_analytics.names import CONTENT_HASH
 from datavault_analytics_tests import records
 from datavault_analytics_tests.browser import HEIGHT, WIDTH, browser_page
-from datavault_analytics_tests.dagster_internals import (
-    RUNLESS_JOB_NAME,
-    RUNLESS_RUN_ID,
-    StepMaterializationData,
-)
 from datavault_analytics_tests.dagster_processes import (
     BIN,
     daemon_command,
     instance_in_postgres,
+    report_old_load,
     serve_code_location,
     settled,
     start,
@@ -91,20 +87,6 @@ class Deployment:
         return {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
 
 
-def report_old_load(instance: dg.DagsterInstance, partition: str, days_ago: int) -> None:
-    """An earlier load of `partition`, days ago: the state before today's run, for the freshness policy."""
-    event = dg.DagsterEvent(
-        event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
-        job_name=RUNLESS_JOB_NAME,
-        event_specific_data=StepMaterializationData(
-            dg.AssetMaterialization(SNOWFLAKE_KEY, partition=partition)
-        ),
-    )
-    instance.report_dagster_event(
-        event, run_id=RUNLESS_RUN_ID, timestamp=(datetime.now(UTC) - timedelta(days=days_ago)).timestamp()
-    )
-
-
 def next_minute_cron() -> str:
     """A daily cron for the next whole minute at least 20 s away (UTC), so the daemon sees it coming."""
     at = datetime.now(UTC) + timedelta(seconds=80)
@@ -140,7 +122,7 @@ def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         instance = dg.DagsterInstance.get()
         # Before today's run, the table's latest load is days old: the daemon must find it failing.
-        report_old_load(instance, str(scheduled[0]), days_ago=3)
+        report_old_load(instance, SNOWFLAKE_KEY, str(scheduled[0]), days_ago=3)
 
         webserver_port = free_port()
         logs = [folder / "code-server.log", folder / "webserver.log", folder / "daemon.log"]

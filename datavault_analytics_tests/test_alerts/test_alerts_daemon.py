@@ -1,9 +1,9 @@
-"""The alert sensor in the real Dagster daemon, on an instance stored in PostgreSQL: failed checks reach a
-local receiver once each, after the receiver was down for a tick."""
+"""The alert sensor in the real Dagster daemon, on an instance stored in PostgreSQL: the freshness daemon's
+missed deadline and failed checks reach a local receiver once each, after the receiver was down for a tick."""
 
 import os
 import subprocess
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -14,6 +14,7 @@ from datavault_analytics_tests.dagster_processes import (
     BIN,
     daemon_command,
     instance_in_postgres,
+    report_old_load,
     serve_code_location,
     start,
     start_sensors,
@@ -36,7 +37,7 @@ def sensor_cursor(instance: dg.DagsterInstance) -> str | None:
     return states[0].instigator_data.cursor if states and states[0].instigator_data else None
 
 
-def test_failed_checks_reach_the_receiver_once_each_through_the_daemon(
+def test_a_missed_deadline_and_failed_checks_reach_the_receiver_once_each_through_the_daemon(
     pg_server, s3_endpoint, snowflake_server, tmp_path
 ):
     receiver = Receiver()
@@ -50,6 +51,7 @@ def test_failed_checks_reach_the_receiver_once_each_through_the_daemon(
             **instance_in_postgres(pg_server, tmp_path),
             "DATAVAULT_ENV": "local",
             "DATAVAULT_ALERT_WEBHOOK_URL": receiver.url,
+            "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
             "PYTHONUNBUFFERED": "1",
         }.items():
             patch.setenv(name, value)
@@ -60,6 +62,13 @@ def test_failed_checks_reach_the_receiver_once_each_through_the_daemon(
         processes.append(start(daemon_command(), logs[1], env, tmp_path))
         start_sensors(tmp_path, env, ALERT_SENSOR_NAME)
         wait_for(lambda: sensor_cursor(instance), "the alert sensor's first tick", 120, logs)
+
+        # The table's last load is three days old: the freshness daemon fails it, and that is told once.
+        report_old_load(instance, records.SNOWFLAKE_KEY, DAY, days_ago=3)
+        wait_for(lambda: receiver.bodies, "the freshness daemon's missed deadline, told", 180, logs)
+        yesterday = str(datetime.now(UTC).date() - timedelta(days=1))
+        assert receiver.causes() == [("freshness missed", "records", yesterday)]
+        receiver.bodies.clear()
 
         # a day loaded, a row lost in Snowflake, the checks run: three checks fail
         tags = {"dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": DAY}
