@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from datavault_analytics.local_stack.processes import free_port, port_answers
@@ -138,6 +141,60 @@ def start_sensors(folder: Path, env: dict, *names: str) -> None:
 
 def daemon_command() -> list[str]:
     return [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+
+
+@dataclass
+class LocalDagster:
+    """Real Dagster processes in `folder`, on a new instance in the test cluster, and the variables they share
+    (set through `patch`, so the test's own process sees the same instance and settings)."""
+
+    folder: Path
+    patch: pytest.MonkeyPatch
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    instance: dg.DagsterInstance | None = None
+
+    def setenv(self, variables: dict[str, str]) -> None:
+        for name, value in variables.items():
+            self.patch.setenv(name, value)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def open_instance(self) -> dg.DagsterInstance:
+        self.instance = dg.DagsterInstance.get()
+        return self.instance
+
+    def serve_code_location(self, location_name: str) -> None:
+        self.logs.append(self.folder / "code-server.log")
+        self.processes.append(serve_code_location(self.folder, self.env, self.logs[-1], location_name))
+
+    def start(self, name: str, command: list[str]) -> None:
+        self.logs.append(self.folder / f"{name}.log")
+        self.processes.append(start(command, self.logs[-1], self.env, self.folder))
+
+    def start_sensors(self, *names: str) -> None:
+        start_sensors(self.folder, self.env, *names)
+
+    def wait(self, condition: Callable[[], object], what: str, timeout: float = 120) -> object:
+        return wait_for(condition, what, timeout, self.logs)
+
+
+@contextmanager
+def local_dagster(pg_server, folder: Path) -> Iterator[LocalDagster]:
+    """A LocalDagster whose processes are stopped (in reverse order), instance disposed and variables undone
+    when the block ends, however it ends."""
+    running = LocalDagster(folder, pytest.MonkeyPatch())
+    try:
+        running.setenv({**instance_in_postgres(pg_server, folder), "PYTHONUNBUFFERED": "1"})
+        yield running
+    finally:
+        for process in reversed(running.processes):
+            stop(process)
+        if running.instance is not None:
+            running.instance.dispose()
+        running.patch.undo()
 
 
 def report_old_load(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, days_ago: int) -> None:

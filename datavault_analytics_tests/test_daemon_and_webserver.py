@@ -13,10 +13,9 @@ docs/operations.md show.
 
 import json
 import os
-import subprocess
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -31,12 +30,9 @@ from datavault_analytics_tests.browser import HEIGHT, WIDTH, browser_page
 from datavault_analytics_tests.dagster_processes import (
     BIN,
     daemon_command,
-    instance_in_postgres,
+    local_dagster,
     report_old_load,
-    serve_code_location,
     settled,
-    start,
-    stop,
     wait_for,
 )
 from datavault_analytics_tests.pipeline_harness import Pipeline
@@ -55,7 +51,6 @@ class Deployment:
     logs: list[Path]
     scheduled_days: list[str]
     backfill_days: list[str]
-    processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -95,63 +90,50 @@ def next_minute_cron() -> str:
 
 @pytest.fixture(scope="module")
 def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("deployment")
-    patch = pytest.MonkeyPatch()
-    processes: list[subprocess.Popen] = []
-    instance = None
-    try:
-        pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, patch)
+    with local_dagster(pg_server, tmp_path_factory.mktemp("deployment")) as dagster:
+        pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, dagster.patch)
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
         scheduled = [yesterday - timedelta(days=i) for i in (2, 1, 0)]
         backfill = [yesterday - timedelta(days=i) for i in (13, 12, 11, 10)]
         pipeline.seed(scheduled + backfill, rows_per_day=30)
         pipeline.pg(f"COMMENT ON COLUMN records.ciphertext IS '{CIPHERTEXT_COMMENT}'")
 
-        dagster_env = {
-            **instance_in_postgres(pg_server, folder),
-            # The partitions start where the data does, as the local stack's do.
-            "DATAVAULT_START_DATE": str(min(scheduled + backfill)),
-            # The daily schedule, at the next whole minute: one tick while the test runs.
-            "DATAVAULT_SCHEDULE_CRON": next_minute_cron(),
-            "DATAVAULT_BACKFILL_DAYS_PER_RUN": str(DAYS_PER_BACKFILL_RUN),
-            "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
-            "PYTHONUNBUFFERED": "1",
-        }
-        for name, value in dagster_env.items():
-            patch.setenv(name, value)
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        instance = dg.DagsterInstance.get()
+        dagster.setenv(
+            {
+                # The partitions start where the data does, as the local stack's do.
+                "DATAVAULT_START_DATE": str(min(scheduled + backfill)),
+                # The daily schedule, at the next whole minute: one tick while the test runs.
+                "DATAVAULT_SCHEDULE_CRON": next_minute_cron(),
+                "DATAVAULT_BACKFILL_DAYS_PER_RUN": str(DAYS_PER_BACKFILL_RUN),
+                "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
+            }
+        )
+        instance = dagster.open_instance()
         # Before today's run, the table's latest load is days old: the daemon must find it failing.
         report_old_load(instance, SNOWFLAKE_KEY, str(scheduled[0]), days_ago=3)
 
         webserver_port = free_port()
-        logs = [folder / "code-server.log", folder / "webserver.log", folder / "daemon.log"]
-        processes.append(serve_code_location(folder, env, logs[0], "datavault_analytics"))
-        processes.append(
-            start(
-                [
-                    str(BIN / "dagster-webserver"),
-                    "-w",
-                    "workspace.yaml",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(webserver_port),
-                ],
-                logs[1],
-                env,
-                folder,
-            )
+        dagster.serve_code_location("datavault_analytics")
+        dagster.start(
+            "webserver",
+            [
+                str(BIN / "dagster-webserver"),
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(webserver_port),
+            ],
         )
-        processes.append(start(daemon_command(), logs[2], env, folder))
+        dagster.start("daemon", daemon_command())
         deployment = Deployment(
             pipeline,
             instance,
             webserver_port,
-            logs,
+            dagster.logs,
             [str(d) for d in scheduled],
             [str(d) for d in backfill],
-            processes,
         )
 
         def location_loaded():
@@ -167,12 +149,6 @@ def deployment(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
         # The local instance turns off the first-visit "Join the Dagster community" dialog.
         assert deployment.graphql("{ shouldShowNux }") == {"shouldShowNux": False}
         yield deployment
-    finally:
-        for process in reversed(processes):
-            stop(process)
-        if instance is not None:
-            instance.dispose()
-        patch.undo()
 
 
 WORKSPACE = """

@@ -1,28 +1,19 @@
 """The alert sensor in the real Dagster daemon, on an instance stored in PostgreSQL: the freshness daemon's
 missed deadline and failed checks reach a local receiver once each, after the receiver was down for a tick."""
 
-import os
-import subprocess
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
-import pytest
 
 from datavault_analytics.names import ALERT_SENSOR_NAME
 from datavault_analytics_tests import records
 from datavault_analytics_tests.dagster_processes import (
-    BIN,
     daemon_command,
-    instance_in_postgres,
+    local_dagster,
     report_old_load,
-    serve_code_location,
-    start,
-    start_sensors,
-    stop,
     wait_for,
 )
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS, Pipeline
-from datavault_analytics_tests.test_alerts.test_sensor import Receiver
 
 DAY = "2026-10-01"
 
@@ -38,29 +29,23 @@ def sensor_cursor(instance: dg.DagsterInstance) -> str | None:
 
 
 def test_a_missed_deadline_and_failed_checks_reach_the_receiver_once_each_through_the_daemon(
-    pg_server, s3_endpoint, snowflake_server, tmp_path
+    pg_server, s3_endpoint, snowflake_server, tmp_path, receiver
 ):
-    receiver = Receiver()
-    patch = pytest.MonkeyPatch()
-    processes: list[subprocess.Popen] = []
-    instance = None
-    try:
-        pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, patch)
+    with local_dagster(pg_server, tmp_path) as dagster:
+        pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, dagster.patch)
         pipeline.seed([date.fromisoformat(DAY)], rows_per_day=20)
-        for name, value in {
-            **instance_in_postgres(pg_server, tmp_path),
-            "DATAVAULT_ENV": "local",
-            "DATAVAULT_ALERT_WEBHOOK_URL": receiver.url,
-            "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
-            "PYTHONUNBUFFERED": "1",
-        }.items():
-            patch.setenv(name, value)
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        instance = dg.DagsterInstance.get()
-        logs = [tmp_path / "code-server.log", tmp_path / "daemon.log"]
-        processes.append(serve_code_location(tmp_path, env, logs[0], "dv"))
-        processes.append(start(daemon_command(), logs[1], env, tmp_path))
-        start_sensors(tmp_path, env, ALERT_SENSOR_NAME)
+        dagster.setenv(
+            {
+                "DATAVAULT_ENV": "local",
+                "DATAVAULT_ALERT_WEBHOOK_URL": receiver.url,
+                "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
+            }
+        )
+        instance = dagster.open_instance()
+        dagster.serve_code_location("dv")
+        dagster.start("daemon", daemon_command())
+        dagster.start_sensors(ALERT_SENSOR_NAME)
+        logs = dagster.logs
         wait_for(lambda: sensor_cursor(instance), "the alert sensor's first tick", 120, logs)
 
         # The table's last load is three days old: the freshness daemon fails it, and that is told once.
@@ -103,10 +88,3 @@ def test_a_missed_deadline_and_failed_checks_reach_the_receiver_once_each_throug
         ]
         daemon_log = logs[1].read_text(errors="replace")
         assert "secret-token" not in daemon_log
-    finally:
-        for process in reversed(processes):
-            stop(process)
-        if instance is not None:
-            instance.dispose()
-        patch.undo()
-        receiver.server.shutdown()

@@ -2,9 +2,7 @@
 day, none lost while the receiver is down, none sent twice, no secret in any."""
 
 import json
-import threading
 from datetime import UTC, date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
@@ -15,46 +13,6 @@ from datavault_analytics_tests import records
 from datavault_analytics_tests.pipeline_harness import ALL_ASSETS
 
 DAYS = ["2026-11-01", "2026-11-02"]
-
-
-class Receiver:
-    """A webhook receiver: records each JSON body; while `down`, answers 503."""
-
-    def __init__(self):
-        self.bodies: list[dict] = []
-        self.refused = 0  # POSTs answered 503 while down
-        self.down = False
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if receiver.down:
-                    receiver.refused += 1
-                    self.send_response(503)
-                else:
-                    receiver.bodies.append(json.loads(body))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/secret-token"
-
-    def causes(self) -> list[tuple[str, str, str]]:
-        return sorted(
-            (b["datavault"]["cause"], b["datavault"]["table"], b["datavault"]["day"]) for b in self.bodies
-        )
-
-
-@pytest.fixture
-def receiver():
-    found = Receiver()
-    yield found
-    found.server.shutdown()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ lock on the table: the scan runs as a run, so it finishes, and no tick fails.
 """
 
 import os
-import subprocess
 import threading
 import time
 from datetime import date, timedelta
@@ -20,14 +19,9 @@ import pytest
 from datavault_analytics.drift.plan import ScanState
 from datavault_analytics.names import CONTENT_HASH, SCAN_SECONDS_TAG
 from datavault_analytics_tests.dagster_processes import (
-    BIN,
     daemon_command,
-    instance_in_postgres,
-    serve_code_location,
+    local_dagster,
     settled,
-    start,
-    start_sensors,
-    stop,
     wait_for,
 )
 from datavault_analytics_tests.pipeline_harness import Pipeline, loads_per_day
@@ -70,44 +64,31 @@ def hold_the_table_during_the_first_scan(dsn: str) -> threading.Thread:
 
 @pytest.fixture(scope="module")
 def drifted(pg_server, s3_endpoint, snowflake_server, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("drift")
-    patch = pytest.MonkeyPatch()
-    processes: list[subprocess.Popen] = []
-    instance = None
-    try:
-        pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, patch)
+    with local_dagster(pg_server, tmp_path_factory.mktemp("drift")) as dagster:
+        pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, dagster.patch)
         pipeline.seed([date.fromisoformat(d) for d in DAYS], rows_per_day=25)
         pipeline.materialize(DAYS[0], DAYS[-1])
 
         pipeline.drift(ERASED, BUMPED, SILENT, BACKDATED)
 
-        for name, value in {
-            **instance_in_postgres(pg_server, folder),
-            "DATAVAULT_ENV": "local",  # the sensor is off by default: started below, as a local user does
-            "DATAVAULT_DRIFT_SCAN_SECONDS": "5",
-            "DATAVAULT_DRIFT_HASH_DAYS_PER_SCAN": str(HASH_DAYS_PER_SCAN),
-            "DATAVAULT_DRIFT_MERGE_GAP_DAYS": "0",  # so an unchanged day is never reloaded
-            "DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR": "100000",
-            "DATAVAULT_PG_LOCK_TIMEOUT_SECONDS": "120",  # the first scan waits for the held lock
-            "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": str(TICK_SECONDS),
-            "PYTHONUNBUFFERED": "1",
-        }.items():
-            patch.setenv(name, value)
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        instance = dg.DagsterInstance.get()
-        logs = [folder / "code-server.log", folder / "daemon.log"]
-        processes.append(serve_code_location(folder, env, logs[0], "dv"))
-        processes.append(start(daemon_command(), logs[1], env, folder))
+        dagster.setenv(
+            {
+                "DATAVAULT_ENV": "local",  # the sensor is off by default: started below, as a local user does
+                "DATAVAULT_DRIFT_SCAN_SECONDS": "5",
+                "DATAVAULT_DRIFT_HASH_DAYS_PER_SCAN": str(HASH_DAYS_PER_SCAN),
+                "DATAVAULT_DRIFT_MERGE_GAP_DAYS": "0",  # so an unchanged day is never reloaded
+                "DATAVAULT_DRIFT_BUDGET_SECONDS_PER_HOUR": "100000",
+                "DATAVAULT_PG_LOCK_TIMEOUT_SECONDS": "120",  # the first scan waits for the held lock
+                "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": str(TICK_SECONDS),
+            }
+        )
+        instance = dagster.open_instance()
+        dagster.serve_code_location("dv")
+        dagster.start("daemon", daemon_command())
         holder = hold_the_table_during_the_first_scan(pipeline.dsn)
-        start_sensors(folder, env)
+        dagster.start_sensors()
         holder.join(120)
-        yield pipeline, instance, os.environ["DAGSTER_PG_URL"].replace("+psycopg2", ""), logs
-    finally:
-        for process in reversed(processes):
-            stop(process)
-        if instance is not None:
-            instance.dispose()
-        patch.undo()
+        yield pipeline, instance, os.environ["DAGSTER_PG_URL"].replace("+psycopg2", ""), dagster.logs
 
 
 def scan_state(instance: dg.DagsterInstance) -> ScanState:
