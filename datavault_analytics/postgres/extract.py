@@ -171,8 +171,11 @@ class DayExtract:
             rows = int(size.size)
             fetching = time.monotonic()
             cursor.execute(f"FETCH FORWARD {rows} FROM extract")
+            # The piece's time on the database is the statement's round trip. Turning the result into Arrow
+            # afterwards is ours alone: timed with it, the pieces came out half the database's share.
+            took = time.monotonic() - fetching
             fetched = cursor.fetch_arrow_table()
-            size.after(time.monotonic() - fetching, fetched.num_rows)
+            size.after(took, fetched.num_rows)
             gathered += fetched.to_batches()
             gathered_bytes += fetched.nbytes
             last = fetched.num_rows < rows
