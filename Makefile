@@ -57,7 +57,8 @@ lint: install
 
 ## The benchmark (bench/run.py): one day against psql's binary COPY and dlt, a 10x day, a 30-day backfill
 ## through Dagster. Installs the `bench` extra (dlt), writes bench/results.md, ends with the `bench:` line.
-## `make bench PART=types` runs one part alone (bench/types.py: the type matrix's day against psql).
+## `make bench PART=types` runs one part alone (bench/types.py: the type matrix's day against psql);
+## `make bench PART=hot_path` another (bench/hot_path.py: Retrieve during our reads, PostgreSQL on its own CPU).
 bench: install
 	$(BIN)/python -m pip install --quiet --editable '.[local,dev,bench]'
 	$(BIN)/python -m bench.$(or $(PART),run)

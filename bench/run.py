@@ -634,7 +634,9 @@ def run_hot_path_phases(
             phases[name + suffix]["scan_seconds"] = sum(m.seconds for m in scans)
 
 
-def run_hot_path(dsn: str, day: str, s3_endpoint: str, snowflake_port: int, postmaster: int | None) -> dict:
+def run_hot_path(
+    dsn: str, day: str, s3_endpoint: str, snowflake_port: int, postmaster: int | None, shared: bool = True
+) -> dict:
     """Retrieve latency and ingest rate in phases: first with PostgreSQL on a CPU of its own (idle, the stage
     step, a backfill, the drift scan), as in production; then sharing every CPU with the rest (idle, the
     stage step, a backfill, and the backfill with its extract throttled to half the speed it reached)."""
@@ -642,6 +644,8 @@ def run_hot_path(dsn: str, day: str, s3_endpoint: str, snowflake_port: int, post
     if postmaster is not None:
         with postgres_on_its_own_cpu(postmaster) as isolation:
             run_hot_path_phases(dsn, day, s3_endpoint, snowflake_port, postmaster, phases, isolation)
+    if not shared:  # the isolated phases alone (bench/hot_path.py)
+        return phases
     run_hot_path_phases(dsn, day, s3_endpoint, snowflake_port, postmaster, phases, None)
     half = phases["backfill"]["extract_rows_per_s"] * arrow_bytes_per_row(dsn, day) / 2 / 1e6
     with hot_path_workload(dsn, f"backfill, extract throttled to {half:.0f} MB/s", phases):
@@ -968,6 +972,29 @@ def main() -> None:
     )
 
 
+def hot_path_table(hot_path: dict) -> list[str]:
+    """The hot-path phases' table: Retrieve's percentiles, ingest, the extract's speed and the database's CPU."""
+    return [
+        "| phase | Retrieve p50 ms | p99 ms | p99.9 ms | quiet beside: p99 ms | p99 / quiet beside | "
+        "p99 / idle phase | ingest rows/s (of 500) | extract rows/s | "
+        "PostgreSQL CPU s (per 1M rows) | CPUs held (postgres; others) | oldest snapshot s (xid age) | "
+        "dead tuples |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {phase} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['p999_ms']:.2f} | "
+            + (
+                f"{f['quiet_beside_p99_ms']:.2f} | {p99_ratio(hot_path, phase):.2f} | "
+                if "quiet_beside_p99_ms" in f
+                else "- | - | "
+            )
+            + f"{p99_ratio_to_idle_phase(hot_path, phase):.2f} | {f['ingest_achieved']:.0f} | "
+            f"{f.get('extract_rows_per_s', 0) / 1e3:,.0f}k | {cpu_cell(f)} | {held_cell(f)} | "
+            f"{f['snapshot_seconds_max']:.1f} ({f['xmin_age_max']}) | {f['dead_tuples_max']:,} |"
+            for phase, f in hot_path.items()
+        ),
+    ]
+
+
 def p99_ratio(hot_path: dict, phase: str) -> float:
     """A phase's Retrieve p99 over the p99 in the quiet seconds beside its work, or over the idle phase's."""
     figures = hot_path[phase]
@@ -1131,23 +1158,7 @@ def render(
         "percentiles are of the Retrieves that ended while the work ran, and 'p99 / quiet beside' compares them "
         "with the p99 of those quiet seconds, measured the same minute.",
         "",
-        "| phase | Retrieve p50 ms | p99 ms | p99.9 ms | quiet beside: p99 ms | p99 / quiet beside | "
-        "p99 / idle phase | ingest rows/s (of 500) | extract rows/s | "
-        "PostgreSQL CPU s (per 1M rows) | CPUs held (postgres; others) | oldest snapshot s (xid age) | "
-        "dead tuples |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        *(
-            f"| {phase} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['p999_ms']:.2f} | "
-            + (
-                f"{f['quiet_beside_p99_ms']:.2f} | {p99_ratio(hot_path, phase):.2f} | "
-                if "quiet_beside_p99_ms" in f
-                else "- | - | "
-            )
-            + f"{p99_ratio_to_idle_phase(hot_path, phase):.2f} | {f['ingest_achieved']:.0f} | "
-            f"{f.get('extract_rows_per_s', 0) / 1e3:,.0f}k | {cpu_cell(f)} | {held_cell(f)} | "
-            f"{f['snapshot_seconds_max']:.1f} ({f['xmin_age_max']}) | {f['dead_tuples_max']:,} |"
-            for phase, f in hot_path.items()
-        ),
+        *hot_path_table(hot_path),
         "",
         "| hot-path target | measured | |",
         "|---|---|---|",

@@ -81,10 +81,11 @@ class SchemaDriftError(PermanentError, ValueError):
 
 
 class SnowflakeLockTimeoutError(PermanentError, RuntimeError):
-    """Another transaction held the table's lock past LOCK_TIMEOUT; the message says how to end it.
+    """A transaction that is not one of our loads held the table's lock past LOCK_TIMEOUT; the message says
+    how to end it.
 
-    Not retried: our own loads hold the lock for one day's transaction, far less than LOCK_TIMEOUT, so a
-    longer wait means a transaction left open (by a killed run), which Snowflake ends only after 4 idle hours.
+    Not retried: a load ends our own dead loads' transactions before it begins (a live one's is
+    SnowflakeTableBusyError), so this one is someone else's, which Snowflake ends only after 4 idle hours.
     """
 
 
@@ -109,6 +110,11 @@ class StageUnavailableError(TransientError):
 
 class AlertDeliveryError(TransientError):
     """The alert webhook did not take an alert; the alert sensor sends it again on its next tick."""
+
+
+class SnowflakeTableBusyError(TransientError):
+    """Another live load of the table held its lock past LOCK_TIMEOUT (many loads of one table at once); the
+    day is retried later, and nothing was changed."""
 
 
 class SnowflakeLoadError(TransientError):

@@ -13,7 +13,7 @@ from datavault_analytics.pipeline.metadata import loaded_day_metadata, run_metad
 from datavault_analytics.postgres.locks import PartitionLocks
 from datavault_analytics.postgres.resource import PostgresResource
 from datavault_analytics.redaction import redact_known_secrets
-from datavault_analytics.snowflake.loader import LoadResult, SnowflakeLoader
+from datavault_analytics.snowflake.loader import AbandonedTransaction, LoadResult, SnowflakeLoader
 from datavault_analytics.stage.io_manager import StagedDays
 from datavault_analytics.stage.manifest import StagedPartition
 from datavault_analytics.stage.retention import StageRetention
@@ -49,7 +49,10 @@ def load_days(
                 with asset_errors("Reading the stage manifests"):
                     manifest = staged.read(key)
                 result = snowflake_loader.load_partition(
-                    manifest, lock=lock, run_id=run, finished_runs=partial(_finished_runs, context.instance)
+                    manifest,
+                    lock=lock,
+                    run_id=run,
+                    abandoned=partial(_abandoned, context.instance, partition_locks, key),
                 )
             manifests.append(manifest)
             results.append(result)
@@ -59,7 +62,8 @@ def load_days(
             for ended in result.ended:
                 context.log.warning(
                     f"Ended Snowflake transaction {ended.transaction_id} ({ended.name}), left open by run "
-                    f"{ended.run_id}, which has finished: it held {snowflake_loader.table_name}'s lock."
+                    f"{ended.run_id}, which is gone (its day's lock was free, or Dagster has the run as finished): it "
+                    f"held {snowflake_loader.table_name}'s lock."
                 )
             for change in result.schema_changes:
                 context.log.warning(
@@ -87,6 +91,27 @@ def load_days(
             **read_metadata,
         }
     )
+
+
+def _abandoned(
+    instance: dg.DagsterInstance, locks: PartitionLocks, holding: str, candidates: list[AbandonedTransaction]
+) -> list[AbandonedTransaction]:
+    """The load transactions nobody will commit. A loader holds its day's lock from before BEGIN to after
+    COMMIT or ROLLBACK, and PostgreSQL frees the lock when its session ends, so a transaction of this table
+    whose day's lock is free (or held by us, for `holding`) belongs to a run that is gone: killed outside the
+    daemon, or on a machine that was lost. Without the daemon, nothing else would ever say so. A transaction
+    of another table, or named before names carried the table, is ended only once Dagster has its run as
+    finished."""
+    finished = _finished_runs(instance, sorted({c.run_id for c in candidates}))
+    found = []
+    for candidate in candidates:
+        if candidate.run_id in finished or (candidate.this_table and candidate.partition_key == holding):
+            found.append(candidate)
+        elif candidate.this_table:
+            with locks.try_hold(candidate.partition_key, holder=f"check {candidate.name}") as lock:
+                if lock is not None:
+                    found.append(candidate)
+    return found
 
 
 def _finished_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> set[str]:

@@ -19,6 +19,7 @@ from datavault_analytics.errors import (
     PermanentError,
     SnowflakeLoadError,
     SnowflakeLockTimeoutError,
+    SnowflakeTableBusyError,
 )
 from datavault_analytics.identifiers import quote_snowflake, validate_identifier
 from datavault_analytics.postgres.locks import PartitionLock
@@ -41,17 +42,21 @@ MAX_FILES_PER_COPY = 1000  # Snowflake's limit for one FILES=(...) list
 PARQUET_FILE_FORMAT = "TYPE=PARQUET BINARY_AS_TEXT=FALSE USE_LOGICAL_TYPE=TRUE"
 SNOWFLAKE_LOCK_TIMEOUT_ERROR = 625  # "Statement ... has locked table ... in transaction N ..."
 _BLOCKING_TRANSACTION = re.compile(r"in transaction (\d+)")
-_LOAD_TRANSACTION = re.compile(r"DATAVAULT_LOAD_\d{8}_([0-9A-F]{32})")  # _transaction_name's, with the run id
+# _transaction_name's: the table (since 2026-12-06; older names have none), the day and the run id
+_LOAD_TRANSACTION = re.compile(r"DATAVAULT_LOAD_(?:(\w+)_)?(\d{8})_([0-9A-F]{32})")
 _ROLLED_BACK = "the transaction was rolled back; the day's previous rows are unchanged"
 
 
 @dataclass(frozen=True)
 class AbandonedTransaction:
-    """A load transaction whose run has finished: nobody will ever commit it, and it holds the table's lock."""
+    """A load transaction nobody will ever commit (its run has finished, or nothing holds its day's lock),
+    which holds the table's lock."""
 
     transaction_id: int
     name: str
     run_id: str
+    partition_key: str
+    this_table: bool  # named for this loader's table (older names do not say)
 
 
 @dataclass(frozen=True)
@@ -152,15 +157,16 @@ class SnowflakeLoader(SnowflakeSession, TargetTable, ReadBack, BoundToTable, dg.
         staged: StagedPartition,
         lock: PartitionLock | None = None,
         run_id: str | None = None,
-        finished_runs: Callable[[list[str]], set[str]] | None = None,
+        abandoned: Callable[[list[AbandonedTransaction]], list[AbandonedTransaction]] | None = None,
     ) -> LoadResult:
         """Replace the day's rows with exactly the staged files' rows, in one transaction.
 
         `lock` (the day's PartitionLock) is checked just before COMMIT: a lost lock rolls the day back.
         The session's QUERY_TAG and the transaction's name carry the day and `run_id`, so a transaction
         left open by a killed run is easy to tell apart in SHOW TRANSACTIONS and the query history.
-        `finished_runs` (which of these run ids have finished) lets the load end such a transaction first,
-        instead of waiting LOCK_TIMEOUT for it: Snowflake keeps it, and the table's lock, for 4 idle hours.
+        `abandoned` (which of these load transactions nobody will commit) lets the load end such a transaction
+        first, instead of waiting LOCK_TIMEOUT for it: Snowflake keeps it, and the table's lock, for 4 idle
+        hours.
         """
         started = time.monotonic()
         key = staged.partition_key
@@ -175,43 +181,48 @@ class SnowflakeLoader(SnowflakeSession, TargetTable, ReadBack, BoundToTable, dg.
             ):
                 self.ensure_stage(cursor)
                 changes = self.sync_table(cursor, staged.columns)
-            ended = self.end_abandoned_transactions(cursor, finished_runs) if finished_runs else []
-            deleted, loaded = self._replace_day(cursor, staged, lock, self._transaction_name(key, run_id))
+            ended = self.end_abandoned_transactions(cursor, abandoned) if abandoned else []
+            deleted, loaded = self._replace_day(
+                cursor, staged, lock, self._transaction_name(self.table_name, key, run_id)
+            )
         return LoadResult(
             key, deleted, loaded, len(staged.files), changes, round(time.monotonic() - started, 3), ended
         )
 
     @staticmethod
-    def _transaction_name(partition_key: str, run_id: str | None) -> str:
+    def _transaction_name(table_name: str, partition_key: str, run_id: str | None) -> str:
         run = (run_id or "").replace("-", "")
-        return f"DATAVAULT_LOAD_{partition_key.replace('-', '')}" + (
+        return f"DATAVAULT_LOAD_{_name_part(table_name)}_{partition_key.replace('-', '')}" + (
             f"_{run.upper()}" if run.isalnum() else ""
         )
 
     def end_abandoned_transactions(
-        self, cursor, finished_runs: Callable[[list[str]], set[str]]
+        self, cursor, abandoned: Callable[[list[AbandonedTransaction]], list[AbandonedTransaction]]
     ) -> list[AbandonedTransaction]:
         """SYSTEM$ABORT_TRANSACTION for every load transaction (this user's, as SHOW TRANSACTIONS lists them)
-        whose run `finished_runs` says has finished. Best effort: if Snowflake refuses, the load goes on and
-        a transaction still in the way makes it wait LOCK_TIMEOUT, then fail naming it."""
+        that `abandoned` says nobody will commit. Best effort: if Snowflake refuses, the load goes on and a
+        transaction still in the way makes it wait LOCK_TIMEOUT, then fail naming it."""
         try:
             cursor.execute("SHOW TRANSACTIONS")
             columns = [d[0].lower() for d in cursor.description]
             found = [dict(zip(columns, row, strict=False)) for row in cursor.fetchall()]
         except Exception:  # a convenience: the lock timeout's message still names the blocker
             return []
-        candidates = {}
+        candidates = []
         for row in found:
             if match := _LOAD_TRANSACTION.fullmatch(str(row.get("name") or "")):
-                run_id = str(uuid.UUID(match.group(1).lower()))
-                candidates[int(row["id"])] = AbandonedTransaction(int(row["id"]), str(row["name"]), run_id)
-        if not candidates:
-            return []
-        finished = finished_runs(sorted({t.run_id for t in candidates.values()}))
+                table, day, run = match.groups()
+                candidates.append(
+                    AbandonedTransaction(
+                        int(row["id"]),
+                        str(row["name"]),
+                        str(uuid.UUID(run.lower())),
+                        f"{day[:4]}-{day[4:6]}-{day[6:]}",
+                        table == _name_part(self.table_name),
+                    )
+                )
         ended = []
-        for transaction in candidates.values():
-            if transaction.run_id not in finished:
-                continue
+        for transaction in abandoned(candidates) if candidates else []:
             try:
                 cursor.execute(f"SELECT SYSTEM$ABORT_TRANSACTION({transaction.transaction_id})")
                 ended.append(transaction)
@@ -300,7 +311,7 @@ class SnowflakeLoader(SnowflakeSession, TargetTable, ReadBack, BoundToTable, dg.
 
     def _lock_timeout(
         self, cursor, partition_key: str, phase: str, error: BaseException
-    ) -> SnowflakeLockTimeoutError:
+    ) -> SnowflakeLockTimeoutError | SnowflakeTableBusyError:
         """The error for a statement that waited LOCK_TIMEOUT: which transaction blocks it, and how to end it."""
         blocking = _BLOCKING_TRANSACTION.search(str(error))
         described = ""
@@ -315,6 +326,16 @@ class SnowflakeLoader(SnowflakeSession, TargetTable, ReadBack, BoundToTable, dg.
             except Exception:  # SHOW TRANSACTIONS is a convenience here; the id is what matters
                 pass
         holder = f"transaction {blocking.group(1)}{described}" if blocking else "another transaction"
+        if load := _LOAD_TRANSACTION.search(described):
+            # Ours, and alive: a dead load's transaction was ended before this one began.
+            day = load.group(2)
+            return SnowflakeTableBusyError(
+                f"Snowflake table {self.table_name} is locked by {holder}, a live load of "
+                f"{day[:4]}-{day[4:6]}-{day[6:]}, which did not end within LOCK_TIMEOUT "
+                f"({self.lock_timeout_seconds} s), while {phase} for {partition_key}. Nothing was changed; the "
+                "day is retried. Many loads of one table at once wait for each other: lower the backfill's "
+                "runs per table (docs/operations.md) or raise DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS."
+            )
         fix = (
             f"SELECT SYSTEM$ABORT_TRANSACTION({blocking.group(1)});"
             if blocking
@@ -322,7 +343,12 @@ class SnowflakeLoader(SnowflakeSession, TargetTable, ReadBack, BoundToTable, dg.
         )
         return SnowflakeLockTimeoutError(
             f"Snowflake table {self.table_name} is locked by {holder}, which did not end within LOCK_TIMEOUT "
-            f"({self.lock_timeout_seconds} s), while {phase} for {partition_key}. Nothing was changed. A "
-            "transaction named DATAVAULT_LOAD_* is one left open by a load that was killed; Snowflake rolls "
-            f"it back after 4 idle hours. To end it now, run: {fix} Then re-run the partition."
+            f"({self.lock_timeout_seconds} s), while {phase} for {partition_key}. Nothing was changed. It is "
+            "not one of this pipeline's loads (a dead one's would have been ended); Snowflake rolls an idle "
+            f"transaction back after 4 hours. To end it now, run: {fix} Then re-run the partition."
         )
+
+
+def _name_part(table_name: str) -> str:
+    """The table's name as it appears in a transaction's name (letters, digits and underscores)."""
+    return re.sub(r"\W", "_", table_name).upper()

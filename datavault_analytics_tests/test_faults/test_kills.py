@@ -11,6 +11,8 @@ import re
 import time
 import uuid
 
+import pytest
+
 from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.resources import build_resources
 from datavault_analytics.settings import Settings
@@ -141,69 +143,25 @@ def killed_inside_the_copy_transaction(pipeline, start_run, snowflake_server) ->
     return before
 
 
-def test_killed_inside_the_copy_transaction(fault_pipeline, start_run, snowflake_server, monkeypatch):
-    pipeline = fault_pipeline
-    before = killed_inside_the_copy_transaction(pipeline, start_run, snowflake_server)
-
-    # The dead run's transaction keeps the table's lock, as in Snowflake (which ends it after 4 idle hours).
-    # A re-run waits LOCK_TIMEOUT for it, then fails at once, not retried, naming it and how to end it.
-    monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "3")
-    patient, pipeline.resources = pipeline.resources, build_resources(Settings.from_environment("prod"))
-    started = time.monotonic()
-    result = pipeline.materialize(DAY, raise_on_error=False)
-    assert time.monotonic() - started < 120  # bounded by LOCK_TIMEOUT, never Snowflake's 12-hour default
-    pipeline.resources = patient
-    assert not result.success
-    assert not any(e.is_step_up_for_retry for e in result.all_events)
-    message = failure_messages(result)[-1]
-    [(transaction_id, name)] = [(row[0], row[3]) for row in pipeline.snowflake("SHOW TRANSACTIONS")]
-    assert name.startswith(f"DATAVAULT_LOAD_{DAY.replace('-', '')}_")
-    assert (
-        f"Snowflake table RECORDS is locked by transaction {transaction_id} (named {name}, started "
-        in message
-    )
-    assert (
-        "did not end within LOCK_TIMEOUT (3 s), while deleting the day's previous rows for 2026-11-01"
-        in message
-    )
-    assert "Loading into Snowflake: Snowflake table RECORDS is locked" in message
-    assert "Nothing was changed" in message
-    abort = re.search(r"run: (SELECT SYSTEM\$ABORT_TRANSACTION\(\d+\));", message).group(1)
-    assert abort == f"SELECT SYSTEM$ABORT_TRANSACTION({transaction_id})"
-    assert pipeline.snowflake_rows(DAY) == before
-
-    # What the message tells the operator to do, done: the dead transaction ends, the re-run is exact.
-    pipeline.snowflake(abort)
-    assert pipeline.snowflake("SHOW TRANSACTIONS") == []
-    assert_rerun_is_exact(pipeline)
-
-
-def test_the_next_load_ends_a_killed_runs_transaction_once_dagster_has_the_run_as_failed(
+def test_killed_inside_the_copy_transaction_then_rerun_without_a_daemon(
     fault_pipeline, start_run, snowflake_server, monkeypatch
 ):
-    """A run killed inside its COPY transaction, on an instance whose run monitoring sees dead workers
-    (LocalRunLauncher): once the run is marked failed, as the daemon does, the next load ends the dead
-    transaction itself instead of waiting LOCK_TIMEOUT, and loads the day exactly."""
+    """An engineer's run (`dagster asset materialize`, no daemon anywhere) SIGKILLed inside the day's COPY
+    transaction. Nothing marks the run failed, but its day's lock died with it: the rerun ends the dead
+    transaction itself, at once, says so, and loads the day exactly."""
     import dagster as dg
-
-    from datavault_analytics.dagster_internals import WorkerStatus
-    from datavault_analytics.run_launcher import LocalRunLauncher
 
     pipeline = fault_pipeline
     killed_inside_the_copy_transaction(pipeline, start_run, snowflake_server)
-    [(_, _, _, name, *_)] = pipeline.snowflake("SHOW TRANSACTIONS")
-
+    [(transaction_id, _, _, name, *_)] = pipeline.snowflake("SHOW TRANSACTIONS")
     with dg.DagsterInstance.from_config(str(start_run.home)) as instance:
         [killed] = instance.get_runs()
-        assert killed.status == dg.DagsterRunStatus.STARTED  # nothing else noticed the SIGKILL
-        assert name == f"DATAVAULT_LOAD_{DAY.replace('-', '')}_{killed.run_id.replace('-', '').upper()}"
-        launcher = LocalRunLauncher()
-        launcher.register_instance(instance)
-        health = launcher.check_run_worker_health(killed)
-        assert health.status == WorkerStatus.FAILED, health
-        instance.report_run_failed(killed, health.msg)  # what run monitoring does with that answer
+        assert killed.status == dg.DagsterRunStatus.STARTED  # nothing noticed the SIGKILL
+        assert (
+            name == f"DATAVAULT_LOAD_RECORDS_{DAY.replace('-', '')}_{killed.run_id.replace('-', '').upper()}"
+        )
 
-        monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "120")
+        monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "300")
         started = time.monotonic()
         result = dg.materialize(
             records.ALL_ASSETS,
@@ -218,49 +176,99 @@ def test_the_next_load_ends_a_killed_runs_transaction_once_dagster_has_the_run_a
             for e in instance.all_logs(result.run_id)
             if e.level >= 30 and "Ended Snowflake transaction" in e.user_message
         ]
-        assert len(warnings) == 1 and name in warnings[0] and killed.run_id in warnings[0]
+        assert len(warnings) == 1 and name in warnings[0] and killed.run_id in warnings[0], warnings
+        assert str(transaction_id) in warnings[0]
     assert pipeline.snowflake("SHOW TRANSACTIONS") == []
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
+    [day] = pipeline.reconcile([DAY])
+    assert day.matches, day.difference()
 
 
-def test_a_transaction_of_a_run_still_running_is_left_alone(fault_pipeline, snowflake_server):
-    """Only finished runs' transactions are ended: a live run's is its own, even while it blocks ours."""
+def test_a_live_loads_transaction_is_never_ended_and_the_wait_for_it_is_retried(
+    fault_pipeline, snowflake_server
+):
+    """Which open load transactions a load ends: a dead run's (its day's lock is free, or Dagster has the run
+    as finished), never a live one's (its day's lock is held), nor another table's whose run may live. A load
+    blocked by a live one waits LOCK_TIMEOUT, then fails to be retried; one blocked by a transaction that is
+    not ours fails for good, saying how to end it."""
+    import dagster as dg
     import snowflake.connector
 
+    from datavault_analytics.errors import SnowflakeLockTimeoutError, SnowflakeTableBusyError
+    from datavault_analytics.pipeline.load import _abandoned
     from datavault_analytics.snowflake.loader import SnowflakeLoader
 
     pipeline = fault_pipeline
-    loaded_then_changed(pipeline, 50)
-    live, finished = str(uuid.uuid4()), str(uuid.uuid4())
+    before = loaded_then_changed(pipeline, 50)
+    assert pipeline.materialize(DAY, selection=[records.STAGE_KEY]).success  # the changed day, staged
+    with pipeline.configured("s3_stage") as built:
+        staged = built.s3_stage.read_manifest(built.s3_stage.storage(), DAY)
+    instance = dg.DagsterInstance.ephemeral()
+
+    @dg.asset
+    def fails() -> None:
+        raise RuntimeError("a run that failed")
+
+    finished_run = dg.materialize([fails], instance=instance, raise_on_error=False).run_id
+    live, dead, other = (str(uuid.uuid4()) for _ in range(3))
+    live_day, dead_day = "2026-11-02", "2026-11-03"
+    names = {
+        "live": SnowflakeLoader._transaction_name("RECORDS", live_day, live),
+        "dead": SnowflakeLoader._transaction_name("RECORDS", dead_day, dead),
+        "other table": SnowflakeLoader._transaction_name("RETRIEVAL_LOG", dead_day, other),
+        "finished": SnowflakeLoader._transaction_name("RETRIEVAL_LOG", dead_day, finished_run),
+    }
     args = snowflake_server.connection_args(pipeline.sf_database, pipeline.sf_schema)
-    holders = [
-        snowflake.connector.connect(**{**args, "user": pipeline.env["SNOWFLAKE_USER"]}) for _ in range(2)
-    ]
-    for conn, run_id in zip(holders, (live, finished), strict=True):
-        conn.cursor().execute(f"BEGIN TRANSACTION NAME {SnowflakeLoader._transaction_name(DAY, run_id)}")
-    asked: list[str] = []
+    holders = [snowflake.connector.connect(**{**args, "user": pipeline.env["SNOWFLAKE_USER"]}) for _ in names]
+    for conn, name in zip(holders, names.values(), strict=True):
+        conn.cursor().execute(f"BEGIN TRANSACTION NAME {name}")
+    holders[0].cursor().execute('DELETE FROM "RECORDS" WHERE 1 = 0')  # the live load holds the table's lock
+    with pipeline.configured("partition_locks", "snowflake_loader") as built:
+        locks = built.partition_locks
+        with locks.hold(live_day, holder="a live load"):  # as the live load's run holds its day's
+            with built.snowflake_loader.connection() as conn:
+                ended = built.snowflake_loader.end_abandoned_transactions(
+                    conn.cursor(), lambda found: _abandoned(instance, locks, DAY, found)
+                )
+            assert sorted(t.name for t in ended) == sorted([names["dead"], names["finished"]])
+            assert sorted(row[3] for row in pipeline.snowflake("SHOW TRANSACTIONS")) == sorted(
+                [names["live"], names["other table"]]
+            )
 
-    def finished_runs(run_ids: list[str]) -> set[str]:
-        asked.extend(run_ids)
-        return {finished}
+            # The live one blocks this load: it waits LOCK_TIMEOUT, then fails as busy, to be retried.
+            with pytest.raises(SnowflakeTableBusyError) as busy:
+                built.snowflake_loader.model_copy(update={"lock_timeout_seconds": 3}).load_partition(
+                    staged, abandoned=lambda found: _abandoned(instance, locks, DAY, found)
+                )
+    message = str(busy.value)
+    assert "is locked by transaction " in message and names["live"] in message
+    assert f"a live load of {live_day}, which did not end within LOCK_TIMEOUT (3 s)" in message
+    assert "Nothing was changed; the day is retried" in message and "ABORT" not in message
 
-    with pipeline.configured("snowflake_loader") as built:
-        with built.snowflake_loader.connection() as conn:
-            ended = built.snowflake_loader.end_abandoned_transactions(conn.cursor(), finished_runs)
-    assert sorted(asked) == sorted([live, finished])
-    assert [t.run_id for t in ended] == [finished]
-    names = [row[3] for row in pipeline.snowflake("SHOW TRANSACTIONS")]
-    assert names == [SnowflakeLoader._transaction_name(DAY, live)]
+    # A transaction that is not one of our loads: not retried, and the message says how to end it.
     for conn in holders:
         conn.close()
+    foreign = snowflake.connector.connect(**{**args, "user": pipeline.env["SNOWFLAKE_USER"]})
+    foreign.cursor().execute("BEGIN TRANSACTION NAME MANUAL_FIX")
+    foreign.cursor().execute('DELETE FROM "RECORDS" WHERE 1 = 0')
+    with pipeline.configured("snowflake_loader") as built:
+        with pytest.raises(SnowflakeLockTimeoutError) as stuck:
+            built.snowflake_loader.model_copy(update={"lock_timeout_seconds": 3}).load_partition(staged)
+    message = str(stuck.value)
+    assert "(named MANUAL_FIX, started " in message and "not one of this pipeline's loads" in message
+    assert re.search(r"run: SELECT SYSTEM\$ABORT_TRANSACTION\(\d+\);", message)
+    assert "Nothing was changed" in message
+    foreign.close()
+    assert pipeline.snowflake_rows(DAY) == before
+    instance.dispose()
 
 
 def test_the_retrieval_log_killed_inside_its_copy_keeps_its_old_day_and_reloads_exactly(
     fault_pipeline, start_run, snowflake_server
 ):
     """The second table's load, SIGKILLed once Snowflake ran its DELETE and COPY: its transaction never
-    commits, every other session sees the day as it was, and once the dead transaction is ended (what the
-    next load's LOCK_TIMEOUT message says to do) a re-run is exact."""
+    commits, every other session sees the day as it was, and the re-run ends the dead transaction (its day's
+    lock died with the run) and is exact."""
     pipeline, log = fault_pipeline, configured_table("retrieval_log")
     pipeline.seed_retrievals([DAY_DATE], rows_per_day=400)
     assert pipeline.materialize(DAY, table=log).success
@@ -279,8 +287,8 @@ def test_the_retrieval_log_killed_inside_its_copy_keeps_its_old_day_and_reloads_
         pipeline.snowflake('SELECT COUNT(*), SUM("ID"), MAX("LATENCY_MS") FROM "RETRIEVAL_LOG"') == version_a
     )
     [(transaction_id, name)] = [(row[0], row[3]) for row in pipeline.snowflake("SHOW TRANSACTIONS")]
-    assert name.startswith(f"DATAVAULT_LOAD_{DAY.replace('-', '')}_")
-    pipeline.snowflake(f"SELECT SYSTEM$ABORT_TRANSACTION({transaction_id})")
+    assert name.startswith(f"DATAVAULT_LOAD_RETRIEVAL_LOG_{DAY.replace('-', '')}_")
     assert pipeline.materialize(DAY, table=log).success
+    assert transaction_id not in [row[0] for row in pipeline.snowflake("SHOW TRANSACTIONS")]
     [day] = pipeline.reconcile([DAY], table=log)
     assert day.matches and day.snowflake_rows == pipeline.pg("SELECT count(*) FROM retrieval_log")[0][0]

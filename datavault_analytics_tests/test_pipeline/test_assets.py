@@ -162,7 +162,8 @@ def test_copy_names_a_days_files_in_batches_within_one_transaction(pipeline, sno
     assert [
         s
         for s in statements[:first]
-        if s == f"BEGIN TRANSACTION NAME DATAVAULT_LOAD_{DAY.replace('-', '')}_" + proxy_run_id(statements)
+        if s
+        == f"BEGIN TRANSACTION NAME DATAVAULT_LOAD_RECORDS_{DAY.replace('-', '')}_" + proxy_run_id(statements)
     ] and "COMMIT" in statements[last:]
     assert not [s for s in statements[first:last] if s.split()[0] in ("BEGIN", "COMMIT", "ROLLBACK")]
     assert pipeline.snowflake_rows(DAY) == pipeline.source_rows(DAY)
