@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from botocore.exceptions import ClientError
+
 PART_BYTES = (
     8 * 1024 * 1024
 )  # S3 multipart part size (S3's minimum is 5 MiB); also the unit of upload concurrency
@@ -200,10 +202,24 @@ class S3StageStorage:
         for start in range(0, len(relatives), 1000):
             chunk = relatives[start : start + 1000]
             if chunk:
-                self._client.delete_objects(
+                answer = self._client.delete_objects(
                     Bucket=self.location.bucket,
                     Delete={"Objects": [{"Key": self.location.key(r)} for r in chunk], "Quiet": True},
                 )
+                # A batch delete answers 200 with its failures inside: read them, or a purge would report
+                # days gone that are not, and a restaging would keep a manifest it meant to remove.
+                if failed := answer.get("Errors"):
+                    first = failed[0]
+                    raise ClientError(
+                        {
+                            "Error": {
+                                "Code": first.get("Code", "DeleteFailed"),
+                                "Message": f"{len(failed)} of {len(chunk)} objects were not deleted, the first "
+                                f"{first.get('Key')}: {first.get('Message', '')}",
+                            }
+                        },
+                        "DeleteObjects",
+                    )
 
 
 class LocalStageStorage:
