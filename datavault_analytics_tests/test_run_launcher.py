@@ -7,11 +7,14 @@ its day as "already being loaded" on every scan and never repaired it, and its p
 """
 
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import pytest
 import yaml
@@ -43,15 +46,43 @@ def test_a_process_that_is_gone_or_was_replaced_is_not_the_worker():
     assert not RunWorker(child.pid, recorded_at=9e12).is_alive()
 
 
-@pytest.fixture
-def monitored(pg_server, s3_endpoint, snowflake_server, tmp_path, monkeypatch):
-    """A pipeline on an instance in PostgreSQL made from the local stack's dagster.yaml (run monitoring every
-    2 s, slots freed 1 s after a run ends), with the code server and the daemon running."""
+def vm_instance(pg_server, s3_endpoint, home: Path) -> dict[str, str]:
+    """The production instance without Kubernetes (deploy/dagster.yaml) in `home`, on its own database in
+    the test cluster and compute logs in the S3 emulator: its variables."""
+    database = f"dagster_vm_{uuid.uuid4().hex[:8]}"
+    pg_server.create_database(database)
+    bucket = f"compute-logs-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    home.mkdir()
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    host, port = pg_server.address.split(":")
+    return {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": host,
+        "DAGSTER_PG_PORT": port,
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_COMPUTE_LOGS_BUCKET": bucket,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+    }
+
+
+@pytest.fixture(params=["local stack", "VM"])
+def monitored(request, pg_server, s3_endpoint, snowflake_server, tmp_path, monkeypatch):
+    """A pipeline on an instance in PostgreSQL made from the local stack's dagster.yaml, or from the
+    production one without Kubernetes (deploy/dagster.yaml), run monitoring every 2 s and slots freed 1 s
+    after a run ends, with the code server and the daemon running."""
     processes: list[subprocess.Popen] = []
     pipeline = Pipeline(pg_server, s3_endpoint, snowflake_server, monkeypatch)
     pipeline.seed([date.fromisoformat(DAY)], rows_per_day=200)
+    instance_variables = (
+        instance_in_postgres(pg_server, tmp_path)
+        if request.param == "local stack"
+        else vm_instance(pg_server, s3_endpoint, tmp_path / "dagster_home")
+    )
     for name, value in {
-        **instance_in_postgres(pg_server, tmp_path),
+        **instance_variables,
         "DATAVAULT_ENV": "local",  # no schedule or sensor: the only run is the one killed here
         "PYTHONUNBUFFERED": "1",
     }.items():
