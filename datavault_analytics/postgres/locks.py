@@ -11,6 +11,7 @@ from datetime import date
 
 import dagster as dg
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 
 from datavault_analytics.errors import PartitionBusyError, PartitionLockError
@@ -52,6 +53,12 @@ class PartitionLock:
             )
 
 
+# A half-open connection (a host gone, not a process) is noticed in idle + interval × count = 60 s, on both
+# ends: the client's, so that a run learns it lost its lock; the server's, so that PostgreSQL ends the session
+# of a run whose machine is gone, and frees its lock, instead of after Linux's default of 2 h 11 min.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+
+
 def _connect(dsn: str, scope: str, partition_key: str, holder: str) -> psycopg.Connection:
     try:
         return psycopg.connect(
@@ -59,11 +66,21 @@ def _connect(dsn: str, scope: str, partition_key: str, holder: str) -> psycopg.C
             autocommit=True,
             connect_timeout=10,
             application_name=f"datavault lock {holder}"[:63],
-            # A half-open connection (a host gone, not a process) is noticed in about a minute.
             keepalives=1,
-            keepalives_idle=30,
-            keepalives_interval=10,
-            keepalives_count=3,
+            keepalives_idle=KEEPALIVE_IDLE_S,
+            keepalives_interval=KEEPALIVE_INTERVAL_S,
+            keepalives_count=KEEPALIVE_COUNT,
+            options=" ".join(
+                filter(
+                    None,
+                    [
+                        conninfo_to_dict(dsn).get("options"),  # the DSN's own, kept
+                        f"-c tcp_keepalives_idle={KEEPALIVE_IDLE_S}",
+                        f"-c tcp_keepalives_interval={KEEPALIVE_INTERVAL_S}",
+                        f"-c tcp_keepalives_count={KEEPALIVE_COUNT}",
+                    ],
+                )
+            ),
         )
     except psycopg.Error as error:
         raise PartitionLockError(
