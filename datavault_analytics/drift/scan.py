@@ -38,6 +38,7 @@ from datavault_analytics.names import (
     FINDINGS_KEY,
     POSTGRES_POOL,
     RANGE_END_TAG,
+    ROW_COUNT,
     SCAN_SECONDS_TAG,
     SCAN_TRIGGER,
     SCHEDULE_NAME_TAG,
@@ -144,13 +145,17 @@ def scan_for_drift(
     verified = len(evaluations)
 
     drifted = {**{d: why for d, why in state.content_drifted.items() if d in cheap.days}, **cheap.drifted}
+    emptied = _held_back_as_lost_history(pipeline, cheap, drifted, evaluations)
+    lost_history = evaluations[-1].description if emptied else None
     wanted, left_alone, errors = _repairs_due(pipeline, state, cheap, drifted, busy, evaluations)
+    if lost_history:
+        errors.append(f"Drift: {lost_history}")
     plan = plan_ranges(
         wanted,
         max_gap_days=drift.merge_gap_days,
         max_days_per_run=pipeline.settings.backfill_days_per_run or 31,
         max_runs=drift.runs_per_scan,
-        avoid=busy | set(left_alone),
+        avoid=busy | set(left_alone) | set(emptied),
     )
     due = set(wanted)
     requested = [d for d in plan.days if d in due]  # not the equal days a range reloads in passing
@@ -170,6 +175,8 @@ def scan_for_drift(
         summary += (
             f"; {len(left_alone)} left alone after {drift.max_repairs} failed reloads ({_listed(left_alone)})"
         )
+    if emptied:
+        summary += f"; {len(emptied)} emptied in PostgreSQL held back as lost history ({_listed(emptied)})"
     if repairs:
         summary += f"; reloading {_listed(requested)} in {len(repairs)} run(s)"
     details = [f"Drift: {day} differs: {drifted[day]}." for day in requested]
@@ -181,6 +188,39 @@ def scan_for_drift(
         ],
         errors,
     )
+
+
+def _held_back_as_lost_history(
+    pipeline: TablePipeline, cheap: CheapTier, drifted: dict[str, str], events: list[dg.AssetCheckEvaluation]
+) -> list[str]:
+    """The days PostgreSQL has emptied but Snowflake holds, if more than `max_emptied_days` at once: taken out
+    of `drifted` (never reloaded, so Snowflake keeps them), and told once, as a failed check on the latest."""
+    emptied = sorted(
+        d
+        for d in drifted
+        if cheap.postgres.get(d, NO_ROWS).rows == 0 and cheap.snowflake.get(d, NO_ROWS).rows > 0
+    )
+    if len(emptied) <= pipeline.drift.max_emptied_days:
+        return []
+    for day in emptied:
+        del drifted[day]
+    rows = sum(cheap.snowflake[d].rows for d in emptied)
+    events.append(
+        dg.AssetCheckEvaluation(
+            asset_key=pipeline.snowflake_key,
+            check_name=ROW_COUNT,
+            partition=emptied[-1],
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"PostgreSQL has no rows for {len(emptied)} days that Snowflake holds ({_listed(emptied)}; "
+            f"{rows:,} rows), more than drift.max_emptied_days ({pipeline.drift.max_emptied_days}) at once. "
+            "That looks like a source that lost its history: a restore from an old backup, a TRUNCATE, or a "
+            "DSN pointed at an empty replica. None of these days is reloaded, so Snowflake keeps them. If the "
+            f"deletion is real, reload them: make backfill START={emptied[0]} END={emptied[-1]}.",
+            metadata={"emptied_days": len(emptied), "rows_in_snowflake": rows, "verified_by": "drift scan"},
+        )
+    )
+    return emptied
 
 
 def _verify_content(

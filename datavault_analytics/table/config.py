@@ -60,6 +60,7 @@ class DriftConfig(TableConfig):
         "max_repairs": 1,
         "runs_per_scan": 1,
         "merge_gap_days": 0,
+        "max_emptied_days": 0,
     }
 
     scan_seconds: int = Field(default=6 * 3600, description="Seconds between two drift scans of the table.")
@@ -70,6 +71,13 @@ class DriftConfig(TableConfig):
     runs_per_scan: int = Field(default=4, description="Repair runs one scan may launch.")
     merge_gap_days: int = Field(
         default=7, description="Differing days this close are repaired in one range run."
+    )
+    max_emptied_days: int = Field(
+        default=3,
+        description="Days PostgreSQL no longer has any row of, but Snowflake does, that one scan may reload. "
+        "More at once look like a source that lost its history (a restore from an old backup, a TRUNCATE, a "
+        "DSN pointed at an empty replica): none of them is reloaded, and a failed check says so, until an "
+        "engineer reloads them with `make backfill`.",
     )
 
 

@@ -382,3 +382,30 @@ def test_a_repair_for_a_day_that_a_run_started_loading_since_the_scan_waits_unco
     after = tick(pipeline, first.cursor)
     assert after.run_requests == []
     assert ScanState.from_cursor(after.cursor).repairs[KEYS[2]].attempts == 0
+
+
+def test_a_source_that_lost_its_history_is_not_copied_and_is_told(pipeline, monkeypatch):
+    """PostgreSQL suddenly without most of its days (a TRUNCATE here, as a restore from an old backup or a DSN
+    pointed at an empty replica would look): the scan reloads none of them, Snowflake keeps every row, and a
+    failed check says what happened and how to reload them if it was meant. A few emptied days are erasures,
+    and are copied as before."""
+    loaded_pipeline(pipeline, rows_per_day=20)
+    before = {k: pipeline.snowflake_rows(k) for k in KEYS}
+    scanner = Scanner(pipeline, monkeypatch)
+    pipeline.pg("DELETE FROM records WHERE created_at >= %s AND created_at < %s", (DAYS[0], DAYS[4]))
+
+    held = scanner.scan(drift_hash_days_per_scan=0, drift_max_emptied_days=3)
+    assert held.run_requests == []
+    [told] = [e for e in scanner.evaluations() if not e.passed]
+    assert told.check_name == "row_count_matches_postgres" and told.partition == KEYS[3]
+    assert "PostgreSQL has no rows for 4 days that Snowflake holds" in told.description
+    assert f"make backfill START={KEYS[0]} END={KEYS[3]}" in told.description
+    assert "held back as lost history" in held.findings.summary
+    assert {k: pipeline.snowflake_rows(k) for k in KEYS} == before  # nothing was copied
+
+    # Allowed more at once (an engineer who meant it), the same scan reloads them.
+    allowed = scanner.scan(drift_hash_days_per_scan=0, drift_max_emptied_days=4, drift_merge_gap_days=0)
+    assert ranges(allowed) == [(KEYS[0], KEYS[3])]
+    assert scanner.repair(allowed) == [True]
+    assert all(pipeline.snowflake_rows(k) == [] for k in KEYS[:4])
+    assert all(day.matches for day in pipeline.reconcile(KEYS))
