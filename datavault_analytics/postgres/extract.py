@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # Batches the extract may read ahead: about one row group of the stage (S3StageIOManager.row_group_mb),
 # so that reading, the slowest part, never waits while a row group is encoded.
 PREFETCH_BYTES = 16 * 1024 * 1024
+STALLED_STAGE_SECONDS = 600.0  # the longest a stalled stage may keep a day's snapshot open
 _SET_APPLICATION_NAME = "SELECT set_config('application_name', $1, false)"  # ADBC's parameter style
 _EXTRACT_SESSIONS = KeptSessions()  # by DSN
 
@@ -89,7 +90,8 @@ class DayExtract:
                         read_to_the_end.set()
                     if batch is None or stop.is_set():
                         return
-                    batches.put(batch)
+                    if not self._hand_on(batches, batch, stop, cursor, window):
+                        return
                     # While this thread rests, the backend fills the socket's buffers and then waits, idle.
                     if self.paced and stop.wait(self.rest_for(read_seconds)):
                         return
@@ -140,6 +142,34 @@ class DayExtract:
                     conn.close()
             except Exception:  # the connection may already be broken; nothing was written
                 _EXTRACT_SESSIONS.discard(conn)
+
+    def _hand_on(self, batches: queue.Queue, batch, stop: threading.Event, cursor, window: DayWindow) -> bool:
+        """Put `batch` in the queue; False if the read was stopped meanwhile.
+
+        In bursts, the session is idle in its transaction between FETCHes, and PostgreSQL ends it after
+        `idle_in_transaction_timeout_seconds`. While the stage does not take batches (S3 stalled), the session
+        says SELECT 1 every third of that, so the day's read goes on when S3 does, for at most
+        STALLED_STAGE_SECONDS: a snapshot is never held longer for a stall."""
+        if not self.in_bursts:  # a whole statement's session is active, not idle, while its COPY waits
+            batches.put(batch)
+            return True
+        every = max(0.5, self.idle_in_transaction_timeout_seconds / 3)
+        since = time.monotonic()
+        while True:
+            try:
+                batches.put(batch, timeout=every)
+                return True
+            except queue.Full:
+                if stop.is_set():
+                    return False
+                if time.monotonic() - since > STALLED_STAGE_SECONDS:
+                    raise PostgresSourceError(
+                        f"The stage took no rows of {self.table.source_name} {window.partition_key} for "
+                        f"{STALLED_STAGE_SECONDS:.0f} s (S3 stalled?): the day's snapshot on PostgreSQL at "
+                        f"{self.location} is let go, and the read is retried."
+                    ) from None
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
 
     def _extract_session(self, purpose: str, window: DayWindow):
         """An ADBC connection (autocommit) named for `purpose`: the one kept from the last extract, or new."""
