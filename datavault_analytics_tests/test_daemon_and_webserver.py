@@ -274,6 +274,28 @@ def catalog(deployment: Deployment, key: dg.AssetKey, days: list[str]) -> tuple[
     return by_day, observed, values(data["assetNodes"][0]["metadataEntries"])
 
 
+def test_the_daemon_finds_the_table_late_then_its_schedule_tick_loads_yesterday_and_freshness_passes(
+    deployment,
+):
+    def freshness() -> str:
+        return deployment.asset_nodes()[SNOWFLAKE_KEY.to_user_string()]["freshnessStatusInfo"][
+            "freshnessStatus"
+        ]
+
+    # The last load is three days old: the daemon's freshness evaluation fails the table.
+    deployment.wait(lambda: freshness() == "DEGRADED", "the freshness daemon to fail the stale table")
+
+    run = deployment.scheduled_run()
+
+    assert run.status == dg.DagsterRunStatus.SUCCESS, deployment.logs
+    first, *_, yesterday = deployment.scheduled_days
+    assert run.tags["dagster/asset_partition_range_start"] == first
+    assert run.tags["dagster/asset_partition_range_end"] == yesterday
+    for day in deployment.scheduled_days:
+        assert deployment.pipeline.snowflake_rows(day) == deployment.pipeline.source_rows(day)
+    deployment.wait(lambda: freshness() == "HEALTHY", "the freshness daemon to pass the table after the load")
+
+
 def test_the_catalog_shows_each_days_rows_and_every_assets_columns_with_their_comments(deployment):
     """Through the webserver's GraphQL, as the catalog reads it: after the schedule's multi-day run, each day
     of both assets has its own row count (the row-count plot), the columns carry PostgreSQL's comments on all
@@ -306,28 +328,6 @@ def test_the_catalog_shows_each_days_rows_and_every_assets_columns_with_their_co
         "type": "bytea",
         "description": CIPHERTEXT_COMMENT,
     }
-
-
-def test_the_daemon_finds_the_table_late_then_its_schedule_tick_loads_yesterday_and_freshness_passes(
-    deployment,
-):
-    def freshness() -> str:
-        return deployment.asset_nodes()[SNOWFLAKE_KEY.to_user_string()]["freshnessStatusInfo"][
-            "freshnessStatus"
-        ]
-
-    # The last load is three days old: the daemon's freshness evaluation fails the table.
-    deployment.wait(lambda: freshness() == "DEGRADED", "the freshness daemon to fail the stale table")
-
-    run = deployment.scheduled_run()
-
-    assert run.status == dg.DagsterRunStatus.SUCCESS, deployment.logs
-    first, *_, yesterday = deployment.scheduled_days
-    assert run.tags["dagster/asset_partition_range_start"] == first
-    assert run.tags["dagster/asset_partition_range_end"] == yesterday
-    for day in deployment.scheduled_days:
-        assert deployment.pipeline.snowflake_rows(day) == deployment.pipeline.source_rows(day)
-    deployment.wait(lambda: freshness() == "HEALTHY", "the freshness daemon to pass the table after the load")
 
 
 def test_the_ui_shows_every_check_passing_for_every_day_of_the_scheduled_run(deployment):
