@@ -31,13 +31,14 @@ from bench.run import (
     DRIFT_PHASE,
     ISOLATED,
     WHOLE,
-    ServerProcess,
     _records_spec,
     burst_label,
     hot_path_table,
     p99_ratio,
     run_hot_path,
     s3_client,
+    start_moto,
+    start_snowflake,
 )
 
 STAGE = "stage step (1M-row day)"
@@ -50,30 +51,12 @@ def main() -> None:
     psql = find_psql()
     server = start_postgres()
     dsn = server.dsn(BENCH_DATABASE)
-    from datavault_analytics.local_stack.processes import free_port
-
     moto = snowflake = None
     try:
         ensure_seeded(dsn)
-        moto = ServerProcess(
-            "s3", ["datavault_analytics.local_stack.s3_server", "--port", str(port := free_port())], port
-        )
+        moto = start_moto()
         s3_client(moto.url).create_bucket(Bucket=BUCKET)
-        snowflake_port = free_port()
-        shutil.rmtree(WORK / "snowflake", ignore_errors=True)
-        snowflake = ServerProcess(
-            "snowflake",
-            [
-                "datavault_analytics.local_stack.snowflake_server",
-                "--port",
-                str(snowflake_port),
-                "--db-path",
-                str(WORK / "snowflake"),
-                "--s3-endpoint",
-                moto.url,
-            ],
-            snowflake_port,
-        )
+        snowflake, snowflake_port = start_snowflake(moto.url)
         day = DAY_1M.days[0].isoformat()
         log("DataVault's hot path, PostgreSQL on its own CPU: idle, stage step, backfill, drift scan")
         hot_path = run_hot_path(dsn, day, moto.url, snowflake_port, server.pid(), shared=False)

@@ -137,6 +137,24 @@ class ServerProcess:
         terminate_pid(self.process.pid, timeout=30)
 
 
+def start_moto() -> ServerProcess:
+    from datavault_analytics.local_stack.processes import free_port
+
+    port = free_port()
+    return ServerProcess("s3", ["datavault_analytics.local_stack.s3_server", "--port", str(port)], port)
+
+
+def start_snowflake(s3_endpoint: str) -> tuple[ServerProcess, int]:
+    """The Snowflake emulator on a fresh warehouse under bench/.work, and its port."""
+    from datavault_analytics.local_stack.processes import free_port
+
+    port = free_port()
+    shutil.rmtree(WORK / "snowflake", ignore_errors=True)  # a fresh warehouse every time
+    command = ["datavault_analytics.local_stack.snowflake_server", "--port", str(port)]
+    command += ["--db-path", str(WORK / "snowflake"), "--s3-endpoint", s3_endpoint]
+    return ServerProcess("snowflake", command, port), port
+
+
 def s3_client(endpoint: str):
     import boto3
 
@@ -731,7 +749,6 @@ def main() -> None:
         log("starting the benchmark's PostgreSQL (bench/.work/postgres)")
         server = start_postgres()
         dsn = server.dsn(BENCH_DATABASE)
-    from datavault_analytics.local_stack.processes import free_port
 
     moto = snowflake = None
     try:
@@ -742,9 +759,7 @@ def main() -> None:
             text=True,
             check=True,
         ).stdout.strip()
-        moto = ServerProcess(
-            "s3", ["datavault_analytics.local_stack.s3_server", "--port", str(port := free_port())], port
-        )
+        moto = start_moto()
         client = s3_client(moto.url)
         client.create_bucket(Bucket=BUCKET)
 
@@ -794,21 +809,7 @@ def main() -> None:
                 if measurement.report.get("rows") != DAY_1M.rows_per_day:
                     raise RuntimeError(f"{name} moved {measurement.report.get('rows')} rows, not 1,000,000")
 
-        snowflake_port = free_port()
-        shutil.rmtree(WORK / "snowflake", ignore_errors=True)  # a fresh warehouse every time
-        snowflake = ServerProcess(
-            "snowflake",
-            [
-                "datavault_analytics.local_stack.snowflake_server",
-                "--port",
-                str(snowflake_port),
-                "--db-path",
-                str(WORK / "snowflake"),
-                "--s3-endpoint",
-                moto.url,
-            ],
-            snowflake_port,
-        )
+        snowflake, snowflake_port = start_snowflake(moto.url)
 
         log(f"fingerprints of the 1M-row day {day}: loading it into the Snowflake emulator")
         load_fingerprint_day(dsn, day, moto.url, snowflake_port)

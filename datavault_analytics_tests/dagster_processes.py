@@ -43,6 +43,39 @@ def instance_in_postgres(pg_server, folder: Path) -> dict[str, str]:
     }
 
 
+def production_instance_variables(pg_server, s3_endpoint: str) -> dict[str, str]:
+    """What deploy/dagster.yaml reads from the environment, for a new database of its own in the test cluster
+    and a new compute-log bucket in the S3 emulator."""
+    import boto3
+
+    database = f"dagster_prod_{uuid.uuid4().hex[:8]}"
+    pg_server.create_database(database)
+    bucket = f"compute-logs-{uuid.uuid4().hex[:8]}"
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_bucket(Bucket=bucket)
+    host, port = pg_server.address.split(":")
+    return {
+        "DAGSTER_PG_HOST": host,
+        "DAGSTER_PG_PORT": port,
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_COMPUTE_LOGS_BUCKET": bucket,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+        **credentials,
+    }
+
+
 def wait_for(condition: Callable[[], object], what: str, timeout: float, logs: list[Path] = ()) -> object:
     """Poll until condition() returns something truthy; on the deadline, fail with the processes' logs."""
     deadline = time.monotonic() + timeout

@@ -10,11 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
-import boto3
 import dagster as dg
 import pytest
 import yaml
@@ -25,6 +23,7 @@ from datavault_analytics_tests.dagster_processes import (
     BIN,
     daemon_command,
     instance_in_postgres,
+    production_instance_variables,
     serve_code_location,
     start,
     stop,
@@ -47,25 +46,10 @@ def test_a_process_that_is_gone_or_was_replaced_is_not_the_worker():
 
 
 def vm_instance(pg_server, s3_endpoint, home: Path) -> dict[str, str]:
-    """The production instance without Kubernetes (deploy/dagster.yaml) in `home`, on its own database in
-    the test cluster and compute logs in the S3 emulator: its variables."""
-    database = f"dagster_vm_{uuid.uuid4().hex[:8]}"
-    pg_server.create_database(database)
-    bucket = f"compute-logs-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    """The production instance without Kubernetes (deploy/dagster.yaml) in `home`: its variables."""
     home.mkdir()
     shutil.copyfile(Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    host, port = pg_server.address.split(":")
-    return {
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": host,
-        "DAGSTER_PG_PORT": port,
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
-        "DAGSTER_PG_DB": database,
-        "DAGSTER_COMPUTE_LOGS_BUCKET": bucket,
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,
-    }
+    return {"DAGSTER_HOME": str(home), **production_instance_variables(pg_server, s3_endpoint)}
 
 
 @pytest.fixture(params=["local stack", "VM"])

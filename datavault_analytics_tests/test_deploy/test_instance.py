@@ -10,6 +10,8 @@ import pytest
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from datavault_analytics_tests.dagster_processes import production_instance_variables
+
 REPO = Path(__file__).resolve().parents[2]
 PROD_YAML = REPO / "deploy" / "dagster.yaml"
 LOCAL_YAML = REPO / "datavault_analytics" / "local_stack" / "dagster.yaml"
@@ -62,31 +64,11 @@ def assert_limits(
 def test_the_production_instance_loads_stores_runs_in_postgres_and_compute_logs_in_s3(
     pg_server, s3_endpoint, tmp_path, monkeypatch
 ):
-    database = f"dagster_prod_{uuid.uuid4().hex[:8]}"
-    pg_server.create_database(database)
-    bucket = f"compute-logs-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    s3.create_bucket(Bucket=bucket)
-    host, port = pg_server.address.split(":")
-    for name, value in {
-        "DAGSTER_PG_HOST": host,
-        "DAGSTER_PG_PORT": port,
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
-        "DAGSTER_PG_DB": database,
-        "DAGSTER_COMPUTE_LOGS_BUCKET": bucket,
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
+    variables = production_instance_variables(pg_server, s3_endpoint)
+    for name, value in variables.items():
         monkeypatch.setenv(name, value)
+    bucket = variables["DAGSTER_COMPUTE_LOGS_BUCKET"]
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
 
     instance = instance_from(PROD_YAML, tmp_path)
 
