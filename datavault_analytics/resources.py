@@ -72,6 +72,7 @@ def build_resources(settings: Settings) -> dict:
         lock_timeout_seconds=settings.pg_lock_timeout_seconds,
         max_mb_per_second=settings.pg_max_mb_per_second,
         max_burst_ms=settings.pg_max_burst_ms,
+        alone_burst_ms=settings.pg_alone_burst_ms,
         time_share=settings.pg_time_share,
     )
     locks = PartitionLocks(

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
         PostgresResource, "max_mb_per_second", "DATAVAULT_PG_MAX_MB_PER_SECOND"
     )
     pg_max_burst_ms: float = _knob(PostgresResource, "max_burst_ms", "DATAVAULT_PG_MAX_BURST_MS")
+    pg_alone_burst_ms: float = _knob(PostgresResource, "alone_burst_ms", "DATAVAULT_PG_ALONE_BURST_MS")
     pg_time_share: float = _knob(PostgresResource, "time_share", "DATAVAULT_PG_TIME_SHARE")
     pg_statement_timeout_seconds: int = _knob(
         PostgresResource, "statement_timeout_seconds", "DATAVAULT_PG_STATEMENT_TIMEOUT_SECONDS"

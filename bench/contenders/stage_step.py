@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument(
         "--max-burst-ms", type=float, help="PostgresResource.max_burst_ms; unset: the default"
     )
+    parser.add_argument(
+        "--alone-burst-ms", type=float, help="PostgresResource.alone_burst_ms; unset: the default"
+    )
     parser.add_argument("--table", help="schema.table to stage instead of records (bench/types.py)")
     parser.add_argument("--partition-column", default="created_at")
     parser.add_argument("--primary-key", default="id")
@@ -53,7 +56,11 @@ def main() -> None:
             primary_key=[args.primary_key],
         )
 
-    bursts = {} if args.max_burst_ms is None else {"max_burst_ms": args.max_burst_ms}
+    bursts = {
+        name: value
+        for name, value in (("max_burst_ms", args.max_burst_ms), ("alone_burst_ms", args.alone_burst_ms))
+        if value is not None
+    }
     postgres = PostgresResource(table_spec=spec, dsn=args.dsn, **bursts)
     stage = S3Stage(
         s3=S3Resource(endpoint_url=args.s3_endpoint, region_name="us-east-1"), stage_uri=args.stage_uri

@@ -1,13 +1,18 @@
-"""Reads in bursts (`max_burst_ms`): how big the next piece of a read is, so that one takes about that long."""
+"""Reads in bursts (`max_burst_ms`): how big the next piece of a read is, so that one takes about that long, and
+whether anyone else is working on the database meanwhile (`OthersAtWork`), which decides how long it may be."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import psycopg
 
 # The extract and the fingerprints FETCH from a cursor, the cheap tier counts time slices.
-# Bursts (max_burst_ms): the extract and the fingerprints FETCH from a cursor, the cheap tier counts time slices.
 FIRST_BURST_ROWS = 64
 LEAST_PIECE_ROWS = 16
 MOST_BURST_ROWS = 65_536
 FIRST_SLICE_SECONDS = 60.0
+# A session of another application that changed state (ran a statement) within this long counts as at work.
+# Retrieve's clients each run many a second; an idle connection pool does not.
+QUIET_SECONDS = 1.0
 
 
 @dataclass
@@ -27,3 +32,34 @@ class BurstSize:
             return
         factor = min(2.0, max(0.5, self.seconds / max(took, 1e-6)))
         self.size = min(self.most, max(self.least, self.size * factor))
+
+
+# Sessions of other applications that are working or were within QUIET_SECONDS. One whose state this role may
+# not see (another role's, without pg_read_all_stats) counts as at work: what cannot be seen is not quiet.
+# Our own sessions (their application_name, sessions.py) do not count: they are not latency-bound.
+_AT_WORK_SQL = """
+SELECT count(*) FROM pg_catalog.pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+  AND coalesce(application_name, '') NOT LIKE 'datavault-analytics %%'
+  AND NOT coalesce(
+    state IN ('idle', 'idle in transaction', 'idle in transaction (aborted)')
+    AND state_change < statement_timestamp() - make_interval(secs => %s), false)
+"""
+
+
+@dataclass
+class OthersAtWork:
+    """Whether another application works on the database, read from pg_stat_activity on a session of its own
+    (`conn`, psycopg, autocommit): each look is its own transaction, as pg_stat_activity is read once per
+    transaction.
+
+    While no one else does, a read of ours can take the CPU in long pieces at whole-statement speed; Retrieve's
+    first query after that waits for one such piece, and the read goes on in short bursts from then."""
+
+    conn: psycopg.Connection
+    looks: int = field(default=0, init=False)
+
+    def now(self) -> bool:
+        self.looks += 1
+        [working] = self.conn.execute(_AT_WORK_SQL, (QUIET_SECONDS,)).fetchone()
+        return working > 0

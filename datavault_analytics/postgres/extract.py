@@ -1,18 +1,22 @@
 """A day's extract: its rows streamed as Arrow record batches from one read-only snapshot, with ADBC."""
 
+import logging
 import queue
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import adbc_driver_postgresql.dbapi as adbc_postgres
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from datavault_analytics.errors import PostgresSourceError
 from datavault_analytics.identifiers import quote_postgres
+from datavault_analytics.postgres.bursts import OthersAtWork
 from datavault_analytics.postgres.catalog import SourceColumn
 from datavault_analytics.postgres.kept_sessions import KeptSessions
 from datavault_analytics.postgres.sessions import KEPT_SESSION_NAME, session_name
@@ -28,6 +32,7 @@ PREFETCH_BYTES = 16 * 1024 * 1024
 STALLED_STAGE_SECONDS = 600.0  # the longest a stalled stage may keep a day's snapshot open
 _SET_APPLICATION_NAME = "SELECT set_config('application_name', $1, false)"  # ADBC's parameter style
 _EXTRACT_SESSIONS = KeptSessions()  # by DSN
+_log = logging.getLogger(__name__)
 
 
 class DayExtract:
@@ -69,6 +74,7 @@ class DayExtract:
         done = object()
 
         def read() -> None:
+            record_batches = None
             try:
                 cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 for statement in self.session_settings("LOCAL"):
@@ -78,7 +84,7 @@ class DayExtract:
                 )
                 started, read_bytes = time.monotonic(), 0
                 if self.in_bursts:
-                    record_batches = self._fetch_in_bursts(cursor, sql)
+                    record_batches = self._read_in_bursts(cursor, columns, window)
                 else:
                     cursor.execute(sql)
                     record_batches = iter(cursor.fetch_record_batch())
@@ -104,6 +110,8 @@ class DayExtract:
             except BaseException as error:  # handed to the consumer, which raises it
                 batches.put(error)
             finally:
+                if hasattr(record_batches, "close"):  # a read in bursts hands back the session it looks from
+                    record_batches.close()
                 batches.put(done)
 
         reader = threading.Thread(target=read, name=f"pg-extract-{window.partition_key}", daemon=True)
@@ -188,15 +196,92 @@ class DayExtract:
                 f"Cannot connect to PostgreSQL at {self.location} to extract {window.partition_key}: {error}"
             ) from None
 
-    def _fetch_in_bursts(self, cursor, sql: str) -> Iterator[pa.RecordBatch]:
-        """`sql`'s rows through a cursor (ADBC, in the open transaction), FETCHed a burst at a time, gathered
-        into batches of about `batch_size_hint_bytes`."""
-        cursor.execute(f"DECLARE extract NO SCROLL CURSOR FOR {sql}")
+    def _read_in_bursts(
+        self, cursor, columns: list[SourceColumn], window: DayWindow
+    ) -> Iterator[pa.RecordBatch]:
+        """The day's rows (ADBC, in the open transaction's snapshot), gathered into batches of about
+        `batch_size_hint_bytes`: in time slices of `alone_burst_ms` while no other application works on the
+        database, then, from the first sign of one, the rest through a cursor in `max_burst_ms` bursts."""
+        read = {"in time slices": 0, "in bursts": 0}
+        with self.others_at_work() as others:
+            start = window.start
+            if others is not None:
+                slices = self._slices_while_alone(cursor, columns, window, others, read)
+                start = yield from _gathered(slices, self.batch_size_hint_bytes)
+            if start < window.end:
+                fetched = self._fetched_in_bursts(cursor, columns, start, window.end, read)
+                yield from _gathered(fetched, self.batch_size_hint_bytes)
+        _log.info(
+            "%s %s: %s",
+            self.table.source_name,
+            window.partition_key,
+            ", ".join(f"{n:,} rows {how}" for how, n in read.items()),
+        )
+
+    def _slices_while_alone(
+        self, cursor, columns: list[SourceColumn], window: DayWindow, others: OthersAtWork, read: dict
+    ) -> Iterator[pa.Table]:
+        """Time slices of the day, in the partition column's order, each one statement that ADBC reads with
+        COPY, sized to take `alone_burst_ms`, for as long as `others` finds no one else at work. Returns where
+        the rest of the day starts: each slice ends before the instant of its last row, which the next one
+        starts at, so no instant is split between slices (the day's end if it was read to it)."""
+        column = quote_postgres(self.table.partition_column)
+        at = next(c.name for c in columns if c.name.lower() == self.table.partition_column.lower())
+        select_list = ", ".join(c.select_sql for c in columns)
+        cursor.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "true"})
+        size = self.burst_rows(self.alone_burst_ms)
+        start = window.start
+        while start < window.end:
+            if others.now():
+                return start
+            rows = int(size.size)
+            reading = time.monotonic()
+            piece = self._slice(
+                cursor, select_list, column, start, window.end, f"ORDER BY {column} LIMIT {rows}"
+            )
+            size.after(time.monotonic() - reading, piece.num_rows)
+            if piece.num_rows < rows:  # the rest of the day
+                read["in time slices"] += piece.num_rows
+                yield piece
+                return window.end
+            # In order, the rows before the last one's instant are those before its first occurrence.
+            last = piece.column(at)[piece.num_rows - 1]
+            before_last = piece.slice(0, pc.index(piece.column(at), last).as_py())
+            last_instant = _as_utc(last.as_py())
+            if before_last.num_rows:
+                read["in time slices"] += before_last.num_rows
+                yield before_last
+                start = last_instant
+            else:  # more than a slice's rows at one instant, which cannot be cut: read it whole
+                end = last_instant + timedelta(microseconds=1)
+                instant = self._slice(cursor, select_list, column, last_instant, end, "")
+                read["in time slices"] += instant.num_rows
+                yield instant
+                start = end
+        return window.end
+
+    def _slice(
+        self, cursor, select_list: str, column: str, start: datetime, end: datetime, order_limit: str
+    ) -> pa.Table:
+        cursor.execute(
+            f"SELECT {select_list} FROM {self.qualified_table} WHERE {column} >= '{start.isoformat()}'::timestamptz "  # noqa: S608
+            f"AND {column} < '{end.isoformat()}'::timestamptz {order_limit}"
+        )
+        return cursor.fetch_arrow_table()
+
+    def _fetched_in_bursts(
+        self, cursor, columns: list[SourceColumn], start: datetime, end: datetime, read: dict
+    ) -> Iterator[pa.Table]:
+        """The rows from `start` to `end` through a cursor, FETCHed a burst of `max_burst_ms` at a time."""
+        column = quote_postgres(self.table.partition_column)
+        select_list = ", ".join(c.select_sql for c in columns)
+        cursor.execute(
+            f"DECLARE extract NO SCROLL CURSOR FOR SELECT {select_list} FROM {self.qualified_table} "  # noqa: S608
+            f"WHERE {column} >= '{start.isoformat()}'::timestamptz AND {column} < '{end.isoformat()}'::timestamptz"
+        )
         # COPY cannot wrap a FETCH; plain results carry the same Arrow types.
         cursor.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})
         size = self.burst_rows()
-        gathered: list[pa.RecordBatch] = []
-        gathered_bytes = 0
         while True:
             rows = int(size.size)
             fetching = time.monotonic()
@@ -206,13 +291,9 @@ class DayExtract:
             took = time.monotonic() - fetching
             fetched = cursor.fetch_arrow_table()
             size.after(took, fetched.num_rows)
-            gathered += fetched.to_batches()
-            gathered_bytes += fetched.nbytes
-            last = fetched.num_rows < rows
-            if gathered and (last or gathered_bytes >= self.batch_size_hint_bytes):
-                yield pa.concat_batches(gathered)
-                gathered, gathered_bytes = [], 0
-            if last:
+            read["in bursts"] += fetched.num_rows
+            yield fetched
+            if fetched.num_rows < rows:
                 return
 
     def estimate_day_rows(self, window: DayWindow) -> int | None:
@@ -227,6 +308,31 @@ class DayExtract:
             return int(plan[0]["Plan"]["Plan Rows"])
         except (PostgresSourceError, LookupError, TypeError, ValueError):
             return None
+
+
+def _gathered(pieces: Iterator[pa.Table], batch_bytes: int):
+    """`pieces` as record batches of at least about `batch_bytes` each, small ones put together (a copy) and
+    large ones passed on as they are; returns what `pieces` returned."""
+    gathered: list[pa.RecordBatch] = []
+    gathered_bytes = 0
+    while True:
+        try:
+            piece = next(pieces)
+        except StopIteration as end:
+            if gathered:
+                yield gathered[0] if len(gathered) == 1 else pa.concat_batches(gathered)
+            return end.value
+        for batch in piece.to_batches():
+            gathered.append(batch)
+            gathered_bytes += batch.nbytes
+            if gathered_bytes >= batch_bytes:
+                yield gathered[0] if len(gathered) == 1 else pa.concat_batches(gathered)
+                gathered, gathered_bytes = [], 0
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A partition column's value as an aware UTC datetime: a naive `timestamp` is UTC wall-clock time."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _hint(error: str) -> str:

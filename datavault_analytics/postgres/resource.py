@@ -16,7 +16,13 @@ from pydantic import Field
 
 from datavault_analytics.errors import PostgresSourceError
 from datavault_analytics.postgres.aggregates import DayAggregates
-from datavault_analytics.postgres.bursts import FIRST_BURST_ROWS, LEAST_PIECE_ROWS, MOST_BURST_ROWS, BurstSize
+from datavault_analytics.postgres.bursts import (
+    FIRST_BURST_ROWS,
+    LEAST_PIECE_ROWS,
+    MOST_BURST_ROWS,
+    BurstSize,
+    OthersAtWork,
+)
 from datavault_analytics.postgres.catalog import SourceCatalog
 from datavault_analytics.postgres.extract import DayExtract
 from datavault_analytics.postgres.kept_sessions import KeptSessions
@@ -69,6 +75,15 @@ class PostgresResource(SourceCatalog, DayExtract, DayAggregates, BoundToTable, d
         "time slices that short. A Retrieve whose backend wakes on the database's CPU while one of ours works "
         "waits for that piece, so its p99 follows the pieces' length, not the read's speed or share "
         "(docs/source-database.md). 0: each read is one statement, fastest, for a replica.",
+    )
+    alone_burst_ms: float = Field(
+        default=25.0,
+        ge=0,
+        description="While no other application works on the database (pg_stat_activity: no session of another "
+        "application ran a statement in the last second), the extract reads the day in time slices of about this "
+        "many milliseconds, each a COPY at whole-statement speed, and goes on in `max_burst_ms` bursts from the "
+        "first sign of other work. Seeing other roles' sessions takes pg_read_all_stats (or pg_monitor); without "
+        "it they count as working. 0: always `max_burst_ms` bursts.",
     )
     time_share: float = Field(
         default=1.0,
@@ -133,8 +148,30 @@ class PostgresResource(SourceCatalog, DayExtract, DayAggregates, BoundToTable, d
     def in_bursts(self) -> bool:
         return self.max_burst_ms > 0
 
-    def burst_rows(self) -> BurstSize:
-        return BurstSize(self.max_burst_ms / 1000, FIRST_BURST_ROWS, LEAST_PIECE_ROWS, MOST_BURST_ROWS)
+    def burst_rows(self, milliseconds: float | None = None) -> BurstSize:
+        """Rows a piece of `milliseconds` (default `max_burst_ms`) holds, learned piece by piece."""
+        seconds = (milliseconds or self.max_burst_ms) / 1000
+        return BurstSize(seconds, FIRST_BURST_ROWS, LEAST_PIECE_ROWS, MOST_BURST_ROWS)
+
+    @contextmanager
+    def others_at_work(self) -> Iterator[OthersAtWork | None]:
+        """Looks at who else works on the database, for a read in bursts that may go faster while no one does;
+        None when it may not (`alone_burst_ms` 0, or no index to cut the day into time slices with)."""
+        if not (self.in_bursts and self.alone_burst_ms) or not self.partition_index():
+            yield None
+            return
+        # A session of its own, autocommit, so that each look sees pg_stat_activity anew; not a kept one, which
+        # a read stopped midway would leave in doubt.
+        try:
+            conn = psycopg.connect(
+                self.session_dsn("looks for other work"), autocommit=True, connect_timeout=10
+            )
+        except psycopg.Error as error:
+            raise PostgresSourceError(f"Cannot connect to PostgreSQL at {self.location}: {error}") from None
+        try:
+            yield OthersAtWork(conn)
+        finally:
+            conn.close()
 
     def rest_for(self, seconds: float) -> float:
         """How long to rest after `seconds` of work on the database, to keep to `time_share` of the time."""
