@@ -5,6 +5,7 @@ and sets the same environment variables production reads. `materialize` runs the
 real resources through Dagster, in process.
 """
 
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -46,6 +47,18 @@ def create_source_database(pg_server, name: str) -> str:
         for ddl in SOURCE_DDL:
             conn.execute(ddl.read_text())
     return dsn
+
+
+def wait_until_no_other_application_works(dsn: str) -> None:
+    """Until pg_stat_activity shows no session of another application at work (postgres/bursts.py), so that a
+    read in bursts takes its longer pieces; this session is named as ours, so it does not count."""
+    from datavault_analytics.postgres.bursts import OthersAtWork
+
+    with psycopg.connect(dsn, autocommit=True, application_name="datavault-analytics test") as conn:
+        ends = time.monotonic() + 30
+        while OthersAtWork(conn).now():
+            assert time.monotonic() < ends, "another application kept working on the test's database"
+            time.sleep(0.2)
 
 
 class Pipeline:

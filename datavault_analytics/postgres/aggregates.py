@@ -7,7 +7,7 @@ from datetime import timedelta
 import psycopg
 
 from datavault_analytics.identifiers import quote_postgres
-from datavault_analytics.postgres.bursts import FIRST_SLICE_SECONDS, BurstSize
+from datavault_analytics.postgres.bursts import FIRST_SLICE_SECONDS, BurstSize, OthersAtWork
 from datavault_analytics.postgres.catalog import SourceColumn
 from datavault_analytics.table.day_window import DayWindow, as_utc
 from datavault_analytics.verification.fingerprint import DaySummary, Fingerprint, postgres_row_number
@@ -37,8 +37,9 @@ class DayAggregates:
         INCLUDE (updated_at)` (sql/records.sql) gives: rows, latest partition-column value, latest update.
 
         Whole, one statement: one small aggregate per day, a LATERAL join over the days, with no per-row
-        expression. In bursts, each day is counted in time slices sized to `max_burst_ms` and bounded in rows,
-        in the day's one REPEATABLE READ snapshot; the slices' counts add up and their maxima give the day's."""
+        expression. In bursts, each day is counted in time slices sized to `max_burst_ms` (`alone_burst_ms`
+        while no other application works) and bounded in rows, in the day's one REPEATABLE READ snapshot; the
+        slices' counts add up and their maxima give the day's."""
         if not windows:
             return {}
         column = quote_postgres(self.table.partition_column)
@@ -81,32 +82,43 @@ class DayAggregates:
                 "LIMIT %s) AS piece"
             )
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            width = BurstSize(self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400)
-            piece_rows = self.burst_rows()
-            for window in windows:
-                start = window.start
-                while start < window.end:
-                    end = min(start + timedelta(seconds=width.size), window.end)
-                    limit = int(piece_rows.size) + 1
-                    reading = time.monotonic()
-                    row = conn.execute(sql, (start, end, limit), prepare=True).fetchone()
-                    took = time.monotonic() - reading
-                    self.rest_after(took)
-                    if row[0] == limit:
-                        piece_rows.after(took, row[0])
-                        if as_utc(row[1]) > start:
-                            width.size = (as_utc(row[1]) - start).total_seconds()
-                            continue
-                        # more than a piece's rows at one instant: that instant cannot be cut, count it whole
-                        end = start + timedelta(microseconds=1)
-                        row = conn.execute(sql, (start, end, None), prepare=True).fetchone()
-                    else:
-                        width.after(took, row[0])
-                    if row[0]:
-                        add(window.partition_key, *row)
-                    start = end
-                conn.commit()  # one snapshot per day, as the fingerprints
+            with self.others_at_work() as others:
+                self._count_in_slices(conn, sql, windows, others, add)
         return found
+
+    def _count_in_slices(
+        self, conn, sql: str, windows: list[DayWindow], others: OthersAtWork | None, add
+    ) -> None:
+        """Each day of `windows` counted in time slices, in the day's one snapshot (see _day_aggregates)."""
+        width = BurstSize(
+            self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400, others, self.alone_burst_ms / 1000
+        )
+        piece_rows = self.burst_rows(others)
+        for window in windows:
+            start = window.start
+            while start < window.end:
+                if others is not None:
+                    others.look()
+                end = min(start + timedelta(seconds=width.next()), window.end)
+                limit = int(piece_rows.next()) + 1
+                reading = time.monotonic()
+                row = conn.execute(sql, (start, end, limit), prepare=True).fetchone()
+                took = time.monotonic() - reading
+                self.rest_after(took)
+                if row[0] == limit:
+                    piece_rows.after(took, row[0])
+                    if as_utc(row[1]) > start:
+                        width.size = (as_utc(row[1]) - start).total_seconds()
+                        continue
+                    # more than a piece's rows at one instant: that instant cannot be cut, count it whole
+                    end = start + timedelta(microseconds=1)
+                    row = conn.execute(sql, (start, end, None), prepare=True).fetchone()
+                else:
+                    width.after(took, row[0])
+                if row[0]:
+                    add(window.partition_key, *row)
+                start = end
+            conn.commit()  # one snapshot per day, as the fingerprints
 
     def _updated_at_or_null(self, conn) -> str:
         """The configured updated-at column if the table has it now, else NULL (a count-only cheap tier)."""
@@ -134,18 +146,21 @@ class DayAggregates:
         transaction.
 
         Whole: one plain aggregate per day, with no sort and no grouping, which PostgreSQL may run with parallel
-        workers. In bursts: the rows' numbers FETCHed from a cursor, as many as take `max_burst_ms`, and summed
-        here; the fingerprint is a sum, so the answer is the same."""
+        workers. In bursts: the rows' numbers FETCHed from a cursor, as many as take `max_burst_ms`
+        (`alone_burst_ms` while no other application works), and summed here; the fingerprint is a sum, so the
+        answer is the same."""
         if not windows:
             return {}
         numbers_sql = self.window_sql(row_number_sql(columns))
         found = {}
-        with self.connect("fingerprints") as conn:
+        with self.connect("fingerprints") as conn, self.others_at_work() as others:
             conn.commit()
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             for window in windows:
                 if self.in_bursts:
-                    found[window.partition_key] = self._fingerprint_in_bursts(conn, numbers_sql, window)
+                    found[window.partition_key] = self._fingerprint_in_bursts(
+                        conn, numbers_sql, window, others
+                    )
                 else:
                     reading = time.monotonic()
                     rows, total = conn.execute(
@@ -157,13 +172,15 @@ class DayAggregates:
         return found
 
     def _fingerprint_in_bursts(
-        self, conn: psycopg.Connection, numbers_sql: str, window: DayWindow
+        self, conn: psycopg.Connection, numbers_sql: str, window: DayWindow, others: OthersAtWork | None
     ) -> Fingerprint:
-        rows, total, size = 0, 0, self.burst_rows()
+        rows, total, size = 0, 0, self.burst_rows(others)
         with conn.cursor(name="fingerprint") as cursor:
             cursor.execute(numbers_sql, (window.start, window.end))
             while True:
-                wanted = int(size.size)
+                if others is not None:
+                    others.look()
+                wanted = int(size.next())
                 fetching = time.monotonic()
                 numbers = cursor.fetchmany(wanted)
                 took = time.monotonic() - fetching

@@ -18,19 +18,34 @@ QUIET_SECONDS = 1.0
 @dataclass
 class BurstSize:
     """The size of the next piece of a read (rows to FETCH, or seconds of time to count), set after each piece
-    so that one takes about `seconds`. A step at most halves or doubles it, so one slow piece (a cold page)
-    does not swing it. A piece of LEAST_PIECE_ROWS rows or fewer is never cut finer: its time is the
-    statement's own cost, which a smaller piece would not shorten."""
+    so that one takes about `seconds`, or `alone_seconds` while `others` finds no one else at work. A step at
+    most halves or doubles it, so one slow piece (a cold page) does not swing it; the first sign of other work
+    cuts it at once. A piece of LEAST_PIECE_ROWS rows or fewer is never cut finer: its time is the statement's
+    own cost, which a smaller piece would not shorten."""
 
     seconds: float
     size: float
     least: float
     most: float
+    others: "OthersAtWork | None" = None
+    alone_seconds: float = 0.0
+    target: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.target = self.seconds
+
+    def next(self) -> float:
+        """The next piece's size, for the time it may take now."""
+        target = self.alone_seconds if self.others is not None and self.others.alone else self.seconds
+        if target != self.target:
+            self.size = min(self.most, max(self.least, self.size * target / self.target))
+            self.target = target
+        return self.size
 
     def after(self, took: float, rows: int) -> None:
-        if took > self.seconds and rows <= LEAST_PIECE_ROWS:
+        if took > self.target and rows <= LEAST_PIECE_ROWS:
             return
-        factor = min(2.0, max(0.5, self.seconds / max(took, 1e-6)))
+        factor = min(2.0, max(0.5, self.target / max(took, 1e-6)))
         self.size = min(self.most, max(self.least, self.size * factor))
 
 
@@ -53,13 +68,22 @@ class OthersAtWork:
     (`conn`, psycopg, autocommit): each look is its own transaction, as pg_stat_activity is read once per
     transaction.
 
-    While no one else does, a read of ours can take the CPU in long pieces at whole-statement speed; Retrieve's
-    first query after that waits for one such piece, and the read goes on in short bursts from then."""
+    While no one else does, a read of ours may take the CPU in long pieces at whole-statement speed. Retrieve's
+    first query after that waits for one such piece, and from then on the read goes on in short bursts: `alone`
+    turns False at the first sign of other work and stays so, with no more looks."""
 
     conn: psycopg.Connection
+    alone: bool = True
     looks: int = field(default=0, init=False)
 
+    def look(self) -> bool:
+        """Whether still alone, looking again if so."""
+        if self.alone:
+            self.alone = not self.now()
+        return self.alone
+
     def now(self) -> bool:
+        """Whether another application is at work now."""
         self.looks += 1
         [working] = self.conn.execute(_AT_WORK_SQL, (QUIET_SECONDS,)).fetchone()
         return working > 0

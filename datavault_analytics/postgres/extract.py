@@ -205,7 +205,7 @@ class DayExtract:
         read = {"in time slices": 0, "in bursts": 0}
         with self.others_at_work() as others:
             start = window.start
-            if others is not None:
+            if others is not None and self.partition_index():  # each slice is an index range
                 slices = self._slices_while_alone(cursor, columns, window, others, read)
                 start = yield from _gathered(slices, self.batch_size_hint_bytes)
             if start < window.end:
@@ -229,12 +229,12 @@ class DayExtract:
         at = next(c.name for c in columns if c.name.lower() == self.table.partition_column.lower())
         select_list = ", ".join(c.select_sql for c in columns)
         cursor.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "true"})
-        size = self.burst_rows(self.alone_burst_ms)
+        size = self.burst_rows(others)
         start = window.start
         while start < window.end:
-            if others.now():
+            if not others.look():
                 return start
-            rows = int(size.size)
+            rows = int(size.next())
             reading = time.monotonic()
             piece = self._slice(
                 cursor, select_list, column, start, window.end, f"ORDER BY {column} LIMIT {rows}"
@@ -311,22 +311,30 @@ class DayExtract:
 
 
 def _gathered(pieces: Iterator[pa.Table], batch_bytes: int):
-    """`pieces` as record batches of at least about `batch_bytes` each, small ones put together (a copy) and
-    large ones passed on as they are; returns what `pieces` returned."""
+    """`pieces` as record batches of about `batch_bytes`: small ones put together (a copy), none made larger
+    than that by it, so a slice's batches (ADBC's, of about that size) pass on as they are. Returns what
+    `pieces` returned."""
     gathered: list[pa.RecordBatch] = []
     gathered_bytes = 0
+
+    def together() -> pa.RecordBatch:
+        return gathered[0] if len(gathered) == 1 else pa.concat_batches(gathered)
+
     while True:
         try:
             piece = next(pieces)
         except StopIteration as end:
             if gathered:
-                yield gathered[0] if len(gathered) == 1 else pa.concat_batches(gathered)
+                yield together()
             return end.value
         for batch in piece.to_batches():
+            if gathered and gathered_bytes + batch.nbytes > batch_bytes:
+                yield together()
+                gathered, gathered_bytes = [], 0
             gathered.append(batch)
             gathered_bytes += batch.nbytes
             if gathered_bytes >= batch_bytes:
-                yield gathered[0] if len(gathered) == 1 else pa.concat_batches(gathered)
+                yield together()
                 gathered, gathered_bytes = [], 0
 
 

@@ -80,10 +80,11 @@ class PostgresResource(SourceCatalog, DayExtract, DayAggregates, BoundToTable, d
         default=25.0,
         ge=0,
         description="While no other application works on the database (pg_stat_activity: no session of another "
-        "application ran a statement in the last second), the extract reads the day in time slices of about this "
-        "many milliseconds, each a COPY at whole-statement speed, and goes on in `max_burst_ms` bursts from the "
-        "first sign of other work. Seeing other roles' sessions takes pg_read_all_stats (or pg_monitor); without "
-        "it they count as working. 0: always `max_burst_ms` bursts.",
+        "application ran a statement in the last second), each piece of our reads may take this many "
+        "milliseconds: the extract reads the day in time slices, each a COPY at whole-statement speed, the "
+        "fingerprints and the cheap tier take longer pieces. From the first sign of other work, the read goes "
+        "on in `max_burst_ms` bursts. Seeing other roles' sessions takes pg_read_all_stats (or pg_monitor); "
+        "without it they count as working. 0: always `max_burst_ms` bursts.",
     )
     time_share: float = Field(
         default=1.0,
@@ -148,16 +149,23 @@ class PostgresResource(SourceCatalog, DayExtract, DayAggregates, BoundToTable, d
     def in_bursts(self) -> bool:
         return self.max_burst_ms > 0
 
-    def burst_rows(self, milliseconds: float | None = None) -> BurstSize:
-        """Rows a piece of `milliseconds` (default `max_burst_ms`) holds, learned piece by piece."""
-        seconds = (milliseconds or self.max_burst_ms) / 1000
-        return BurstSize(seconds, FIRST_BURST_ROWS, LEAST_PIECE_ROWS, MOST_BURST_ROWS)
+    def burst_rows(self, others: OthersAtWork | None = None) -> BurstSize:
+        """Rows a piece of `max_burst_ms` holds, or of `alone_burst_ms` while `others` finds no one else at
+        work, learned piece by piece."""
+        return BurstSize(
+            self.max_burst_ms / 1000,
+            FIRST_BURST_ROWS,
+            LEAST_PIECE_ROWS,
+            MOST_BURST_ROWS,
+            others,
+            self.alone_burst_ms / 1000,
+        )
 
     @contextmanager
     def others_at_work(self) -> Iterator[OthersAtWork | None]:
-        """Looks at who else works on the database, for a read in bursts that may go faster while no one does;
-        None when it may not (`alone_burst_ms` 0, or no index to cut the day into time slices with)."""
-        if not (self.in_bursts and self.alone_burst_ms) or not self.partition_index():
+        """Looks at who else works on the database, for a read in bursts that may take longer pieces while no
+        one does; None when it may not (`alone_burst_ms` 0, or whole statements)."""
+        if not (self.in_bursts and self.alone_burst_ms):
             yield None
             return
         # A session of its own, autocommit, so that each look sees pg_stat_activity anew; not a kept one, which

@@ -16,10 +16,13 @@ import pyarrow as pa
 import pytest
 
 from datavault_analytics.local_stack.seed import seed_records
-from datavault_analytics.postgres.bursts import LEAST_PIECE_ROWS, OthersAtWork
+from datavault_analytics.postgres.bursts import LEAST_PIECE_ROWS
 from datavault_analytics.postgres.resource import PostgresResource
 from datavault_analytics.table.day_window import DayWindow
-from datavault_analytics_tests.pipeline_harness import create_source_database
+from datavault_analytics_tests.pipeline_harness import (
+    create_source_database,
+    wait_until_no_other_application_works,
+)
 from datavault_analytics_tests.records import RECORDS_SPEC
 
 DAY = "2026-11-02"
@@ -70,14 +73,6 @@ def read(postgres: PostgresResource, columns, between_batches=lambda: None) -> p
     return pa.Table.from_batches(batches).sort_by("id")
 
 
-def wait_until_no_one_else_works(postgres: PostgresResource) -> None:
-    with psycopg.connect(postgres.dsn, autocommit=True, application_name="datavault-analytics test") as conn:
-        ends = time.monotonic() + 30
-        while OthersAtWork(conn).now():
-            assert time.monotonic() < ends, "another application kept working on the test's database"
-            time.sleep(0.2)
-
-
 def rows_read(caplog) -> dict[str, int]:
     """The extract's own account of its last day: rows in time slices and rows in bursts."""
     [message] = [r.getMessage() for r in caplog.records if r.name.endswith("postgres.extract")][-1:]
@@ -95,7 +90,7 @@ def test_while_no_one_else_works_the_day_is_read_in_time_slices_that_split_no_in
     )
     columns = sliced.source_columns()
     expected = whole_day(dsn, columns)
-    wait_until_no_one_else_works(sliced)
+    wait_until_no_other_application_works(dsn)
 
     with caplog.at_level(logging.INFO, logger="datavault_analytics.postgres.extract"):
         found = read(sliced, columns)
@@ -117,7 +112,7 @@ def test_from_the_first_sign_of_other_work_the_rest_of_the_day_is_read_in_bursts
     columns = sliced.source_columns()
     expected = whole_day(dsn, columns)
     retrieve = psycopg.connect(dsn, autocommit=True, application_name="datavault retrieve (test)")
-    wait_until_no_one_else_works(sliced)  # its connection, idle for a second, does not count
+    wait_until_no_other_application_works(dsn)  # its connection, idle for a second, does not count
 
     def work() -> None:
         with pytest.raises(psycopg.errors.QueryCanceled):  # ended by the test when the day is read

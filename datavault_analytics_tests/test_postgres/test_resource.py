@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 
 import psycopg
 import pyarrow as pa
@@ -21,7 +22,10 @@ from datavault_analytics.postgres.resource import PostgresResource
 from datavault_analytics.resources import build_resources
 from datavault_analytics.settings import Settings
 from datavault_analytics.table.day_window import DayWindow
-from datavault_analytics_tests.pipeline_harness import create_source_database
+from datavault_analytics_tests.pipeline_harness import (
+    create_source_database,
+    wait_until_no_other_application_works,
+)
 from datavault_analytics_tests.records import RECORDS_SPEC
 
 DAY = "2026-11-01"
@@ -148,10 +152,13 @@ def test_reads_in_bursts_find_what_whole_statements_find(dsn, monkeypatch):
     monkeypatch.setattr(
         BurstSize, "after", lambda self, took, rows: (pieces.append(self.size), after(self, took, rows))
     )
-    # the shipped burst; one so short that every piece is a few rows; and paced, resting after each piece
+    # bursts only: the shipped length; one so short that every piece is a few rows; and paced, resting after
+    # each piece
     for bursts in (
-        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn),
-        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0.01, time_share=0.5),
+        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, alone_burst_ms=0),
+        PostgresResource(
+            table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0.01, alone_burst_ms=0, time_share=0.5
+        ),
     ):
         pieces.clear()
         assert read_day(bursts, columns).equals(expected_day)
@@ -160,6 +167,15 @@ def test_reads_in_bursts_find_what_whole_statements_find(dsn, monkeypatch):
         assert bursts.day_stats(windows) == whole.day_stats(windows)
         assert len(pieces) > 40  # the reads were cut into pieces
     assert LEAST_PIECE_ROWS in pieces  # the short burst came down to the fewest rows a FETCH
+    short_pieces = max(pieces)
+
+    # the shipped default while no other application works: longer pieces, the same answers
+    pieces.clear()
+    alone = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0.01)
+    wait_until_no_other_application_works(dsn)
+    assert alone.fingerprints(windows, columns) == expected_fingerprints
+    assert alone.day_summaries(first, last) == expected_summaries
+    assert max(pieces) > 10 * short_pieces
 
     with PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, time_share=0.5).connect("catalog") as conn:
         assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
@@ -188,6 +204,18 @@ def test_a_burst_is_resized_toward_its_length_at_most_twofold_a_step():
     assert size.size == 16
     size.after(1.0, LEAST_PIECE_ROWS)  # a statement's own cost: cutting finer would not help
     assert size.size == 16
+
+
+def test_at_the_first_sign_of_other_work_a_piece_is_cut_to_the_short_burst_at_once():
+    others = SimpleNamespace(alone=True)  # OthersAtWork's state, as its looks leave it
+    size = BurstSize(seconds=0.0003, size=64, least=16, most=65_536, others=others, alone_seconds=0.03)
+    assert size.next() == 6400  # alone: the piece may take 100 x as long
+    size.after(0.015, 6400)  # took half its 30 ms: double
+    assert size.next() == 12_800
+    others.alone = False
+    assert size.next() == 128  # at once, not halving step by step
+    size.after(0.0003, 128)
+    assert size.next() == 128
 
 
 def test_an_empty_slice_that_is_slow_is_not_cut_finer():
@@ -229,7 +257,9 @@ def test_a_dense_day_after_empty_days_is_still_counted_in_pieces(pg_server, monk
     )
     # bursts so long that every slice is quick: the width grows over the empty days to a whole day
     assert (
-        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=1_000).day_summaries(first, last)
+        PostgresResource(
+            table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=1_000, alone_burst_ms=0
+        ).day_summaries(first, last)
         == expected
     )
     dense = [s for s in slices if s[0] >= DayWindow.for_key("2026-11-20").start]
@@ -240,7 +270,9 @@ def test_a_dense_day_after_empty_days_is_still_counted_in_pieces(pg_server, monk
     slices.clear()
     # bursts so short that a piece is LEAST_PIECE_ROWS rows: the 300 rows at the instant exceed it
     assert (
-        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0.01).day_summaries(first, last)
+        PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0.01, alone_burst_ms=0).day_summaries(
+            first, last
+        )
         == expected
     )
     whole = [(s[0], s[1]) for s in slices if s[2] is None]
@@ -277,6 +309,14 @@ def test_a_paced_read_rests_for_the_rest_of_its_share(dsn, monkeypatch):
             "='-1': Input should be greater than or equal to 0",
         ),
         ("DATAVAULT_PG_MAX_BURST_MS", "max_burst_ms", "short", "='short'"),
+        ("DATAVAULT_PG_ALONE_BURST_MS", "alone_burst_ms", None, 25.0),
+        ("DATAVAULT_PG_ALONE_BURST_MS", "alone_burst_ms", "0", 0.0),
+        (
+            "DATAVAULT_PG_ALONE_BURST_MS",
+            "alone_burst_ms",
+            "-5",
+            "='-5': Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_the_pace_comes_from_the_environment_and_bad_values_say_so(
