@@ -268,9 +268,12 @@ def run_psql(psql: str, dsn: str, select: str, label: str) -> Measurement:
     )
 
 
-def burst_arguments(max_burst_ms: float | None) -> list[str]:
-    """A contender's --max-burst-ms; none for the shipped default."""
-    return [] if max_burst_ms is None else ["--max-burst-ms", str(max_burst_ms)]
+def burst_arguments(max_burst_ms: float | None, alone_burst_ms: float | None = None) -> list[str]:
+    """A contender's --max-burst-ms and --alone-burst-ms; none for the shipped defaults."""
+    return [
+        *([] if max_burst_ms is None else ["--max-burst-ms", str(max_burst_ms)]),
+        *([] if alone_burst_ms is None else ["--alone-burst-ms", str(alone_burst_ms)]),
+    ]
 
 
 def run_stage(
@@ -282,6 +285,7 @@ def run_stage(
     wait_quiet: bool = True,
     max_burst_ms: float | None = None,
     table: list[str] = (),
+    alone_burst_ms: float | None = None,
 ) -> Measurement:
     """The stage step's contender for a day of records, or of the table `table` names (its --table arguments)."""
     command = [
@@ -294,7 +298,7 @@ def run_stage(
         day,
         "--stage-uri",
         stage_uri,
-        *burst_arguments(max_burst_ms),
+        *burst_arguments(max_burst_ms, alone_burst_ms),
         *table,
     ]
     if s3_endpoint:

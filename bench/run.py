@@ -274,12 +274,13 @@ def run_drift(
     postmaster: int | None,
     sample: bool,
     max_burst_ms: float | None = None,
+    alone_burst_ms: float | None = None,
 ) -> Measurement:
     command = [
         sys.executable,
         "-m",
         "bench.contenders.drift_scan",
-        *burst_arguments(max_burst_ms),
+        *burst_arguments(max_burst_ms, alone_burst_ms),
         "--tier",
         tier,
         "--side",
@@ -542,6 +543,9 @@ def burst_label(max_burst_ms: float | None) -> str:
 
 
 DRIFT_PHASE = "drift scan (cheap tier over history, then content)"
+BURSTS_ONLY_SIDE = "postgres, bursts only"  # alone_burst_ms=0: as while another application works
+WHOLE_SIDE = "postgres, whole statements"
+DRIFT_VARIANTS = ((BURSTS_ONLY_SIDE, {"alone_burst_ms": 0}), (WHOLE_SIDE, {"max_burst_ms": 0.0}))
 
 
 def split_latencies(latencies: list[list[float]], started: float, ended: float) -> dict:
@@ -705,6 +709,9 @@ def summarize(runs: list[Measurement], rows: int, data_bytes: int) -> dict:
         if "emulator_cpu" in runs[0].report
         else None,
         "busy": median(m.report.get("busy_before", 0.0) for m in runs),
+        "postgres_cpu": median(m.report["postgres_cpu"] for m in runs)
+        if "postgres_cpu" in runs[0].report
+        else None,
     }
 
 
@@ -778,9 +785,17 @@ def main() -> None:
             log(f"1M-row day, round {round_number}/{DAY_REPEATS}")
             record(run_psql(psql, dsn, select, "psql"))
             shutil.rmtree(file_stage, ignore_errors=True)
-            record(run_stage("stage -> file://", dsn, day, f"file://{file_stage}"))
-            shutil.rmtree(file_stage, ignore_errors=True)
-            record(run_stage("stage, bursts off", dsn, day, f"file://{file_stage}", max_burst_ms=WHOLE))
+            for name, bursts in (
+                ("stage -> file://", {}),
+                ("stage, bursts off", {"max_burst_ms": WHOLE}),
+                ("stage, bursts only", {"alone_burst_ms": 0}),
+            ):
+                shutil.rmtree(file_stage, ignore_errors=True)
+                cpu = postgres_cpu_seconds(server.pid()) if server is not None else None
+                measured = run_stage(name, dsn, day, f"file://{file_stage}", **bursts)
+                if cpu is not None:
+                    measured.report["postgres_cpu"] = postgres_cpu_seconds(server.pid()) - cpu
+                record(measured)
             before = moto.cpu_seconds()
             measured = run_stage("stage -> S3 (moto)", dsn, day, f"s3://{BUCKET}/stage", moto.url)
             measured.report["emulator_cpu"] = moto.cpu_seconds() - before
@@ -803,7 +818,13 @@ def main() -> None:
         for measurement in results["stage -> file:// 10M"] + results["stage, bursts off 10M"]:
             if measurement.report.get("rows") != DAY_10M.rows_per_day:
                 raise RuntimeError(f"the 10M-row stage step staged {measurement.report.get('rows')} rows")
-        for name in ("stage -> file://", "stage, bursts off", "stage -> S3 (moto)", "dlt"):
+        for name in (
+            "stage -> file://",
+            "stage, bursts off",
+            "stage, bursts only",
+            "stage -> S3 (moto)",
+            "dlt",
+        ):
             for measurement in results[name]:
                 if measurement.report.get("rows") != DAY_1M.rows_per_day:
                     raise RuntimeError(f"{name} moved {measurement.report.get('rows')} rows, not 1,000,000")
@@ -848,6 +869,14 @@ def main() -> None:
                 measured = run_drift(tier, side, dsn, history, day, snowflake_port, postmaster, sample)
                 drift.setdefault((tier, side, sample), []).append(measured.report)
                 log(f"  drift {tier} {side}{' (sampling)' if sample else ''}: {measured.report}")
+            # as while Retrieve works (bursts throughout), and as before bursts (whole statements)
+            for label, bursts in () if sample else DRIFT_VARIANTS:
+                for tier in ("cheap", "content"):
+                    measured = run_drift(
+                        tier, "postgres", dsn, history, day, snowflake_port, postmaster, False, **bursts
+                    )
+                    drift.setdefault((tier, label, False), []).append(measured.report)
+                    log(f"  drift {tier} {label}: {measured.report}")
 
         backfills = []
         for number in range(1, REPEATS + 1):
@@ -942,6 +971,7 @@ def main() -> None:
     ratios["code_location"] = code_location_figures
     drift_table = drift_figures(drift)
     ratios["drift_scan_mrows_s"] = drift_table["cheap postgres"]["mrows_per_s"]
+    ratios["daily_cpu"] = daily_cpu(table, drift_table)
     report = render(
         table,
         ratios,
@@ -1035,7 +1065,16 @@ def summary_line(ratios: dict) -> str:
         f"stage_vs_copy_types={ratios['stage_vs_copy_types']:.2f} "
         f"stage_vs_copy_types_whole={ratios['types']['stage_vs_copy_types_whole']:.2f} "
         f"drift_scan_mrows_s={ratios['drift_scan_mrows_s']:.1f} "
-        f"defs_load_50_vs_1={ratios['defs_load_50_vs_1']:.2f} "
+        + "".join(
+            f"daily_cpu_min_{key}={ratios['daily_cpu'][way]['total'] / 60:.1f} "
+            for key, way in (
+                ("alone", "shipped, no other application at work"),
+                ("at_work", "shipped, Retrieve at work (bursts throughout)"),
+                ("whole", "whole statements (before bursts; a replica)"),
+            )
+            if way in ratios["daily_cpu"]
+        )
+        + f"defs_load_50_vs_1={ratios['defs_load_50_vs_1']:.2f} "
         f"dg_check_50_vs_1={ratios['dg_check_50_vs_1']:.2f} "
         f"sensor_tick_p90_s_50={ratios['sensor_tick_p90_s_50']:.3f}"
     )
@@ -1192,6 +1231,8 @@ def render(
         "",
         *drift_lines(drift),
         "",
+        *daily_cpu_lines(ratios["daily_cpu"]),
+        "",
         *code_location.lines(ratios["code_location"]),
         "",
         "```",
@@ -1241,7 +1282,7 @@ def drift_lines(drift: dict) -> list[str]:
         "idle in transaction, max s |",
         "|---|---|---|---|---|---|---|---|",
         *(
-            f"| {name.split()[0]} | {name.split()[1]} | {f['rows']:,} | {f['seconds']:.3f} | "
+            f"| {name.split(' ', 1)[0]} | {name.split(' ', 1)[1]} | {f['rows']:,} | {f['seconds']:.3f} | "
             f"{f['mrows_per_s']:.1f} | {cpu(f)} | {f['open_before_statement_s'] or 0:.3f} | "
             f"{f['idle_in_transaction_s'] or 0:.3f} |"
             for name, f in drift.items()
@@ -1256,6 +1297,54 @@ def drift_lines(drift: dict) -> list[str]:
         f"statement at most (the session's SETs), idle in a transaction {worst_idle * 1000:.0f} ms at most | "
         f"{'met' if worst_open < 0.1 and worst_idle < 0.1 else '**missed**'} |",
         f"| content tier, one 1M-row day | {content['seconds']:.2f} s on PostgreSQL, {cpu(content)} CPU s | - |",
+    ]
+
+
+def daily_cpu(table: dict, drift: dict) -> dict:
+    """DataVault's database CPU seconds a day at 1 year x 1M rows a day with the shipped drift defaults
+    (docs/costs.md): the day's extract, its load-time fingerprint, 4 cheap-tier scans of 365 days and 56
+    content-verified days; per way of reading, from the runs above."""
+    ways = {
+        "shipped, no other application at work": ("stage -> file://", ""),
+        "shipped, Retrieve at work (bursts throughout)": ("stage, bursts only", ", bursts only"),
+        "whole statements (before bursts; a replica)": ("stage, bursts off", ", whole statements"),
+    }
+    found = {}
+    for way, (stage, side) in ways.items():
+        cheap, content = drift[f"cheap postgres{side}"], drift[f"content postgres{side}"]
+        if None in (
+            table[stage]["postgres_cpu"],
+            cheap["postgres_cpu_seconds"],
+            content["postgres_cpu_seconds"],
+        ):
+            continue
+        parts = {
+            "extract": table[stage]["postgres_cpu"],
+            "fingerprint": content["postgres_cpu_seconds"],
+            "cheap tier": 4 * 365 * cheap["postgres_cpu_seconds"] / (cheap["rows"] / 1e6),
+            "content tier": 56 * content["postgres_cpu_seconds"],
+        }
+        found[way] = {**parts, "total": sum(parts.values())}
+    return found
+
+
+def daily_cpu_lines(costs: dict) -> list[str]:
+    if not costs:
+        return []
+    return [
+        "What DataVault's database pays a day at 1 year x 1M rows a day with the shipped drift defaults "
+        "(docs/costs.md), from the PostgreSQL CPU of the runs above: the day's extract (the stage step's), its "
+        "load-time fingerprint (as the content tier's one day), 4 cheap-tier scans of 365 days (the cheap "
+        "tier's CPU per 1M rows of history), 56 content-verified days.",
+        "",
+        "| way of reading | extract s | fingerprint s | cheap tier s | content tier s | total a day | <= 10 CPU min |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {way} | {c['extract']:.1f} | {c['fingerprint']:.1f} | {c['cheap tier']:.0f} | "
+            f"{c['content tier']:.0f} | {c['total'] / 60:.1f} min | "
+            f"{'met' if c['total'] <= 600 else '**missed**'} |"
+            for way, c in costs.items()
+        ),
     ]
 
 

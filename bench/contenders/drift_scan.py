@@ -90,9 +90,16 @@ def main() -> None:
     parser.add_argument(
         "--max-burst-ms", type=float, help="PostgresResource.max_burst_ms; unset: the default"
     )
+    parser.add_argument(
+        "--alone-burst-ms", type=float, help="PostgresResource.alone_burst_ms; unset: the default"
+    )
     args = parser.parse_args()
 
-    bursts = {} if args.max_burst_ms is None else {"max_burst_ms": args.max_burst_ms}
+    bursts = {
+        name: value
+        for name, value in (("max_burst_ms", args.max_burst_ms), ("alone_burst_ms", args.alone_burst_ms))
+        if value is not None
+    }
     postgres = PostgresResource(table_spec=RECORDS_SPEC, dsn=args.dsn, **bursts)
     sampler = TransactionSampler(args.dsn)
     if args.sample_transactions:
