@@ -59,6 +59,8 @@ class PostgresServer:
         log_path: Path | None = None,
         durable: bool = True,
         bin_dir: Path | None = None,
+        listen_addresses: tuple[str, ...] = (LOCALHOST,),
+        trusted_networks: tuple[str, ...] = (),
     ):
         self.data_dir = Path(data_dir).absolute()
         self.port = port
@@ -67,6 +69,9 @@ class PostgresServer:
         )
         self.durable = durable
         self.bin_dir = Path(bin_dir) if bin_dir else find_postgres_bin_dir()
+        # Tests only: more addresses to listen on, and networks (CIDR) whose clients are trusted like localhost.
+        self.listen_addresses = listen_addresses
+        self.trusted_networks = trusted_networks
         self.os_user = _server_os_user(self.bin_dir) if os.geteuid() == 0 else None
 
     @property
@@ -120,7 +125,8 @@ class PostgresServer:
             if not self.durable:
                 initdb_args.append("--no-sync")
             self._run("initdb", initdb_args, timeout=timeout)
-        options = f"-c listen_addresses={LOCALHOST} -p {self.port} -c unix_socket_directories=''"
+        self._trust_networks()
+        options = f"-c listen_addresses={','.join(self.listen_addresses)} -p {self.port} -c unix_socket_directories=''"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         pg_ctl_args = [
@@ -199,6 +205,14 @@ class PostgresServer:
                 return True
         except psycopg.OperationalError:
             return False
+
+    def _trust_networks(self) -> None:
+        hba = self.data_dir / "pg_hba.conf"
+        lines = [f"host all all {network} trust" for network in self.trusted_networks]
+        missing = [line for line in lines if line not in hba.read_text().splitlines()]
+        if missing:
+            with hba.open("a") as out:
+                out.write("".join(f"{line}\n" for line in missing))
 
     def _prepare_directories(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

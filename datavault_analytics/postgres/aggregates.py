@@ -37,9 +37,9 @@ class DayAggregates:
         INCLUDE (updated_at)` (sql/records.sql) gives: rows, latest partition-column value, latest update.
 
         Whole, one statement: one small aggregate per day, a LATERAL join over the days, with no per-row
-        expression. In bursts, each day is counted in time slices sized to `max_burst_ms` (`alone_burst_ms`
-        while no other application works) and bounded in rows, in the day's one REPEATABLE READ snapshot; the
-        slices' counts add up and their maxima give the day's."""
+        expression. In bursts, each day is counted in time slices sized to `max_burst_ms` and bounded in rows,
+        in the day's one REPEATABLE READ snapshot; the slices' counts add up and their maxima give the day's.
+        While no other application works (`alone_burst_ms`), a day is one such aggregate, as whole."""
         if not windows:
             return {}
         column = quote_postgres(self.table.partition_column)
@@ -81,24 +81,29 @@ class DayAggregates:
                 f"FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s ORDER BY {column} "
                 "LIMIT %s) AS piece"
             )
+            day_sql = self.window_sql(select)
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with self.others_at_work() as others:
-                self._count_in_slices(conn, sql, windows, others, add)
+                self._count_in_slices(conn, sql, day_sql, windows, others, add)
         return found
 
     def _count_in_slices(
-        self, conn, sql: str, windows: list[DayWindow], others: OthersAtWork | None, add
+        self, conn, sql: str, day_sql: str, windows: list[DayWindow], others: OthersAtWork | None, add
     ) -> None:
-        """Each day of `windows` counted in time slices, in the day's one snapshot (see _day_aggregates)."""
-        width = BurstSize(
-            self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400, others, self.alone_burst_ms / 1000
-        )
-        piece_rows = self.burst_rows(others)
+        """Each day of `windows` counted in time slices (`sql`), in the day's one snapshot (see
+        _day_aggregates); while `others` finds no one else at work, in one statement (`day_sql`): the slices'
+        `ORDER BY … LIMIT` costs the database 2.5 x the CPU per row of a plain aggregate."""
+        width = BurstSize(self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400)
+        piece_rows = self.burst_rows()
         for window in windows:
+            if others is not None and others.look():
+                row = conn.execute(day_sql, (window.start, window.end), prepare=True).fetchone()
+                if row[0]:
+                    add(window.partition_key, *row)
+                conn.commit()
+                continue
             start = window.start
             while start < window.end:
-                if others is not None:
-                    others.look()
                 end = min(start + timedelta(seconds=width.next()), window.end)
                 limit = int(piece_rows.next()) + 1
                 reading = time.monotonic()

@@ -51,11 +51,13 @@ class BurstSize:
 
 # Sessions of other applications that are working or were within QUIET_SECONDS. One whose state this role may
 # not see (another role's, without pg_read_all_stats) counts as at work: what cannot be seen is not quiet.
-# Our own sessions (their application_name, sessions.py) do not count: they are not latency-bound.
+# Our own sessions (their application_name: sessions.py, and the day locks') do not count: they are not
+# latency-bound.
 _AT_WORK_SQL = """
 SELECT count(*) FROM pg_catalog.pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
   AND coalesce(application_name, '') NOT LIKE 'datavault-analytics %%'
+  AND coalesce(application_name, '') NOT LIKE 'datavault lock %%'
   AND NOT coalesce(
     state IN ('idle', 'idle in transaction', 'idle in transaction (aborted)')
     AND state_change < statement_timestamp() - make_interval(secs => %s), false)
@@ -65,8 +67,8 @@ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
 @dataclass
 class OthersAtWork:
     """Whether another application works on the database, read from pg_stat_activity on a session of its own
-    (`conn`, psycopg, autocommit): each look is its own transaction, as pg_stat_activity is read once per
-    transaction.
+    (`conn`, psycopg, a kept one: a new session's start and end are each a piece of several ms on the
+    database's CPU). Each look is its own transaction, as pg_stat_activity is read once per transaction.
 
     While no one else does, a read of ours may take the CPU in long pieces at whole-statement speed. Retrieve's
     first query after that waits for one such piece, and from then on the read goes on in short bursts: `alone`
@@ -86,4 +88,6 @@ class OthersAtWork:
         """Whether another application is at work now."""
         self.looks += 1
         [working] = self.conn.execute(_AT_WORK_SQL, (QUIET_SECONDS,)).fetchone()
+        if not self.conn.autocommit:
+            self.conn.rollback()
         return working > 0

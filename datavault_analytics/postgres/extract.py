@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from datavault_analytics.errors import PostgresSourceError
 from datavault_analytics.identifiers import quote_postgres
-from datavault_analytics.postgres.bursts import OthersAtWork
+from datavault_analytics.postgres.bursts import LEAST_PIECE_ROWS, OthersAtWork
 from datavault_analytics.postgres.catalog import SourceColumn
 from datavault_analytics.postgres.kept_sessions import KeptSessions
 from datavault_analytics.postgres.sessions import KEPT_SESSION_NAME, session_name
@@ -76,37 +76,38 @@ class DayExtract:
         def read() -> None:
             record_batches = None
             try:
-                cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                for statement in self.session_settings("LOCAL"):
-                    cursor.execute(statement)
-                cursor.adbc_statement.set_options(
-                    **{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_size_hint_bytes)}
-                )
-                started, read_bytes = time.monotonic(), 0
-                if self.in_bursts:
-                    record_batches = self._read_in_bursts(cursor, columns, window)
-                else:
-                    cursor.execute(sql)
-                    record_batches = iter(cursor.fetch_record_batch())
-                while True:
-                    reading = time.monotonic()
-                    batch = next(record_batches, None)
-                    read_seconds = time.monotonic() - reading
-                    if batch is None and not stop.is_set():
-                        read_to_the_end.set()
-                    if batch is None or stop.is_set():
-                        return
-                    if not self._hand_on(batches, batch, stop, cursor, window):
-                        return
-                    # While this thread rests, the backend fills the socket's buffers and then waits, idle.
-                    if self.paced and stop.wait(self.rest_for(read_seconds)):
-                        return
-                    if self.max_mb_per_second:  # wait until the bytes read so far are due
-                        read_bytes += batch.nbytes
-                        if stop.wait(
-                            read_bytes / (self.max_mb_per_second * 1e6) - (time.monotonic() - started)
-                        ):
+                with self.others_at_work(in_time_slices=True) as others:
+                    cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    for statement in self.session_settings("LOCAL"):
+                        cursor.execute(statement)
+                    cursor.adbc_statement.set_options(
+                        **{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_size_hint_bytes)}
+                    )
+                    started, read_bytes = time.monotonic(), 0
+                    if self.in_bursts:
+                        record_batches = self._read_in_bursts(cursor, columns, window, others)
+                    else:
+                        cursor.execute(sql)
+                        record_batches = iter(cursor.fetch_record_batch())
+                    while True:
+                        reading = time.monotonic()
+                        batch = next(record_batches, None)
+                        read_seconds = time.monotonic() - reading
+                        if batch is None and not stop.is_set():
+                            read_to_the_end.set()
+                        if batch is None or stop.is_set():
                             return
+                        if not self._hand_on(batches, batch, stop, cursor, window):
+                            return
+                        # While this thread rests, the backend fills the socket's buffers and then waits, idle.
+                        if self.paced and stop.wait(self.rest_for(read_seconds)):
+                            return
+                        if self.max_mb_per_second:  # wait until the bytes read so far are due
+                            read_bytes += batch.nbytes
+                            if stop.wait(
+                                read_bytes / (self.max_mb_per_second * 1e6) - (time.monotonic() - started)
+                            ):
+                                return
             except BaseException as error:  # handed to the consumer, which raises it
                 batches.put(error)
             finally:
@@ -197,20 +198,19 @@ class DayExtract:
             ) from None
 
     def _read_in_bursts(
-        self, cursor, columns: list[SourceColumn], window: DayWindow
+        self, cursor, columns: list[SourceColumn], window: DayWindow, others: OthersAtWork | None
     ) -> Iterator[pa.RecordBatch]:
         """The day's rows (ADBC, in the open transaction's snapshot), gathered into batches of about
         `batch_size_hint_bytes`: in time slices of `alone_burst_ms` while no other application works on the
         database, then, from the first sign of one, the rest through a cursor in `max_burst_ms` bursts."""
         read = {"in time slices": 0, "in bursts": 0}
-        with self.others_at_work() as others:
-            start = window.start
-            if others is not None and self.partition_index():  # each slice is an index range
-                slices = self._slices_while_alone(cursor, columns, window, others, read)
-                start = yield from _gathered(slices, self.batch_size_hint_bytes)
-            if start < window.end:
-                fetched = self._fetched_in_bursts(cursor, columns, start, window.end, read)
-                yield from _gathered(fetched, self.batch_size_hint_bytes)
+        start = window.start
+        if others is not None:
+            slices = self._slices_while_alone(cursor, columns, window, others, read)
+            start = yield from _gathered(slices, self.batch_size_hint_bytes)
+        if start < window.end:
+            fetched = self._fetched_in_bursts(cursor, columns, start, window.end, read)
+            yield from _gathered(fetched, self.batch_size_hint_bytes)
         _log.info(
             "%s %s: %s",
             self.table.source_name,
@@ -240,6 +240,8 @@ class DayExtract:
                 cursor, select_list, column, start, window.end, f"ORDER BY {column} LIMIT {rows}"
             )
             size.after(time.monotonic() - reading, piece.num_rows)
+            if piece.num_rows:  # a slice is read whole before it is handed on: at most a batch of it
+                size.most = max(LEAST_PIECE_ROWS, self.batch_size_hint_bytes * piece.num_rows / piece.nbytes)
             if piece.num_rows < rows:  # the rest of the day
                 read["in time slices"] += piece.num_rows
                 yield piece

@@ -162,24 +162,15 @@ class PostgresResource(SourceCatalog, DayExtract, DayAggregates, BoundToTable, d
         )
 
     @contextmanager
-    def others_at_work(self) -> Iterator[OthersAtWork | None]:
+    def others_at_work(self, in_time_slices: bool = False) -> Iterator[OthersAtWork | None]:
         """Looks at who else works on the database, for a read in bursts that may take longer pieces while no
-        one does; None when it may not (`alone_burst_ms` 0, or whole statements)."""
-        if not (self.in_bursts and self.alone_burst_ms):
+        one does; None when it may not (`alone_burst_ms` 0, whole statements, or, for a read `in_time_slices`
+        of the partition column, no index to cut them with)."""
+        if not (self.in_bursts and self.alone_burst_ms) or (in_time_slices and not self.partition_index()):
             yield None
             return
-        # A session of its own, autocommit, so that each look sees pg_stat_activity anew; not a kept one, which
-        # a read stopped midway would leave in doubt.
-        try:
-            conn = psycopg.connect(
-                self.session_dsn("looks for other work"), autocommit=True, connect_timeout=10
-            )
-        except psycopg.Error as error:
-            raise PostgresSourceError(f"Cannot connect to PostgreSQL at {self.location}: {error}") from None
-        try:
+        with self.connect("looks for other work") as conn:
             yield OthersAtWork(conn)
-        finally:
-            conn.close()
 
     def rest_for(self, seconds: float) -> float:
         """How long to rest after `seconds` of work on the database, to keep to `time_share` of the time."""
