@@ -80,6 +80,8 @@ def _records_spec():
 
 
 REPEATS = int(os.getenv("BENCH_REPEATS", "3"))
+# The hot path with every CPU shared as well (about 6 more minutes): a database without a CPU to spare.
+SHARED_PHASES = os.getenv("BENCH_SHARED_PHASES") == "1"
 DAY_REPEATS = int(os.getenv("BENCH_DAY_REPEATS", "5"))  # short runs, and the ratios': more steady the medians
 BUSY_LIMIT = 0.5  # cores other work may use before a run for its time to count as measured on a quiet machine
 DAYS_PER_RUN = int(os.getenv("BENCH_DAYS_PER_RUN", "31"))
@@ -834,8 +836,8 @@ def main() -> None:
         log(f"fingerprints of the 1M-row day {day}: loading it into the Snowflake emulator")
         load_fingerprint_day(dsn, day, moto.url, snowflake_port)
         empty_bucket(client)
-        for round_number in range(1, DAY_REPEATS + 1):
-            log(f"fingerprints, round {round_number}/{DAY_REPEATS}")
+        for round_number in range(1, REPEATS + 1):
+            log(f"fingerprints, round {round_number}/{REPEATS}")
             for side in ("postgres", "snowflake"):
                 record(run_fingerprint(f"fingerprint {side}", side, dsn, day, snowflake_port, before=False))
                 record(
@@ -870,7 +872,7 @@ def main() -> None:
                 drift.setdefault((tier, side, sample), []).append(measured.report)
                 log(f"  drift {tier} {side}{' (sampling)' if sample else ''}: {measured.report}")
             # as while Retrieve works (bursts throughout), and as before bursts (whole statements)
-            for label, bursts in () if sample else DRIFT_VARIANTS:
+            for label, bursts in () if sample or round_number > REPEATS else DRIFT_VARIANTS:
                 for tier in ("cheap", "content"):
                     measured = run_drift(
                         tier, "postgres", dsn, history, day, snowflake_port, postmaster, False, **bursts
@@ -895,7 +897,9 @@ def main() -> None:
         log(
             f"DataVault's hot path (Retrieve, ingest at 500 rows/s) in four phases of >= {HOT_PATH_IDLE_SECONDS:.0f} s"
         )
-        hot_path = run_hot_path(dsn, day, moto.url, snowflake_port, server.pid() if server else None)
+        hot_path = run_hot_path(
+            dsn, day, moto.url, snowflake_port, server.pid() if server else None, shared=SHARED_PHASES
+        )
         for phase, figures in hot_path.items():
             log(
                 f"  {phase:<40} Retrieve p99 {figures['p99_ms']:.2f} ms, ingest {figures['ingest_achieved']:.0f}/s, "
@@ -953,9 +957,11 @@ def main() -> None:
         "stage_seconds_1m_whole": hot_path["stage step (1M-row day)" + burst_label(WHOLE) + ISOLATED][
             "stage_seconds"
         ],
-        "retrieve_p99_ratio_shared": p99_ratio(hot_path, "backfill"),
+        "retrieve_p99_ratio_shared": p99_ratio(hot_path, "backfill") if SHARED_PHASES else None,
         "retrieve_p99_ratio_throttled": [v for k, v in hot_path.items() if "throttled" in k][0]["p99_ms"]
-        / hot_path["idle"]["p99_ms"],
+        / hot_path["idle"]["p99_ms"]
+        if SHARED_PHASES
+        else None,
         "ingest_ratio": hot_path["backfill" + ISOLATED]["ingest_achieved"]
         / hot_path["backfill" + ISOLATED]["ingest_target"],
         "fingerprint_floor_vs_stage": floor["seconds_both_sides"] / file_s,
@@ -1052,7 +1058,6 @@ def summary_line(ratios: dict) -> str:
         f"retrieve_p99_ratio_drift={ratios['retrieve_p99_ratio_drift']:.2f} "
         f"retrieve_p99_ratio_idle_phase={ratios['retrieve_p99_ratio_idle_phase']:.2f} "
         f"retrieve_p99_ratio_drift_idle_phase={ratios['retrieve_p99_ratio_drift_idle_phase']:.2f} "
-        f"retrieve_p99_ratio_shared={ratios['retrieve_p99_ratio_shared']:.2f} "
         f"retrieve_p99_ratio_whole={ratios['retrieve_p99_ratio_whole']:.2f} "
         f"retrieve_p99_ratio_drift_whole={ratios['retrieve_p99_ratio_drift_whole']:.2f} "
         f"stage_seconds_1m={ratios['stage_seconds_1m']:.1f} "
@@ -1199,8 +1204,8 @@ def render(
         "and its backends on CPU 0 with the Retrieve and ingest clients at SCHED_FIFO, everything else on the others, "
         "the rest of the machine's threads that may move included, "
         "set with sched_setaffinity as `taskset` "
-        "does, and read back from each process's /proc/<pid>/status at the end of the phase); then with "
-        "every process sharing every CPU. PostgreSQL CPU is the cluster's backends' user + system seconds "
+        "does, and read back from each process's /proc/<pid>/status at the end of the phase); with "
+        "BENCH_SHARED_PHASES=1, then with every process sharing every CPU. PostgreSQL CPU is the cluster's backends' user + system seconds "
         "in the phase, the hot path's own included (its idle phase's figure). Each phase but idle runs its work "
         f"between {QUIET_BESIDE_SECONDS:.0f} quiet seconds before and after under the same workload; its "
         "percentiles are of the Retrieves that ended while the work ran, and 'p99 / quiet beside' compares them "
@@ -1223,11 +1228,18 @@ def render(
         f"{'met' if ratios['retrieve_p99_ratio_stage'] <= 1.5 else '**missed**'} |",
         f"| during a backfill, PostgreSQL on its own CPU, ingest >= 99% of its target | {ratios['ingest_ratio']:.1%} | "
         f"{'met' if ratios['ingest_ratio'] >= 0.99 else '**missed**'} |",
-        f"| (shared CPUs) during a backfill, Retrieve p99 <= 1.5 x idle | {ratios['retrieve_p99_ratio_shared']:.2f} x | "
-        f"{'met' if ratios['retrieve_p99_ratio_shared'] <= 1.5 else '**missed**'} |",
-        f"| (shared CPUs) extract throttled to half speed, Retrieve p99 <= 1.2 x idle | "
-        f"{ratios['retrieve_p99_ratio_throttled']:.2f} x | "
-        f"{'met' if ratios['retrieve_p99_ratio_throttled'] <= 1.2 else '**missed**'} |",
+        *(
+            [
+                f"| (shared CPUs) during a backfill, Retrieve p99 <= 1.5 x idle | "
+                f"{ratios['retrieve_p99_ratio_shared']:.2f} x | "
+                f"{'met' if ratios['retrieve_p99_ratio_shared'] <= 1.5 else '**missed**'} |",
+                f"| (shared CPUs) extract throttled to half speed, Retrieve p99 <= 1.2 x idle | "
+                f"{ratios['retrieve_p99_ratio_throttled']:.2f} x | "
+                f"{'met' if ratios['retrieve_p99_ratio_throttled'] <= 1.2 else '**missed**'} |",
+            ]
+            if SHARED_PHASES
+            else []
+        ),
         "",
         *drift_lines(drift),
         "",
