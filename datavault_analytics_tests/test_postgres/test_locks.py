@@ -120,8 +120,9 @@ def lost_node() -> Iterator[Node]:
 
 def test_a_day_lock_whose_holders_node_is_lost_is_free_within_a_minute(lost_node, tmp_path):
     """A run's node dies holding a day's lock: its packets are dropped from then on. PostgreSQL's own TCP
-    keepalives on the lock's session (set by the session) end it, and the lock with it, within
-    KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S x KEEPALIVE_COUNT seconds (Linux's default would be 2 h 11 min)."""
+    keepalives and user timeout on the lock's session (set by the session) end it, and the lock with it,
+    within KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S x KEEPALIVE_COUNT seconds (Linux's defaults would take
+    2 h 11 min, or about 15 min of retransmissions for a reply in flight)."""
     server = PostgresServer(
         tmp_path / "data",
         free_port(),
