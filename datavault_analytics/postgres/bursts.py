@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from datavault_analytics.postgres.sessions import LOCK_SESSION_NAME_PREFIX, SESSION_NAME_PREFIX
+
 # The extract and the fingerprints FETCH from a cursor, the cheap tier counts time slices.
 FIRST_BURST_ROWS = 64
 LEAST_PIECE_ROWS = 16
@@ -56,8 +58,8 @@ class BurstSize:
 _AT_WORK_SQL = """
 SELECT count(*) FROM pg_catalog.pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-  AND coalesce(application_name, '') NOT LIKE 'datavault-analytics %%'
-  AND coalesce(application_name, '') NOT LIKE 'datavault lock %%'
+  AND coalesce(application_name, '') NOT LIKE %s || '%%'
+  AND coalesce(application_name, '') NOT LIKE %s || '%%'
   AND NOT coalesce(
     state IN ('idle', 'idle in transaction', 'idle in transaction (aborted)')
     AND state_change < statement_timestamp() - make_interval(secs => %s), false)
@@ -87,7 +89,9 @@ class OthersAtWork:
     def now(self) -> bool:
         """Whether another application is at work now."""
         self.looks += 1
-        [working] = self.conn.execute(_AT_WORK_SQL, (QUIET_SECONDS,)).fetchone()
+        [working] = self.conn.execute(
+            _AT_WORK_SQL, (SESSION_NAME_PREFIX, LOCK_SESSION_NAME_PREFIX, QUIET_SECONDS)
+        ).fetchone()
         if not self.conn.autocommit:
             self.conn.rollback()
         return working > 0

@@ -38,10 +38,15 @@ _log = logging.getLogger(__name__)
 class DayExtract:
     """PostgresResource's extract of a day (a mixin: `self` is the resource)."""
 
-    def _window_predicate(self, window: DayWindow) -> str:
-        # The bounds are datetimes we built from a validated partition key, never user text.
+    def _rows_between(self, columns: list[SourceColumn] | None, start: datetime, end: datetime) -> str:
+        """SELECT of `columns` (or of 1) over the rows whose partition column is in [start, end)."""
+        # The bounds are datetimes from a validated partition key or read from the column, never user text.
         column = quote_postgres(self.table.partition_column)
-        return f"{column} >= '{window.start.isoformat()}'::timestamptz AND {column} < '{window.end.isoformat()}'::timestamptz"
+        select_list = ", ".join(c.select_sql for c in columns) if columns else "1"
+        return (
+            f"SELECT {select_list} FROM {self.qualified_table} WHERE {column} >= '{start.isoformat()}'::timestamptz "  # noqa: S608
+            f"AND {column} < '{end.isoformat()}'::timestamptz"
+        )
 
     @contextmanager
     def stream_day(
@@ -62,8 +67,7 @@ class DayExtract:
         that keeps its reading to that share.
         """
         prefetch = prefetch or max(2, PREFETCH_BYTES // max(1, self.batch_size_hint_bytes))
-        select_list = ", ".join(c.select_sql for c in columns)
-        sql = f"SELECT {select_list} FROM {self.qualified_table} WHERE {self._window_predicate(window)}"  # noqa: S608
+        sql = self._rows_between(columns, window.start, window.end)
         schema = self.arrow_schema(columns)
         purpose = f"extract {window.partition_key}" + (f" run {run_id[:8]}" if run_id else "")
         conn = self._extract_session(purpose, window)
@@ -74,7 +78,6 @@ class DayExtract:
         done = object()
 
         def read() -> None:
-            record_batches = None
             try:
                 with self.others_at_work(in_time_slices=True) as others:
                     cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -111,8 +114,6 @@ class DayExtract:
             except BaseException as error:  # handed to the consumer, which raises it
                 batches.put(error)
             finally:
-                if hasattr(record_batches, "close"):  # a read in bursts hands back the session it looks from
-                    record_batches.close()
                 batches.put(done)
 
         reader = threading.Thread(target=read, name=f"pg-extract-{window.partition_key}", daemon=True)
@@ -227,7 +228,6 @@ class DayExtract:
         starts at, so no instant is split between slices (the day's end if it was read to it)."""
         column = quote_postgres(self.table.partition_column)
         at = next(c.name for c in columns if c.name.lower() == self.table.partition_column.lower())
-        select_list = ", ".join(c.select_sql for c in columns)
         cursor.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "true"})
         size = self.burst_rows(others)
         start = window.start
@@ -236,9 +236,7 @@ class DayExtract:
                 return start
             rows = int(size.next())
             reading = time.monotonic()
-            piece = self._slice(
-                cursor, select_list, column, start, window.end, f"ORDER BY {column} LIMIT {rows}"
-            )
+            piece = self._slice(cursor, columns, start, window.end, f"ORDER BY {column} LIMIT {rows}")
             size.after(time.monotonic() - reading, piece.num_rows)
             if piece.num_rows:  # a slice is read whole before it is handed on: at most a batch of it
                 size.most = max(LEAST_PIECE_ROWS, self.batch_size_hint_bytes * piece.num_rows / piece.nbytes)
@@ -256,31 +254,23 @@ class DayExtract:
                 start = last_instant
             else:  # more than a slice's rows at one instant, which cannot be cut: read it whole
                 end = last_instant + timedelta(microseconds=1)
-                instant = self._slice(cursor, select_list, column, last_instant, end, "")
+                instant = self._slice(cursor, columns, last_instant, end)
                 read["in time slices"] += instant.num_rows
                 yield instant
                 start = end
         return window.end
 
     def _slice(
-        self, cursor, select_list: str, column: str, start: datetime, end: datetime, order_limit: str
+        self, cursor, columns: list[SourceColumn], start: datetime, end: datetime, order_limit: str = ""
     ) -> pa.Table:
-        cursor.execute(
-            f"SELECT {select_list} FROM {self.qualified_table} WHERE {column} >= '{start.isoformat()}'::timestamptz "  # noqa: S608
-            f"AND {column} < '{end.isoformat()}'::timestamptz {order_limit}"
-        )
+        cursor.execute(f"{self._rows_between(columns, start, end)} {order_limit}")
         return cursor.fetch_arrow_table()
 
     def _fetched_in_bursts(
         self, cursor, columns: list[SourceColumn], start: datetime, end: datetime, read: dict
     ) -> Iterator[pa.Table]:
         """The rows from `start` to `end` through a cursor, FETCHed a burst of `max_burst_ms` at a time."""
-        column = quote_postgres(self.table.partition_column)
-        select_list = ", ".join(c.select_sql for c in columns)
-        cursor.execute(
-            f"DECLARE extract NO SCROLL CURSOR FOR SELECT {select_list} FROM {self.qualified_table} "  # noqa: S608
-            f"WHERE {column} >= '{start.isoformat()}'::timestamptz AND {column} < '{end.isoformat()}'::timestamptz"
-        )
+        cursor.execute(f"DECLARE extract NO SCROLL CURSOR FOR {self._rows_between(columns, start, end)}")
         # COPY cannot wrap a FETCH; plain results carry the same Arrow types.
         cursor.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})
         size = self.burst_rows()
@@ -303,7 +293,7 @@ class DayExtract:
 
         The stage uses it to size a day's files evenly; a wrong estimate only makes the sizes less even.
         """
-        sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self.qualified_table} WHERE {self._window_predicate(window)}"  # noqa: S608
+        sql = f"EXPLAIN (FORMAT JSON) {self._rows_between(None, window.start, window.end)}"
         try:
             with self.connect(f"estimate {window.partition_key}") as conn:
                 plan = conn.execute(sql).fetchone()[0]

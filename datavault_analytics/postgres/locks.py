@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 
 from datavault_analytics.errors import PartitionBusyError, PartitionLockError
-from datavault_analytics.postgres.sessions import with_tls
+from datavault_analytics.postgres.sessions import LOCK_SESSION_NAME_PREFIX, with_tls
 from datavault_analytics.redaction import dsn_location
 from datavault_analytics.table.spec import BoundToTable, TableSpec
 
@@ -68,7 +68,7 @@ def _connect(dsn: str, scope: str, partition_key: str, holder: str) -> psycopg.C
             dsn,
             autocommit=True,
             connect_timeout=10,
-            application_name=f"datavault lock {holder}"[:63],
+            application_name=f"{LOCK_SESSION_NAME_PREFIX}{holder}"[:63],
             keepalives=1,
             keepalives_idle=KEEPALIVE_IDLE_S,
             keepalives_interval=KEEPALIVE_INTERVAL_S,

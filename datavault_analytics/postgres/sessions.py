@@ -5,8 +5,12 @@ from psycopg.conninfo import make_conninfo
 from datavault_analytics.errors import PostgresConfigError
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# The application_name of every session of ours starts so (a day lock's with its own prefix): postgres/bursts.py
+# tells ours from other applications' by it.
+SESSION_NAME_PREFIX = "datavault-analytics "
+LOCK_SESSION_NAME_PREFIX = "datavault lock "
 # Each day's sessions are kept for the next day's read (kept_sessions.py), under this name while idle.
-KEPT_SESSION_NAME = "datavault-analytics kept for the next read"
+KEPT_SESSION_NAME = f"{SESSION_NAME_PREFIX}kept for the next read"
 
 
 # What our reads rely on, pinned in every session (extract included) so that no server or database default
@@ -23,7 +27,7 @@ PINNED_PARAMETERS = {
 
 def session_name(purpose: str) -> str:
     """A session's `application_name`: what it does, for which day and run."""
-    return f"datavault-analytics {purpose}"[:63]
+    return f"{SESSION_NAME_PREFIX}{purpose}"[:63]
 
 
 def with_tls(dsn: str, sslmode: str | None, sslrootcert: str | None) -> str:
