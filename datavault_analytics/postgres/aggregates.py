@@ -7,7 +7,14 @@ from datetime import timedelta
 import psycopg
 
 from datavault_analytics.identifiers import quote_postgres
-from datavault_analytics.postgres.bursts import FIRST_SLICE_SECONDS, BurstSize, OthersAtWork
+from datavault_analytics.postgres.bursts import (
+    FIRST_BURST_ROWS,
+    FIRST_SLICE_SECONDS,
+    LEAST_PIECE_ROWS,
+    SLICE_ROWS_BOUND,
+    BurstSize,
+    OthersAtWork,
+)
 from datavault_analytics.postgres.catalog import SourceColumn
 from datavault_analytics.table.day_window import DayWindow, as_utc
 from datavault_analytics.verification.fingerprint import DaySummary, Fingerprint, postgres_row_number
@@ -74,8 +81,7 @@ class DayAggregates:
                 self.rest_after(time.monotonic() - reading)
                 return found
             # A slice is also bounded in rows: a width grown over empty or sparse days must not take a dense
-            # day whole in one statement. A slice that reaches its `LIMIT` is counted again, up to the time of
-            # its last row, which it holds fewer rows than; the wasted piece is one burst long.
+            # day whole in one statement (_count_in_slices).
             sql = (
                 f"SELECT {aggregates.format(c='c', u='u')} FROM (SELECT {column} AS c, {updated} AS u "  # noqa: S608
                 f"FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s ORDER BY {column} "
@@ -91,10 +97,15 @@ class DayAggregates:
         self, conn, sql: str, day_sql: str, windows: list[DayWindow], others: OthersAtWork | None, add
     ) -> None:
         """Each day of `windows` counted in time slices (`sql`), in the day's one snapshot (see
-        _day_aggregates); while `others` finds no one else at work, in one statement (`day_sql`): the slices'
-        `ORDER BY … LIMIT` costs the database 2.5 x the CPU per row of a plain aggregate."""
+        _day_aggregates); while `others` finds no one else at work, in one statement (`day_sql`).
+
+        A slice's width follows the time its count took. Its `LIMIT` is SLICE_ROWS_BOUND times the rows the
+        database counts in a burst, learned from every slice, so only a sudden rise in density reaches it: such a
+        slice is counted again, narrower, once (re-counting every slice that filled a one-burst `LIMIT` cost
+        the database twice the CPU)."""
         width = BurstSize(self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400)
-        piece_rows = self.burst_rows()
+        burst = self.max_burst_ms / 1000
+        rows_per_second = FIRST_BURST_ROWS / burst
         for window in windows:
             if others is not None and others.look():
                 row = conn.execute(day_sql, (window.start, window.end), prepare=True).fetchone()
@@ -105,17 +116,21 @@ class DayAggregates:
             start = window.start
             while start < window.end:
                 end = min(start + timedelta(seconds=width.next()), window.end)
-                limit = int(piece_rows.next()) + 1
+                limit = max(LEAST_PIECE_ROWS, int(SLICE_ROWS_BOUND * rows_per_second * burst)) + 1
                 reading = time.monotonic()
                 row = conn.execute(sql, (start, end, limit), prepare=True).fetchone()
                 took = time.monotonic() - reading
                 self.rest_after(took)
+                seen = max(row[0], LEAST_PIECE_ROWS) / max(took, 1e-6)
+                if row[0] > LEAST_PIECE_ROWS:
+                    rows_per_second = min(2 * rows_per_second, max(rows_per_second / 2, seen))
+                else:  # a slice of so few rows takes the statement's own time: it only bounds the speed
+                    rows_per_second = min(rows_per_second, max(rows_per_second / 2, seen))
                 if row[0] == limit:
-                    piece_rows.after(took, row[0])
                     if as_utc(row[1]) > start:
-                        width.size = (as_utc(row[1]) - start).total_seconds()
+                        width.size = (as_utc(row[1]) - start).total_seconds() / SLICE_ROWS_BOUND
                         continue
-                    # more than a piece's rows at one instant: that instant cannot be cut, count it whole
+                    # more than a slice's rows at one instant: that instant cannot be cut, count it whole
                     end = start + timedelta(microseconds=1)
                     row = conn.execute(sql, (start, end, None), prepare=True).fetchone()
                 else:

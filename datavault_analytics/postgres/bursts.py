@@ -12,6 +12,8 @@ FIRST_BURST_ROWS = 64
 LEAST_PIECE_ROWS = 16
 MOST_BURST_ROWS = 65_536
 FIRST_SLICE_SECONDS = 60.0
+# A cheap-tier slice holds at most this many bursts' rows: its bound against a width grown over sparse time.
+SLICE_ROWS_BOUND = 4
 # A session of another application that changed state (ran a statement) within this long counts as at work.
 # Retrieve's clients each run many a second; an idle connection pool does not.
 QUIET_SECONDS = 1.0

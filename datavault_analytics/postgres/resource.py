@@ -133,12 +133,17 @@ class PostgresResource(SourceCatalog, DayExtract, DayAggregates, BoundToTable, d
             f"SET {scope} statement_timeout = {int(self.statement_timeout_seconds) * 1000}",
             f"SET {scope} idle_in_transaction_session_timeout = {int(self.idle_in_transaction_timeout_seconds) * 1000}",
             f"SET {scope} lock_timeout = {int(self.lock_timeout_seconds) * 1000}",
-            # Paced, a read is one backend that rests; parallel workers would take the CPUs it leaves to DataVault.
-            *([f"SET {scope} max_parallel_workers_per_gather = 0"] if self.paced else []),
+            # Paced or in bursts, a read is one backend that rests between pieces: parallel workers would take the
+            # CPUs it leaves to DataVault, and they cost the database 1.4 x the CPU per row (a 1M-row day's
+            # count: 0.13 CPU s with 2 workers, 0.095 without; docs/costs.md).
+            *([f"SET {scope} max_parallel_workers_per_gather = 0"] if self.paced or self.in_bursts else []),
             # In bursts, no JIT: compiling a plan that costs more than jit_above_cost is one piece of work of 3 to
             # 100 ms on the database's CPU (the first FETCH of a 1M-row day took 4.7 ms, of a 10M-row day 99 ms;
             # 0.3 ms without), and our statements are too simple to gain from it.
             *([f"SET {scope} jit = off"] if self.in_bursts else []),
+            # In bursts, a prepared slice statement is planned once, not before each slice: a custom plan per
+            # execution cost the cheap tier 15 to 25 % more of the database's CPU (docs/costs.md).
+            *([f"SET {scope} plan_cache_mode = force_generic_plan"] if self.in_bursts else []),
         ]
 
     @property

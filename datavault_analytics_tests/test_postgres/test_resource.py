@@ -17,7 +17,12 @@ import pytest
 
 from datavault_analytics.errors import ConfigurationError, PostgresSourceError
 from datavault_analytics.local_stack.seed import seed_records
-from datavault_analytics.postgres.bursts import FIRST_BURST_ROWS, LEAST_PIECE_ROWS, BurstSize
+from datavault_analytics.postgres.bursts import (
+    FIRST_BURST_ROWS,
+    LEAST_PIECE_ROWS,
+    SLICE_ROWS_BOUND,
+    BurstSize,
+)
 from datavault_analytics.postgres.resource import PostgresResource
 from datavault_analytics.resources import build_resources
 from datavault_analytics.settings import Settings
@@ -177,9 +182,13 @@ def test_reads_in_bursts_find_what_whole_statements_find(dsn, monkeypatch):
     assert alone.day_summaries(first, last) == expected_summaries
     assert max(pieces) > 10 * short_pieces
 
-    with PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, time_share=0.5).connect("catalog") as conn:
-        assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
-        assert conn.execute("SHOW jit").fetchone()[0] == "off"  # a JIT compile is one long piece
+    # paced, and in bursts (the shipped default): one backend, no parallel workers, no JIT compile (one long piece)
+    for reading in (dict(time_share=0.5, max_burst_ms=0), {}):
+        with PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, **reading).connect("catalog") as conn:
+            assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
+            assert conn.execute("SHOW jit").fetchone()[0] == ("on" if reading else "off")
+            plans = conn.execute("SHOW plan_cache_mode").fetchone()[0]
+            assert plans == ("auto" if reading else "force_generic_plan")  # a slice is not planned each time
     with whole.connect("catalog") as conn:
         assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] != "0"
         assert conn.execute("SHOW jit").fetchone()[0] == "on"
@@ -229,7 +238,8 @@ def test_an_empty_slice_that_is_slow_is_not_cut_finer():
 
 def test_a_dense_day_after_empty_days_is_still_counted_in_pieces(pg_server, monkeypatch):
     """The cheap tier's time slices widen over empty days, so the first slice of a dense day after them spans
-    hours. It is bounded in rows too: full, it is counted again up to its last row's time. More rows at one
+    hours. It is bounded in rows too (SLICE_ROWS_BOUND bursts' rows): full, it is counted again, narrower, from
+    the same start. More rows at one
     instant than a piece holds cannot be cut: that instant, and only it, is counted whole."""
     dsn = create_source_database(pg_server, f"slices_{uuid.uuid4().hex[:8]}")
     seed_records(dsn, [date(2026, 9, 1)], 10, seed=8)  # sparse: no slice reaches its limit
@@ -264,7 +274,7 @@ def test_a_dense_day_after_empty_days_is_still_counted_in_pieces(pg_server, monk
     )
     dense = [s for s in slices if s[0] >= DayWindow.for_key("2026-11-20").start]
     (start, end, limit), retried = dense[0], dense[1]
-    assert end - start == timedelta(days=1) and limit <= 2 * FIRST_BURST_ROWS  # wide, but bounded in rows
+    assert end - start == timedelta(days=1) and limit <= SLICE_ROWS_BOUND * FIRST_BURST_ROWS + 1  # bounded
     assert retried[0] == start and retried[1] < end  # full: counted again, narrower, from the same start
 
     slices.clear()
@@ -279,7 +289,9 @@ def test_a_dense_day_after_empty_days_is_still_counted_in_pieces(pg_server, monk
     assert whole == [
         (datetime.fromisoformat(instant), datetime.fromisoformat(instant) + timedelta(microseconds=1))
     ]
-    assert max(s[2] for s in slices if s[2] is not None) <= FIRST_BURST_ROWS + 1  # slow: never grown
+    limits = [s[2] for s in slices if s[2] is not None]
+    assert max(limits) <= SLICE_ROWS_BOUND * FIRST_BURST_ROWS + 1  # slow: never grown past the first
+    assert min(limits) == LEAST_PIECE_ROWS + 1  # and down to the fewest rows a slice holds
 
 
 def test_a_paced_read_rests_for_the_rest_of_its_share(dsn, monkeypatch):
