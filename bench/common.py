@@ -245,8 +245,8 @@ def stage_select(dsn: str, spec, day: str) -> str:
     from datavault_analytics.table.day_window import DayWindow
 
     postgres = PostgresResource(table_spec=spec, dsn=dsn)
-    select_list = ", ".join(c.select_sql for c in postgres.source_columns())
-    return f"SELECT {select_list} FROM {postgres.qualified_table} WHERE {postgres._window_predicate(DayWindow.for_key(day))}"  # noqa: S608
+    window = DayWindow.for_key(day)
+    return postgres._rows_between(postgres.source_columns(), window.start, window.end)
 
 
 def run_psql(psql: str, dsn: str, select: str, label: str) -> Measurement:
