@@ -11,6 +11,7 @@ from datavault_analytics.postgres.bursts import (
     FIRST_BURST_ROWS,
     FIRST_SLICE_SECONDS,
     LEAST_PIECE_ROWS,
+    MOST_DAYS_AT_ONCE,
     SLICE_ROWS_BOUND,
     BurstSize,
     OthersAtWork,
@@ -69,14 +70,14 @@ class DayAggregates:
             updated = self._updated_at_or_null(conn)
             conn.commit()  # the catalog read and the scan are each their own transaction
             select = aggregates.format(c=column, u=updated)
+            days_sql = (
+                f"SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.* FROM unnest(%s::timestamptz[]) AS d "  # noqa: S608
+                f"CROSS JOIN LATERAL (SELECT {select} FROM {self.qualified_table} WHERE {column} >= d "
+                f"AND {column} < d + interval '1 day') AS s WHERE s.count > 0"
+            )
             if not self.in_bursts:
-                sql = (
-                    f"SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.* FROM unnest(%s::timestamptz[]) AS d "  # noqa: S608
-                    f"CROSS JOIN LATERAL (SELECT {select} FROM {self.qualified_table} WHERE {column} >= d "
-                    f"AND {column} < d + interval '1 day') AS s WHERE s.count > 0"
-                )
                 reading = time.monotonic()
-                for row in conn.execute(sql, ([w.start for w in windows],)).fetchall():
+                for row in conn.execute(days_sql, ([w.start for w in windows],)).fetchall():
                     add(*row)
                 self.rest_after(time.monotonic() - reading)
                 return found
@@ -87,17 +88,34 @@ class DayAggregates:
                 f"FROM {self.qualified_table} WHERE {column} >= %s AND {column} < %s ORDER BY {column} "
                 "LIMIT %s) AS piece"
             )
-            day_sql = self.window_sql(select)
+            # While alone, runs of days at once, each day bounded in rows (_count_in_slices).
+            runs_sql = (
+                f"SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.* FROM unnest(%s::timestamptz[]) AS d "  # noqa: S608
+                f"CROSS JOIN LATERAL (SELECT {aggregates.format(c='c', u='u')} FROM (SELECT {column} AS c, "
+                f"{updated} AS u FROM {self.qualified_table} WHERE {column} >= d AND {column} < d + interval "
+                f"'1 day' ORDER BY {column} LIMIT %s) AS piece) AS s WHERE s.count > 0"
+            )
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with self.others_at_work() as others:
-                self._count_in_slices(conn, sql, day_sql, windows, others, add)
+                self._count_in_slices(conn, sql, (runs_sql, self.window_sql(select)), windows, others, add)
         return found
 
     def _count_in_slices(
-        self, conn, sql: str, day_sql: str, windows: list[DayWindow], others: OthersAtWork | None, add
+        self,
+        conn,
+        sql: str,
+        alone_sql: tuple[str, str],
+        windows: list[DayWindow],
+        others: OthersAtWork | None,
+        add,
     ) -> None:
         """Each day of `windows` counted in time slices (`sql`), in the day's one snapshot (see
-        _day_aggregates); while `others` finds no one else at work, in one statement (`day_sql`).
+        _day_aggregates).
+
+        While `others` finds no one else at work, a run of days is counted in one statement (`alone_sql`'s
+        first), as many as take about `alone_burst_ms`, each day bounded to its share of the rows such a piece
+        counts: a long history's empty days go many at once (a statement and a look per empty day took half
+        the cheap tier's time), and a dense day among them is cut short and counted alone (the second).
 
         A slice's width follows the time its count took. Its `LIMIT` is SLICE_ROWS_BOUND times the rows the
         database counts in a burst, learned from every slice, so only a sudden rise in density reaches it: such a
@@ -106,12 +124,16 @@ class DayAggregates:
         width = BurstSize(self.max_burst_ms / 1000, FIRST_SLICE_SECONDS, 1e-3, 86_400)
         burst = self.max_burst_ms / 1000
         rows_per_second = FIRST_BURST_ROWS / burst
-        for window in windows:
+        days_at_once, next_day = 1, 0
+        for index, window in enumerate(windows):
+            if index < next_day:  # counted in the run of days before it
+                continue
             if others is not None and others.look():
-                row = conn.execute(day_sql, (window.start, window.end), prepare=True).fetchone()
-                if row[0]:
-                    add(window.partition_key, *row)
-                conn.commit()
+                run = windows[index : index + days_at_once]
+                next_day = index + len(run)
+                rows_per_second, days_at_once = self._count_run_alone(
+                    conn, alone_sql, run, rows_per_second, days_at_once, add
+                )
                 continue
             start = window.start
             while start < window.end:
@@ -139,6 +161,35 @@ class DayAggregates:
                     add(window.partition_key, *row)
                 start = end
             conn.commit()  # one snapshot per day, as the fingerprints
+
+    def _count_run_alone(
+        self, conn, alone_sql: tuple[str, str], run: list[DayWindow], rows_per_second: float, days: int, add
+    ) -> tuple[float, int]:
+        """Counts `run` (see _count_in_slices); the counting speed and the next run's days, learned from it."""
+        runs_sql, day_sql = alone_sql
+        alone = self.alone_burst_ms / 1000
+        day_rows = max(LEAST_PIECE_ROWS, int(rows_per_second * alone / len(run)))
+        reading = time.monotonic()
+        rows = conn.execute(runs_sql, ([w.start for w in run], day_rows + 1), prepare=True).fetchall()
+        took = time.monotonic() - reading
+        counted = sum(row[1] for row in rows)
+        for row in rows:
+            if row[1] <= day_rows:
+                add(*row)
+        conn.commit()
+        for row in rows:
+            if row[1] > day_rows:  # a dense day: counted alone, whole
+                [window] = [w for w in run if w.partition_key == row[0]]
+                found = conn.execute(day_sql, (window.start, window.end), prepare=True).fetchone()
+                add(window.partition_key, *found)
+                conn.commit()
+        if counted > LEAST_PIECE_ROWS:
+            rows_per_second = min(2 * rows_per_second, max(rows_per_second / 2, counted / max(took, 1e-6)))
+        if took < alone / 2 and not any(row[1] > day_rows for row in rows):
+            days = min(2 * days, MOST_DAYS_AT_ONCE)
+        elif took > 2 * alone:
+            days = max(1, days // 2)
+        return rows_per_second, days
 
     def _updated_at_or_null(self, conn) -> str:
         """The configured updated-at column if the table has it now, else NULL (a count-only cheap tier)."""

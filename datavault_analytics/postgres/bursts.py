@@ -14,6 +14,8 @@ MOST_BURST_ROWS = 65_536
 FIRST_SLICE_SECONDS = 60.0
 # A cheap-tier slice holds at most this many bursts' rows: its bound against a width grown over sparse time.
 SLICE_ROWS_BOUND = 4
+# While alone, the cheap tier counts at most this many days in one statement.
+MOST_DAYS_AT_ONCE = 512
 # A session of another application that changed state (ran a statement) within this long counts as at work.
 # Retrieve's clients each run many a second; an idle connection pool does not.
 QUIET_SECONDS = 1.0

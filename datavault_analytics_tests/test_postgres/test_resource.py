@@ -345,3 +345,42 @@ def test_the_pace_comes_from_the_environment_and_bad_values_say_so(
         settings = Settings.from_environment("local")
         assert getattr(settings, f"pg_{field}") == expected
         assert getattr(build_resources(settings)["postgres"], field) == expected
+
+
+def test_alone_the_cheap_tier_counts_runs_of_days_and_a_dense_day_among_them_alone(pg_server, monkeypatch):
+    """While no other application works, the cheap tier counts many days per statement, each bounded in rows:
+    a long history's empty days go many at once, and a dense day among them is cut short there and counted
+    alone. The same summaries as one whole statement."""
+    dsn = create_source_database(pg_server, f"runs_{uuid.uuid4().hex[:8]}")
+    seed_records(dsn, [date(2026, 1, 10)], 5, seed=3)
+    seed_records(dsn, [date(2026, 6, 1)], 3_000, seed=4)  # dense, inside a long empty stretch
+    seed_records(dsn, [date(2026, 11, 20)], 7, seed=5)
+    first, last = DayWindow.for_key("2026-01-01"), DayWindow.for_key("2026-11-30")
+    expected = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, max_burst_ms=0).day_summaries(first, last)
+    assert sum(s.rows for s in expected.values()) == 3_012
+
+    statements: list[tuple[str, tuple]] = []
+    execute = psycopg.Connection.execute
+    monkeypatch.setattr(
+        psycopg.Connection,
+        "execute",
+        lambda self, query, params=None, **kw: (
+            statements.append((str(query), params)),
+            execute(self, query, params, **kw),
+        )[1],
+    )
+    wait_until_no_other_application_works(dsn)
+    alone = PostgresResource(table_spec=RECORDS_SPEC, dsn=dsn, alone_burst_ms=25)
+    assert alone.day_summaries(first, last) == expected
+
+    runs = [params for query, params in statements if "unnest" in query]
+    days = (last.start - first.start).days + 1
+    assert sum(len(p[0]) for p in runs) == days  # every day once, in runs
+    assert len(runs) < days / 8 and max(len(p[0]) for p in runs) >= 32  # many days per statement
+    counted_alone = [
+        params[0]
+        for query, params in statements
+        if params and len(params) == 2 and "records" in query and "unnest" not in query
+    ]
+    assert counted_alone == [DayWindow.for_key("2026-06-01").start]  # the dense day, whole, by itself
+    assert not [q for q, p in statements if p and len(p) == 3 and "LIMIT" in q]  # no slices: alone throughout
