@@ -796,6 +796,7 @@ def main() -> None:
                 cpu = postgres_cpu_seconds(server.pid()) if server is not None else None
                 measured = run_stage(name, dsn, day, f"file://{file_stage}", **bursts)
                 if cpu is not None:
+                    time.sleep(0.3)  # the ended backend is reaped: its CPU moves to the postmaster's children
                     measured.report["postgres_cpu"] = postgres_cpu_seconds(server.pid()) - cpu
                 record(measured)
             before = moto.cpu_seconds()
