@@ -176,6 +176,8 @@ def _snowflake_asset(pipeline: TablePipeline) -> dg.AssetsDefinition:
     @dg.asset(
         key=pipeline.snowflake_key,
         ins={"staged": dg.AssetIn(key=pipeline.stage_key)},
+        # The load reads each day's fingerprint on DataVault's database while its COPY runs.
+        pool=POSTGRES_POOL,
         kinds={"snowflake"},
         description=(
             f"{spec.source_name} in Snowflake ({spec.snowflake_table}), loaded with COPY INTO from exactly the "

@@ -16,6 +16,7 @@ from datavault_analytics.names import (
     CONTENT_HASH,
     MANIFEST_MATCHES_LOAD,
     NO_DUPLICATE_IDS,
+    POSTGRES_POOL,
     ROW_COUNT,
     SOURCE_FINGERPRINTS,
 )
@@ -240,6 +241,7 @@ def build_table_checks(pipeline: TablePipeline) -> dg.AssetChecksDefinition:
         specs=check_specs(pipeline),
         can_subset=True,
         name=pipeline.checks_name,
+        pool=POSTGRES_POOL,  # a checks-only run reads each day's fingerprint on DataVault's database
         description=f"Per-day reconciliation of {pipeline.spec.snowflake_table} with PostgreSQL and the stage.",
     )
     def checks(

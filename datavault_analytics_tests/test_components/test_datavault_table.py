@@ -473,8 +473,9 @@ def test_a_composite_primary_key_loads_exactly_and_its_duplicates_are_found(pipe
 
 
 def test_every_tables_bulk_reads_of_datavault_share_one_pool():
-    """The extracts and the drift scans of every table are in the datavault_postgres pool, whose limit (the
-    instance's concurrency.pools) bounds how many read DataVault's database at once, whatever the table."""
+    """Every step that reads DataVault's database for whole days is in the datavault_postgres pool, whose limit
+    (the instance's concurrency.pools) bounds how many read it at once, whatever the table: the extract, the
+    load (its fingerprints), the checks (a checks-only run's fingerprints) and the drift scan."""
     from datavault_analytics.definitions import defs
     from datavault_analytics.names import POSTGRES_POOL
 
@@ -486,9 +487,12 @@ def test_every_tables_bulk_reads_of_datavault_share_one_pool():
         if getattr(node, "pool", None) == POSTGRES_POOL
     }
     for name in configured_tables():
+        pipeline = configured_table(name)
         assert f"s3__datavault__{name}" in pooled, pooled  # the stage step: the extract
+        assert f"snowflake__datavault__{name}" in pooled, pooled  # the load: its fingerprints
+        assert pipeline.checks_name in pooled, pooled
         assert f"scan_{name}_for_drift" in pooled, pooled
-    assert not any(name.startswith("snowflake__") for name in pooled)  # loads do not read DataVault
+    assert not any(name.startswith("postgres__") for name in pooled)  # the source asset reads nothing
 
 
 def test_records_yaml_reads_its_variables_and_an_unset_one_gives_the_components_default(monkeypatch):
