@@ -1,6 +1,6 @@
 """A run whose worker is SIGKILLed, seen by the real daemon: the local instance's run launcher
 (run_launcher.py) tells run monitoring the worker is gone, the run is marked failed, its pool slot is
-given back, and the drift sensor stops counting its days as being loaded.
+given back, the drift sensor stops counting its days as being loaded, and run retries load its day.
 
 Without it (Dagster's DefaultRunLauncher), such a run stayed STARTED for ever: the drift sensor reported
 its day as "already being loaded" on every scan and never repaired it, and its pool slot stayed claimed.
@@ -89,7 +89,7 @@ def monitored(request, pg_server, s3_endpoint, snowflake_server, tmp_path, monke
         instance.dispose()
 
 
-def test_a_killed_dg_launch_run_is_marked_failed_and_gives_back_its_pool_slot(
+def test_a_killed_dg_launch_run_is_marked_failed_gives_back_its_pool_slot_and_is_retried(
     monitored, tmp_path, s3_endpoint
 ):
     pipeline, instance, env, logs = monitored
@@ -137,3 +137,14 @@ def test_a_killed_dg_launch_run_is_marked_failed_and_gives_back_its_pool_slot(
         logs,
     )
     assert DAY not in days_in_flight(instance, [dg.AssetKey(["s3", "datavault", "records"])])
+
+    # Run retries (both instance files) start it again, through this launcher, and the retry loads the day.
+    def retry_succeeded() -> dg.DagsterRun | None:
+        retries = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id}))
+        return next((r for r in retries if r.status == dg.DagsterRunStatus.SUCCESS), None)
+
+    retry = wait_for(retry_succeeded, "run retries to load the killed run's day", 240, logs)
+    assert retry.tags["dagster/retry_number"] == "1" and retry.tags["dagster/partition"] == DAY
+    assert run_worker(instance, retry.run_id).pid != launched.pid  # a worker of the launcher's, not dg
+    [day] = pipeline.reconcile([DAY])
+    assert day.matches and day.snowflake_rows == 200, day.difference()

@@ -10,6 +10,7 @@ Snowflake. The test then SIGKILLs the process: no clean-up runs, exactly as when
 import re
 import time
 import uuid
+from datetime import date
 
 import pytest
 
@@ -292,3 +293,71 @@ def test_the_retrieval_log_killed_inside_its_copy_keeps_its_old_day_and_reloads_
     assert transaction_id not in [row[0] for row in pipeline.snowflake("SHOW TRANSACTIONS")]
     [day] = pipeline.reconcile([DAY], table=log)
     assert day.matches and day.snowflake_rows == pipeline.pg("SELECT count(*) FROM retrieval_log")[0][0]
+
+
+BIG_DAY_ROWS = 300_000  # the size at which a killed run was found to block its day for hours
+
+
+def test_a_300k_row_day_killed_three_times_without_a_daemon_then_rerun_exactly(
+    fault_pipeline, start_run, snowflake_server, monkeypatch
+):
+    """A day of 300,000 rows (2,000 the day after), its load SIGKILLed at three moments with no daemon
+    anywhere: while it uploads its second staged file, after staging before its first Snowflake statement, and
+    inside its COPY transaction. Nothing of it is ever seen in Snowflake, and the rerun, an engineer's
+    in-process materialize, ends the dead transaction at once and loads exactly PostgreSQL's rows."""
+    import dagster as dg
+
+    pipeline = fault_pipeline
+    pipeline.seed([DAY_DATE], rows_per_day=BIG_DAY_ROWS)
+    pipeline.seed([date.fromordinal(DAY_DATE.toordinal() + 1)], rows_per_day=2_000, seed=8)
+    snowflake_url = f"http://{snowflake_server.host}:{snowflake_server.port}"
+
+    with HttpProxy(pipeline.s3_endpoint) as s3:  # 1. uploading the second of several staged files
+        gate = s3.hold(lambda r: r.method == "PUT" and f"dt={DAY}/part-00001-" in r.target)
+        run = start_run(pipeline, DAY, "--file-mb", "16", s3=s3)
+        wait_until(gate.arrived.is_set, "the upload of the second staged file", process=run, timeout=300)
+        run.kill()
+        gate.release(forward=False)
+    assert pipeline.snowflake_rows(DAY) == []
+
+    with HttpProxy(snowflake_url) as snowflake:  # 2. staged, before the load's first statement
+        gate = snowflake.hold(lambda r: r.sql.startswith("SHOW STAGES"))
+        run = start_run(pipeline, DAY, snowflake=snowflake)
+        wait_until(gate.arrived.is_set, "the load step's first Snowflake statement", process=run, timeout=300)
+        assert MANIFEST in pipeline.stage_keys(DAY)
+        run.kill()
+        gate.release(forward=False)
+    assert pipeline.snowflake_rows(DAY) == []
+
+    with HttpProxy(snowflake_url) as snowflake:  # 3. inside the day's COPY transaction
+        gate = snowflake.hold(lambda r: r.sql.startswith("COPY INTO"), when="response")
+        run = start_run(pipeline, DAY, snowflake=snowflake)
+        wait_until(gate.arrived.is_set, "the COPY inside the day's transaction", process=run, timeout=300)
+        run.kill()
+        gate.release(forward=False)
+    assert pipeline.snowflake_rows(DAY) == []  # uncommitted: no other session sees any of it
+    [(_, _, _, name, *_)] = pipeline.snowflake("SHOW TRANSACTIONS")
+
+    with dg.DagsterInstance.from_config(str(start_run.home)) as instance:
+        killed = instance.get_runs()
+        assert len(killed) == 3 and {r.status for r in killed} == {dg.DagsterRunStatus.STARTED}
+        monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "300")
+        result = dg.materialize(
+            records.ALL_ASSETS,
+            resources=build_resources(Settings.from_environment("prod")),
+            selection=[records.STAGE_KEY, records.SNOWFLAKE_KEY],
+            partition_key=DAY,
+            instance=instance,
+        )
+        assert result.success
+        ended = [
+            e.user_message
+            for e in instance.all_logs(result.run_id)
+            if e.level >= 30 and "Ended Snowflake transaction" in e.user_message
+        ]
+        assert len(ended) == 1 and name in ended[0], ended  # at once, not after LOCK_TIMEOUT
+    assert pipeline.snowflake("SHOW TRANSACTIONS") == []
+    loaded = pipeline.snowflake_rows(DAY)
+    assert len(loaded) == BIG_DAY_ROWS and loaded == pipeline.source_rows(DAY)
+    [day] = pipeline.reconcile([DAY])
+    assert day.matches, day.difference()
