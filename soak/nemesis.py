@@ -48,6 +48,9 @@ KINDS = [
     FaultKind("Snowflake blackhole", "snowflake network", (2, 10)),
     FaultKind("Snowflake latency", "snowflake network", (3, 15)),
     FaultKind("disk full (TMPDIR)", "disk", (3, 15)),
+    FaultKind("alert receiver down", "alerts", (10, 60)),
+    FaultKind("lock sessions lost", "lock network", (3, 20)),
+    FaultKind("schema migration", "schema", (0, 0)),
 ]
 BY_NAME = {k.name: k for k in KINDS}
 NETWORK_FAULTS = {  # kind -> (which proxy, its mode)
@@ -95,6 +98,7 @@ class Nemesis:
     log: list[str] = field(default_factory=list)
     injected: list[str] = field(default_factory=list)
     _heals: list[tuple[float, str, Callable[[], None]]] = field(default_factory=list)
+    _migrations: int = 0  # the next step of System.migrate_source's cycle
     _started: float = 0.0
 
     def say(self, message: str) -> None:
@@ -127,6 +131,8 @@ class Nemesis:
         system = self.system
         system.s3_proxy.heal()
         system.snowflake_proxy.heal()
+        system.alerts.bring_up()
+        system.lock_proxy.heal()
         system.free_tmp()
         system.start_source()
         system.start_snowflake()
@@ -198,6 +204,23 @@ class Nemesis:
             system.kill_snowflake()
             self._record(fault, f"down for {fault.heal_after:g} s")
             self._later(fault, kind, system.start_snowflake)
+        elif kind == "schema migration":
+            try:
+                done = system.migrate_source(self._migrations)
+            except Exception as error:  # e.g. its lock not had within 5 s: the same step is tried next time
+                self.say(f"inject {kind}: could not ({type(error).__name__}: {str(error)[:160]})")
+                return
+            self._migrations += 1
+            self._record(fault, done)
+        elif kind == "lock sessions lost":
+            # PostgreSQL sees the day locks' sessions end and frees their locks; their runs hear nothing.
+            system.lock_proxy.inject("lost")
+            self._record(fault, f"for {fault.heal_after:g} s")
+            self._later(fault, kind, system.lock_proxy.heal)
+        elif kind == "alert receiver down":
+            system.alerts.take_down()
+            self._record(fault, f"HTTP 503 for {fault.heal_after:g} s")
+            self._later(fault, kind, system.alerts.bring_up)
         elif kind == "disk full (TMPDIR)":
             if system.tmpfs_mounted:
                 system.fill_tmp()

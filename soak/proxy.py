@@ -1,5 +1,8 @@
-"""A TCP proxy on 127.0.0.1 in front of one server (moto's S3, the Snowflake emulator), with the network
-faults of the nemesis: latency, a reset in the middle of a response, HTTP 503, and a blackhole.
+"""A TCP proxy on 127.0.0.1 in front of one server (moto's S3, the Snowflake emulator, the day locks'
+PostgreSQL), with the network faults of the nemesis: latency, a reset in the middle of a response, HTTP 503,
+a blackhole, and a lost peer (`lost`: the server sees every connection end at once, while its clients hear
+nothing more until the heal, as when the client's node drops off the network and the server's keepalives
+give up on it).
 
 `tc netem` is not in these kernels and no toxiproxy server can be installed, so this stands in for both.
 A fault applies to new connections and to the bytes still flowing on open ones, until `heal()`.
@@ -11,7 +14,7 @@ import struct
 import threading
 from dataclasses import dataclass
 
-MODES = ("pass", "latency", "reset", "http503", "blackhole")
+MODES = ("pass", "latency", "reset", "http503", "blackhole", "lost")
 _CHUNK = 64 * 1024
 
 
@@ -37,6 +40,7 @@ class FaultProxy:
         self.name, self.upstream_port, self.port = name, upstream_port, port
         self.fault = Fault()
         self.connections = 0
+        self._upstreams: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"proxy-{name}", daemon=True)
@@ -72,6 +76,12 @@ class FaultProxy:
         if mode not in MODES:
             raise ValueError(f"unknown proxy fault {mode!r}; one of {MODES}")
         self.fault = Fault(mode, latency_seconds)
+        if mode == "lost":
+            self._loop.call_soon_threadsafe(self._sever_upstreams)
+
+    def _sever_upstreams(self) -> None:
+        for upstream in list(self._upstreams):
+            _reset(upstream)  # the server sees its peer gone
 
     def heal(self) -> None:
         self.fault = Fault()
@@ -85,8 +95,8 @@ class FaultProxy:
             if fault.mode == "http503":
                 await self._answer_503(reader, writer)
                 return
-            if fault.mode == "blackhole":
-                await self._hold_while("blackhole")
+            if fault.mode in ("blackhole", "lost"):
+                await self._hold_while(fault.mode)
                 _reset(writer)
                 return
             try:
@@ -94,6 +104,7 @@ class FaultProxy:
             except OSError:
                 _reset(writer)  # the server is down: the client sees its connection refused, as it would
                 return
+            self._upstreams.add(up_writer)
             try:
                 await asyncio.gather(
                     self._pump(reader, up_writer, toward_client=False),
@@ -101,6 +112,7 @@ class FaultProxy:
                     return_exceptions=True,
                 )
             finally:
+                self._upstreams.discard(up_writer)
                 up_writer.transport.abort()
         except (OSError, asyncio.CancelledError):
             _reset(writer)
@@ -137,9 +149,16 @@ class FaultProxy:
                 target.write(chunk)
                 await target.drain()
             else:
-                if target.can_write_eof():
+                if toward_client and self.fault.mode == "lost":
+                    await self._hold_while("lost")  # the client hears nothing until the heal
+                    _reset(target)
+                elif target.can_write_eof():
                     target.write_eof()
                 return
             _reset(target)
-        except (OSError, asyncio.CancelledError):
+        except OSError:
+            if toward_client and self.fault.mode == "lost":
+                await self._hold_while("lost")
+            _reset(target)
+        except asyncio.CancelledError:
             _reset(target)

@@ -1,7 +1,8 @@
 """`make soak [SEED=S] [MINUTES=M]`: the whole system under a workload and a seeded nemesis, then checked.
 
 Prints the seed first, every fault and heal as it happens, any violation, and last:
-`soak: seed=S minutes=M faults=N kinds=K runs=R failed=F retried=T violations=V converged_s=C`.
+`soak: seed=S minutes=M faults=N kinds=K runs=R failed=F retried=T alerted=A/E violations=V converged_s=C`
+(A "run failed" alerts received for E keys of runs that failed for good).
 Exits 1 on any violation. The same seed replays the same fault schedule (soak/nemesis.py).
 """
 
@@ -15,27 +16,28 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import dagster as dg
 
-from datavault_analytics.components.datavault_table import configured_table
-from datavault_analytics.local_stack.seed import seed_records
+from datavault_analytics.components.datavault_table import configured_table, configured_tables
+from datavault_analytics.local_stack.seed import seed_records, seed_retrieval_log
 from datavault_analytics.resources import build_resources
 from datavault_analytics.settings import Settings
-from soak.checker import Checker
+from soak.checker import CheckedTable, Checker
 from soak.nemesis import Nemesis, schedule
 from soak.system import System
-from soak.workload import Engineer, SourceWriter, history_days
+from soak.workload import Engineer, SourceWriter, Workload, history_days
 
 HISTORY_DAYS = (
     16  # days of data; the newest LATE_ROW_DAYS + 1 are the daily schedule's, the rest the drift sensor's
 )
 ROWS_PER_DAY = 40
 CONVERGE_WITHIN_SECONDS = 300  # liveness: after the final heal, everything settles within this
+ALERTED_WITHIN_SECONDS = 120  # then every run that failed for good is alerted (the sensor ticks every 30 s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +67,7 @@ class Outcome:
     runs: int = 0
     failed: int = 0
     retried: int = 0
+    alerts: tuple[int, int] = (0, 0)  # failed for good (by alert key), "run failed" alerts received
     converged_s: float | None = None
     violations: list[str] = field(default_factory=list)
 
@@ -78,20 +81,25 @@ def soak(seed: int, minutes: float, root: Path) -> int:
     try:
         started = time.monotonic()
         system.start()
+        system.wait_for_alert_sensor()
         print(f"soak: system up in {time.monotonic() - started:.0f} s ({root})", flush=True)
         os.environ.update(system.checker_env())  # the checker's resources read their secrets from here
         resources = build_resources(Settings.from_environment(environ=system.checker_env()))
-        records = configured_table("records").spec  # the table the soak's checker compares
         with dg.build_resources({k: resources[k] for k in ("postgres", "snowflake_loader")}) as resolved:
-            # Bound once resolved, as the assets bind them: resolving rebuilds a resource from its config.
-            checked = SimpleNamespace(
-                postgres=resolved.postgres.for_table(records),
-                snowflake_loader=resolved.snowflake_loader.for_table(records),
-            )
+            # Every configured table, bound once resolved, as the assets bind them.
             seed_records(system.source_dsn, [date.fromisoformat(d) for d in days], ROWS_PER_DAY, seed=seed)
-            writer = SourceWriter(system.source_dsn, checked.postgres, days, rng)
-            writer.record_current(days)
-            checker = Checker(checked.postgres, checked.snowflake_loader, writer, days)
+            seed_retrieval_log(
+                system.source_dsn, [date.fromisoformat(d) for d in days], ROWS_PER_DAY, seed=seed
+            )
+            tables = []
+            for name in configured_tables():
+                spec = configured_table(name).spec
+                postgres = resolved.postgres.for_table(spec)
+                writer = SourceWriter(system.source_dsn, postgres, days, random.Random(f"{name}-{seed}"))
+                writer.record_current(days)
+                tables.append(CheckedTable(postgres, resolved.snowflake_loader.for_table(spec), writer))
+            checker = Checker(tables, days)
+            writers = [t.writer for t in tables]
             instance = dg.DagsterInstance.get()
             engineer = Engineer(
                 f"http://127.0.0.1:{system.webserver_port}",
@@ -104,7 +112,7 @@ def soak(seed: int, minutes: float, root: Path) -> int:
             nemesis = Nemesis(system, instance, engineer.running_cli)
             plan = schedule(seed, minutes * 60)
             print(f"soak: {len(plan)} faults planned over {minutes:g} min", flush=True)
-            _run_with_faults(nemesis, plan, minutes, checker, writer, engineer)
+            _run_with_faults(nemesis, plan, minutes, checker, Workload(writers, rng), engineer)
 
             healed = time.monotonic()
             # The workload ends with the faults: the every-minute schedule stops, so that what is left
@@ -117,6 +125,9 @@ def soak(seed: int, minutes: float, root: Path) -> int:
             waited = time.monotonic() - healed
             converged = checker.wait_for_convergence(instance, days, CONVERGE_WITHIN_SECONDS - waited)
             outcome.converged_s = None if converged is None else waited + converged  # from the final heal
+            outcome.alerts = checker.check_alerts(
+                instance, system.alerts, "kill daemon" in nemesis.injected, ALERTED_WITHIN_SECONDS
+            )
             checker.sample()
             checker.stop_sampling()
             checker.scan_for_secret(canary, [root], system.dagster_dsn)
@@ -129,7 +140,8 @@ def soak(seed: int, minutes: float, root: Path) -> int:
                     print(f"soak: failed run {_describe(run)}", flush=True)
             outcome.violations = checker.violations
             print(
-                f"soak: workload {dict(writer.done)} ({writer.failed} failed), engineer "
+                f"soak: workload {dict(sum((Counter(w.done) for w in writers), Counter()))} "
+                f"({sum(w.failed for w in writers)} failed), engineer "
                 f"{dict(engineer.launched)}, {checker.samples} safety samples",
                 flush=True,
             )
@@ -145,13 +157,13 @@ def soak(seed: int, minutes: float, root: Path) -> int:
     return _summary(seed, minutes, nemesis, outcome)
 
 
-def _run_with_faults(nemesis, plan, minutes, checker, writer, engineer) -> None:
+def _run_with_faults(nemesis, plan, minutes, checker, workload, engineer) -> None:
     """The workload, the engineer and the checker's sampling while the nemesis acts; then its final heal."""
     stop_at = time.monotonic() + minutes * 60
     checker.start_sampling()
     workers = [
         threading.Thread(
-            target=_every, args=(2.0, stop_at, writer.step, nemesis.say, "workload"), daemon=True
+            target=_every, args=(2.0, stop_at, workload.step, nemesis.say, "workload"), daemon=True
         ),
         threading.Thread(
             target=_every, args=(25.0, stop_at, engineer.act, nemesis.say, "engineer"), daemon=True
@@ -208,6 +220,7 @@ def _summary(seed: int, minutes: float, nemesis: Nemesis | None, outcome: Outcom
     print(
         f"soak: seed={seed} minutes={minutes:g} faults={len(injected)} kinds={len(set(injected))} "
         f"runs={outcome.runs} failed={outcome.failed} retried={outcome.retried} "
+        f"alerted={outcome.alerts[1]}/{outcome.alerts[0]} "
         f"violations={len(outcome.violations)} converged_s={converged}",
         flush=True,
     )

@@ -4,17 +4,21 @@
   PostgreSQL: production keeps Dagster's storage off DataVault's database, and the nemesis crashes only
   DataVault's.
 - moto's S3 and the Snowflake emulator as processes, each behind a FaultProxy for the pipeline's traffic;
-  the checker reads both directly.
+  the checker reads both directly. The day locks' sessions reach DataVault's PostgreSQL through a FaultProxy
+  too (DATAVAULT_LOCK_DSN), which can lose them.
 - A small tmpfs as the pipeline's TMPDIR and Dagster's compute-log folder.
 - Dagster: the code server as the image runs it, the daemon and the webserver, on an instance made from
   the local stack's dagster.yaml with shorter monitoring intervals (`INSTANCE_OVERRIDES`).
+- The alert receiver (soak/alerts.py), the webhook the alert sensor POSTs to.
 """
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,8 @@ from datavault_analytics.local_stack.stack import (
     STAGE_PREFIX,
     ensure_bucket,
 )
+from datavault_analytics.names import ALERT_SENSOR_NAME
+from soak.alerts import AlertReceiver
 from soak.proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +54,13 @@ INSTANCE_OVERRIDES = {
     },
 }
 # The pipeline's settings for the soak, compressed in time the same way; everything else is shipped.
+# The nemesis's migrations: each step of the cycle (System.migrate_source), by turns on each table.
+MIGRATED_TABLES = ("records", "retrieval_log")
+MIGRATIONS = (
+    ("ALTER TABLE {table} ADD COLUMN {column} integer", "added"),
+    ("ALTER TABLE {table} ALTER COLUMN {column} TYPE bigint", "widened"),
+    ("ALTER TABLE {table} DROP COLUMN {column}", "dropped"),
+)
 PIPELINE_SETTINGS = {
     "DATAVAULT_ENV": "local",
     "DATAVAULT_DRIFT_SCAN_SECONDS": "10",
@@ -139,9 +152,11 @@ class System:
     snowflake: Process = field(init=False)
     s3_proxy: FaultProxy = field(init=False)
     snowflake_proxy: FaultProxy = field(init=False)
+    lock_proxy: FaultProxy = field(init=False)  # the day locks' sessions to DataVault's PostgreSQL
     code_server: Process = field(init=False)
     daemon: Process = field(init=False)
     webserver: Process = field(init=False)
+    alerts: AlertReceiver = field(init=False)
     tmp: Path = field(init=False)
     tmpfs_mounted: bool = False
     webserver_port: int = 0
@@ -208,6 +223,7 @@ class System:
         self._wait(lambda: port_answers(snowflake_port), "the Snowflake emulator")
         self.s3_proxy = FaultProxy("s3", s3_port).start()
         self.snowflake_proxy = FaultProxy("snowflake", snowflake_port).start()
+        self.lock_proxy = FaultProxy("postgres locks", self.source.port).start()
 
         self.tmp = self.root / "tmp"
         self.tmp.mkdir()
@@ -216,6 +232,7 @@ class System:
         )
         self.tmpfs_mounted = mounted.returncode == 0
         self._write_instance()
+        self.alerts = AlertReceiver(f"hooks/{self.canary}").start()
         env = self.pipeline_env()
         self.code_server = Process(
             "code server", self._code_server_command(), env, self.logs / "code-server.log", self.root
@@ -248,6 +265,34 @@ class System:
         self._wait(lambda: port_answers(self.webserver_port), "the webserver", 120)
         for kind in ("sensor", "schedule"):
             self._dagster(kind, "start", "--start-all")
+
+    def wait_for_alert_sensor(self, timeout: float = 90) -> None:
+        """Until the alert sensor has ticked once: it sends what fails after its first tick (a new alert sensor
+        starts from then, not from the instance's history), so the faults start after it."""
+        query = (
+            "query ($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { sensorState "
+            "{ ticks(limit: 1) { timestamp } } } } }"
+        )
+        selector = {
+            "repositoryLocationName": "datavault_analytics",
+            "repositoryName": "__repository__",
+            "sensorName": ALERT_SENSOR_NAME,
+        }
+
+        def ticked() -> bool:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.webserver_port}/graphql",
+                data=json.dumps({"query": query, "variables": {"s": selector}}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    sensor = json.loads(response.read())["data"]["sensorOrError"]
+            except (OSError, KeyError, TypeError, ValueError):
+                return False
+            return bool(sensor.get("sensorState", {}).get("ticks"))
+
+        self._wait(ticked, "the alert sensor's first tick", timeout)
 
     def stop_schedules(self) -> list[str]:
         """Stop every running schedule: after the final heal, the system must drain, not keep launching."""
@@ -288,6 +333,9 @@ class System:
             "DAGSTER_HOME": str(self.dagster_home),
             "DAGSTER_PG_URL": self.dagster_dsn.replace("postgresql://", "postgresql+psycopg2://"),
             "DATAVAULT_PG_DSN": self.source_dsn,
+            "DATAVAULT_LOCK_DSN": self.source_dsn.replace(
+                f":{self.source.port}/", f":{self.lock_proxy.port}/"
+            ),
             "DATAVAULT_START_DATE": self.first_day,
             "DATAVAULT_STAGE_URI": f"s3://{STAGE_BUCKET}/{STAGE_PREFIX}",
             "DATAVAULT_S3_ENDPOINT_URL": self.s3_proxy.url,
@@ -302,6 +350,7 @@ class System:
             "SNOWFLAKE_PORT": str(self.snowflake_proxy.port),
             "SNOWFLAKE_PROTOCOL": "http",
             "TMPDIR": str(self.tmp),
+            "DATAVAULT_ALERT_WEBHOOK_URL": self.alerts.url,
         }
 
     def checker_env(self) -> dict[str, str]:
@@ -393,6 +442,19 @@ class System:
                 ).fetchall()
             )
 
+    def migrate_source(self, step: int) -> str:
+        """DataVault's application migrating its tables: step `step` of a cycle that adds a column of the
+        soak's own to a table, widens it, then drops it, table after table. The migration waits at most 5 s for
+        its lock (a read of ours holds ACCESS SHARE), as careful migrations do, and fails otherwise."""
+        import psycopg
+
+        table, (template, what) = MIGRATED_TABLES[(step // 3) % 2], MIGRATIONS[step % 3]
+        column = f"soak_col_{step // 3}"
+        with psycopg.connect(self.source_dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            conn.execute(template.format(table=table, column=column))
+        return f"{what} {table}.{column}"
+
     def fill_tmp(self) -> None:
         if self.tmpfs_mounted:
             with open(self.tmp / "nemesis-fill", "wb") as out:
@@ -414,7 +476,8 @@ class System:
             getattr(self, name, None) for name in ("webserver", "daemon", "code_server", "snowflake", "moto")
         ]
         parts += [
-            getattr(self, name, None) for name in ("s3_proxy", "snowflake_proxy", "source", "dagster_db")
+            getattr(self, name, None)
+            for name in ("s3_proxy", "snowflake_proxy", "lock_proxy", "alerts", "source", "dagster_db")
         ]
         for part in parts:
             if part is None:

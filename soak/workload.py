@@ -1,4 +1,4 @@
-"""What changes while the soak runs: DataVault's own writes to `records`, and an engineer's backfills.
+"""What changes while the soak runs: DataVault's own writes to every configured table, and an engineer's backfills.
 
 `SourceWriter` is DataVault's backend: the only writer of the source, one transaction at a time. Inside each
 transaction, after its changes and before COMMIT, it records the changed day's fingerprint (the pipeline's
@@ -28,7 +28,11 @@ from datavault_analytics.table.day_window import DayWindow
 from datavault_analytics.verification.fingerprint import EMPTY, Fingerprint
 from soak.system import Process
 
-OPERATIONS = ("late_row", "erasure", "reencrypt_bumped", "reencrypt_silent", "backdated_insert", "new_row")
+OPERATIONS = {  # by table: what DataVault's backend does to it
+    "records": ("late_row", "erasure", "reencrypt_bumped", "reencrypt_silent", "backdated_insert", "new_row"),
+    # the audit log is append-only, but a retention purge or an erasure request deletes from it
+    "retrieval_log": ("late_row", "erasure", "new_row"),
+}
 ASSET_KEYS = [{"path": ["s3", "datavault", "records"]}, {"path": ["snowflake", "datavault", "records"]}]
 LAUNCH_BACKFILL = """
 mutation ($partitions: [String!]!, $assets: [AssetKeyInput!]!) {
@@ -61,9 +65,13 @@ class SourceWriter:
         with self._lock:
             return set(self.versions[day])
 
+    @property
+    def table(self) -> str:
+        return self.postgres.table.name
+
     def step(self) -> str:
         """One transaction of DataVault's: a random kind of change to a random day."""
-        operation = self.rng.choice(OPERATIONS)
+        operation = self.rng.choice(OPERATIONS[self.table])
         day = self.rng.choice(self.days)
         window = DayWindow.for_key(day)
         at = window.start + timedelta(microseconds=self.rng.randrange(86_400_000_000))
@@ -74,13 +82,15 @@ class SourceWriter:
                 changed = self._apply(conn, operation, window, at, payload)
                 for changed_day in changed:
                     self._record(conn, changed_day)  # inside the transaction, before COMMIT
-            self.done[operation] += 1
-            return f"{operation} {day}"
+            self.done[f"{self.table} {operation}"] += 1
+            return f"{self.table} {operation} {day}"
         except psycopg.Error as error:
             self.failed += 1
-            return f"{operation} {day} failed ({type(error).__name__})"
+            return f"{self.table} {operation} {day} failed ({type(error).__name__})"
 
     def _apply(self, conn, operation: str, window: DayWindow, at: datetime, payload: bytes) -> list[str]:
+        if self.table == "retrieval_log":
+            return self._apply_to_retrieval_log(conn, operation, window, at)
         day = window.partition_key
         some_row = (
             "SELECT id FROM records WHERE created_at >= %s AND created_at < %s ORDER BY random() LIMIT 1"
@@ -109,6 +119,34 @@ class SourceWriter:
             )
         return [day]
 
+    def _apply_to_retrieval_log(self, conn, operation: str, window: DayWindow, at: datetime) -> list[str]:
+        if operation == "erasure":
+            row = conn.execute(
+                "SELECT id FROM retrieval_log WHERE retrieved_at >= %s AND retrieved_at < %s ORDER BY random() "
+                "LIMIT 1",
+                (window.start, window.end),
+            ).fetchone()
+            if row is None:
+                return []
+            conn.execute("DELETE FROM retrieval_log WHERE id = %s", row)
+            return [window.partition_key]
+        retrieved_at = at if operation == "late_row" else datetime.now(UTC)
+        found = self.rng.random() < 0.9
+        conn.execute(
+            "INSERT INTO retrieval_log (record_id, requested_by, found, client, error_code, latency_ms, "
+            "retrieved_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                uuid.UUID(int=self.rng.getrandbits(128), version=4),
+                f"service-{self.rng.randrange(40)}",
+                found,
+                json.dumps({"agent": "soak/1.0 (Zürich)", "ip": f"10.0.{self.rng.randrange(256)}.7"}),
+                None if found else "NOT_FOUND",
+                None if self.rng.random() < 0.1 else round(self.rng.uniform(0.2, 40.0), 3),
+                retrieved_at,
+            ),
+        )
+        return [window.partition_key] if operation == "late_row" else []  # a new row: today, no partition yet
+
     def _insert(self, conn, created_at: datetime, payload: bytes, updated_at: datetime | None) -> None:
         conn.execute(
             "INSERT INTO records (id, owner_id, key, ciphertext, nonce, created_at, updated_at) "
@@ -131,6 +169,17 @@ class SourceWriter:
         rows, total = conn.execute(self._sql, (window.start, window.end)).fetchone()
         with self._lock:
             self.versions[day].add(Fingerprint(rows, int(total or 0)))
+
+
+@dataclass
+class Workload:
+    """DataVault's backend over every table: each step one transaction on a table chosen at random."""
+
+    writers: list[SourceWriter]
+    rng: random.Random
+
+    def step(self) -> str:
+        return self.rng.choice(self.writers).step()
 
 
 @dataclass

@@ -66,3 +66,44 @@ def test_latency_delays_every_chunk(s3_through_proxy):
     started = time.monotonic()
     assert read(client) == BODY
     assert time.monotonic() - started >= 0.6  # the request and at least one chunk of the answer
+
+
+def test_a_lost_peer_frees_its_postgres_session_at_once_while_its_client_hears_nothing(pg_server):
+    """`lost`, in front of a real PostgreSQL: a session holding an advisory lock through the proxy loses it at
+    once (the server sees the connection end), while the session's own next statement gets no answer until the
+    heal, then fails. What a run holding a day's lock meets when its node drops off the network."""
+    import threading
+
+    import psycopg
+
+    proxy = FaultProxy("postgres", pg_server.port).start()
+    direct = pg_server.dsn("postgres")
+    proxied = direct.replace(f":{pg_server.port}/", f":{proxy.port}/")
+    assert proxied != direct
+    holder = psycopg.connect(proxied, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(4242)")
+    with psycopg.connect(direct, autocommit=True) as other:
+        assert not other.execute("SELECT pg_try_advisory_lock(4242)").fetchone()[0]
+        proxy.inject("lost")
+        deadline = time.monotonic() + 10
+        while not other.execute("SELECT pg_try_advisory_lock(4242)").fetchone()[0]:
+            assert time.monotonic() < deadline, "the lost session's lock was not freed"
+            time.sleep(0.1)
+
+        outcome: list[object] = []
+        asking = threading.Thread(target=lambda: outcome.append(_try(holder.execute, "SELECT 1")))
+        asking.start()
+        asking.join(2)
+        assert asking.is_alive() and outcome == []  # no answer, no error: the network is silent
+        proxy.heal()
+        asking.join(10)
+        assert isinstance(outcome[0], psycopg.OperationalError)  # then the connection is gone
+    holder.close()
+    proxy.stop()
+
+
+def _try(action, *args) -> object:
+    try:
+        return action(*args)
+    except Exception as error:  # returned for the assertion
+        return error

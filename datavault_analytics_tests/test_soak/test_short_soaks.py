@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 SEED = 5  # fixed, so that a failure here replays with `make soak SEED=<seed> MINUTES=1`
 SUMMARY = re.compile(
     r"soak: seed=(\d+) minutes=1 faults=(\d+) kinds=(\d+) runs=(\d+) failed=(\d+) retried=(\d+) "
-    r"violations=(\d+) converged_s=(\d+)"
+    r"alerted=(\d+)/(\d+) violations=(\d+) converged_s=(\d+)"
 )
 
 
@@ -36,6 +36,6 @@ def test_a_short_soak_converges_with_no_violation_and_leaves_nothing_behind(tmp_
     summary = SUMMARY.fullmatch(output.strip().splitlines()[-1])
     assert summary, output[-6000:]
     assert int(summary.group(1)) == SEED
-    assert int(summary.group(7)) == 0 and code == 0, output[-6000:]
+    assert int(summary.group(9)) == 0 and code == 0, output[-6000:]
     assert int(summary.group(2)) >= 5 and int(summary.group(3)) >= 4  # the nemesis acted, in many ways
     assert int(summary.group(4)) > 0  # the daemon, sensors and backfills did run
