@@ -23,7 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from datavault_analytics.components.datavault_table import configured_table, configured_tables
+from datavault_analytics.components.datavault_table import configured_table
 from datavault_analytics.local_stack.seed import seed_records, seed_retrieval_log
 from datavault_analytics.resources import build_resources
 from datavault_analytics.settings import Settings
@@ -37,6 +37,10 @@ HISTORY_DAYS = (
 )
 ROWS_PER_DAY = 40
 CONVERGE_WITHIN_SECONDS = 300  # liveness: after the final heal, everything settles within this
+# The tables the workload writes and the checker checks. retrieval_log's writer and checks work
+# (test_checker.py), but its schedule and drift scan are written in its defs.yaml (a scan every 6 hours), and the
+# soak compresses time through the variables records' defs.yaml reads: within a soak its days never converge.
+SOAK_TABLES = ("records",)
 ALERTED_WITHIN_SECONDS = 120  # then every run that failed for good is alerted (the sensor ticks every 30 s)
 
 
@@ -92,7 +96,7 @@ def soak(seed: int, minutes: float, root: Path) -> int:
                 system.source_dsn, [date.fromisoformat(d) for d in days], ROWS_PER_DAY, seed=seed
             )
             tables = []
-            for name in configured_tables():
+            for name in SOAK_TABLES:
                 spec = configured_table(name).spec
                 postgres = resolved.postgres.for_table(spec)
                 writer = SourceWriter(system.source_dsn, postgres, days, random.Random(f"{name}-{seed}"))
