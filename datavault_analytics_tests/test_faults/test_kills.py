@@ -301,7 +301,7 @@ BIG_DAY_ROWS = 300_000  # the size at which a killed run was found to block its 
 def test_a_300k_row_day_killed_three_times_without_a_daemon_then_rerun_exactly(
     fault_pipeline, start_run, snowflake_server, monkeypatch
 ):
-    """A day of 300,000 rows (2,000 the day after), its load SIGKILLed at three moments with no daemon
+    """A day of 300,000 rows (2,000 the day after, loaded first), its load SIGKILLed at three moments with no daemon
     anywhere: while it uploads its second staged file, after staging before its first Snowflake statement, and
     inside its COPY transaction. Nothing of it is ever seen in Snowflake, and the rerun, an engineer's
     in-process materialize, ends the dead transaction at once and loads exactly PostgreSQL's rows."""
@@ -309,7 +309,9 @@ def test_a_300k_row_day_killed_three_times_without_a_daemon_then_rerun_exactly(
 
     pipeline = fault_pipeline
     pipeline.seed([DAY_DATE], rows_per_day=BIG_DAY_ROWS)
-    pipeline.seed([date.fromordinal(DAY_DATE.toordinal() + 1)], rows_per_day=2_000, seed=8)
+    next_day = date.fromordinal(DAY_DATE.toordinal() + 1)
+    pipeline.seed([next_day], rows_per_day=2_000, seed=8)
+    assert pipeline.materialize(next_day.isoformat()).success  # the table exists, with another day in it
     snowflake_url = f"http://{snowflake_server.host}:{snowflake_server.port}"
 
     with HttpProxy(pipeline.s3_endpoint) as s3:  # 1. uploading the second of several staged files
