@@ -64,6 +64,27 @@ def assert_rerun_is_exact(pipeline) -> None:
     assert day.matches, day.difference()
 
 
+def rerun_without_a_daemon(instance, monkeypatch) -> list[str]:
+    """An engineer's in-process rerun of DAY's stage and load, with a LOCK_TIMEOUT (300 s) far longer than it
+    may wait: it succeeds. Its warnings that it ended an abandoned Snowflake transaction."""
+    import dagster as dg
+
+    monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "300")
+    result = dg.materialize(
+        records.ALL_ASSETS,
+        resources=build_resources(Settings.from_environment("prod")),
+        selection=[records.STAGE_KEY, records.SNOWFLAKE_KEY],
+        partition_key=DAY,
+        instance=instance,
+    )
+    assert result.success
+    return [
+        e.user_message
+        for e in instance.all_logs(result.run_id)
+        if e.level >= 30 and "Ended Snowflake transaction" in e.user_message
+    ]
+
+
 def test_killed_during_the_postgres_read(fault_pipeline, start_run):
     pipeline = fault_pipeline
     before = loaded_then_changed(pipeline, ROWS)
@@ -162,21 +183,9 @@ def test_killed_inside_the_copy_transaction_then_rerun_without_a_daemon(
             name == f"DATAVAULT_LOAD_RECORDS_{DAY.replace('-', '')}_{killed.run_id.replace('-', '').upper()}"
         )
 
-        monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "300")
         started = time.monotonic()
-        result = dg.materialize(
-            records.ALL_ASSETS,
-            resources=build_resources(Settings.from_environment("prod")),
-            selection=[records.STAGE_KEY, records.SNOWFLAKE_KEY],
-            partition_key=DAY,
-            instance=instance,
-        )
-        assert result.success and time.monotonic() - started < 60  # never waited for the dead transaction
-        warnings = [
-            e.user_message
-            for e in instance.all_logs(result.run_id)
-            if e.level >= 30 and "Ended Snowflake transaction" in e.user_message
-        ]
+        warnings = rerun_without_a_daemon(instance, monkeypatch)
+        assert time.monotonic() - started < 60  # never waited for the dead transaction
         assert len(warnings) == 1 and name in warnings[0] and killed.run_id in warnings[0], warnings
         assert str(transaction_id) in warnings[0]
     assert pipeline.snowflake("SHOW TRANSACTIONS") == []
@@ -343,20 +352,7 @@ def test_a_300k_row_day_killed_three_times_without_a_daemon_then_rerun_exactly(
     with dg.DagsterInstance.from_config(str(start_run.home)) as instance:
         killed = instance.get_runs()
         assert len(killed) == 3 and {r.status for r in killed} == {dg.DagsterRunStatus.STARTED}
-        monkeypatch.setenv("DATAVAULT_SNOWFLAKE_LOCK_TIMEOUT_SECONDS", "300")
-        result = dg.materialize(
-            records.ALL_ASSETS,
-            resources=build_resources(Settings.from_environment("prod")),
-            selection=[records.STAGE_KEY, records.SNOWFLAKE_KEY],
-            partition_key=DAY,
-            instance=instance,
-        )
-        assert result.success
-        ended = [
-            e.user_message
-            for e in instance.all_logs(result.run_id)
-            if e.level >= 30 and "Ended Snowflake transaction" in e.user_message
-        ]
+        ended = rerun_without_a_daemon(instance, monkeypatch)
         assert len(ended) == 1 and name in ended[0], ended  # at once, not after LOCK_TIMEOUT
     assert pipeline.snowflake("SHOW TRANSACTIONS") == []
     loaded = pipeline.snowflake_rows(DAY)
