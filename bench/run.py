@@ -1,8 +1,9 @@
 """`make bench`: moving one DataVault day, side by side, and a backfill end to end through Dagster.
 
 Every contender runs as its own process, several times (BENCH_DAY_REPEATS, default 5, for the 1M-row day;
-BENCH_REPEATS, default 3, for the 10M-row day and the backfill), in interleaved rounds so that whatever else
-the machine does falls on all of them alike; the table shows medians, and the highest peak RSS of any run.
+BENCH_REPEATS, default 3, for the 10M-row day, the drift scan and the backfill), in interleaved rounds so that
+whatever else the machine does falls on all of them alike; the table shows medians, and the highest peak RSS
+of any run.
 Peak RSS is the kernel's high-water mark for the process (wait4's ru_maxrss).
 
 Contenders, all reading the same rows with the same SELECT (the stage step's, from the catalog):
@@ -865,9 +866,9 @@ def main() -> None:
 
         postmaster = server.pid() if server is not None else None
         history = scanned_history()
-        log(f"drift scan over {history[0]} .. {history[1]} (the sensor's days), {DAY_REPEATS} rounds")
-        for round_number in range(1, DAY_REPEATS + 2):
-            sample = round_number > DAY_REPEATS  # the last round samples transactions, and is not timed
+        log(f"drift scan over {history[0]} .. {history[1]} (the sensor's days), {REPEATS} rounds")
+        for round_number in range(1, REPEATS + 2):
+            sample = round_number > REPEATS  # the last round samples transactions, and is not timed
             for tier, side in (("cheap", "postgres"), ("cheap", "snowflake"), ("content", "postgres")):
                 measured = run_drift(tier, side, dsn, history, day, snowflake_port, postmaster, sample)
                 drift.setdefault((tier, side, sample), []).append(measured.report)
@@ -1289,7 +1290,7 @@ def drift_lines(drift: dict) -> list[str]:
 
     return [
         "The drift scan (datavault_analytics/drift.py), each tier as the sensor runs it, medians of "
-        f"{DAY_REPEATS} runs. The cheap tier reads every day of the sensor's history on PostgreSQL "
+        f"{REPEATS} runs. The cheap tier reads every day of the sensor's history on PostgreSQL "
         f"({cheap['days']} days with rows) and the days loaded into the Snowflake emulator (the 1M-row day); "
         "the content tier is one day's full fingerprint. PostgreSQL CPU is every backend's, parallel workers "
         "included. A separate run per tier sampled pg_stat_activity every 5 ms.",
