@@ -53,6 +53,7 @@ KINDS = [
     FaultKind("schema migration", "schema", (0, 0)),
 ]
 BY_NAME = {k.name: k for k in KINDS}
+MIGRATION_EVERY_SECONDS = 20.0  # at most this long between two migrations (schedule)
 NETWORK_FAULTS = {  # kind -> (which proxy, its mode)
     f"{side} {name}": (side.lower(), mode)
     for side in ("S3", "Snowflake")
@@ -74,20 +75,26 @@ class PlannedFault:
 
 
 def schedule(seed: int, seconds: float, warmup: float = 20.0) -> list[PlannedFault]:
-    """Faults every 2-8 s, one to three at a time, none overlapping another on the same target."""
+    """Faults every 2-8 s, one to three at a time, none overlapping another on the same target; and a schema
+    migration at least every MIGRATION_EVERY_SECONDS, as DataVault's application deploys them, so that every
+    soak sees columns added, widened and dropped while runs go on."""
     rng = random.Random(f"nemesis-{seed}")
     busy_until: dict[str, float] = {}
-    plan, at = [], warmup
+    plan, at, migrated_at = [], warmup, warmup
     while True:
         at += rng.uniform(2, 8)
         if at >= seconds:
             return plan
-        for kind in rng.sample(KINDS, rng.choice((1, 1, 2, 2, 3))):
+        kinds = rng.sample(KINDS, rng.choice((1, 1, 2, 2, 3)))
+        if at - migrated_at >= MIGRATION_EVERY_SECONDS and BY_NAME["schema migration"] not in kinds:
+            kinds.append(BY_NAME["schema migration"])
+        for kind in kinds:
             heal_after, pick = round(rng.uniform(*kind.seconds), 2), rng.random()
             if busy_until.get(kind.target, -1) >= at:
                 continue
             busy_until[kind.target] = at + heal_after + 1
             plan.append(PlannedFault(round(at, 2), kind.name, heal_after, pick))
+            migrated_at = at if kind.target == "schema" else migrated_at
 
 
 @dataclass

@@ -7,8 +7,9 @@
   the checker reads both directly. The day locks' sessions reach DataVault's PostgreSQL through a FaultProxy
   too (DATAVAULT_LOCK_DSN), which can lose them.
 - A small tmpfs as the pipeline's TMPDIR and Dagster's compute-log folder.
-- Dagster: the code server as the image runs it, the daemon and the webserver, on an instance made from
-  the local stack's dagster.yaml with shorter monitoring intervals (`INSTANCE_OVERRIDES`).
+- Dagster: the code server (the shipped code location and the soak's table of the new types,
+  soak/code_location.py), the daemon and the webserver, on an instance made from the local stack's
+  dagster.yaml with shorter monitoring intervals (`INSTANCE_OVERRIDES`).
 - The alert receiver (soak/alerts.py), the webhook the alert sensor POSTs to.
 """
 
@@ -35,6 +36,7 @@ from datavault_analytics.local_stack.stack import (
     ensure_bucket,
 )
 from datavault_analytics.names import ALERT_SENSOR_NAME
+from soak import types_table
 from soak.alerts import AlertReceiver
 from soak.proxy import FaultProxy
 
@@ -55,7 +57,7 @@ INSTANCE_OVERRIDES = {
 }
 # The pipeline's settings for the soak, compressed in time the same way; everything else is shipped.
 # The nemesis's migrations: each step of the cycle (System.migrate_source), by turns on each table.
-MIGRATED_TABLES = ("records", "retrieval_log")
+MIGRATED_TABLES = ("records", "retrieval_log", types_table.TABLE)
 MIGRATIONS = (
     ("ALTER TABLE {table} ADD COLUMN {column} integer", "added"),
     ("ALTER TABLE {table} ALTER COLUMN {column} TYPE bigint", "widened"),
@@ -190,8 +192,9 @@ class System:
         for server, database in ((self.source, "datavault"), (self.dagster_db, "dagster")):
             server.start()
             server.create_database(database)
-        for ddl in SOURCE_DDL:  # every table the code location has; the workload writes to records
+        for ddl in SOURCE_DDL:  # every table the shipped code location has
             self.source.execute_sql_file("datavault", ddl)
+        types_table.create(self.source_dsn)  # and the soak's own (soak/code_location.py)
 
         s3_port, snowflake_port = free_port(), free_port()
         self.moto = Process(
@@ -381,7 +384,12 @@ class System:
     def _code_server_command(self) -> list[str]:
         port = free_port()
         command = [str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(port)]
-        command += ["-m", "datavault_analytics.definitions"]
+        command += [
+            "-m",
+            "soak.code_location",
+            "-d",
+            str(REPO),
+        ]  # soak/ is not installed: found from the repo
         workspace = {
             "grpc_server": {"host": "127.0.0.1", "port": port, "location_name": "datavault_analytics"}
         }
@@ -448,7 +456,7 @@ class System:
         its lock (a read of ours holds ACCESS SHARE), as careful migrations do, and fails otherwise."""
         import psycopg
 
-        table, (template, what) = MIGRATED_TABLES[(step // 3) % 2], MIGRATIONS[step % 3]
+        table, (template, what) = MIGRATED_TABLES[(step // 3) % len(MIGRATED_TABLES)], MIGRATIONS[step % 3]
         column = f"soak_col_{step // 3}"
         with psycopg.connect(self.source_dsn, autocommit=True, connect_timeout=5) as conn:
             conn.execute("SET lock_timeout = '5s'")

@@ -24,14 +24,17 @@ from pathlib import Path
 import psycopg
 
 from datavault_analytics.postgres.resource import PostgresResource
+from datavault_analytics.postgres.sessions import PINNED_PARAMETERS
 from datavault_analytics.table.day_window import DayWindow
 from datavault_analytics.verification.fingerprint import EMPTY, Fingerprint
+from soak import types_table
 from soak.system import Process
 
 OPERATIONS = {  # by table: what DataVault's backend does to it
     "records": ("late_row", "erasure", "reencrypt_bumped", "reencrypt_silent", "backdated_insert", "new_row"),
     # the audit log is append-only, but a retention purge or an erasure request deletes from it
     "retrieval_log": ("late_row", "erasure", "new_row"),
+    types_table.TABLE: ("late_row", "erasure", "update_bumped", "update_silent", "new_row"),
 }
 ASSET_KEYS = [{"path": ["s3", "datavault", "records"]}, {"path": ["snowflake", "datavault", "records"]}]
 LAUNCH_BACKFILL = """
@@ -58,6 +61,7 @@ class SourceWriter:
     def record_current(self, days: list[str]) -> None:
         """The days' committed state now (after seeding): a version of each."""
         with psycopg.connect(self.dsn, autocommit=True) as conn:
+            _pin(conn)
             for day in days:
                 self._record(conn, day)
 
@@ -79,6 +83,7 @@ class SourceWriter:
         try:
             with psycopg.connect(self.dsn, connect_timeout=3, application_name="dataVault backend") as conn:
                 conn.execute("SET statement_timeout = '10s'")
+                _pin(conn)
                 changed = self._apply(conn, operation, window, at, payload)
                 for changed_day in changed:
                     self._record(conn, changed_day)  # inside the transaction, before COMMIT
@@ -91,6 +96,8 @@ class SourceWriter:
     def _apply(self, conn, operation: str, window: DayWindow, at: datetime, payload: bytes) -> list[str]:
         if self.table == "retrieval_log":
             return self._apply_to_retrieval_log(conn, operation, window, at)
+        if self.table == types_table.TABLE:
+            return self._apply_to_types(conn, operation, window, at)
         day = window.partition_key
         some_row = (
             "SELECT id FROM records WHERE created_at >= %s AND created_at < %s ORDER BY random() LIMIT 1"
@@ -147,6 +154,30 @@ class SourceWriter:
         )
         return [window.partition_key] if operation == "late_row" else []  # a new row: today, no partition yet
 
+    def _apply_to_types(self, conn, operation: str, window: DayWindow, at: datetime) -> list[str]:
+        if operation in ("late_row", "new_row"):
+            created_at = at if operation == "late_row" else datetime.now(UTC)
+            conn.execute(
+                types_table.INSERT_ONE,
+                {"n": self.rng.randrange(10**8, 10**9), "at": created_at, "updated": None},
+            )
+            return [window.partition_key] if operation == "late_row" else []  # a new row: today
+        row = conn.execute(
+            "SELECT id FROM soak_types WHERE created_at >= %s AND created_at < %s ORDER BY random() LIMIT 1",
+            (window.start, window.end),
+        ).fetchone()
+        if row is None:
+            return []
+        if operation == "erasure":
+            conn.execute("DELETE FROM soak_types WHERE id = %s", row)
+        else:  # updated; with updated_at bumped, or silently (only the content tier sees it)
+            bump = ", updated_at = now() " if operation == "update_bumped" else ""
+            conn.execute(
+                types_table.UPDATE_ONE.format(bump=bump),
+                {"amount": round(self.rng.uniform(-9999, 9999), 2), "id": row[0]},
+            )
+        return [window.partition_key]
+
     def _insert(self, conn, created_at: datetime, payload: bytes, updated_at: datetime | None) -> None:
         conn.execute(
             "INSERT INTO records (id, owner_id, key, ciphertext, nonce, created_at, updated_at) "
@@ -169,6 +200,13 @@ class SourceWriter:
         rows, total = conn.execute(self._sql, (window.start, window.end)).fetchone()
         with self._lock:
             self.versions[day].add(Fingerprint(rows, int(total or 0)))
+
+
+def _pin(conn) -> None:
+    """The fingerprint reads values as text, as the pipeline's sessions do, with what they pin (an interval or
+    a float otherwise reads in the server's style, and its day's version would be another day's)."""
+    for name, value in PINNED_PARAMETERS.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
 
 
 @dataclass

@@ -20,6 +20,13 @@ from datavault_analytics.postgres.catalog import SourceColumn
 from datavault_analytics.table.day_window import DayWindow, as_utc
 from datavault_analytics.verification.fingerprint import DaySummary, Fingerprint, postgres_row_number
 
+# The days of a LATERAL count, and its table, under names of their own: an unqualified `d` in the day's bounds
+# was the source table's own column when it had one named so (the soak's table of the new types has a date `d`),
+# and every day counted 0 rows.
+DAYS = "unnest(%s::timestamptz[]) AS datavault_days(day_start)"
+DAY_START = "datavault_days.day_start"
+SOURCE = "datavault_source"
+
 
 class DayAggregates:
     """PostgresResource's aggregate reads (a mixin: `self` is the resource)."""
@@ -71,9 +78,9 @@ class DayAggregates:
             conn.commit()  # the catalog read and the scan are each their own transaction
             select = aggregates.format(c=column, u=updated)
             days_sql = (
-                f"SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.* FROM unnest(%s::timestamptz[]) AS d "  # noqa: S608
-                f"CROSS JOIN LATERAL (SELECT {select} FROM {self.qualified_table} WHERE {column} >= d "
-                f"AND {column} < d + interval '1 day') AS s WHERE s.count > 0"
+                f"SELECT to_char({DAY_START} AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.* FROM {DAYS} "  # noqa: S608
+                f"CROSS JOIN LATERAL (SELECT {select} FROM {self.qualified_table} AS {SOURCE} WHERE {column} >= "
+                f"{DAY_START} AND {column} < {DAY_START} + interval '1 day') AS s WHERE s.count > 0"
             )
             if not self.in_bursts:
                 reading = time.monotonic()
@@ -90,10 +97,11 @@ class DayAggregates:
             )
             # While alone, runs of days at once, each day bounded in rows (_count_in_slices).
             runs_sql = (
-                f"SELECT to_char(d AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.* FROM unnest(%s::timestamptz[]) AS d "  # noqa: S608
+                f"SELECT to_char({DAY_START} AT TIME ZONE 'UTC', 'YYYY-MM-DD'), s.* FROM {DAYS} "  # noqa: S608
                 f"CROSS JOIN LATERAL (SELECT {aggregates.format(c='c', u='u')} FROM (SELECT {column} AS c, "
-                f"{updated} AS u FROM {self.qualified_table} WHERE {column} >= d AND {column} < d + interval "
-                f"'1 day' ORDER BY {column} LIMIT %s) AS piece) AS s WHERE s.count > 0"
+                f"{updated} AS u FROM {self.qualified_table} AS {SOURCE} WHERE {column} >= {DAY_START} AND "
+                f"{column} < {DAY_START} + interval '1 day' ORDER BY {column} LIMIT %s) AS piece) AS s "
+                "WHERE s.count > 0"
             )
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with self.others_at_work() as others:

@@ -96,3 +96,43 @@ def test_the_checks_pass_for_a_naive_partition_column_loaded_on_a_new_york_serve
     assert result.success and evaluations and all(e.passed for e in evaluations)
     days = pipeline.reconcile(["2026-03-07", "2026-03-08", "2026-03-09"], table=table)
     assert [d.snowflake_rows for d in days] == [1, 3001, 1] and all(d.matches for d in days)
+
+
+@pytest.mark.parametrize(
+    "max_burst_ms, alone_burst_ms",
+    [(0.0, 0.0), (0.3, 0.0), (0.3, 25.0)],
+    ids=["whole", "bursts", "alone: runs of days"],
+)
+def test_a_table_whose_columns_are_named_as_the_counts_own_names_is_counted_right(
+    pipeline, max_burst_ms, alone_burst_ms
+):
+    """Every per-day count reads the day's bounds from its own list of days, never a column of the table: a
+    date column named `d` made every day of such a table count 0 rows, so the drift scan found unloaded days
+    equal and deletions unseen (the soak's table of the new types)."""
+    pipeline.pg(
+        "CREATE TABLE public.named (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, updated_at "
+        "timestamptz, d date, s text, c integer, u integer, piece text, day_start timestamptz, "
+        "datavault_days text); CREATE INDEX ON public.named (created_at) INCLUDE (updated_at)"
+    )
+    pipeline.pg(
+        "INSERT INTO public.named SELECT n, TIMESTAMPTZ '2026-03-07 00:00:00+00' + n * INTERVAL '1 min', NULL, "
+        "DATE '2001-01-01', 's', 1, 2, 'p', TIMESTAMPTZ '2001-01-01 00:00:00+00', 'x' "
+        "FROM generate_series(0, 3 * 1440 - 1) AS n"
+    )
+    table = DataVaultTable.resolve_from_dict(
+        {
+            "table": "public.named",
+            "partition_column": "created_at",
+            "primary_key": ["id"],
+            "updated_at_column": "updated_at",
+            "start_date": "2026-01-01",
+        }
+    ).pipeline(Settings.from_environment())
+    with pipeline.configured("postgres", table=table) as r:
+        postgres = r.postgres.model_copy(
+            update={"max_burst_ms": max_burst_ms, "alone_burst_ms": alone_burst_ms}
+        )
+        summaries = postgres.day_summaries(DayWindow.for_key(DAYS[0]), DayWindow.for_key(DAYS[2]))
+        stats = postgres.day_stats(day_windows(DAYS[:3]))
+    assert {day: s.rows for day, s in summaries.items()} == dict.fromkeys(DAYS[:3], 1440)
+    assert [stats[day]["rows"] for day in DAYS[:3]] == [1440] * 3

@@ -10,15 +10,18 @@ import dagster as dg
 import pytest
 
 from datavault_analytics.components.datavault_table import configured_table
+from datavault_analytics.table.pipeline import TablePipeline
+from soak import types_table
 from soak.checker import CheckedTable, Checker
-from soak.workload import SourceWriter
+from soak.workload import OPERATIONS, SourceWriter
 
 DAYS = ["2026-10-01", "2026-10-02"]
 
 
 @contextmanager
-def checker_for(pipeline, table: str = "records") -> Iterator[tuple[Checker, SourceWriter]]:
-    with pipeline.configured("postgres", "snowflake_loader", table=configured_table(table)) as resources:
+def checker_for(pipeline, table: str | TablePipeline = "records") -> Iterator[tuple[Checker, SourceWriter]]:
+    table = configured_table(table) if isinstance(table, str) else table
+    with pipeline.configured("postgres", "snowflake_loader", table=table) as resources:
         writer = SourceWriter(pipeline.dsn, resources.postgres, DAYS, random.Random(1))
         writer.record_current(DAYS)
         yield Checker([CheckedTable(resources.postgres, resources.snowflake_loader, writer)], DAYS), writer
@@ -63,6 +66,30 @@ def test_the_audit_logs_writer_commits_versions_a_partial_day_is_not_among(pipel
         )
         assert checker.sample()
         assert [v for v in checker.violations if v.startswith(f"retrieval_log {DAYS[0]}: Snowflake holds")]
+
+
+def test_the_types_tables_writer_commits_versions_its_days_load_exact_and_a_changed_value_is_seen(pipeline):
+    """The soak's table of the new types (soak/types_table.py): seeded, loaded, changed by its writer (late
+    rows, erasures, updates with and without updated_at, today's rows), each change a committed version and
+    the day loaded again equal to PostgreSQL; one interval changed in Snowflake alone is a violation."""
+    types = configured_table(types_table.TABLE, defs_folder=types_table.SOAK_DEFS_FOLDER)
+    types_table.create(pipeline.dsn)
+    types_table.seed(pipeline.dsn, [date.fromisoformat(d) for d in DAYS], rows_per_day=20)
+    assert pipeline.materialize(DAYS[0], table=types).success
+    with checker_for(pipeline, types) as (checker, writer):
+        for _ in range(15):
+            assert "failed" not in writer.step()
+        assert {op.split()[1] for op in writer.done} <= set(OPERATIONS[types_table.TABLE])
+        assert len(writer.done) >= 3
+        assert checker.sample() and checker.violations == []
+        assert pipeline.materialize(DAYS[0], table=types).success  # the changed day, loaded again
+        assert checker.sample() and checker.violations == []
+        pipeline.snowflake(
+            "UPDATE SOAK_TYPES SET SPAN = 'P1D' WHERE ID = (SELECT min(ID) FROM SOAK_TYPES WHERE CREATED_AT < %s)",
+            (DAYS[1],),
+        )
+        assert checker.sample()
+        assert [v for v in checker.violations if v.startswith(f"soak_types {DAYS[0]}: Snowflake holds")]
 
 
 def test_a_key_loaded_twice_is_a_violation(pipeline):

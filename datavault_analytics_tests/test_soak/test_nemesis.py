@@ -1,7 +1,7 @@
 """The nemesis's schedule: a pure function of the seed, faults every few seconds, often several at once,
-never two at a time on one target."""
+never two at a time on one target, a schema migration every few tens of seconds."""
 
-from soak.nemesis import BY_NAME, KINDS, schedule
+from soak.nemesis import BY_NAME, KINDS, MIGRATION_EVERY_SECONDS, schedule
 
 
 def test_the_same_seed_replays_the_same_faults_and_another_seed_does_not():
@@ -26,3 +26,12 @@ def test_faults_on_one_target_never_overlap():
             target = BY_NAME[fault.kind].target
             assert busy.get(target, -1) < fault.at, (seed, fault)
             busy[target] = fault.at + fault.heal_after
+
+
+def test_a_schema_migration_comes_at_least_every_twenty_seconds():
+    for seed in range(20):
+        migrations = [f.at for f in schedule(seed, 180) if f.kind == "schema migration"]
+        assert migrations and migrations[0] <= 20 + MIGRATION_EVERY_SECONDS + 8, (seed, migrations)
+        gaps = [b - a for a, b in zip(migrations, migrations[1:], strict=False)]
+        assert max(gaps) <= MIGRATION_EVERY_SECONDS + 8, (seed, gaps)  # the next fault after the interval
+        assert len(migrations) >= 180 // (MIGRATION_EVERY_SECONDS + 8) - 1
