@@ -6,6 +6,7 @@ environment's resources (defs/resources.py). Building the definitions reads the 
 connects anywhere; a table or column that PostgreSQL lacks fails the first run, before anything is written.
 """
 
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -171,10 +172,9 @@ def refuse_shared_targets(table: DataVaultTable, path: Path) -> None:
     for other_path in sorted(path.parent.parent.glob("*/defs.yaml")):
         if other_path.resolve() == path.resolve():
             continue
-        other = _table_in(other_path)
-        if other is None:
+        theirs = _spec_in(other_path.resolve(), other_path.stat().st_mtime_ns)
+        if theirs is None:
             continue
-        theirs = other.spec()
         if theirs.snowflake_table.upper() == mine.snowflake_table.upper():
             raise ConfigurationError(
                 f"{path} and {other_path} both load Snowflake table {mine.snowflake_table.upper()}: each "
@@ -187,16 +187,18 @@ def refuse_shared_targets(table: DataVaultTable, path: Path) -> None:
             )
 
 
-def _table_in(path: Path) -> "DataVaultTable | None":
-    """The DataVaultTable a defs.yaml configures, or None if it is another component or does not resolve (its
-    own load reports that)."""
+@functools.lru_cache(maxsize=4096)
+def _spec_in(path: Path, mtime_ns: int) -> TableSpec | None:
+    """The spec of the DataVaultTable a defs.yaml configures, or None if it is another component or does not
+    resolve (its own load reports that). Read once per file version: each table compares itself with every
+    other, and resolving them all again for each took 50 tables' build from 0.7 s (10 tables) to 14 s."""
     import yaml
 
     try:
         document = yaml.safe_load(path.read_text()) or {}
         if not str(document.get("type", "")).endswith("DataVaultTable"):
             return None
-        return DataVaultTable.resolve_from_dict(document.get("attributes") or {})
+        return DataVaultTable.resolve_from_dict(document.get("attributes") or {}).spec()
     except Exception:  # noqa: BLE001 - its own component's load names the problem
         return None
 
